@@ -1,0 +1,1661 @@
+#!/usr/bin/env python3
+# Copyright 2026 The ssd authors. Licensed under the Apache License, Version 2.0.
+"""ssd - Swarm Service Driller: is this node's load-balancer datapath what Docker says?
+
+ssd compares, on one Docker Swarm node, the control plane (what the engine says each
+service's VIP, fwmark and tasks are: GET /networks/{id}?verbose=true, and on managers
+/services and /tasks) with the kernel datapath that libnetwork programmed from it:
+
+  * the IPVS firewall-mark services and their destinations (generic netlink, pyroute2),
+  * the iptables MARK, SNAT, DNAT, REDIRECT and filter rules (parsed iptables-save text,
+    nf_tables and legacy backends),
+  * the VIP /32 aliases on the load-balancer interface and the IPVS sysctls,
+
+in the place the engine version really programs them: one load-balancer namespace per
+network (lb_<network id[:9]>) and ingress_sbox since Docker 18.06, every container
+sandbox before. It never changes anything: it only reads.
+
+Exit status follows diff(1): 0 consistent, 1 inconsistencies found, 2 could not check.
+
+The file reads top to bottom: model, collectors, checks (pure functions), reports, CLI.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import errno
+import ipaddress
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+__version__ = "0.1.0"
+
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+DEFAULT_EXEC_ROOT = "/var/run/docker"
+AF_INET = 2
+FIRST_FWMARK = 256  # libnetwork's fwMarkCtr starts here and only grows
+
+# IPVS forwarding methods (IP_VS_CONN_F_FWD_MASK bits of the destination's conn flags).
+FWD_METHODS = {0: "Masq", 1: "Local", 2: "Tunnel", 3: "Route", 4: "Bypass"}
+IP_VS_SVC_F_PERSISTENT = 0x1
+IPVS_SYSCTL_DIR = "/proc/sys/net/ipv4/vs"
+
+
+# --------------------------------------------------------------------------------------
+# Model: what the control plane says, what the datapath holds, what differs.
+# --------------------------------------------------------------------------------------
+
+class CheckError(Exception):
+    """An expected failure: one line on stderr, exit status 2."""
+
+
+@dataclass(frozen=True)
+class CheckInfo:
+    meaning: str
+    action: str
+
+
+# The check ids are part of the product: README lists them, --json carries them and
+# monitoring keys on them. Add new ids; never rename one.
+CHECKS: dict[str, CheckInfo] = {
+    "lb-namespace-missing": CheckInfo(
+        "A network with VIP services has no load-balancer namespace on this node.",
+        "Look for the network's lb-<name>/ingress-sbox entry in `docker network inspect -v`; "
+        "leaving and re-joining the network (or restarting dockerd) recreates it."),
+    "fwmark-duplicate": CheckInfo(
+        "Two services of this node share a LocalLBIndex (firewall mark).",
+        "Traffic for one VIP reaches the other's tasks; `docker service update --force` one of them."),
+    "ipvs-service-missing": CheckInfo(
+        "A VIP service's LocalLBIndex has no IPVS firewall-mark service.",
+        "`docker service update --force <service>` reprograms it; inspect with `ipvsadm -Ln`."),
+    "ipvs-service-stale": CheckInfo(
+        "An IPVS service belongs to no current VIP service of the network.",
+        "Leftover of a removed service; restarting dockerd (or a reboot) clears it."),
+    "ipvs-service-config": CheckInfo(
+        "The IPVS service's address family, scheduler or persistence differ from what the engine sets.",
+        "Someone changed it by hand; `docker service update --force <service>` restores it."),
+    "ipvs-backend-missing": CheckInfo(
+        "A task of the service is not a destination of its IPVS service.",
+        "Requests never reach that task; `docker service update --force <service>`."),
+    "ipvs-backend-stale": CheckInfo(
+        "An IPVS destination is no task of the service (maybe of another service).",
+        "Requests go to a dead or foreign task; `docker service update --force <service>`."),
+    "ipvs-backend-weight": CheckInfo(
+        "A destination has weight 0 though its task should receive traffic, or weight 1 though "
+        "swarm is stopping it (moby#41896).",
+        "Check the task with `docker service ps`; `docker service update --force <service>`."),
+    "ipvs-backend-forwarding": CheckInfo(
+        "A destination's forwarding method is not Masq (Route on networks created with -o dsr).",
+        "`docker service update --force <service>`."),
+    "mark-missing": CheckInfo(
+        "The iptables rule that marks the VIP (or an ingress published port) with the fwmark is absent.",
+        "Traffic to that VIP or port is not load-balanced; `docker service update --force <service>`."),
+    "mark-stale": CheckInfo(
+        "A MARK rule marks a VIP or port that no current service owns.",
+        "Leftover of a removed service or port; restarting dockerd clears it."),
+    "mark-conflict": CheckInfo(
+        "A VIP or port has more than one MARK rule, or one that sets a mark other than its LocalLBIndex "
+        "(libnetwork#2263).",
+        "Only the last rule wins; `docker service update --force <service>`, else restart dockerd."),
+    "vip-alias-missing": CheckInfo(
+        "A service VIP is not a /32 alias on the load-balancer interface.",
+        "Nobody answers ARP for the VIP on this node; `docker service update --force <service>`."),
+    "vip-alias-stale": CheckInfo(
+        "A /32 alias on the load-balancer interface is no current service VIP.",
+        "Leftover of a removed service; restarting dockerd clears it."),
+    "snat-missing": CheckInfo(
+        "The NAT-mode network lacks `-m ipvs --ipvs -j SNAT --to-source <LB IP>` in nat POSTROUTING.",
+        "Replies from remote tasks do not come back; restart dockerd."),
+    "sysctl": CheckInfo(
+        "An IPVS sysctl in the load-balancer namespace differs from what this engine version sets.",
+        "Something rewrote it; see moby#35082 for the effect; restart dockerd to reapply."),
+    "ingress-dnat-missing": CheckInfo(
+        "The host has no DOCKER-INGRESS DNAT rule for an ingress-published port.",
+        "The routing mesh does not answer on this node for that port; `docker service update --force`."),
+    "ingress-dnat-stale": CheckInfo(
+        "The host has a DOCKER-INGRESS DNAT rule for a port no service publishes.",
+        "Leftover of a removed service or port (moby#33790); restarting dockerd clears it."),
+    "ingress-dnat-target": CheckInfo(
+        "A DOCKER-INGRESS DNAT rule points elsewhere than ingress_sbox's docker_gwbridge address.",
+        "Published traffic goes to the wrong place; restart dockerd."),
+    "ingress-filter-missing": CheckInfo(
+        "The host's filter DOCKER-INGRESS chain lacks an ACCEPT rule for a published port.",
+        "A firewall tool may have flushed it (moby#33893); restart dockerd."),
+    "ingress-jump-missing": CheckInfo(
+        "A jump into DOCKER-INGRESS (nat PREROUTING/OUTPUT, filter FORWARD or DOCKER-FORWARD) is absent.",
+        "Published ports are dead on this node; a firewall reload may have removed it; restart dockerd."),
+    "task-redirect-missing": CheckInfo(
+        "A local task on the ingress network lacks its REDIRECT rule from published to target port.",
+        "That task drops routing-mesh traffic; `docker service update --force <service>`."),
+    "iptables-split-brain": CheckInfo(
+        "Docker's chains appear in both the legacy and the nf_tables iptables backend (moby#46636).",
+        "Make dockerd and every firewall tool use one backend (update-alternatives), then restart dockerd."),
+}
+
+
+@dataclass(frozen=True)
+class PublishedPort:
+    published: int
+    target: int
+    protocol: str | None  # None: the node cannot know (worker, inspect has no protocol)
+
+    def label(self) -> str:
+        return f"{self.published}/{self.protocol or 'any'}"
+
+
+@dataclass(frozen=True)
+class TaskView:
+    name: str
+    endpoint_id: str
+    ip: str
+    host_ip: str | None
+
+    @property
+    def task_id(self) -> str:
+        # Task container names are <service>.<slot or node id>.<task id>.
+        return self.name.rsplit(".", 1)[-1]
+
+
+@dataclass
+class ServiceView:
+    name: str
+    vip: str | None  # None for dnsrr services (no VIP, no IPVS state)
+    fwmark: int
+    ports: list[PublishedPort]
+    tasks: list[TaskView]
+
+
+@dataclass(frozen=True)
+class LocalEndpoint:
+    key: str  # container ID, or lb-<net> / ingress-sbox for load-balancer sandboxes
+    name: str
+    endpoint_id: str
+    ip: str | None
+    prefixlen: int | None
+
+
+@dataclass
+class NetworkView:
+    id: str
+    name: str
+    ingress: bool
+    dsr: bool
+    subnets: list[str]
+    services: dict[str, ServiceView]
+    endpoints: dict[str, LocalEndpoint]
+    instantiated: bool
+
+    @property
+    def lb_endpoint(self) -> LocalEndpoint | None:
+        return self.endpoints.get("ingress-sbox" if self.ingress else f"lb-{self.name}")
+
+    def vip_services(self) -> list[ServiceView]:
+        return [s for s in self.services.values() if s.vip and s.tasks]
+
+
+@dataclass(frozen=True)
+class SwarmTask:
+    id: str
+    service: str
+    desired_state: str
+    state: str
+
+
+@dataclass
+class EngineModel:
+    """What this engine version programs, from ../shared/docs/datapath.md sections 1 and 9."""
+    version: str
+    release: tuple[int, int, int]
+    era: str  # per-container | lb-sandbox-18.06 | lb-sandbox
+    known: bool
+
+    @property
+    def per_container(self) -> bool:
+        return self.era == "per-container"
+
+    @property
+    def mark_chain(self) -> str:
+        return "OUTPUT" if self.per_container else "INPUT"
+
+    @property
+    def filter_jump_chain(self) -> str:
+        return "DOCKER-FORWARD" if self.release >= (28, 0, 1) else "FORWARD"
+
+    def lb_sysctls(self, nat_mode: bool) -> dict[str, int]:
+        if self.per_container:
+            return {}
+        want = {"expire_nodest_conn": 1}
+        if self.release >= (20, 10, 0):
+            want.update(conn_reuse_mode=0, expire_quiescent_template=1)
+        if nat_mode:
+            want["conntrack"] = 1
+        return want
+
+
+@dataclass
+class IpvsDest:
+    address: str
+    port: int
+    weight: int
+    forwarding: str
+
+
+@dataclass
+class IpvsService:
+    family: int
+    fwmark: int
+    protocol: int
+    address: str | None
+    port: int
+    scheduler: str
+    flags: int
+    timeout: int
+    dests: list[IpvsDest] = field(default_factory=list)
+
+    def label(self) -> str:
+        if self.fwmark:
+            return f"FWM {self.fwmark}"
+        proto = {6: "TCP", 17: "UDP", 132: "SCTP"}.get(self.protocol, str(self.protocol))
+        return f"{proto} {self.address}:{self.port}"
+
+
+@dataclass
+class Rule:
+    table: str
+    chain: str
+    text: str
+    opts: dict[str, str | bool]
+    negated: frozenset[str]
+    matches: tuple[str, ...]
+
+    def get(self, key: str) -> str | None:
+        value = self.opts.get(key)
+        return value if isinstance(value, str) and key not in self.negated else None
+
+    @property
+    def target(self) -> str | None:
+        return self.get("-j")
+
+    @property
+    def proto(self) -> str | None:
+        return self.get("-p")
+
+    @property
+    def dst(self) -> str | None:
+        return _network(self.get("-d"))
+
+    def port(self, key: str) -> int | None:
+        value = self.get(key)
+        return int(value) if value and value.isdigit() else None
+
+    @property
+    def mark(self) -> tuple[int, int] | None:
+        """(value, mask) of a MARK target, in either spelling iptables prints."""
+        raw = self.get("--set-xmark") or self.get("--set-mark")
+        if raw is None:
+            return None
+        value, _, mask = raw.partition("/")
+        return int(value, 0), int(mask, 0) if mask else 0xFFFFFFFF
+
+
+Ruleset = dict[str, dict[str, list[Rule]]]  # table -> chain -> rules, in order
+
+
+@dataclass
+class Datapath:
+    """What one network namespace holds. None in a field means it could not be read."""
+    path: str
+    name: str
+    ipvs: list[IpvsService] | None
+    ipvs_error: str | None
+    rules: Ruleset | None
+    backends_with_docker_chains: list[str]
+    iptables_error: str | None
+    addresses: dict[str, list[tuple[str, int]]] | None  # ifname -> [(ip, prefixlen)]
+    sysctls: dict[str, int] | None
+    error: str | None = None  # the namespace itself could not be entered
+
+
+@dataclass
+class Finding:
+    check: str
+    message: str
+    network: str | None = None
+    namespace: str | None = None
+    service: str | None = None
+    subject: str | None = None  # the task, port, mark or address the finding is about
+    expected: Any = None
+    actual: Any = None
+    hint: str | None = None
+
+    @property
+    def key(self) -> tuple:
+        return (self.check, self.network, self.namespace, self.service, self.subject)
+
+    def to_json(self) -> dict:
+        return {"check": self.check, "network": self.network, "namespace": self.namespace,
+                "service": self.service, "subject": self.subject, "message": self.message,
+                "expected": self.expected, "actual": self.actual, "hint": self.hint}
+
+
+@dataclass
+class Problem:
+    """Something that could not be checked. scope says what."""
+    scope: str
+    message: str
+
+
+# --------------------------------------------------------------------------------------
+# Collectors: the Engine API and the namespaces. Everything with I/O lives here.
+# --------------------------------------------------------------------------------------
+
+def parse_release(version: str) -> tuple[int, int, int] | None:
+    m = re.match(r"^v?(\d+)\.(\d+)(?:\.(\d+))?", version or "")
+    if not m:
+        return None
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
+def engine_model(version: str) -> EngineModel:
+    """Map an engine version to the datapath it programs (datapath.md section 1)."""
+    release = parse_release(version)
+    if release is None:
+        raise CheckError(f"engine version {version!r} is not one ssd can read")
+    if release < (17, 4, 0):
+        raise CheckError(f"engine {version} is too old: ssd needs 17.04 or later "
+                         "(verbose network inspect, API 1.28)")
+    if release < (18, 6, 0):
+        era = "per-container"
+    elif release < (18, 9, 0):
+        era = "lb-sandbox-18.06"
+    else:
+        era = "lb-sandbox"
+    return EngineModel(version=version, release=release, era=era, known=release < (30, 0, 0))
+
+
+class Engine:
+    """The Engine API through docker-py's low-level client."""
+
+    def __init__(self, base_url: str, timeout: float = 30) -> None:
+        import docker  # imported here so --help and the pure checks need no SDK
+        self.errors = docker.errors
+        try:
+            self.api = docker.APIClient(base_url=base_url, version="auto", timeout=timeout)
+        except docker.errors.DockerException as exc:
+            raise CheckError(f"cannot reach the Docker daemon at {base_url}: {_short(exc)}") from exc
+
+    def call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except self.errors.NotFound:
+            raise
+        except self.errors.APIError as exc:
+            raise CheckError(f"Engine API {what}: {_short(exc)}") from exc
+        except Exception as exc:  # requests' connection errors and timeouts
+            raise CheckError(f"Engine API {what}: {_short(exc)}") from exc
+
+    def version(self) -> dict:
+        return self.call("GET /version", self.api.version)
+
+    def info(self) -> dict:
+        return self.call("GET /info", self.api.info)
+
+    def networks(self) -> list[dict]:
+        return self.call("GET /networks", self.api.networks)
+
+    def network(self, net_id: str) -> dict | None:
+        try:
+            return self.call(f"GET /networks/{net_id}", self.api.inspect_network, net_id, verbose=True)
+        except self.errors.NotFound:
+            return None
+
+    def services(self) -> list[dict]:
+        return self.call("GET /services", self.api.services)
+
+    def tasks(self) -> list[dict]:
+        return self.call("GET /tasks", self.api.tasks)
+
+    def container(self, cid: str) -> dict | None:
+        try:
+            return self.call(f"GET /containers/{cid[:12]}/json", self.api.inspect_container, cid)
+        except self.errors.NotFound:
+            return None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:300]
+
+
+@dataclass
+class NodeInfo:
+    id: str
+    hostname: str
+    manager: bool
+    engine: EngineModel
+
+
+def read_node(engine: Engine) -> NodeInfo:
+    info = engine.info()
+    swarm = info.get("Swarm") or {}
+    state = swarm.get("LocalNodeState", "")
+    if state != "active":
+        raise CheckError(f"this daemon is not in swarm mode (swarm state {state or 'inactive'!r}); "
+                         "ssd checks swarm service load balancing")
+    version = engine.version().get("Version") or info.get("ServerVersion") or ""
+    return NodeInfo(id=swarm.get("NodeID", ""), hostname=info.get("Name", ""),
+                    manager=bool(swarm.get("ControlAvailable")), engine=engine_model(version))
+
+
+def resolve_networks(listing: list[dict], wanted: list[str]) -> list[dict]:
+    """Pick networks by name, full ID or unique ID prefix; default: every swarm overlay."""
+    swarm_nets = [n for n in listing if n.get("Scope") == "swarm" and n.get("Driver") == "overlay"]
+    if not wanted:
+        return swarm_nets
+    chosen: list[dict] = []
+    for term in wanted:
+        exact = [n for n in listing if term in (n.get("Id"), n.get("Name"))]
+        found = exact or [n for n in listing if n.get("Id", "").startswith(term)]
+        if not found:
+            raise CheckError(f"network {term!r} not found on this node")
+        if len(found) > 1:
+            names = ", ".join(f"{n.get('Name')} ({n.get('Id', '')[:12]})" for n in found)
+            raise CheckError(f"network {term!r} is ambiguous: {names}")
+        net = found[0]
+        if net.get("Scope") != "swarm" or net.get("Driver") != "overlay":
+            raise CheckError(f"network {net.get('Name')!r} is not a swarm-scoped overlay network "
+                             f"(scope {net.get('Scope')}, driver {net.get('Driver')}): ssd checks "
+                             "swarm service load balancing")
+        if net not in chosen:
+            chosen.append(net)
+    return chosen
+
+
+def _network(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        return value
+
+
+def _split_cidr(value: str | None) -> tuple[str | None, int | None]:
+    if not value:
+        return None, None
+    try:
+        iface = ipaddress.ip_interface(value)
+    except ValueError:
+        return None, None
+    return str(iface.ip), iface.network.prefixlen
+
+
+def _vip(value: str | None) -> str | None:
+    # Engines <= 28 print "<nil>" for dnsrr services, 29+ print "".
+    if not value or value == "<nil>":
+        return None
+    return value.split("/")[0]
+
+
+def parse_ports(entries: list[str] | None, protocols: dict[tuple[int, int], list[str]] | None
+                ) -> list[PublishedPort]:
+    """Ports from inspect's "Target: 80, Publish: 8080" strings, protocol from /services."""
+    ports: list[PublishedPort] = []
+    for entry in entries or []:
+        m = re.match(r"Target:\s*(\d+),\s*Publish:\s*(\d+)", entry)
+        if not m:
+            continue
+        target, published = int(m.group(1)), int(m.group(2))
+        for proto in (protocols or {}).get((published, target)) or [None]:
+            port = PublishedPort(published=published, target=target, protocol=proto)
+            if port not in ports:
+                ports.append(port)
+    return ports
+
+
+def service_protocols(services: list[dict] | None) -> dict[str, dict[tuple[int, int], list[str]]]:
+    """service name -> (published, target) -> protocols of its ingress-mode ports."""
+    out: dict[str, dict[tuple[int, int], list[str]]] = {}
+    for svc in services or []:
+        name = (svc.get("Spec") or {}).get("Name", "")
+        for port in (svc.get("Endpoint") or {}).get("Ports") or []:
+            if port.get("PublishMode", "ingress") != "ingress" or not port.get("PublishedPort"):
+                continue
+            key = (int(port["PublishedPort"]), int(port.get("TargetPort", 0)))
+            out.setdefault(name, {}).setdefault(key, []).append(port.get("Protocol", "tcp"))
+    return out
+
+
+def build_network_view(raw: dict, protocols: dict[str, dict] | None) -> NetworkView:
+    endpoints = {}
+    for key, ep in (raw.get("Containers") or {}).items():
+        ip, prefixlen = _split_cidr(ep.get("IPv4Address"))
+        endpoints[key] = LocalEndpoint(key=key, name=ep.get("Name", ""),
+                                       endpoint_id=ep.get("EndpointID", ""), ip=ip, prefixlen=prefixlen)
+    services = {}
+    for name, svc in (raw.get("Services") or {}).items():
+        if not name:  # plain containers (and <= 24.x LB endpoints): not a service
+            continue
+        tasks = [TaskView(name=t.get("Name", ""), endpoint_id=t.get("EndpointID", ""),
+                          ip=(t.get("EndpointIP") or "").split("/")[0],
+                          host_ip=(t.get("Info") or {}).get("Host IP"))
+                 for t in svc.get("Tasks") or []]
+        services[name] = ServiceView(
+            name=name, vip=_vip(svc.get("VIP")), fwmark=int(svc.get("LocalLBIndex") or 0),
+            ports=parse_ports(svc.get("Ports"), (protocols or {}).get(name) if protocols is not None
+                              else None),
+            tasks=tasks)
+    subnets = [c["Subnet"] for c in ((raw.get("IPAM") or {}).get("Config") or [])
+               if c.get("Subnet") and ":" not in c["Subnet"]]
+    return NetworkView(
+        id=raw.get("Id", ""), name=raw.get("Name", ""), ingress=bool(raw.get("Ingress")),
+        dsr="dsr" in (raw.get("Options") or {}), subnets=subnets, services=services,
+        endpoints=endpoints, instantiated=bool(raw.get("Containers")) or bool(raw.get("Services")))
+
+
+def build_swarm_tasks(raw: list[dict] | None) -> dict[str, SwarmTask] | None:
+    if raw is None:
+        return None
+    return {t["ID"]: SwarmTask(id=t["ID"], service=t.get("ServiceID", ""),
+                               desired_state=t.get("DesiredState", ""),
+                               state=(t.get("Status") or {}).get("State", ""))
+            for t in raw if t.get("ID")}
+
+
+# --- namespaces -----------------------------------------------------------------------
+
+CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    if hasattr(os, "setns"):  # Python >= 3.12
+        os.setns(fd, CLONE_NEWNET)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+@contextlib.contextmanager
+def entered_netns(path: str) -> Iterator[None]:
+    """Run the block (and the processes it starts) inside the network namespace at path.
+
+    Opens the namespace file itself and never creates one (pyroute2's netns helpers do
+    when the path is missing). setns() moves only the calling thread; it moves back after.
+    """
+    target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            _setns(target)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise OSError(errno.EINVAL, "not a network namespace (stale file?)") from exc
+            raise
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(target)
+        os.close(home)
+
+
+def parse_ipvs_service(msg) -> IpvsService:
+    """An IPVS service from a decoded IPVS_CMD_GET_SERVICE reply.
+
+    Read straight from the netlink attributes: IPVSService.from_message() misreports
+    flags (and IPVSDest.from_message() the forwarding method).
+    """
+    svc = msg.get_attr("IPVS_CMD_ATTR_SERVICE")
+    flags = svc.get_attr("IPVS_SVC_ATTR_FLAGS")
+    return IpvsService(
+        family=svc.get_attr("IPVS_SVC_ATTR_AF") or 0,
+        fwmark=svc.get_attr("IPVS_SVC_ATTR_FWMARK") or 0,
+        protocol=svc.get_attr("IPVS_SVC_ATTR_PROTOCOL") or 0,
+        address=svc.get_attr("IPVS_SVC_ATTR_ADDR"),
+        port=svc.get_attr("IPVS_SVC_ATTR_PORT") or 0,
+        scheduler=svc.get_attr("IPVS_SVC_ATTR_SCHED_NAME") or "",
+        flags=(flags or {}).get("flags", 0) if flags is not None else 0,
+        timeout=svc.get_attr("IPVS_SVC_ATTR_TIMEOUT") or 0,
+    )
+
+
+def parse_ipvs_dest(msg) -> IpvsDest:
+    dest = msg.get_attr("IPVS_CMD_ATTR_DEST")
+    method = (dest.get_attr("IPVS_DEST_ATTR_FWD_METHOD") or 0) & 0x7
+    return IpvsDest(address=str(dest.get_attr("IPVS_DEST_ATTR_ADDR")),
+                    port=dest.get_attr("IPVS_DEST_ATTR_PORT") or 0,
+                    weight=dest.get_attr("IPVS_DEST_ATTR_WEIGHT") or 0,
+                    forwarding=FWD_METHODS.get(method, str(method)))
+
+
+class IpvsUnavailable(Exception):
+    pass
+
+
+def read_ipvs() -> list[IpvsService]:
+    """Dump the IPVS table of the current thread's namespace over generic netlink."""
+    from pyroute2 import IPVS, IPVSService
+    from pyroute2.netlink.exceptions import NetlinkError
+    try:
+        sock = IPVS()
+    except NetlinkError as exc:
+        if exc.code == errno.ENOENT:
+            raise IpvsUnavailable("this kernel has no IPVS (generic netlink family IPVS not found; "
+                                  "is the ip_vs module available?)") from exc
+        raise
+    with sock:
+        services = []
+        for msg in sock.service("dump"):
+            svc = parse_ipvs_service(msg)
+            if svc.fwmark:
+                key = IPVSService(af=svc.family, fwmark=svc.fwmark)
+            else:
+                key = IPVSService(af=svc.family, protocol=svc.protocol, addr=svc.address,
+                                  port=svc.port)
+            svc.dests = [parse_ipvs_dest(d) for d in sock.dest("dump", service=key)]
+            services.append(svc)
+        return services
+
+
+_SYSBIN = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+
+
+def iptables_backends() -> dict[str, str]:
+    """backend name -> iptables-save binary. Both are read: the kernel applies both."""
+    found = {}
+    for backend, binary in (("nf_tables", "iptables-nft-save"), ("legacy", "iptables-legacy-save")):
+        path = shutil.which(binary, path=_SYSBIN)
+        if path:
+            found[backend] = path
+    if not found:
+        path = shutil.which("iptables-save", path=_SYSBIN)
+        if path:
+            found["default"] = path
+    return found
+
+
+def parse_iptables_save(text: str) -> Ruleset:
+    """Parse iptables-save output (either backend) into table -> chain -> rules."""
+    rules: Ruleset = {}
+    table = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            table = line[1:]
+            rules.setdefault(table, {})
+        elif line.startswith(":") and table is not None:
+            rules[table].setdefault(line[1:].split()[0], [])
+        elif line.startswith("-A ") and table is not None:
+            rule = parse_rule(table, line)
+            rules[table].setdefault(rule.chain, []).append(rule)
+    return rules
+
+
+def parse_rule(table: str, line: str) -> Rule:
+    tokens = shlex.split(line)
+    chain = tokens[1]
+    opts: dict[str, str | bool] = {}
+    negated: set[str] = set()
+    matches: list[str] = []
+    negate = False
+    i = 2
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok == "!":
+            negate = True
+            i += 1
+            continue
+        if tok in ("-m", "--match") and i + 1 < len(tokens):
+            matches.append(tokens[i + 1])
+            i += 2
+            continue
+        if tok.startswith("-"):
+            nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+            value: str | bool = True
+            if nxt is not None and nxt != "!" and not nxt.startswith("-"):
+                value = nxt
+                i += 1
+            key = {"--protocol": "-p", "--destination": "-d", "--source": "-s",
+                   "--jump": "-j", "--destination-port": "--dport",
+                   "--source-port": "--sport"}.get(tok, tok)
+            opts.setdefault(key, value)
+            if negate:
+                negated.add(key)
+        negate = False
+        i += 1
+    return Rule(table=table, chain=chain, text=line, opts=opts, negated=frozenset(negated),
+                matches=tuple(matches))
+
+
+def merge_rulesets(parts: Iterable[Ruleset]) -> Ruleset:
+    merged: Ruleset = {}
+    for part in parts:
+        for table, chains in part.items():
+            for chain, rules in chains.items():
+                merged.setdefault(table, {}).setdefault(chain, []).extend(rules)
+    return merged
+
+
+def docker_chains(rules: Ruleset) -> bool:
+    return any(chain.startswith("DOCKER") for chains in rules.values() for chain in chains)
+
+
+def read_iptables(backends: dict[str, str]) -> tuple[Ruleset | None, list[str], str | None]:
+    """iptables of the current namespace: merged rules, backends with Docker chains, error."""
+    if not backends:
+        return None, [], "no iptables-save binary found (install iptables)"
+    parts, with_docker, failures = [], [], []
+    for backend, binary in backends.items():
+        try:
+            proc = subprocess.run([binary], check=False, capture_output=True, text=True,
+                                  timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            failures.append(f"{os.path.basename(binary)}: {_short(exc)}")
+            continue
+        if proc.returncode != 0:
+            reason = _short(Exception(proc.stderr or f"exit status {proc.returncode}"))
+            failures.append(f"{os.path.basename(binary)}: {reason}")
+            continue
+        rules = parse_iptables_save(proc.stdout)
+        parts.append(rules)
+        if docker_chains(rules):
+            with_docker.append(backend)
+    if not parts:
+        return None, [], "; ".join(failures)
+    return merge_rulesets(parts), with_docker, None
+
+
+def read_addresses() -> dict[str, list[tuple[str, int]]]:
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        out: dict[str, list[tuple[str, int]]] = {}
+        for addr in ipr.get_addr(family=AF_INET):
+            ip = addr.get_attr("IFA_LOCAL") or addr.get_attr("IFA_ADDRESS")
+            out.setdefault(names.get(addr["index"], str(addr["index"])), []).append(
+                (ip, addr["prefixlen"]))
+        return out
+
+
+def read_sysctls() -> dict[str, int] | None:
+    if not os.path.isdir(IPVS_SYSCTL_DIR):
+        return None
+    values = {}
+    for name in ("conn_reuse_mode", "expire_nodest_conn", "expire_quiescent_template", "conntrack"):
+        with contextlib.suppress(OSError, ValueError), \
+                open(os.path.join(IPVS_SYSCTL_DIR, name)) as fh:
+            values[name] = int(fh.read().strip())
+    return values
+
+
+def read_datapath(path: str, backends: dict[str, str], want_ipvs: bool = True) -> Datapath:
+    """Everything ssd compares, read inside one namespace (path None: this namespace)."""
+    name = os.path.basename(path) if path else "host"
+    snap = Datapath(path=path, name=name, ipvs=None, ipvs_error=None, rules=None,
+                    backends_with_docker_chains=[], iptables_error=None, addresses=None,
+                    sysctls=None)
+    try:
+        with entered_netns(path) if path else contextlib.nullcontext():
+            if want_ipvs:
+                try:
+                    snap.ipvs = read_ipvs()
+                except IpvsUnavailable as exc:
+                    snap.ipvs_error = str(exc)
+                except Exception as exc:  # noqa: BLE001 - any netlink failure: report, check the rest
+                    snap.ipvs_error = f"IPVS dump failed: {_short(exc)}"
+                snap.sysctls = read_sysctls()
+            snap.rules, snap.backends_with_docker_chains, snap.iptables_error = read_iptables(backends)
+            snap.addresses = read_addresses()
+    except FileNotFoundError:
+        snap.error = f"namespace {path} does not exist (it may have vanished mid-run)"
+    except OSError as exc:
+        snap.error = f"cannot enter namespace {path}: {exc.strerror or _short(exc)}"
+    return snap
+
+
+# --------------------------------------------------------------------------------------
+# Checks: pure functions, views in, findings out. No I/O below this line until reports.
+# --------------------------------------------------------------------------------------
+
+def _hint_ipvs(ns_path: str, service: str | None) -> str:
+    cmd = f"nsenter --net={ns_path} ipvsadm -Ln"
+    return f"{cmd}; docker service update --force {service}" if service else cmd
+
+
+def _hint_rules(ns_path: str | None, table: str) -> str:
+    prefix = f"nsenter --net={ns_path} " if ns_path else ""
+    return f"{prefix}iptables-save -t {table}"
+
+
+def check_fwmark_duplicates(networks: list[NetworkView]) -> list[Finding]:
+    """Every (network, service) pair of this node must have its own LocalLBIndex."""
+    owners: dict[int, list[tuple[str, str]]] = {}
+    for net in networks:
+        for svc in net.services.values():
+            if svc.fwmark and svc.vip and svc.tasks:
+                owners.setdefault(svc.fwmark, []).append((net.name, svc.name))
+    findings = []
+    for mark, users in sorted(owners.items()):
+        if len(users) > 1:
+            who = ", ".join(f"{s} on {n}" for n, s in users)
+            findings.append(Finding(
+                "fwmark-duplicate", f"LocalLBIndex {mark} is used by {who}",
+                network=users[0][0], service=users[0][1], subject=str(mark),
+                expected="one service per fwmark", actual=[f"{s}@{n}" for n, s in users],
+                hint="docker network inspect -v <network> on this node; "
+                     f"docker service update --force {users[-1][1]}"))
+    return findings
+
+
+@dataclass
+class LoadBalancer:
+    """Where one network's load balancer lives on this node and what it should carry."""
+    network: NetworkView
+    datapath: Datapath
+    lb_ip: str | None
+    expect_aliases: bool
+
+
+def check_load_balancer(lb: LoadBalancer, model: EngineModel,
+                        swarm_tasks: dict[str, SwarmTask] | None) -> list[Finding]:
+    """Compare one LB namespace (lb_<id>, ingress_sbox or an era-A container) with the view."""
+    net, dp = lb.network, lb.datapath
+    findings: list[Finding] = []
+    where = {"network": net.name, "namespace": dp.name}
+    services = net.vip_services()
+    if dp.ipvs is not None:
+        findings += _check_ipvs(net, dp, services, swarm_tasks)
+    if dp.rules is not None:
+        findings += _check_vip_marks(net, dp, services, model.mark_chain)
+        if net.ingress:
+            findings += _check_port_marks(net, dp, services)
+        if not net.dsr and services and dp.ipvs is not None:
+            # The SNAT rule needs the kernel's ipvs match: where IPVS is missing it cannot exist.
+            findings += _check_snat(net, dp, lb.lb_ip)
+    if lb.expect_aliases and dp.addresses is not None:
+        findings += _check_aliases(net, dp, services, lb.lb_ip)
+    if dp.ipvs is not None and dp.sysctls is not None and services:
+        for name, want in model.lb_sysctls(nat_mode=not net.dsr).items():
+            have = dp.sysctls.get(name)
+            if have != want:
+                findings.append(Finding(
+                    "sysctl", f"net.ipv4.vs.{name} is {have} in {dp.name}, engine "
+                    f"{model.version} sets {want}", subject=name, expected=want, actual=have,
+                    hint=f"nsenter --net={dp.path} sysctl net.ipv4.vs", **where))
+    return findings
+
+
+def _check_ipvs(net: NetworkView, dp: Datapath, services: list[ServiceView],
+                swarm_tasks: dict[str, SwarmTask] | None) -> list[Finding]:
+    findings: list[Finding] = []
+    where = {"network": net.name, "namespace": dp.name}
+    by_mark = {s.fwmark: s for s in dp.ipvs or [] if s.fwmark}
+    owner_of_ip = {t.ip: svc.name for svc in net.services.values() for t in svc.tasks}
+    want_fwd = "Route" if net.dsr else "Masq"
+    for svc in services:
+        if svc.fwmark < FIRST_FWMARK:
+            findings.append(Finding(
+                "ipvs-service-missing", f"service {svc.name} has no local load-balancer binding "
+                f"(LocalLBIndex {svc.fwmark})", service=svc.name, subject=str(svc.fwmark),
+                expected=f">= {FIRST_FWMARK}", actual=svc.fwmark,
+                hint=f"docker service update --force {svc.name}", **where))
+            continue
+        ipvs = by_mark.get(svc.fwmark)
+        if ipvs is None:
+            findings.append(Finding(
+                "ipvs-service-missing", f"service {svc.name} (VIP {svc.vip}): no IPVS service "
+                f"FWM {svc.fwmark} in {dp.name}", service=svc.name, subject=str(svc.fwmark),
+                expected=f"FWM {svc.fwmark}", actual=None,
+                hint=_hint_ipvs(dp.path, svc.name), **where))
+            continue
+        problems = []
+        if ipvs.family != AF_INET:
+            problems.append(f"address family {ipvs.family} (expected {AF_INET}, IPv4)")
+        if ipvs.scheduler != "rr":
+            problems.append(f"scheduler {ipvs.scheduler!r} (expected 'rr')")
+        if ipvs.flags & IP_VS_SVC_F_PERSISTENT or ipvs.timeout:
+            problems.append(f"persistent, timeout {ipvs.timeout}s (expected none)")
+        if problems:
+            findings.append(Finding(
+                "ipvs-service-config", f"service {svc.name}: FWM {svc.fwmark} has "
+                + "; ".join(problems), service=svc.name, subject=str(svc.fwmark),
+                expected={"family": AF_INET, "scheduler": "rr", "persistent": False},
+                actual={"family": ipvs.family, "scheduler": ipvs.scheduler,
+                        "persistent": bool(ipvs.flags & IP_VS_SVC_F_PERSISTENT),
+                        "timeout": ipvs.timeout},
+                hint=_hint_ipvs(dp.path, svc.name), **where))
+        findings += _check_backends(svc, ipvs, owner_of_ip, want_fwd, swarm_tasks, dp, where)
+    wanted = {s.fwmark for s in services}
+    for ipvs in dp.ipvs or []:
+        if ipvs.fwmark and ipvs.fwmark in wanted:
+            continue
+        findings.append(Finding(
+            "ipvs-service-stale", f"IPVS service {ipvs.label()} in {dp.name} belongs to no "
+            f"current VIP service of network {net.name}", subject=ipvs.label(),
+            expected=None, actual={"service": ipvs.label(),
+                                   "destinations": [d.address for d in ipvs.dests]},
+            hint=_hint_ipvs(dp.path, None), **where))
+    return findings
+
+
+def _check_backends(svc: ServiceView, ipvs: IpvsService, owner_of_ip: dict[str, str],
+                    want_fwd: str, swarm_tasks: dict[str, SwarmTask] | None, dp: Datapath,
+                    where: dict) -> list[Finding]:
+    findings = []
+    dests = {d.address: d for d in ipvs.dests}
+    for task in svc.tasks:
+        dest = dests.get(task.ip)
+        if dest is None:
+            findings.append(Finding(
+                "ipvs-backend-missing", f"task {task.name} ({task.ip}) is not a destination "
+                f"of FWM {svc.fwmark}", service=svc.name, subject=task.ip,
+                expected=task.ip, actual=sorted(dests), hint=_hint_ipvs(dp.path, svc.name), **where))
+            continue
+        findings += _check_weight(svc, task, dest, swarm_tasks, dp, where)
+        if dest.forwarding != want_fwd:
+            findings.append(Finding(
+                "ipvs-backend-forwarding", f"task {task.name} ({task.ip}) in FWM {svc.fwmark} "
+                f"uses {dest.forwarding} forwarding, expected {want_fwd}", service=svc.name,
+                subject=task.ip, expected=want_fwd, actual=dest.forwarding,
+                hint=_hint_ipvs(dp.path, svc.name), **where))
+    task_ips = {t.ip for t in svc.tasks}
+    for address in sorted(set(dests) - task_ips):
+        other = owner_of_ip.get(address)
+        whose = f"it is a task of service {other}" if other else "it is no task of this network"
+        findings.append(Finding(
+            "ipvs-backend-stale", f"destination {address} of FWM {svc.fwmark} is no task of "
+            f"service {svc.name}: {whose}", service=svc.name, subject=address,
+            expected=sorted(task_ips), actual=address, hint=_hint_ipvs(dp.path, svc.name), **where))
+    return findings
+
+
+def _check_weight(svc: ServiceView, task: TaskView, dest: IpvsDest,
+                  swarm_tasks: dict[str, SwarmTask] | None, dp: Datapath, where: dict
+                  ) -> list[Finding]:
+    """Weight 1 carries traffic; weight 0 is a task swarm is stopping (18.03.1+)."""
+    state = (swarm_tasks or {}).get(task.task_id)
+    stopping = state is not None and state.desired_state not in ("running", "")
+    if dest.weight not in (0, 1):
+        wrong = f"weight {dest.weight}, the engine only sets 0 or 1"
+    elif dest.weight == 0 and state is not None and not stopping and state.state == "running":
+        wrong = "weight 0 though swarm wants it running"
+    elif dest.weight == 1 and stopping and state.state == "running":
+        wrong = f"weight 1 though swarm is stopping it (desired state {state.desired_state})"
+    else:
+        return []
+    expected = 0 if stopping else 1
+    return [Finding("ipvs-backend-weight", f"task {task.name} ({task.ip}) in FWM {svc.fwmark}: "
+                    f"{wrong}", service=svc.name, subject=task.ip, expected=expected,
+                    actual=dest.weight, hint=f"docker service ps {svc.name}; "
+                    + _hint_ipvs(dp.path, svc.name), **where)]
+
+
+def _marks_in(rules: Ruleset, table: str, chain: str) -> list[Rule]:
+    return [r for r in rules.get(table, {}).get(chain, []) if r.target == "MARK"]
+
+
+def _mark_findings(rules_for: list[Rule], fwmark: int, what: str, svc: ServiceView,
+                   subject: str, dp: Datapath, where: dict) -> list[Finding]:
+    hint = _hint_rules(dp.path, "mangle")
+    if not rules_for:
+        return [Finding("mark-missing", f"no MARK rule for {what} of service {svc.name} "
+                        f"(expected mark {fwmark:#x})", service=svc.name, subject=subject,
+                        expected=hex(fwmark), actual=None, hint=hint, **where)]
+    marks = [r.mark for r in rules_for]
+    if len(rules_for) > 1 or marks[0] != (fwmark, 0xFFFFFFFF):
+        shown = ", ".join(f"{m[0]:#x}/{m[1]:#x}" if m else "?" for m in marks)
+        return [Finding("mark-conflict", f"{what} of service {svc.name}: {len(rules_for)} MARK "
+                        f"rule(s) setting {shown}, expected one setting {fwmark:#x}",
+                        service=svc.name, subject=subject, expected=hex(fwmark),
+                        actual=[r.text for r in rules_for], hint=hint, **where)]
+    return []
+
+
+def _check_vip_marks(net: NetworkView, dp: Datapath, services: list[ServiceView],
+                     chain: str) -> list[Finding]:
+    findings: list[Finding] = []
+    where = {"network": net.name, "namespace": dp.name}
+    marks = [r for r in _marks_in(dp.rules or {}, "mangle", chain) if r.dst]
+    for svc in services:
+        if svc.fwmark < FIRST_FWMARK:
+            continue
+        mine = [r for r in marks if r.dst == f"{svc.vip}/32"]
+        findings += _mark_findings(mine, svc.fwmark, f"VIP {svc.vip} (mangle {chain})", svc,
+                                   f"{svc.vip}/32", dp, where)
+    vips = {f"{s.vip}/32" for s in services}
+    for rule in marks:
+        if rule.dst not in vips:
+            findings.append(Finding(
+                "mark-stale", f"mangle {chain} marks {rule.dst}, which is no current VIP of "
+                f"network {net.name}", subject=rule.dst, expected=None, actual=rule.text,
+                hint=_hint_rules(dp.path, "mangle"), **where))
+    return findings
+
+
+def _check_port_marks(net: NetworkView, dp: Datapath, services: list[ServiceView]
+                      ) -> list[Finding]:
+    """ingress_sbox: mangle PREROUTING -p proto --dport P -j MARK, one per published port."""
+    findings: list[Finding] = []
+    where = {"network": net.name, "namespace": dp.name}
+    marks = [r for r in _marks_in(dp.rules or {}, "mangle", "PREROUTING") if r.port("--dport")]
+    owned = set()
+    for svc in services:
+        if svc.fwmark < FIRST_FWMARK:
+            continue
+        for port in svc.ports:
+            mine = [r for r in marks if r.port("--dport") == port.published
+                    and (port.protocol is None or r.proto == port.protocol)]
+            owned.update(id(r) for r in mine)
+            findings += _mark_findings(mine, svc.fwmark, f"published port {port.label()}", svc,
+                                       port.label(), dp, where)
+    for rule in marks:
+        if id(rule) not in owned:
+            label = f"{rule.port('--dport')}/{rule.proto}"
+            findings.append(Finding(
+                "mark-stale", f"mangle PREROUTING marks port {label}, which no current service "
+                "publishes", subject=label, expected=None, actual=rule.text,
+                hint=_hint_rules(dp.path, "mangle"), **where))
+    return findings
+
+
+def _check_snat(net: NetworkView, dp: Datapath, lb_ip: str | None) -> list[Finding]:
+    rules = [r for r in (dp.rules or {}).get("nat", {}).get("POSTROUTING", [])
+             if r.target == "SNAT" and "ipvs" in r.matches and r.opts.get("--ipvs") is True]
+    subnets = {_network(s) for s in net.subnets}
+    good = [r for r in rules if r.dst in subnets
+            and (lb_ip is None or (r.get("--to-source") or "").split(":")[0] == lb_ip)]
+    if good:
+        return []
+    expected = (f"-A POSTROUTING -d {net.subnets[0] if net.subnets else '<subnet>'} -m ipvs "
+                f"--ipvs -j SNAT --to-source {lb_ip or '<LB IP>'}")
+    return [Finding("snat-missing", f"network {net.name} (NAT mode): no IPVS SNAT rule to the "
+                    f"load-balancer address {lb_ip or '?'} in nat POSTROUTING of {dp.name}",
+                    network=net.name, namespace=dp.name, subject="POSTROUTING",
+                    expected=expected, actual=[r.text for r in rules] or None,
+                    hint=_hint_rules(dp.path, "nat"))]
+
+
+def _check_aliases(net: NetworkView, dp: Datapath, services: list[ServiceView],
+                   lb_ip: str | None) -> list[Finding]:
+    where = {"network": net.name, "namespace": dp.name}
+    addresses = dp.addresses or {}
+    iface = next((name for name, addrs in addresses.items()
+                  if lb_ip and any(ip == lb_ip for ip, _ in addrs)), None)
+    if iface is None:
+        iface = "eth0" if "eth0" in addresses else None
+    have = {ip for ip, plen in addresses.get(iface, []) if plen == 32} if iface else set()
+    findings = []
+    hint = f"nsenter --net={dp.path} ip -4 addr show"
+    for svc in services:
+        if svc.vip not in have:
+            findings.append(Finding(
+                "vip-alias-missing", f"VIP {svc.vip} of service {svc.name} is not a /32 on "
+                f"{iface or 'the load-balancer interface'} of {dp.name}", service=svc.name,
+                subject=svc.vip, expected=f"{svc.vip}/32", actual=sorted(have), hint=hint, **where))
+    vips = {s.vip for s in services}
+    for ip in sorted(have - vips - {lb_ip}):
+        findings.append(Finding(
+            "vip-alias-stale", f"{ip}/32 on {iface} of {dp.name} is no current VIP of network "
+            f"{net.name}", subject=ip, expected=sorted(vips), actual=f"{ip}/32", hint=hint, **where))
+    return findings
+
+
+def check_split_brain(dp: Datapath) -> list[Finding]:
+    if len(dp.backends_with_docker_chains) < 2:
+        return []
+    return [Finding("iptables-split-brain", f"Docker chains exist in both iptables backends "
+                    f"({', '.join(dp.backends_with_docker_chains)}) in {dp.name}",
+                    namespace=dp.name, subject="iptables", expected="one backend",
+                    actual=dp.backends_with_docker_chains,
+                    hint="iptables-legacy-save; iptables-nft-save; update-alternatives --display iptables")]
+
+
+PortUsers = dict[tuple[str | None, int], list[tuple[ServiceView, PublishedPort]]]
+
+
+def published_ports(ingress: NetworkView) -> PortUsers:
+    """(protocol, published port) -> the services publishing it on the ingress network."""
+    out: PortUsers = {}
+    for svc in ingress.vip_services():
+        for port in svc.ports:
+            out.setdefault((port.protocol, port.published), []).append((svc, port))
+    return out
+
+
+def check_host_ingress(ingress: NetworkView, host: Datapath, gw_ip: str | None,
+                       model: EngineModel) -> list[Finding]:
+    """The host's DOCKER-INGRESS DNAT/filter rules and the jumps into them."""
+    rules = host.rules or {}
+    where = {"network": ingress.name, "namespace": "host"}
+    ports = published_ports(ingress)
+    findings: list[Finding] = []
+    dnat = [r for r in rules.get("nat", {}).get("DOCKER-INGRESS", []) if r.target == "DNAT"]
+    accept = [r for r in rules.get("filter", {}).get("DOCKER-INGRESS", []) if r.target == "ACCEPT"]
+    for (proto, number), users in sorted(ports.items(), key=lambda kv: (kv[0][1], kv[0][0] or "")):
+        svc, port = users[0]
+        label, name = port.label(), svc.name
+
+        def same(rule: Rule, key: str, number: int = number, proto: str | None = proto) -> bool:
+            return rule.port(key) == number and (proto is None or rule.proto == proto)
+        mine = [r for r in dnat if same(r, "--dport")]
+        if not mine:
+            findings.append(Finding(
+                "ingress-dnat-missing", f"no DNAT rule in nat DOCKER-INGRESS for published port "
+                f"{label} of service {name}", service=name, subject=label,
+                expected=f"--dport {number} -j DNAT --to-destination {gw_ip or '<gw IP>'}:{number}",
+                actual=None, hint="iptables-save -t nat | grep DOCKER-INGRESS", **where))
+        elif gw_ip:
+            targets = [r.get("--to-destination") for r in mine]
+            if any(t != f"{gw_ip}:{number}" for t in targets):
+                findings.append(Finding(
+                    "ingress-dnat-target", f"DNAT for port {label} of service {name} goes to "
+                    f"{', '.join(str(t) for t in targets)}, not to ingress_sbox at {gw_ip}:{number}",
+                    service=name, subject=label, expected=f"{gw_ip}:{number}", actual=targets,
+                    hint="iptables-save -t nat | grep DOCKER-INGRESS; "
+                         "docker network inspect docker_gwbridge", **where))
+        inbound = [r for r in accept if same(r, "--dport")]
+        replies = [r for r in accept if same(r, "--sport")
+                   and ("ESTABLISHED" in (r.get("--ctstate") or r.get("--state") or ""))]
+        missing = [what for what, have in (("--dport", inbound), ("--sport ESTABLISHED", replies))
+                   if not have]
+        if missing:
+            findings.append(Finding(
+                "ingress-filter-missing", f"filter DOCKER-INGRESS lacks the ACCEPT rule(s) "
+                f"{' and '.join(missing)} for published port {label} of service {name}",
+                service=name, subject=label, expected=[f"ACCEPT {m} {number}" for m in missing],
+                actual=[r.text for r in inbound + replies],
+                hint="iptables-save -t filter | grep DOCKER-INGRESS", **where))
+    for rule in dnat:
+        number = rule.port("--dport")
+        if number is None:
+            continue
+        if not any(n == number and (p is None or p == rule.proto) for p, n in ports):
+            label = f"{number}/{rule.proto}"
+            findings.append(Finding(
+                "ingress-dnat-stale", f"nat DOCKER-INGRESS has a DNAT rule for port {label}, "
+                "which no service publishes", subject=label, expected=None, actual=rule.text,
+                hint="iptables-save -t nat | grep DOCKER-INGRESS; docker service ls", **where))
+    if ports:
+        findings += _check_ingress_jumps(rules, model, where)
+    return findings
+
+
+def _check_ingress_jumps(rules: Ruleset, model: EngineModel, where: dict) -> list[Finding]:
+    wanted = [("nat", "PREROUTING"), ("nat", "OUTPUT"), ("filter", model.filter_jump_chain)]
+    findings = []
+    for table, chain in wanted:
+        jumps = [r for r in rules.get(table, {}).get(chain, []) if r.target == "DOCKER-INGRESS"]
+        if table == "nat":
+            jumps = [r for r in jumps if r.get("--dst-type") == "LOCAL"]
+        if not jumps:
+            findings.append(Finding(
+                "ingress-jump-missing", f"{table} {chain} has no jump to DOCKER-INGRESS (engine "
+                f"{model.version})", subject=f"{table}/{chain}",
+                expected=f"-A {chain} {'-m addrtype --dst-type LOCAL ' if table == 'nat' else ''}"
+                         "-j DOCKER-INGRESS", actual=None,
+                hint=f"iptables-save -t {table} | grep -- '-A {chain}'", **where))
+    return findings
+
+
+def check_task_redirects(ingress: NetworkView, task_datapaths: dict[str, Datapath]
+                         ) -> list[Finding]:
+    """Each local task on ingress: nat PREROUTING -d <ip> --dport P -j REDIRECT --to-ports T."""
+    findings = []
+    by_endpoint = {t.endpoint_id: (svc, t) for svc in ingress.vip_services() for t in svc.tasks}
+    for key, dp in task_datapaths.items():
+        ep = ingress.endpoints.get(key)
+        if ep is None or dp.rules is None or ep.endpoint_id not in by_endpoint:
+            continue
+        svc, task = by_endpoint[ep.endpoint_id]
+        redirects = [r for r in dp.rules.get("nat", {}).get("PREROUTING", [])
+                     if r.target == "REDIRECT" and r.dst == f"{task.ip}/32"]
+        for port in svc.ports:
+            ok = any(r.port("--dport") == port.published and r.port("--to-ports") == port.target
+                     and (port.protocol is None or r.proto == port.protocol) for r in redirects)
+            if not ok:
+                findings.append(Finding(
+                    "task-redirect-missing", f"task {task.name} ({task.ip}) has no REDIRECT from "
+                    f"port {port.label()} to {port.target} in its namespace {dp.name}",
+                    network=ingress.name, namespace=dp.name, service=svc.name,
+                    subject=f"{task.name}:{port.label()}",
+                    expected=f"-A PREROUTING -d {task.ip}/32 -p {port.protocol or '<proto>'} "
+                             f"--dport {port.published} -j REDIRECT --to-ports {port.target}",
+                    actual=[r.text for r in redirects], hint=_hint_rules(dp.path, "nat")))
+    return findings
+
+
+# --------------------------------------------------------------------------------------
+# One run: collect, then check.
+# --------------------------------------------------------------------------------------
+
+@dataclass
+class NetworkResult:
+    view: NetworkView
+    namespace: str | None
+    checked: bool
+    note: str | None = None
+
+
+@dataclass
+class RunResult:
+    node: NodeInfo
+    networks: list[NetworkResult]
+    findings: list[Finding]
+    problems: list[Problem]
+    notes: list[str]
+    host_ports: list[tuple[str, str]]  # (label, services) of the host ingress ports checked
+    host_checked: bool
+
+
+class Collector:
+    """Reads the control plane and the datapath of this node for one run."""
+
+    def __init__(self, engine: Engine, exec_root: str) -> None:
+        self.engine = engine
+        self.netns_dir = os.path.join(exec_root, "netns")
+        self.backends = iptables_backends()
+
+    def ns_path(self, name: str) -> str:
+        return os.path.join(self.netns_dir, name)
+
+    def find_lb_by_address(self, ip: str) -> str | None:
+        """18.06 names LB namespaces by random sandbox ID: find the one holding the LB IP."""
+        with contextlib.suppress(OSError):
+            for name in sorted(os.listdir(self.netns_dir)):
+                path = self.ns_path(name)
+                with contextlib.suppress(Exception), entered_netns(path):
+                    if any(ip == a for addrs in read_addresses().values() for a, _ in addrs):
+                        return path
+        return None
+
+
+def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResult:
+    engine, model = collector.engine, node.engine
+    problems: list[Problem] = []
+    notes: list[str] = []
+    if not model.known:
+        problems.append(Problem("engine", f"engine {model.version} is newer than the versions "
+                                "ssd knows (up to 29.x); checked with the 29.x datapath model"))
+    listing = engine.networks()
+    chosen = resolve_networks(listing, wanted)
+    raw_services = raw_tasks = None
+    if node.manager:
+        raw_services, raw_tasks = engine.services(), engine.tasks()
+    else:
+        notes.append("worker node: no /services or /tasks here, so a weight-0 backend cannot be "
+                     "told from a draining task (tolerated), and published-port protocols are "
+                     "unknown (any protocol accepted)")
+    protocols = service_protocols(raw_services) if node.manager else None
+    swarm_tasks = build_swarm_tasks(raw_tasks)
+
+    if not any(n.get("Ingress") for n in chosen):
+        chosen += [n for n in listing if n.get("Ingress") and n.get("Scope") == "swarm"]
+    views: list[NetworkView] = []
+    for raw in chosen:
+        inspected = engine.network(raw["Id"])
+        if inspected is None:
+            problems.append(Problem(f"network {raw.get('Name')}", "vanished while ssd ran"))
+            continue
+        views.append(build_network_view(inspected, protocols))
+
+    findings: list[Finding] = check_fwmark_duplicates(views)
+    results: list[NetworkResult] = []
+    lbs: list[LoadBalancer] = []
+    ingress_dp: Datapath | None = None
+    for view in views:
+        if not view.instantiated:
+            results.append(NetworkResult(view, None, False, "not instantiated on this node "
+                                         "(no task or load balancer here): nothing to check"))
+            continue
+        planned = plan_load_balancers(collector, view, model, problems)
+        if not planned:
+            if view.vip_services() and not model.per_container:
+                name = "ingress_sbox" if view.ingress else f"lb_{view.id[:9]}"
+                findings.append(Finding(
+                    "lb-namespace-missing", f"network {view.name} has VIP services but no "
+                    f"load-balancer namespace {collector.ns_path(name)} on this node",
+                    network=view.name, namespace=name, subject=name,
+                    expected=collector.ns_path(name), actual=None,
+                    hint=f"ls {collector.netns_dir}; docker network inspect -v {view.name}"))
+            results.append(NetworkResult(view, None, True))
+            continue
+        for path, lb_ip in planned:
+            dp = read_datapath(path, collector.backends)
+            if dp.error:
+                problems.append(Problem(f"network {view.name}", dp.error))
+                continue
+            _datapath_problems(dp, view.name, problems)
+            findings += check_split_brain(dp)
+            lbs.append(LoadBalancer(view, dp, lb_ip, expect_aliases=not model.per_container))
+            if view.ingress:
+                ingress_dp = dp
+        results.append(NetworkResult(view, ", ".join(os.path.basename(p) for p, _ in planned), True))
+    for lb in lbs:
+        findings += check_load_balancer(lb, model, swarm_tasks)
+
+    host_ports: list[tuple[str, str]] = []
+    host_checked = False
+    ingress = next((v for v in views if v.ingress and v.instantiated), None)
+    if ingress is not None and published_ports(ingress):
+        host = read_datapath("", collector.backends, want_ipvs=False)
+        _datapath_problems(host, "host", problems)
+        findings += check_split_brain(host)
+        if host.rules is not None:
+            host_checked = True
+            gw_ip = gateway_ip(engine, ingress_dp, ingress)
+            findings += check_host_ingress(ingress, host, gw_ip, model)
+            host_ports = [(users[0][1].label(), ", ".join(s.name for s, _ in users))
+                          for _, users in sorted(published_ports(ingress).items(),
+                                                 key=lambda kv: (kv[0][1], kv[0][0] or ""))]
+        findings += check_task_redirects(ingress, read_task_datapaths(collector, ingress, problems))
+    return RunResult(node, results, findings, problems, notes, host_ports, host_checked)
+
+
+def _datapath_problems(dp: Datapath, scope: str, problems: list[Problem]) -> None:
+    where = f"{scope} ({dp.name})" if dp.name != scope else scope
+    if dp.ipvs_error:
+        problems.append(Problem(where, dp.ipvs_error + "; IPVS, SNAT and sysctl checks skipped"))
+    if dp.iptables_error:
+        problems.append(Problem(where, f"iptables not readable: {dp.iptables_error}"))
+
+
+def plan_load_balancers(collector: Collector, view: NetworkView, model: EngineModel,
+                        problems: list[Problem]) -> list[tuple[str, str | None]]:
+    """(namespace path, LB IP) pairs to read for this network on this engine."""
+    lb_ep = view.lb_endpoint
+    lb_ip = lb_ep.ip if lb_ep else None
+    if view.ingress:
+        path = collector.ns_path("ingress_sbox")
+        return [(path, lb_ip)] if os.path.exists(path) else []
+    if model.era == "lb-sandbox":
+        path = collector.ns_path(f"lb_{view.id[:9]}")
+        return [(path, lb_ip)] if os.path.exists(path) else []
+    if model.era == "lb-sandbox-18.06":
+        path = collector.find_lb_by_address(lb_ip) if lb_ip else None
+        return [(path, lb_ip)] if path else []
+    # Era A: every local container of the network is its own load balancer.
+    planned = []
+    for key, ep in view.endpoints.items():
+        info = collector.engine.container(key)
+        sandbox = ((info or {}).get("NetworkSettings") or {}).get("SandboxKey")
+        if not sandbox:
+            problems.append(Problem(f"network {view.name}", f"container {key[:12]} has no sandbox "
+                                    "(it may have stopped mid-run)"))
+            continue
+        planned.append((collector.ns_path(os.path.basename(sandbox)), ep.ip))
+    return planned
+
+
+def gateway_ip(engine: Engine, ingress_dp: Datapath | None, ingress: NetworkView) -> str | None:
+    """ingress_sbox's docker_gwbridge address: the DNAT target of every published port."""
+    gw = engine.network("docker_gwbridge")
+    ep = ((gw or {}).get("Containers") or {}).get("ingress-sbox")
+    if ep and ep.get("IPv4Address"):
+        return ep["IPv4Address"].split("/")[0]
+    subnets = [ipaddress.ip_network(s) for s in ingress.subnets]
+    for addrs in ((ingress_dp.addresses if ingress_dp else None) or {}).values():
+        for ip, _ in addrs:
+            addr = ipaddress.ip_address(ip)
+            if not addr.is_loopback and not any(addr in s for s in subnets):
+                return ip
+    return None
+
+
+def read_task_datapaths(collector: Collector, ingress: NetworkView, problems: list[Problem]
+                        ) -> dict[str, Datapath]:
+    out = {}
+    for key, ep in ingress.endpoints.items():
+        if key == "ingress-sbox" or key.startswith("lb-"):
+            continue
+        info = collector.engine.container(key)
+        sandbox = ((info or {}).get("NetworkSettings") or {}).get("SandboxKey")
+        if not sandbox:
+            continue  # the task stopped between inspect and now: nothing to check
+        dp = read_datapath(collector.ns_path(os.path.basename(sandbox)), collector.backends,
+                           want_ipvs=False)
+        if dp.error:
+            if "does not exist" not in dp.error:
+                problems.append(Problem(f"task {ep.name}", dp.error))
+            continue
+        out[key] = dp
+    return out
+
+
+def settle(first: RunResult, second: RunResult) -> RunResult:
+    """Keep only the inconsistencies both samples show: swarm converges asynchronously."""
+    seen = {f.key for f in first.findings}
+    transient = [f for f in second.findings if f.key not in seen]
+    second.findings = [f for f in second.findings if f.key in seen]
+    if transient or len(first.findings) > len(second.findings):
+        second.notes.append(f"{len(first.findings) - len(second.findings) + len(transient)} "
+                            "difference(s) seen in only one of two samples were ignored as "
+                            "convergence")
+    return second
+
+
+# --------------------------------------------------------------------------------------
+# Reports: text and JSON.
+# --------------------------------------------------------------------------------------
+
+def service_status(result: RunResult, net: NetworkResult, svc: ServiceView) -> str:
+    if not svc.vip:
+        return "skipped"
+    if any(f.network == net.view.name and f.service == svc.name for f in result.findings):
+        return "fail"
+    if not net.checked or any(p.scope == f"network {net.view.name}" for p in result.problems):
+        return "error"
+    return "ok"
+
+
+def overall_status(result: RunResult) -> str:
+    if result.findings:
+        return "inconsistent"
+    return "incomplete" if result.problems else "consistent"
+
+
+EXIT_CODES = {"consistent": 0, "inconsistent": 1, "incomplete": 2}
+
+
+def to_json(result: RunResult) -> dict:
+    node = result.node
+    return {
+        "ssd_version": __version__,
+        "status": overall_status(result),
+        "node": {"id": node.id, "hostname": node.hostname, "engine_version": node.engine.version,
+                 "era": node.engine.era, "manager": node.manager},
+        "networks": [{
+            "name": n.view.name, "id": n.view.id, "namespace": n.namespace,
+            "services": [{"name": s.name, "vip": s.vip, "fwmark": s.fwmark,
+                          "status": service_status(result, n, s)}
+                         for s in sorted(n.view.services.values(), key=lambda s: s.name)],
+        } for n in result.networks],
+        "findings": [f.to_json() for f in result.findings],
+        "errors": [{"scope": p.scope, "message": p.message} for p in result.problems],
+        "notes": result.notes,
+    }
+
+
+class Painter:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, text: str, colour: str) -> str:
+        codes = {"ok": "32", "fail": "31;1", "skip": "33", "error": "35"}
+        return f"\033[{codes[colour]}m{text}\033[0m" if self.enabled else text
+
+
+def render_text(result: RunResult, paint: Painter, quiet: bool, verbose: bool) -> str:
+    lines: list[str] = []
+    node = result.node
+    if not quiet:
+        role = "manager" if node.manager else "worker"
+        lines.append(f"Node {node.hostname} ({node.id[:12]}), engine {node.engine.version}, "
+                     f"{node.engine.era}, {role}")
+    used: set[int] = set()
+    for net in result.networks:
+        lines += _render_network(result, net, paint, quiet, verbose, used)
+    if result.host_checked:
+        host = [f for f in result.findings if f.namespace == "host" and id(f) not in used]
+        block = []
+        for label, services in result.host_ports:
+            mine = [f for f in host if f.subject == label]
+            used.update(id(f) for f in mine)
+            if mine or not quiet:
+                status = paint("FAIL", "fail") if mine else paint("OK", "ok")
+                block.append(f"port {label} ({services})... {status}")
+                block += _render_findings(mine, verbose)
+        rest = [f for f in host if id(f) not in used]
+        used.update(id(f) for f in rest)
+        block += _render_findings(rest, verbose)
+        if block:
+            lines.append("Verifying host ingress rules")
+            lines += block
+    leftovers = [f for f in result.findings if id(f) not in used]
+    lines += _render_findings(leftovers, verbose)
+    if not quiet:
+        lines += [f"note: {n}" for n in result.notes]
+    n_services = sum(len(n.view.services) for n in result.networks)
+    count = len(result.findings)
+    summary = (f"{len(result.networks)} networks, {n_services} services, "
+               f"{count} inconsistenc{'y' if count == 1 else 'ies'}")
+    if result.problems:
+        summary += f", {len(result.problems)} not checked"
+    if not quiet or result.findings or result.problems:
+        lines.append(summary)
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _render_network(result: RunResult, net: NetworkResult, paint: Painter, quiet: bool,
+                    verbose: bool, used: set[int]) -> list[str]:
+    name = net.view.name
+    mine = [f for f in result.findings if f.network == name and f.namespace != "host"]
+    header = f"Verifying LB programming for network {name}"
+    header += f" (netns {net.namespace})" if net.namespace else ""
+    block: list[str] = []
+    if net.note:
+        block.append(f"  {net.note}")
+    for svc in sorted(net.view.services.values(), key=lambda s: s.name):
+        status = service_status(result, net, svc)
+        own = [f for f in mine if f.service == svc.name]
+        used.update(id(f) for f in own)
+        if quiet and status in ("ok", "skipped"):
+            continue
+        label = {"ok": paint("OK", "ok"), "fail": paint("FAIL", "fail"),
+                 "skipped": paint("SKIPPED (no VIP: endpoint mode dnsrr)", "skip"),
+                 "error": paint("NOT CHECKED", "error")}[status]
+        block.append(f"service {svc.name}... {label}")
+        if verbose and svc.vip:
+            block.append(f"    VIP {svc.vip}, fwmark {svc.fwmark} ({svc.fwmark:#x}), tasks "
+                         + ", ".join(f"{t.ip}" for t in svc.tasks))
+        block += _render_findings(own, verbose)
+    rest = [f for f in mine if id(f) not in used]
+    used.update(id(f) for f in rest)
+    block += _render_findings(rest, verbose)
+    if quiet and not block:
+        return []
+    return [header, *block]
+
+
+def _render_findings(findings: list[Finding], verbose: bool) -> list[str]:
+    lines = []
+    for f in findings:
+        lines.append(f"  {f.check}: {f.message}")
+        if verbose:
+            lines.append(f"    expected: {json.dumps(f.expected)}")
+            lines.append(f"    found:    {json.dumps(f.actual)}")
+        if f.hint:
+            lines.append(f"    next: {f.hint}")
+    return lines
+
+
+# --------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------
+
+EXAMPLES = """examples:
+  ssd ov2                     check overlay network ov2 and ingress on this node
+  ssd                         check every swarm overlay network on this node, and ingress
+  ssd --json ov2 | jq .status machine-readable verdict (consistent/inconsistent/incomplete)
+  ssd -q --settle 5           cron/monitoring: print only problems, re-sample after 5 s
+  ssd -H tcp://127.0.0.1:2375 ov2
+  docker run --rm --privileged --net=host -v /var/run/docker.sock:/var/run/docker.sock \\
+      -v /var/run/docker/netns:/var/run/docker/netns:ro,rslave ssd ov2
+
+exit status: 0 consistent, 1 inconsistencies found, 2 could not check.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ssd", description="Check that this swarm node's load-balancer datapath (IPVS, "
+        "iptables, VIP aliases) matches what Docker's control plane says.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("networks", nargs="*", metavar="NETWORK",
+                        help="network name, ID or unique ID prefix (default: all swarm overlays)")
+    parser.add_argument("-H", "--host", default=os.environ.get("DOCKER_HOST") or DEFAULT_HOST,
+                        help="Engine API address (default: $DOCKER_HOST, else %(default)s)")
+    parser.add_argument("--exec-root", default=DEFAULT_EXEC_ROOT,
+                        help="dockerd's --exec-root; namespaces are under EXEC_ROOT/netns "
+                             "(default: %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only problems")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show what was compared: VIPs, tasks, expected and found values")
+    parser.add_argument("--no-color", action="store_true", help="no colour (also: NO_COLOR)")
+    parser.add_argument("--settle", type=float, default=2.0, metavar="SECONDS",
+                        help="report only what a second sample SECONDS later still shows "
+                             "(default: %(default)s; 0 disables)")
+    parser.add_argument("--version", action="version", version=f"ssd {__version__}")
+    return parser
+
+
+def use_colour(args: argparse.Namespace) -> bool:
+    return (not args.no_color and "NO_COLOR" not in os.environ
+            and os.environ.get("TERM") != "dumb" and sys.stdout.isatty())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.settle < 0:
+        print("ssd: error: --settle must be 0 or more seconds", file=sys.stderr)
+        return 2
+    try:
+        engine = Engine(args.host)
+        node = read_node(engine)
+        collector = Collector(engine, args.exec_root)
+        result = run_once(collector, node, args.networks)
+        if result.findings and args.settle > 0:
+            time.sleep(args.settle)
+            result = settle(result, run_once(collector, node, args.networks))
+    except CheckError as exc:
+        print(f"ssd: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ssd: interrupted", file=sys.stderr)
+        return 2
+    for problem in result.problems:
+        print(f"ssd: not checked: {problem.scope}: {problem.message}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(to_json(result), indent=2))
+    else:
+        sys.stdout.write(render_text(result, Painter(use_colour(args)), args.quiet, args.verbose))
+    return EXIT_CODES[overall_status(result)]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
