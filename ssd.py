@@ -862,6 +862,23 @@ def check_fwmark_duplicates(networks: list[NetworkView]) -> list[Finding]:
     return findings
 
 
+def lb_namespace_name(view: NetworkView) -> str:
+    return "ingress_sbox" if view.ingress else f"lb_{view.id[:9]}"
+
+
+def check_lb_namespace_present(view: NetworkView, model: EngineModel, netns_dir: str,
+                               found: bool) -> list[Finding]:
+    """Since 18.06 a network with VIP services has one LB namespace on every node that has it."""
+    if found or model.per_container or not view.vip_services():
+        return []
+    name = lb_namespace_name(view)
+    path = os.path.join(netns_dir, name)
+    return [Finding("lb-namespace-missing", f"network {view.name} has VIP services but no "
+                    f"load-balancer namespace {path} on this node", network=view.name,
+                    namespace=name, subject=name, expected=path, actual=None,
+                    hint=f"ls {netns_dir}; docker network inspect -v {view.name}")]
+
+
 @dataclass
 class LoadBalancer:
     """Where one network's load balancer lives on this node and what it should carry."""
@@ -1324,14 +1341,7 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
             continue
         planned = plan_load_balancers(collector, view, model, problems)
         if not planned:
-            if view.vip_services() and not model.per_container:
-                name = "ingress_sbox" if view.ingress else f"lb_{view.id[:9]}"
-                findings.append(Finding(
-                    "lb-namespace-missing", f"network {view.name} has VIP services but no "
-                    f"load-balancer namespace {collector.ns_path(name)} on this node",
-                    network=view.name, namespace=name, subject=name,
-                    expected=collector.ns_path(name), actual=None,
-                    hint=f"ls {collector.netns_dir}; docker network inspect -v {view.name}"))
+            findings += check_lb_namespace_present(view, model, collector.netns_dir, found=False)
             results.append(NetworkResult(view, None, True))
             continue
         for path, lb_ip in planned:
@@ -1379,11 +1389,8 @@ def plan_load_balancers(collector: Collector, view: NetworkView, model: EngineMo
     """(namespace path, LB IP) pairs to read for this network on this engine."""
     lb_ep = view.lb_endpoint
     lb_ip = lb_ep.ip if lb_ep else None
-    if view.ingress:
-        path = collector.ns_path("ingress_sbox")
-        return [(path, lb_ip)] if os.path.exists(path) else []
-    if model.era == "lb-sandbox":
-        path = collector.ns_path(f"lb_{view.id[:9]}")
+    if view.ingress or model.era == "lb-sandbox":
+        path = collector.ns_path(lb_namespace_name(view))
         return [(path, lb_ip)] if os.path.exists(path) else []
     if model.era == "lb-sandbox-18.06":
         path = collector.find_lb_by_address(lb_ip) if lb_ip else None
