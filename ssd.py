@@ -324,6 +324,11 @@ class Datapath:
     addresses: dict[str, list[tuple[str, int]]] | None  # ifname -> [(ip, prefixlen)]
     sysctls: dict[str, int] | None
     error: str | None = None  # the namespace itself could not be entered
+    ipvs_missing: bool = False  # the kernel has no IPVS at all
+
+    @property
+    def partial(self) -> bool:
+        return self.ipvs is None or self.rules is None
 
 
 @dataclass
@@ -815,7 +820,7 @@ def read_datapath(path: str, backends: dict[str, str], want_ipvs: bool = True) -
                 try:
                     snap.ipvs = read_ipvs()
                 except IpvsUnavailable as exc:
-                    snap.ipvs_error = str(exc)
+                    snap.ipvs_error, snap.ipvs_missing = str(exc), True
                 except Exception as exc:  # noqa: BLE001 - any netlink failure: report, check the rest
                     snap.ipvs_error = f"IPVS dump failed: {_short(exc)}"
                 snap.sysctls = read_sysctls()
@@ -1266,6 +1271,7 @@ class NetworkResult:
     namespace: str | None
     checked: bool
     note: str | None = None
+    partial: bool = False  # some of its datapath (IPVS, iptables) could not be read
 
 
 @dataclass
@@ -1344,17 +1350,20 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
             findings += check_lb_namespace_present(view, model, collector.netns_dir, found=False)
             results.append(NetworkResult(view, None, True))
             continue
+        result = NetworkResult(view, ", ".join(os.path.basename(p) for p, _ in planned), True)
         for path, lb_ip in planned:
             dp = read_datapath(path, collector.backends)
             if dp.error:
                 problems.append(Problem(f"network {view.name}", dp.error))
+                result.partial = True
                 continue
-            _datapath_problems(dp, view.name, problems)
+            _datapath_problems(dp, f"network {view.name}", problems)
+            result.partial |= dp.partial
             findings += check_split_brain(dp)
             lbs.append(LoadBalancer(view, dp, lb_ip, expect_aliases=not model.per_container))
             if view.ingress:
                 ingress_dp = dp
-        results.append(NetworkResult(view, ", ".join(os.path.basename(p) for p, _ in planned), True))
+        results.append(result)
     for lb in lbs:
         findings += check_load_balancer(lb, model, swarm_tasks)
 
@@ -1378,7 +1387,15 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
 
 def _datapath_problems(dp: Datapath, scope: str, problems: list[Problem]) -> None:
     where = f"{scope} ({dp.name})" if dp.name != scope else scope
-    if dp.ipvs_error:
+    if dp.ipvs_error and dp.ipvs_missing:
+        # A fact about the kernel, not the namespace: say it once for the whole run.
+        kernel = next((p for p in problems if p.scope == "kernel"), None)
+        if kernel is None:
+            problems.append(Problem("kernel", f"{dp.ipvs_error}; IPVS, SNAT and sysctl checks "
+                                    f"skipped in {dp.name}"))
+        else:
+            kernel.message += f", {dp.name}"
+    elif dp.ipvs_error:
         problems.append(Problem(where, dp.ipvs_error + "; IPVS, SNAT and sysctl checks skipped"))
     if dp.iptables_error:
         problems.append(Problem(where, f"iptables not readable: {dp.iptables_error}"))
@@ -1464,7 +1481,7 @@ def service_status(result: RunResult, net: NetworkResult, svc: ServiceView) -> s
         return "skipped"
     if any(f.network == net.view.name and f.service == svc.name for f in result.findings):
         return "fail"
-    if not net.checked or any(p.scope == f"network {net.view.name}" for p in result.problems):
+    if not net.checked or net.partial:
         return "error"
     return "ok"
 
@@ -1560,11 +1577,11 @@ def _render_network(result: RunResult, net: NetworkResult, paint: Painter, quiet
         status = service_status(result, net, svc)
         own = [f for f in mine if f.service == svc.name]
         used.update(id(f) for f in own)
-        if quiet and status in ("ok", "skipped"):
+        if quiet and status != "fail":  # what could not be checked is on stderr already
             continue
         label = {"ok": paint("OK", "ok"), "fail": paint("FAIL", "fail"),
                  "skipped": paint("SKIPPED (no VIP: endpoint mode dnsrr)", "skip"),
-                 "error": paint("NOT CHECKED", "error")}[status]
+                 "error": paint("INCOMPLETE (see stderr)", "error")}[status]
         block.append(f"service {svc.name}... {label}")
         if verbose and svc.vip:
             block.append(f"    VIP {svc.vip}, fwmark {svc.fwmark} ({svc.fwmark:#x}), tasks "

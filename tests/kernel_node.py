@@ -1,0 +1,105 @@
+"""Lay the recorded swarm node out in real network namespaces of this machine's kernel.
+
+Namespaces are named and filled as dockerd 20.10.24 filled them in the recording:
+<exec-root>/netns/lb_oc6rqvyvp, ingress_sbox and the task sandboxes, each with its
+interfaces, addresses and iptables rules restored from the recording, plus one more
+namespace that plays the node's root namespace (the host rules). This kernel has no IPVS,
+so the IPVS tables and the `-m ipvs` SNAT rules cannot exist here; everything else is real.
+Nothing outside these namespaces (and the temporary folder) is touched.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from recorded import ONE_NODE, save_format, text
+
+ROOT = Path(__file__).resolve().parents[1]
+LB_NAMESPACES = ("lb_oc6rqvyvp", "ingress_sbox")
+TASK_NAMESPACES = ("096d4a69176a", "a75afa981e5f", "fa51c6f34b00", "8a5be7db5257", "72c299b351d1")
+
+
+def sh(*args: str, ns: str | None = None, check: bool = True, stdin: str | None = None) -> str:
+    cmd = (["nsenter", f"--net={ns}"] if ns else []) + list(args)
+    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def interfaces(ns: str) -> dict[str, list[str]]:
+    """ifname -> CIDR addresses, from the recorded `ip -d addr` of namespace ns."""
+    out: dict[str, list[str]] = {}
+    for m in re.finditer(r"inet (\S+) .*? (\S+)$", text(f"netns-{ns}-ip-addr.txt"), re.M):
+        if m.group(2) != "lo":
+            out.setdefault(m.group(2), []).append(m.group(1))
+    return out
+
+
+class KernelNode:
+    """The recorded node in real namespaces under tmp/exec-root/netns; tmp/host is the host."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.exec_root = tmp / "exec-root"
+        self.netns_dir = self.exec_root / "netns"
+        self.host = str(tmp / "host")
+        self.bound: list[str] = []
+
+    def ns(self, name: str) -> str:
+        return str(self.netns_dir / name)
+
+    def create(self) -> KernelNode:
+        self.netns_dir.mkdir(parents=True)
+        self._bind(self.host)
+        sh("iptables-nft-restore", ns=self.host, stdin=text("host-iptables-save.txt"))
+        for name in LB_NAMESPACES + TASK_NAMESPACES:
+            path = self.ns(name)
+            self._bind(path)
+            for ifname, cidrs in interfaces(name).items():
+                sh("ip", "link", "add", ifname, "type", "veth", "peer", "name", f"{ifname}p", ns=path)
+                sh("ip", "link", "set", ifname, "up", ns=path)
+                for cidr in cidrs:
+                    sh("ip", "addr", "add", cidr, "dev", ifname, ns=path)
+            # The kernel here lacks the ipvs match, as it lacks IPVS: those rules cannot exist.
+            rules = "\n".join(line for line in save_format(name).splitlines() if "-m ipvs" not in line)
+            sh("iptables-nft-restore", ns=path, stdin=rules + "\n")
+        return self
+
+    def _bind(self, path: str) -> None:
+        Path(path).touch()
+        sh("unshare", f"--net={path}", "true")
+        self.bound.append(path)
+
+    def destroy(self) -> None:
+        for path in reversed(self.bound):
+            subprocess.run(["umount", "-l", path], capture_output=True, check=False)
+            Path(path).unlink(missing_ok=True)
+        self.bound.clear()
+
+    def state(self) -> dict[str, str]:
+        """Every namespace's rules (both backends) and addresses, to prove ssd changed nothing."""
+        out = {}
+        for path in self.bound:
+            for tool in ("iptables-nft-save", "iptables-legacy-save", "ip6tables-nft-save"):
+                dump = sh(tool, ns=path, check=False)
+                out[f"{path} {tool}"] = "\n".join(x for x in dump.splitlines() if not x.startswith("#"))
+            out[f"{path} addr"] = sh("ip", "-o", "addr", ns=path)
+            out[f"{path} link"] = sh("ip", "-o", "link", ns=path)
+        out["netns files"] = " ".join(sorted(os.listdir(self.netns_dir)))
+        return out
+
+    def ssd(self, engine_url: str, *args: str, env: dict | None = None,
+            wrap: list[str] | None = None) -> subprocess.CompletedProcess:
+        """Run ssd as a user does, as a process, with this node's root namespace as its own."""
+        cmd = [*(wrap or []), "nsenter", f"--net={self.host}", sys.executable, str(ROOT / "ssd.py"),
+               "-H", engine_url, "--exec-root", str(self.exec_root), *args]
+        full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
+        full_env.pop("DOCKER_HOST", None)
+        return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=120, check=False)
+
+
+assert ONE_NODE.exists()

@@ -1,0 +1,250 @@
+"""Tier 2: ssd run as a process, as root, on real namespaces of this kernel and a fake Engine API.
+
+Each fault is injected with the kernel's own tools (iptables, ip) into the namespace where
+dockerd would have programmed it. This kernel has no IPVS, so a clean node is "incomplete"
+(exit 2) with exactly one line saying so; every fault must still be found (exit 1).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+from fake_engine import FakeEngine
+from kernel_node import KernelNode, sh
+
+LB = "lb_oc6rqvyvp"
+WEB1_NS = "8a5be7db5257"
+
+
+@pytest.fixture
+def node(tmp_path):
+    kernel_node = KernelNode(tmp_path).create()
+    try:
+        yield kernel_node
+    finally:
+        kernel_node.destroy()
+
+
+@pytest.fixture
+def engine(tmp_path):
+    with FakeEngine(str(tmp_path / "docker.sock")) as fake:
+        yield fake
+
+
+def run_json(node: KernelNode, engine: FakeEngine, *args: str) -> tuple[int, dict, str]:
+    proc = node.ssd(engine.url, "--settle", "0", "--json", *args)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.returncode, json.loads(proc.stdout), proc.stderr
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+# --- the clean node --------------------------------------------------------------------
+
+def test_clean_node_text(node, engine):
+    proc = node.ssd(engine.url, "--settle", "0", "ov2")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1 and "no IPVS" in proc.stderr
+    out = proc.stdout
+    assert "Verifying LB programming for network ov2 (netns lb_oc6rqvyvp)" in out
+    assert "Verifying LB programming for network ingress (netns ingress_sbox)" in out
+    assert "port 8080/tcp (web)... OK" in out
+    assert "FAIL" not in out and "0 inconsistencies" in out
+    assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def test_clean_node_json_contract(node, engine):
+    code, doc, _ = run_json(node, engine, "ov2")
+    assert code == 2 and doc["status"] == "incomplete" and doc["findings"] == []
+    assert set(doc) >= {"ssd_version", "status", "node", "networks", "findings", "errors"}
+    assert doc["node"] == {"id": "w50ekqc911kfxxwedx60eeq5h", "hostname": "node1",
+                           "engine_version": "20.10.24+dfsg1", "era": "lb-sandbox", "manager": True}
+    nets = {n["name"]: n for n in doc["networks"]}
+    assert nets["ov2"]["namespace"] == "lb_oc6rqvyvp" and nets["ingress"]["namespace"] == "ingress_sbox"
+    s1 = next(s for s in nets["ov2"]["services"] if s["name"] == "s1")
+    assert s1 == {"name": "s1", "vip": "10.0.1.2", "fwmark": 258, "status": "error"}
+    assert [e["scope"] for e in doc["errors"]] == ["kernel"]
+
+
+def test_ssd_is_read_only(node, engine):
+    before = node.state()
+    proc = node.ssd(engine.url, "--settle", "1", "-v")
+    assert proc.returncode == 2
+    add_fault = ("iptables-nft", "-t", "mangle", "-D", "INPUT", "-d", "10.0.1.2/32", "-j", "MARK",
+                 "--set-mark", "258")
+    sh(*add_fault, ns=node.ns(LB))
+    sh("iptables-nft", "-t", "mangle", "-A", "INPUT", "-d", "10.0.1.2/32", "-j", "MARK", "--set-mark", "258",
+       ns=node.ns(LB))
+    middle = node.state()
+    assert node.ssd(engine.url, "--settle", "0", "--json").returncode == 2
+    assert node.state() == middle
+    assert {k: v for k, v in before.items()} .keys() == middle.keys()
+    assert "Traceback" not in proc.stderr
+
+
+# --- real faults, each found with its check id ------------------------------------------
+
+def ipt(node, ns, *args):
+    sh("iptables-nft", *args, ns=node.host if ns == "host" else node.ns(ns))
+
+
+FAULTS = {
+    "mark-missing": lambda n: ipt(n, LB, "-t", "mangle", "-D", "INPUT", "-d", "10.0.1.2/32", "-j", "MARK",
+                                  "--set-mark", "258"),
+    "mark-stale": lambda n: ipt(n, LB, "-t", "mangle", "-A", "INPUT", "-d", "10.0.1.99/32", "-j", "MARK",
+                                "--set-mark", "300"),
+    "mark-conflict": lambda n: ipt(n, "ingress_sbox", "-t", "mangle", "-A", "PREROUTING", "-p", "tcp",
+                                   "--dport", "8080", "-j", "MARK", "--set-mark", "300"),
+    "vip-alias-missing": lambda n: sh("ip", "addr", "del", "10.0.1.2/32", "dev", "eth0", ns=n.ns(LB)),
+    "vip-alias-stale": lambda n: sh("ip", "addr", "add", "10.0.1.99/32", "dev", "eth0", ns=n.ns(LB)),
+    "ingress-dnat-missing": lambda n: ipt(n, "host", "-t", "nat", "-D", "DOCKER-INGRESS", "-p", "tcp",
+                                          "--dport", "8080", "-j", "DNAT", "--to-destination",
+                                          "172.18.0.2:8080"),
+    "ingress-dnat-target": lambda n: ipt(n, "host", "-t", "nat", "-R", "DOCKER-INGRESS", "1", "-p", "tcp",
+                                         "--dport", "8080", "-j", "DNAT", "--to-destination",
+                                         "172.18.0.3:8080"),
+    "ingress-dnat-stale": lambda n: ipt(n, "host", "-t", "nat", "-I", "DOCKER-INGRESS", "-p", "udp",
+                                        "--dport", "9999", "-j", "DNAT", "--to-destination",
+                                        "172.18.0.2:9999"),
+    "ingress-filter-missing": lambda n: ipt(n, "host", "-D", "DOCKER-INGRESS", "-p", "tcp", "--dport",
+                                            "8080", "-j", "ACCEPT"),
+    "ingress-jump-missing": lambda n: ipt(n, "host", "-D", "FORWARD", "-j", "DOCKER-INGRESS"),
+    "task-redirect-missing": lambda n: ipt(n, WEB1_NS, "-t", "nat", "-D", "PREROUTING", "-d", "10.0.0.5/32",
+                                           "-p", "tcp", "--dport", "8080", "-j", "REDIRECT", "--to-ports",
+                                           "80"),
+    "iptables-split-brain": lambda n: sh("iptables-legacy", "-t", "filter", "-N", "DOCKER-USER",
+                                         ns=n.host),
+}
+
+
+@pytest.mark.parametrize("check", sorted(FAULTS))
+def test_real_fault_is_found(node, engine, check):
+    FAULTS[check](node)
+    code, doc, stderr = run_json(node, engine, "ov2")
+    assert code == 1, (doc, stderr)
+    assert doc["status"] == "inconsistent"
+    assert sorted({f["check"] for f in doc["findings"]}) == [check], doc["findings"]
+    for finding in doc["findings"]:
+        assert finding["message"] and finding["hint"] and finding["namespace"]
+        assert finding["network"] or check == "iptables-split-brain"  # a node-wide fault
+
+
+def test_failing_service_is_shown_with_its_evidence(node, engine):
+    FAULTS["mark-missing"](node)
+    proc = node.ssd(engine.url, "--settle", "0", "ov2")
+    assert proc.returncode == 1
+    assert "service s1... FAIL" in proc.stdout
+    assert "  mark-missing: no MARK rule for VIP 10.0.1.2 (mangle INPUT) of service s1" in proc.stdout
+    assert "next: nsenter --net=" in proc.stdout
+    quiet = node.ssd(engine.url, "--settle", "0", "-q", "ov2")
+    assert "service web" not in quiet.stdout and "service s1... FAIL" in quiet.stdout
+
+
+def test_transient_fault_is_not_reported_after_settling(node, engine):
+    FAULTS["mark-missing"](node)
+
+    def heal() -> None:
+        time.sleep(1.0)
+        ipt(node, LB, "-t", "mangle", "-A", "INPUT", "-d", "10.0.1.2/32", "-j", "MARK", "--set-mark", "258")
+    healer = threading.Thread(target=heal)
+    healer.start()
+    proc = node.ssd(engine.url, "--settle", "4", "--json", "ov2")
+    healer.join()
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 2 and doc["findings"] == [], doc
+    assert any("convergence" in n for n in doc["notes"])
+
+
+def test_persistent_fault_survives_settling(node, engine):
+    FAULTS["vip-alias-missing"](node)
+    proc = node.ssd(engine.url, "--settle", "1", "--json", "ov2")
+    assert proc.returncode == 1
+    assert [f["check"] for f in json.loads(proc.stdout)["findings"]] == ["vip-alias-missing"]
+
+
+def test_worker_view_is_weaker_and_says_so(node, engine):
+    engine.routes["/info"]["Swarm"]["ControlAvailable"] = False
+    for path in ("/services", "/tasks"):
+        engine.routes[path] = 503
+    code, doc, _ = run_json(node, engine, "ov2")
+    assert code == 2 and doc["findings"] == [] and doc["node"]["manager"] is False
+    assert any("worker node" in n for n in doc["notes"])
+    assert "/services" not in engine.requests
+
+
+# --- every expected failure: one line on stderr, exit 2 ---------------------------------
+
+def test_no_docker_socket(node, tmp_path):
+    line = one_line_error(node.ssd(f"unix://{tmp_path}/nothing.sock", "ov2"))
+    assert "cannot reach the Docker daemon" in line
+
+
+def test_socket_permission_denied(node, engine):
+    """A user without rights on the socket: root without CAP_DAC_OVERRIDE, socket mode 000."""
+    os.chmod(engine.socket_path, 0)
+    wrap = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+    line = one_line_error(node.ssd(engine.url, "ov2", wrap=wrap))
+    assert "cannot reach the Docker daemon" in line and "Permission denied" in line
+
+
+def test_not_in_swarm_mode(node, engine):
+    engine.routes["/info"]["Swarm"] = {"LocalNodeState": "inactive"}
+    assert "not in swarm mode" in one_line_error(node.ssd(engine.url, "ov2"))
+
+
+@pytest.mark.parametrize("name,words", [("nope", "not found"), ("bridge", "not a swarm-scoped")])
+def test_bad_network(node, engine, name, words):
+    assert words in one_line_error(node.ssd(engine.url, name))
+
+
+def test_engine_too_old(node, engine):
+    engine.routes["/version"]["Version"] = "1.13.1"
+    assert "too old" in one_line_error(node.ssd(engine.url, "ov2"))
+
+
+def test_engine_newer_than_known_is_checked_and_flagged(node, engine):
+    engine.routes["/version"]["Version"] = "31.0.0"
+    # Such an engine jumps into DOCKER-INGRESS from DOCKER-FORWARD (28.0.1+), as ssd's newest model says.
+    ipt(node, "host", "-N", "DOCKER-FORWARD")
+    ipt(node, "host", "-A", "DOCKER-FORWARD", "-j", "DOCKER-INGRESS")
+    code, doc, stderr = run_json(node, engine, "ov2")
+    assert code == 2 and "newer than the versions ssd knows" in stderr
+    FAULTS["mark-missing"](node)
+    code, doc, _ = run_json(node, engine, "ov2")
+    assert code == 1 and [f["check"] for f in doc["findings"]] == ["mark-missing"]
+
+
+def test_namespace_vanished_mid_run(node, engine):
+    """dockerd unmounts a namespace before removing its file: ssd finds a plain file."""
+    subprocess.run(["umount", node.ns(LB)], check=True)
+    node.bound.remove(node.ns(LB))
+    code, doc, stderr = run_json(node, engine, "ov2")
+    assert code == 2 and "not a network namespace" in stderr
+    assert next(n for n in doc["networks"] if n["name"] == "ingress")["services"][0]["status"] == "error"
+
+
+def test_lb_namespace_missing(node, engine):
+    subprocess.run(["umount", node.ns(LB)], check=True)
+    node.bound.remove(node.ns(LB))
+    (node.netns_dir / LB).unlink()
+    code, doc, _ = run_json(node, engine, "ov2")
+    assert code == 1 and [f["check"] for f in doc["findings"]] == ["lb-namespace-missing"]
+
+
+def test_no_iptables_binary(node, engine):
+    wrap = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'mount -t tmpfs none /usr/sbin && exec "$@"', "sh"]
+    proc = node.ssd(engine.url, "--settle", "0", "ov2", wrap=wrap)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "no iptables-save binary found" in proc.stderr
