@@ -33,6 +33,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
 from collections.abc import Iterable, Iterator
@@ -1587,6 +1588,8 @@ def _render_network(result: RunResult, net: NetworkResult, paint: Painter, quiet
             block.append(f"    VIP {svc.vip}, fwmark {svc.fwmark} ({svc.fwmark:#x}), tasks "
                          + ", ".join(f"{t.ip}" for t in svc.tasks))
         block += _render_findings(own, verbose)
+        if status == "fail" and not own:
+            block.append("  its published ports fail: see the host ingress rules below")
     rest = [f for f in mine if id(f) not in used]
     used.update(id(f) for f in rest)
     block += _render_findings(rest, verbose)
@@ -1598,7 +1601,9 @@ def _render_network(result: RunResult, net: NetworkResult, paint: Painter, quiet
 def _render_findings(findings: list[Finding], verbose: bool) -> list[str]:
     lines = []
     for f in findings:
-        lines.append(f"  {f.check}: {f.message}")
+        lines += textwrap.wrap(f"{f.check}: {f.message}", width=80, initial_indent="  ",
+                               subsequent_indent="      ", break_long_words=False,
+                               break_on_hyphens=False)
         if verbose:
             lines.append(f"    expected: {json.dumps(f.expected)}")
             lines.append(f"    found:    {json.dumps(f.actual)}")

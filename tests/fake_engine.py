@@ -60,7 +60,7 @@ class FakeEngine:
         engine = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:  # http.server's naming
                 path = self.path.split("?", 1)[0]
                 path = re.sub(r"^/v\d+\.\d+", "", path)
                 engine.requests.append(path)
