@@ -1,6 +1,8 @@
 """Tier 1: every check on the real 20.10.24 recording, healthy and with one fault each."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import ssd
@@ -399,3 +401,9 @@ def test_resolve_networks():
     for bad, words in (("oc6", "ambiguous"), ("nope", "not found"), ("bridge", "not a swarm-scoped")):
         with pytest.raises(ssd.CheckError, match=words):
             ssd.resolve_networks(listing, [bad])
+
+
+def test_readme_documents_every_check_id():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for check, info in ssd.CHECKS.items():
+        assert f"| `{check}` | {info.meaning} |" in readme, check
