@@ -1335,7 +1335,9 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
         if inspected is None:
             problems.append(Problem(f"network {raw.get('Name')}", "vanished while ssd ran"))
             continue
-        views.append(build_network_view(inspected, protocols))
+        view = build_network_view(inspected, protocols)
+        if view.instantiated or (wanted and not view.ingress):
+            views.append(view)  # by default, only the networks this node has
 
     findings: list[Finding] = check_fwmark_duplicates(views)
     results: list[NetworkResult] = []

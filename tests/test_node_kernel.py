@@ -247,3 +247,14 @@ def test_no_iptables_binary(node, engine):
     proc = node.ssd(engine.url, "--settle", "0", "ov2", wrap=wrap)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "no iptables-save binary found" in proc.stderr
+
+
+def test_default_checks_instantiated_networks_only(node, engine):
+    """A manager also lists swarm networks with no task here: named, they get a note; by default, nothing."""
+    engine.routes["/networks"].append({"Id": "zzz111", "Name": "idle", "Driver": "overlay", "Scope": "swarm"})
+    engine.routes["/networks/zzz111"] = {"Name": "idle", "Id": "zzz111", "Scope": "swarm", "Driver": "overlay",
+                                         "Containers": None, "Ingress": False, "IPAM": {"Config": []}}
+    code, doc, _ = run_json(node, engine)
+    assert [n["name"] for n in doc["networks"]] == ["ingress", "ov2"] and code == 2
+    proc = node.ssd(engine.url, "--settle", "0", "idle")
+    assert "not instantiated on this node" in proc.stdout and proc.returncode == 2
