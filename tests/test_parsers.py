@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import struct
+from typing import ClassVar
 
 import pytest
 from pyroute2.netlink.generic.ipvs import ipvsmsg
@@ -121,3 +122,34 @@ def test_dest_built_with_pyroute2_encoder():
     decoded = ipvsmsg(msg.data)
     decoded.decode()
     assert ssd.parse_ipvs_dest(decoded) == ssd.IpvsDest("10.0.0.7", 0, 0, "Masq")
+
+
+class FakeIpvsSocket:
+    """Answers like the kernel: one FWM service with two destinations. Records the dest keys."""
+    keys: ClassVar[list] = []
+
+    def __init__(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def service(self, command, service=None):
+        assert command == "dump" and service is None
+        return [kernel_service(258)]
+
+    def dest(self, command, service, dest=None):
+        assert command == "dump" and dest is None
+        FakeIpvsSocket.keys.append(service.dump_key())
+        return [kernel_dest("10.0.1.3", 1, 0), kernel_dest("10.0.1.4", 0, 0)]
+
+
+def test_read_ipvs_asks_for_each_services_destinations_by_fwmark(monkeypatch):
+    import pyroute2
+    monkeypatch.setattr(pyroute2, "IPVS", FakeIpvsSocket)
+    (svc,) = ssd.read_ipvs()
+    assert FakeIpvsSocket.keys == [{"attrs": [("IPVS_SVC_ATTR_AF", 2), ("IPVS_SVC_ATTR_FWMARK", 258)]}]
+    assert [(d.address, d.weight) for d in svc.dests] == [("10.0.1.3", 1), ("10.0.1.4", 0)]
