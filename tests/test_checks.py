@@ -177,21 +177,27 @@ def test_missing_backend_names_task_and_fwmark():
     assert "FWM 258" in finding.message and finding.namespace == OV2_NS and finding.network == "ov2"
 
 
-def test_weight_zero_for_a_task_swarm_is_stopping_is_silent():
+def set_every_dest(dps: list[ssd.Datapath], **values) -> None:
+    for svc in (s for dp in dps for s in dp.ipvs):
+        for d in svc.dests:
+            for name, value in values.items():
+                setattr(d, name, value)
+
+
+def stopping_node() -> Node:
+    """Swarm is stopping every task; the engine has set every destination to weight 0."""
     node = Node()
     node.swarm_tasks = ssd.build_swarm_tasks(tasks_json(desired="shutdown", state="running"))
-    for svc in node.lb.ipvs + node.sbox.ipvs:
-        for d in svc.dests:
-            d.weight = 0
-    assert node.findings() == []
+    set_every_dest([node.lb, node.sbox], weight=0)
+    return node
+
+
+def test_weight_zero_for_a_task_swarm_is_stopping_is_silent():
+    assert stopping_node().findings() == []
 
 
 def test_weight_one_for_a_task_swarm_is_stopping_fires():
-    node = Node()
-    node.swarm_tasks = ssd.build_swarm_tasks(tasks_json(desired="shutdown", state="running"))
-    for svc in node.lb.ipvs + node.sbox.ipvs:
-        for d in svc.dests:
-            d.weight = 0
+    node = stopping_node()
     dest(node.lb, 258, "10.0.1.3").weight = 1
     (finding,) = node.findings()
     assert finding.check == "ipvs-backend-weight" and finding.expected == 0 and finding.actual == 1
@@ -214,9 +220,7 @@ def test_route_forwarding_is_right_on_a_dsr_network():
     node.ov2.dsr = True
     drop_rules(node.lb, "nat", "POSTROUTING", "--ipvs")  # DSR networks have no SNAT rule
     node.lb.sysctls.pop("conntrack")                      # nor the conntrack sysctl
-    for svc in node.lb.ipvs:
-        for d in svc.dests:
-            d.forwarding = "Route"
+    set_every_dest([node.lb], forwarding="Route")
     assert node.findings() == []
     dest(node.lb, 258, "10.0.1.4").forwarding = "Masq"
     assert checks(node.findings()) == ["ipvs-backend-forwarding"]
