@@ -1,11 +1,14 @@
-# make install: everything the tool and its tests need (Debian packages, a venv with the Python deps).
-# make test:    the lint gate and the test suite (tiers 1 and 2; run as root: tier 2 makes namespaces).
+# make install:   everything the tool and its tests need (Debian packages, a venv with the Python deps).
+# make test:      the lint gate and every test: tiers 1 and 2, then the QEMU lab (tier 3) on the newest
+#                 engine. Run as root: tier 2 makes namespaces, the lab boots VMs.
+# make test-fast: the lint gate and tiers 1 and 2 only (about a minute).
+# make lab-all:   the lab tests on every engine the lab knows (20.10, 26.1, 28.5).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEB_PACKAGES := iptables iproute2 util-linux python3-venv
+DEB_PACKAGES := iptables iproute2 util-linux python3-venv qemu-system-x86 qemu-utils debootstrap e2fsprogs
 
-.PHONY: install test
+.PHONY: install test test-fast lab-all
 install:
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
@@ -13,6 +16,12 @@ install:
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
 
-test:
+test: test-fast
+	$(PY) -m pytest -q -m lab tests/lab
+
+test-fast:
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not lab" tests
+
+lab-all:
+	for engine in 20.10 26.1 28.5; do SWARMLAB_ENGINE=$$engine $(PY) -m pytest -q -m lab tests/lab || exit 1; done

@@ -1675,6 +1675,10 @@ def main(argv: list[str] | None = None) -> int:
             result = settle(result, run_once(collector, node, args.networks))
     except CheckError as exc:
         print(f"ssd: error: {exc}", file=sys.stderr)
+        if args.json:  # monitoring parses stdout: give it a verdict that agrees with the exit code
+            print(json.dumps({"ssd_version": __version__, "status": "incomplete", "node": None,
+                              "networks": [], "findings": [],
+                              "errors": [{"scope": "ssd", "message": str(exc)}], "notes": []}, indent=2))
         return 2
     except KeyboardInterrupt:
         print("ssd: interrupted", file=sys.stderr)

@@ -205,6 +205,8 @@ def test_not_in_swarm_mode(node, engine):
 @pytest.mark.parametrize("name,words", [("nope", "not found"), ("bridge", "not a swarm-scoped")])
 def test_bad_network(node, engine, name, words):
     assert words in one_line_error(node.ssd(engine.url, name))
+    code, doc, _ = run_json(node, engine, name)  # --json still prints a verdict that agrees
+    assert code == 2 and doc["status"] == "incomplete" and words in doc["errors"][0]["message"]
 
 
 def test_engine_too_old(node, engine):

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.lab
 SWARMLAB = Path(__file__).resolve().parents[2] / "lab" / "swarmlab"
 ENGINE = os.environ.get("SWARMLAB_ENGINE", "28.5")
 NODES = (1, 2, 3)
-FAULT_NODE = 2
+FAULT_NODE = 2  # a worker: the weaker view must still find every fault...
+MANAGER_FAULTS = {"ipvs-backend-weight"}  # ...but this one, which needs the task API of a manager
 
 
 def lab(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
@@ -131,8 +132,8 @@ def faults(f: NodeFacts) -> dict[str, tuple[str, str, str]]:
                    "sysctl -qw net.ipv4.vs.expire_nodest_conn=1"),
         "ingress-dnat-missing": ("", f"iptables -t nat -D DOCKER-INGRESS {dnat}",
                                  f"iptables -t nat -I DOCKER-INGRESS {dnat}"),
-        "ingress-dnat-target": ("", f"iptables -t nat -R DOCKER-INGRESS 1 -p tcp --dport 8080 -j DNAT "
-                                    f"--to-destination 172.31.0.9:8080",
+        "ingress-dnat-target": ("", "iptables -t nat -R DOCKER-INGRESS 1 -p tcp --dport 8080 -j DNAT "
+                                    "--to-destination 172.31.0.9:8080",
                                 f"iptables -t nat -R DOCKER-INGRESS 1 {dnat}"),
         "ingress-filter-missing": ("", "iptables -D DOCKER-INGRESS -p tcp --dport 8080 -j ACCEPT",
                                    "iptables -I DOCKER-INGRESS -p tcp --dport 8080 -j ACCEPT"),
@@ -194,23 +195,23 @@ FAULT_IDS = ["ipvs-backend-missing", "ipvs-backend-stale", "ipvs-backend-weight"
 
 @pytest.mark.parametrize("fault", FAULT_IDS)
 def test_real_fault_found_on_its_node_only(swarm, fault):
-    node_facts = facts(FAULT_NODE)
-    table = faults(node_facts)
+    node = 1 if fault in MANAGER_FAULTS else FAULT_NODE
+    table = faults(facts(node))
     if fault not in table:
-        pytest.skip(f"node{FAULT_NODE} runs no web task")  # the scenario spreads 3 replicas on 3 nodes
+        pytest.skip(f"node{node} runs no web task")  # the scheduler may leave a node without one
     ns, inject, undo = table[fault]
-    sh(FAULT_NODE, in_ns(ns, inject))
+    sh(node, in_ns(ns, inject))
     try:
         results = ssd_everywhere("--settle", "1", "ov2")
     finally:
-        sh(FAULT_NODE, in_ns(ns, undo))
-    code, doc, _ = results[FAULT_NODE]
+        sh(node, in_ns(ns, undo))
+    code, doc, _ = results[node]
     check = fault.split("/")[0]
     assert code == 1 and check in {f["check"] for f in doc["findings"]}, doc["findings"]
     for other in NODES:
-        if other != FAULT_NODE:
+        if other != node:
             assert results[other][0] == 0, (other, results[other][1]["findings"])
-    assert ssd(FAULT_NODE, "ov2")[0] == 0  # undone: the node is consistent again
+    assert ssd(node, "ov2")[0] == 0  # undone: the node is consistent again
 
 
 # --- churn ------------------------------------------------------------------------------
@@ -221,13 +222,12 @@ def test_real_fault_found_on_its_node_only(swarm, fault):
 def test_churn_converges_without_false_alarm(swarm, change):
     sh(1, change)
     try:
-        during = [ssd(n, "ov2") for n in NODES]  # at once: may see convergence, never a traceback
-        assert all(code in (0, 1) for code, _, _ in during)
+        for node in NODES:
+            ssd(node, "ov2")  # at once, while swarm converges: any verdict, never a traceback
         sh(1, "for _ in $(seq 300); do [ -z \"$(docker service ls --format '{{.Replicas}}' "
-              "| awk -F/ '$1 != $2')\" ] && [ -z \"$(docker ps -a --filter status=removing -q)\" ] "
-              "&& break; sleep 1; done")
-        for node, (code, doc, _) in ssd_everywhere("--settle", "5", "ov2").items():
-            assert code == 0, (node, change, doc["findings"])
+              "| awk -F/ '$1 != $2')\" ] && break; sleep 1; done")
+        for node, (code, doc, stderr) in ssd_everywhere("--settle", "5").items():
+            assert code == 0, (node, change, doc["findings"], doc["errors"], stderr)
     finally:
         if "drain" in change:
             sh(1, "docker node update --availability active node3")
