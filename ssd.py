@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import dataclasses
 import errno
 import ipaddress
 import json
@@ -451,7 +452,7 @@ class NodeInfo:
     engine: EngineModel
 
 
-def read_node(engine: Engine) -> NodeInfo:
+def read_node(engine: Engine | Collector) -> NodeInfo:
     info = engine.info()
     swarm = info.get("Swarm") or {}
     state = swarm.get("LocalNodeState", "")
@@ -761,11 +762,11 @@ def docker_chains(rules: Ruleset) -> bool:
     return any(chain.startswith("DOCKER") for chains in rules.values() for chain in chains)
 
 
-def read_iptables(backends: dict[str, str]) -> tuple[Ruleset | None, list[str], str | None]:
-    """iptables of the current namespace: merged rules, backends with Docker chains, error."""
+def read_iptables(backends: dict[str, str]) -> tuple[dict[str, str], str | None]:
+    """iptables-save text of the current namespace per backend, and what failed."""
     if not backends:
-        return None, [], "no iptables-save binary found (install iptables)"
-    parts, with_docker, failures = [], [], []
+        return {}, "no iptables-save binary found (install iptables)"
+    texts, failures = {}, []
     for backend, binary in backends.items():
         try:
             proc = subprocess.run([binary], check=False, capture_output=True, text=True,
@@ -777,13 +778,8 @@ def read_iptables(backends: dict[str, str]) -> tuple[Ruleset | None, list[str], 
             reason = _short(Exception(proc.stderr or f"exit status {proc.returncode}"))
             failures.append(f"{os.path.basename(binary)}: {reason}")
             continue
-        rules = parse_iptables_save(proc.stdout)
-        parts.append(rules)
-        if docker_chains(rules):
-            with_docker.append(backend)
-    if not parts:
-        return None, [], "; ".join(failures)
-    return merge_rulesets(parts), with_docker, None
+        texts[backend] = proc.stdout
+    return texts, None if texts else "; ".join(failures)
 
 
 def read_addresses() -> dict[str, list[tuple[str, int]]]:
@@ -809,29 +805,217 @@ def read_sysctls() -> dict[str, int] | None:
     return values
 
 
-def read_datapath(path: str, backends: dict[str, str], want_ipvs: bool = True) -> Datapath:
-    """Everything ssd compares, read inside one namespace (path None: this namespace)."""
-    name = os.path.basename(path) if path else "host"
-    snap = Datapath(path=path, name=name, ipvs=None, ipvs_error=None, rules=None,
-                    backends_with_docker_chains=[], iptables_error=None, addresses=None,
-                    sysctls=None)
+def read_namespace(path: str, backends: dict[str, str], want_ipvs: bool = True) -> dict:
+    """Everything ssd compares, read inside one namespace ("": this one), as plain JSON data.
+
+    Kept raw (iptables-save text per backend, the decoded IPVS table) so that a snapshot
+    holds what the kernel said, and checking it later runs the same parser as a live run.
+    """
+    raw: dict[str, Any] = {"error": None, "ipvs": None, "ipvs_error": None, "ipvs_missing": False,
+                           "iptables": {}, "iptables_error": None, "addresses": None, "sysctls": None}
     try:
         with entered_netns(path) if path else contextlib.nullcontext():
             if want_ipvs:
                 try:
-                    snap.ipvs = read_ipvs()
+                    raw["ipvs"] = [dataclasses.asdict(s) for s in read_ipvs()]
                 except IpvsUnavailable as exc:
-                    snap.ipvs_error, snap.ipvs_missing = str(exc), True
+                    raw["ipvs_error"], raw["ipvs_missing"] = str(exc), True
                 except Exception as exc:  # noqa: BLE001 - any netlink failure: report, check the rest
-                    snap.ipvs_error = f"IPVS dump failed: {_short(exc)}"
-                snap.sysctls = read_sysctls()
-            snap.rules, snap.backends_with_docker_chains, snap.iptables_error = read_iptables(backends)
-            snap.addresses = read_addresses()
+                    raw["ipvs_error"] = f"IPVS dump failed: {_short(exc)}"
+                raw["sysctls"] = read_sysctls()
+            raw["iptables"], raw["iptables_error"] = read_iptables(backends)
+            raw["addresses"] = read_addresses()
     except FileNotFoundError:
-        snap.error = f"namespace {path} does not exist (it may have vanished mid-run)"
+        raw["error"] = f"namespace {path} does not exist (it may have vanished mid-run)"
     except OSError as exc:
-        snap.error = f"cannot enter namespace {path}: {exc.strerror or _short(exc)}"
-    return snap
+        raw["error"] = f"cannot enter namespace {path}: {exc.strerror or _short(exc)}"
+    return raw
+
+
+def datapath_from_raw(path: str, raw: dict) -> Datapath:
+    """The Datapath the checks compare, from read_namespace()'s data (live or snapshot)."""
+    ipvs = None
+    if raw.get("ipvs") is not None:
+        ipvs = [IpvsService(**{**s, "dests": [IpvsDest(**d) for d in s.get("dests") or []]})
+                for s in raw["ipvs"]]
+    texts: dict[str, str] = raw.get("iptables") or {}
+    parsed = {backend: parse_iptables_save(text) for backend, text in texts.items()}
+    addresses = raw.get("addresses")
+    return Datapath(
+        path=path, name=os.path.basename(path) if path else "host", ipvs=ipvs,
+        ipvs_error=raw.get("ipvs_error"),
+        rules=merge_rulesets(parsed.values()) if parsed else None,
+        backends_with_docker_chains=[b for b, rules in parsed.items() if docker_chains(rules)],
+        iptables_error=raw.get("iptables_error"),
+        addresses=None if addresses is None else
+        {name: [(ip, int(plen)) for ip, plen in addrs] for name, addrs in addresses.items()},
+        sysctls=raw.get("sysctls"), error=raw.get("error"),
+        ipvs_missing=bool(raw.get("ipvs_missing")))
+
+
+# --- what a run reads, live or from a snapshot ------------------------------------------
+
+SNAPSHOT_FORMAT = "ssd-snapshot"
+SNAPSHOT_VERSION = 1
+
+# The parts of each Engine API response the checks use, and all a snapshot keeps: no
+# container environments, labels, mounts or secrets. True keeps a value whole; a dict
+# keeps those keys; [shape] applies to every element (or map value, with "*").
+_TASK_ENTRY = {"Name": True, "EndpointID": True, "EndpointIP": True, "Info": True}
+API_SHAPES: dict[str, Any] = {
+    "info": {"Name": True, "ServerVersion": True,
+             "Swarm": {"LocalNodeState": True, "NodeID": True, "ControlAvailable": True}},
+    "version": {"Version": True, "ApiVersion": True},
+    "networks": [{"Id": True, "Name": True, "Scope": True, "Driver": True, "Ingress": True}],
+    "network": {"Id": True, "Name": True, "Scope": True, "Driver": True, "Ingress": True,
+                "Options": True, "IPAM": {"Config": True}, "Peers": True,
+                "Containers": {"*": {"Name": True, "EndpointID": True, "IPv4Address": True}},
+                "Services": {"*": {"VIP": True, "LocalLBIndex": True, "Ports": True,
+                                   "Tasks": [_TASK_ENTRY]}}},
+    "services": [{"ID": True, "Spec": {"Name": True},
+                  "Endpoint": {"Ports": True, "VirtualIPs": True}}],
+    "tasks": [{"ID": True, "ServiceID": True, "NodeID": True, "DesiredState": True,
+               "Status": {"State": True}}],
+    "container": {"Id": True, "NetworkSettings": {"SandboxKey": True}},
+}
+
+
+def project(value: Any, shape: Any) -> Any:
+    """Keep only the parts of an API response that shape names."""
+    if shape is True or value is None:
+        return value
+    if isinstance(shape, list):
+        return [project(v, shape[0]) for v in value] if isinstance(value, list) else value
+    if not isinstance(value, dict):
+        return value
+    if "*" in shape:
+        return {k: project(v, shape["*"]) for k, v in value.items()}
+    return {k: project(value[k], sub) for k, sub in shape.items() if k in value}
+
+
+class SnapshotError(CheckError):
+    pass
+
+
+class Collector:
+    """Reads this node's control plane and datapath for one run, and keeps what it read.
+
+    Every read is recorded in self.samples (one per sample of the run) in the form a
+    snapshot stores, and the checks only ever see what was recorded: a live run and a
+    run on its snapshot see the same data.
+    """
+
+    def __init__(self, engine: Engine | None, exec_root: str) -> None:
+        self.engine = engine
+        self.exec_root = exec_root
+        self.netns_dir = os.path.join(exec_root, "netns")
+        self.backends = iptables_backends() if engine is not None else {}
+        self.samples: list[dict] = []
+        self.new_sample()
+
+    def new_sample(self) -> None:
+        self.samples.append({"api": {}, "namespaces": {}, "lookups": {}})
+
+    @property
+    def sample(self) -> dict:
+        return self.samples[-1]
+
+    def ns_path(self, name: str) -> str:
+        return os.path.join(self.netns_dir, name)
+
+    # Each read goes through _api/_lookup/_namespace: live here, replayed by SnapshotCollector.
+    def _api(self, key: str, method: str, *args: str) -> Any:
+        value = project(getattr(self.engine, method)(*args), API_SHAPES[method])
+        self.sample["api"][key] = value
+        return value
+
+    def _lookup(self, key: str, fetch) -> Any:
+        value = fetch()
+        self.sample["lookups"][key] = value
+        return value
+
+    def _namespace(self, path: str, want_ipvs: bool) -> dict:
+        raw = read_namespace(path, self.backends, want_ipvs)
+        self.sample["namespaces"][path or "host"] = raw
+        return raw
+
+    def info(self) -> dict:
+        return self._api("GET /info", "info")
+
+    def version(self) -> dict:
+        return self._api("GET /version", "version")
+
+    def networks(self) -> list[dict]:
+        return self._api("GET /networks", "networks")
+
+    def network(self, net_id: str) -> dict | None:
+        return self._api(f"GET /networks/{net_id}", "network", net_id)
+
+    def services(self) -> list[dict]:
+        return self._api("GET /services", "services")
+
+    def tasks(self) -> list[dict]:
+        return self._api("GET /tasks", "tasks")
+
+    def container(self, cid: str) -> dict | None:
+        return self._api(f"GET /containers/{cid}", "container", cid)
+
+    def ns_exists(self, path: str) -> bool:
+        return self._lookup(f"exists {path}", lambda: os.path.exists(path))
+
+    def find_lb_by_address(self, ip: str) -> str | None:
+        """18.06 names LB namespaces by random sandbox ID: find the one holding the LB IP."""
+        def scan() -> str | None:
+            with contextlib.suppress(OSError):
+                for name in sorted(os.listdir(self.netns_dir)):
+                    path = self.ns_path(name)
+                    with contextlib.suppress(Exception), entered_netns(path):
+                        if any(ip == a for addrs in read_addresses().values() for a, _ in addrs):
+                            return path
+            return None
+        return self._lookup(f"lb-address {ip}", scan)
+
+    def datapath(self, path: str, want_ipvs: bool = True) -> Datapath:
+        return datapath_from_raw(path, self._namespace(path, want_ipvs))
+
+
+class SnapshotCollector(Collector):
+    """Replays the reads of a snapshot: the same run, on the data of another moment or node."""
+
+    def __init__(self, snapshot: dict, source: str) -> None:  # replays: no live reader to set up
+        self.engine = None
+        self.exec_root = snapshot["exec_root"]
+        self.netns_dir = os.path.join(self.exec_root, "netns")
+        self.backends = {}
+        self.recorded = snapshot["samples"]
+        self.source = source
+        self.samples = []
+        self.new_sample()
+
+    def new_sample(self) -> None:
+        if len(self.samples) >= len(self.recorded):
+            raise SnapshotError(f"{self.source} holds {len(self.recorded)} sample(s), no more")
+        self.samples.append(self.recorded[len(self.samples)])
+
+    def _missing(self, what: str) -> SnapshotError:
+        return SnapshotError(f"{self.source} has no record of {what}: the snapshot was taken for "
+                             "other networks or is incomplete")
+
+    def _api(self, key: str, method: str, *args: str) -> Any:
+        if key not in self.sample["api"]:
+            raise self._missing(key)
+        return self.sample["api"][key]
+
+    def _lookup(self, key: str, fetch) -> Any:
+        if key not in self.sample["lookups"]:
+            raise self._missing(key)
+        return self.sample["lookups"][key]
+
+    def _namespace(self, path: str, want_ipvs: bool) -> dict:
+        raw = self.sample["namespaces"].get(path or "host")
+        if not isinstance(raw, dict):
+            raise self._missing(f"namespace {path or 'host'}")
+        return raw
 
 
 # --------------------------------------------------------------------------------------
@@ -1286,40 +1470,18 @@ class RunResult:
     host_checked: bool
 
 
-class Collector:
-    """Reads the control plane and the datapath of this node for one run."""
-
-    def __init__(self, engine: Engine, exec_root: str) -> None:
-        self.engine = engine
-        self.netns_dir = os.path.join(exec_root, "netns")
-        self.backends = iptables_backends()
-
-    def ns_path(self, name: str) -> str:
-        return os.path.join(self.netns_dir, name)
-
-    def find_lb_by_address(self, ip: str) -> str | None:
-        """18.06 names LB namespaces by random sandbox ID: find the one holding the LB IP."""
-        with contextlib.suppress(OSError):
-            for name in sorted(os.listdir(self.netns_dir)):
-                path = self.ns_path(name)
-                with contextlib.suppress(Exception), entered_netns(path):
-                    if any(ip == a for addrs in read_addresses().values() for a, _ in addrs):
-                        return path
-        return None
-
-
 def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResult:
-    engine, model = collector.engine, node.engine
+    model = node.engine
     problems: list[Problem] = []
     notes: list[str] = []
     if not model.known:
         problems.append(Problem("engine", f"engine {model.version} is newer than the versions "
                                 "ssd knows (up to 29.x); checked with the 29.x datapath model"))
-    listing = engine.networks()
+    listing = collector.networks()
     chosen = resolve_networks(listing, wanted)
     raw_services = raw_tasks = None
     if node.manager:
-        raw_services, raw_tasks = engine.services(), engine.tasks()
+        raw_services, raw_tasks = collector.services(), collector.tasks()
     else:
         notes.append("worker node: no /services or /tasks here, so a weight-0 backend cannot be "
                      "told from a draining task (tolerated), and published-port protocols are "
@@ -1331,7 +1493,7 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
         chosen += [n for n in listing if n.get("Ingress") and n.get("Scope") == "swarm"]
     views: list[NetworkView] = []
     for raw in chosen:
-        inspected = engine.network(raw["Id"])
+        inspected = collector.network(raw["Id"])
         if inspected is None:
             problems.append(Problem(f"network {raw.get('Name')}", "vanished while ssd ran"))
             continue
@@ -1355,7 +1517,7 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
             continue
         result = NetworkResult(view, ", ".join(os.path.basename(p) for p, _ in planned), True)
         for path, lb_ip in planned:
-            dp = read_datapath(path, collector.backends)
+            dp = collector.datapath(path)
             if dp.error:
                 problems.append(Problem(f"network {view.name}", dp.error))
                 result.partial = True
@@ -1374,12 +1536,12 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
     host_checked = False
     ingress = next((v for v in views if v.ingress and v.instantiated), None)
     if ingress is not None and published_ports(ingress):
-        host = read_datapath("", collector.backends, want_ipvs=False)
+        host = collector.datapath("", want_ipvs=False)
         _datapath_problems(host, "host", problems)
         findings += check_split_brain(host)
         if host.rules is not None:
             host_checked = True
-            gw_ip = gateway_ip(engine, ingress_dp, ingress)
+            gw_ip = gateway_ip(collector, ingress_dp, ingress)
             findings += check_host_ingress(ingress, host, gw_ip, model)
             host_ports = [(users[0][1].label(), ", ".join(s.name for s, _ in users))
                           for _, users in sorted(published_ports(ingress).items(),
@@ -1411,14 +1573,14 @@ def plan_load_balancers(collector: Collector, view: NetworkView, model: EngineMo
     lb_ip = lb_ep.ip if lb_ep else None
     if view.ingress or model.era == "lb-sandbox":
         path = collector.ns_path(lb_namespace_name(view))
-        return [(path, lb_ip)] if os.path.exists(path) else []
+        return [(path, lb_ip)] if collector.ns_exists(path) else []
     if model.era == "lb-sandbox-18.06":
         path = collector.find_lb_by_address(lb_ip) if lb_ip else None
         return [(path, lb_ip)] if path else []
     # Era A: every local container of the network is its own load balancer.
     planned = []
     for key, ep in view.endpoints.items():
-        info = collector.engine.container(key)
+        info = collector.container(key)
         sandbox = ((info or {}).get("NetworkSettings") or {}).get("SandboxKey")
         if not sandbox:
             problems.append(Problem(f"network {view.name}", f"container {key[:12]} has no sandbox "
@@ -1428,9 +1590,9 @@ def plan_load_balancers(collector: Collector, view: NetworkView, model: EngineMo
     return planned
 
 
-def gateway_ip(engine: Engine, ingress_dp: Datapath | None, ingress: NetworkView) -> str | None:
+def gateway_ip(collector: Collector, ingress_dp: Datapath | None, ingress: NetworkView) -> str | None:
     """ingress_sbox's docker_gwbridge address: the DNAT target of every published port."""
-    gw = engine.network("docker_gwbridge")
+    gw = collector.network("docker_gwbridge")
     ep = ((gw or {}).get("Containers") or {}).get("ingress-sbox")
     if ep and ep.get("IPv4Address"):
         return ep["IPv4Address"].split("/")[0]
@@ -1449,12 +1611,11 @@ def read_task_datapaths(collector: Collector, ingress: NetworkView, problems: li
     for key, ep in ingress.endpoints.items():
         if key == "ingress-sbox" or key.startswith("lb-"):
             continue
-        info = collector.engine.container(key)
+        info = collector.container(key)
         sandbox = ((info or {}).get("NetworkSettings") or {}).get("SandboxKey")
         if not sandbox:
             continue  # the task stopped between inspect and now: nothing to check
-        dp = read_datapath(collector.ns_path(os.path.basename(sandbox)), collector.backends,
-                           want_ipvs=False)
+        dp = collector.datapath(collector.ns_path(os.path.basename(sandbox)), want_ipvs=False)
         if dp.error:
             if "does not exist" not in dp.error:
                 problems.append(Problem(f"task {ep.name}", dp.error))
@@ -1555,7 +1716,8 @@ def render_text(result: RunResult, paint: Painter, quiet: bool, verbose: bool) -
     leftovers = [f for f in result.findings if id(f) not in used]
     lines += _render_findings(leftovers, verbose)
     if not quiet:
-        lines += [f"note: {n}" for n in result.notes]
+        for note in result.notes:
+            lines += textwrap.wrap(f"note: {note}", width=80, subsequent_indent="      ")
     n_services = sum(len(n.view.services) for n in result.networks)
     count = len(result.findings)
     summary = (f"{len(result.networks)} networks, {n_services} services, "
@@ -1651,6 +1813,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--settle", type=float, default=2.0, metavar="SECONDS",
                         help="report only what a second sample SECONDS later still shows "
                              "(default: %(default)s; 0 disables)")
+    parser.add_argument("--snapshot", metavar="FILE",
+                        help="also write everything the check read to FILE (JSON), to check "
+                             "it elsewhere with --from; '-': write it to stdout instead of the report")
+    parser.add_argument("--from", dest="from_", action="append", metavar="FILE",
+                        help="check a snapshot instead of this node (repeat with "
+                             "gossip-consistency to compare nodes)")
     parser.add_argument("--version", action="version", version=f"ssd {__version__}")
     return parser
 
@@ -1660,35 +1828,146 @@ def use_colour(args: argparse.Namespace) -> bool:
             and os.environ.get("TERM") != "dumb" and sys.stdout.isatty())
 
 
+def snapshot_document(collector: Collector, node: NodeInfo, wanted: list[str],
+                      settle_seconds: float) -> dict:
+    return {"format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION, "ssd_version": __version__,
+            "taken_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "node": {"id": node.id, "hostname": node.hostname, "manager": node.manager,
+                     "engine_version": node.engine.version, "era": node.engine.era},
+            "networks": wanted, "exec_root": collector.exec_root, "settle": settle_seconds,
+            "samples": collector.samples}
+
+
+def _expect(cond: bool, source: str, what: str) -> None:
+    if not cond:
+        raise SnapshotError(f"{source} is not a usable ssd snapshot: {what}")
+
+
+def load_snapshot(path: str) -> dict:
+    """Read and validate a snapshot file enough that replaying it cannot crash."""
+    try:
+        with open(path, encoding="utf-8") if path != "-" else contextlib.nullcontext(sys.stdin) as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SnapshotError(f"cannot read snapshot {path}: {getattr(exc, 'strerror', None) or _short(exc)}"
+                            ) from exc
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SnapshotError(f"{path} is not a usable ssd snapshot: invalid JSON at line {exc.lineno} "
+                            f"column {exc.colno} ({exc.msg}; truncated?)") from exc
+    _expect(isinstance(doc, dict) and doc.get("format") == SNAPSHOT_FORMAT, path,
+            f'no "format": "{SNAPSHOT_FORMAT}" field')
+    version = doc.get("version")
+    _expect(isinstance(version, int) and not isinstance(version, bool), path, "no format version")
+    if version > SNAPSHOT_VERSION:
+        raise SnapshotError(f"{path} is snapshot format {version} (written by ssd "
+                            f"{doc.get('ssd_version', '?')}); this ssd {__version__} reads format "
+                            f"{SNAPSHOT_VERSION}: use a newer ssd")
+    _expect(version == SNAPSHOT_VERSION, path, f"unknown format version {version}")
+    _expect(isinstance(doc.get("exec_root"), str), path, '"exec_root" missing or not a string')
+    networks = doc.get("networks")
+    _expect(isinstance(networks, list) and all(isinstance(n, str) for n in networks), path,
+            '"networks" missing or not a list of names')
+    samples = doc.get("samples")
+    _expect(isinstance(samples, list) and samples, path, '"samples" missing or empty')
+    for i, sample in enumerate(samples):
+        _expect(isinstance(sample, dict) and all(isinstance(sample.get(k), dict)
+                                                 for k in ("api", "namespaces", "lookups")),
+                path, f"sample {i + 1} lacks its api/namespaces/lookups sections")
+    return doc
+
+
+SNAPSHOT_DAMAGE = (KeyError, TypeError, AttributeError, ValueError, IndexError)
+
+
+def check_node(collector: Collector, wanted: list[str], settle_seconds: float,
+               live: bool) -> tuple[NodeInfo, RunResult]:
+    """One node check: a sample, and a second one if the first found something."""
+    node = read_node(collector)
+    result = run_once(collector, node, wanted)
+    if result.findings and settle_seconds > 0:
+        if not live and len(collector.recorded) < 2:
+            return node, result  # the snapshot was taken without a second sample
+        if live:
+            time.sleep(settle_seconds)
+        collector.new_sample()
+        result = settle(result, run_once(collector, node, wanted))
+    return node, result
+
+
+def run_check(args: argparse.Namespace) -> tuple[RunResult, dict | None]:
+    if args.from_:
+        if len(args.from_) > 1:
+            raise CheckError("a node check reads one snapshot: give one --from FILE "
+                             "(several only with gossip-consistency)")
+        source = args.from_[0]
+        snapshot = load_snapshot(source)
+        collector: Collector = SnapshotCollector(snapshot, source)
+        wanted = args.networks or snapshot["networks"]
+        try:
+            _, result = check_node(collector, wanted, float(snapshot.get("settle") or 0), live=False)
+        except SNAPSHOT_DAMAGE as exc:
+            raise SnapshotError(f"{source} is not a usable ssd snapshot: damaged data "
+                                f"({type(exc).__name__}: {_short(exc)})") from exc
+        return result, None
+    collector = Collector(Engine(args.host), args.exec_root)
+    node, result = check_node(collector, args.networks, args.settle, live=True)
+    doc = snapshot_document(collector, node, args.networks, args.settle) if args.snapshot else None
+    return result, doc
+
+
+def write_snapshot(doc: dict, target: str) -> None:
+    text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
+    if target == "-":
+        sys.stdout.write(text)
+        return
+    try:
+        with open(target, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise CheckError(f"cannot write snapshot {target}: {exc.strerror or _short(exc)}") from exc
+
+
+def fail(args: argparse.Namespace, message: str) -> int:
+    print(f"ssd: error: {message}", file=sys.stderr)
+    if args.json:  # monitoring parses stdout: give it a verdict that agrees with the exit code
+        print(json.dumps({"ssd_version": __version__, "status": "incomplete", "node": None,
+                          "networks": [], "findings": [],
+                          "errors": [{"scope": "ssd", "message": message}], "notes": []}, indent=2))
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.settle < 0:
         print("ssd: error: --settle must be 0 or more seconds", file=sys.stderr)
         return 2
-    try:
-        engine = Engine(args.host)
-        node = read_node(engine)
-        collector = Collector(engine, args.exec_root)
-        result = run_once(collector, node, args.networks)
-        if result.findings and args.settle > 0:
-            time.sleep(args.settle)
-            result = settle(result, run_once(collector, node, args.networks))
-    except CheckError as exc:
-        print(f"ssd: error: {exc}", file=sys.stderr)
-        if args.json:  # monitoring parses stdout: give it a verdict that agrees with the exit code
-            print(json.dumps({"ssd_version": __version__, "status": "incomplete", "node": None,
-                              "networks": [], "findings": [],
-                              "errors": [{"scope": "ssd", "message": str(exc)}], "notes": []}, indent=2))
+    if args.from_ and args.snapshot:
+        print("ssd: error: --from checks a snapshot, --snapshot takes one: use one of them",
+              file=sys.stderr)
         return 2
+    try:
+        result, doc = run_check(args)
+        if doc is not None:
+            write_snapshot(doc, args.snapshot)
+        report = ""  # with --snapshot -, stdout carries the snapshot; the verdict is the exit status
+        if args.snapshot != "-":
+            report = (json.dumps(to_json(result), indent=2) + "\n" if args.json else
+                      render_text(result, Painter(use_colour(args)), args.quiet, args.verbose))
+    except CheckError as exc:
+        return fail(args, str(exc))
+    except SNAPSHOT_DAMAGE as exc:
+        if not args.from_:
+            raise
+        return fail(args, f"{args.from_[0]} is not a usable ssd snapshot: damaged data "
+                          f"({type(exc).__name__}: {_short(exc)})")
     except KeyboardInterrupt:
         print("ssd: interrupted", file=sys.stderr)
         return 2
     for problem in result.problems:
         print(f"ssd: not checked: {problem.scope}: {problem.message}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(to_json(result), indent=2))
-    else:
-        sys.stdout.write(render_text(result, Painter(use_colour(args)), args.quiet, args.verbose))
+    sys.stdout.write(report)
     return EXIT_CODES[overall_status(result)]
 
 

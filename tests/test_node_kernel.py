@@ -21,21 +21,6 @@ LB = "lb_oc6rqvyvp"
 WEB1_NS = "8a5be7db5257"
 
 
-@pytest.fixture
-def node(tmp_path):
-    kernel_node = KernelNode(tmp_path).create()
-    try:
-        yield kernel_node
-    finally:
-        kernel_node.destroy()
-
-
-@pytest.fixture
-def engine(tmp_path):
-    with FakeEngine(str(tmp_path / "docker.sock")) as fake:
-        yield fake
-
-
 def run_json(node: KernelNode, engine: FakeEngine, *args: str) -> tuple[int, dict, str]:
     proc = node.ssd(engine.url, "--settle", "0", "--json", *args)
     assert "Traceback" not in proc.stderr, proc.stderr
