@@ -1,0 +1,178 @@
+"""Snapshots: --snapshot writes what a check read, --from checks it anywhere.
+
+Tier 2 (real namespaces + fake Engine API): a live run and a run on its snapshot agree,
+healthy and faulty, and the replay touches neither the node nor the daemon. Tier 1: a
+damaged, truncated or too-new snapshot is one line on stderr and exit 2, never a traceback.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_node_kernel import FAULTS
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "hunter2-do-not-leak"
+
+
+def ssd_from(*args: str) -> subprocess.CompletedProcess:
+    """ssd on a snapshot: a plain process, no root, no namespace, no daemon."""
+    return subprocess.run([sys.executable, str(ROOT / "ssd.py"), "-H", "unix:///nonexistent.sock",
+                           *args], capture_output=True, text=True, timeout=60, check=False,
+                          env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1"})
+
+
+def live_with_snapshot(node, engine, path: Path, *args: str) -> tuple[int, dict]:
+    proc = node.ssd(engine.url, "--json", "--snapshot", str(path), *args)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize("fault", [None, "mark-missing", "ingress-dnat-target", "vip-alias-missing"])
+def test_live_and_snapshot_give_the_same_verdict(node, engine, tmp_path, fault):
+    if fault:
+        FAULTS[fault](node)
+    snap = tmp_path / "node1.json"
+    code, live = live_with_snapshot(node, engine, snap, "--settle", "1", "ov2")
+    assert code == (1 if fault else 2)
+    # Change the node and stop the daemon: the replay must see only the snapshot.
+    FAULTS["mark-stale"](node)
+    engine.routes.clear()
+    replay = ssd_from("--from", str(snap), "--json")
+    assert replay.returncode == code, replay.stderr
+    doc = json.loads(replay.stdout)
+    assert doc == live
+    assert [f["check"] for f in doc["findings"]] == ([fault] if fault else [])
+    text = ssd_from("--from", str(snap))
+    assert text.returncode == code and "Verifying LB programming for network ov2" in text.stdout
+
+
+def test_snapshot_holds_what_was_read_and_no_secrets(node, engine, tmp_path):
+    engine.routes["/services"][0]["Spec"]["TaskTemplate"] = {
+        "ContainerSpec": {"Env": [f"PASSWORD={SECRET}"], "Secrets": [{"SecretName": SECRET}]}}
+    for key, body in engine.routes.items():
+        if key.startswith("/containers/"):
+            body["Config"] = {"Env": [f"TOKEN={SECRET}"], "Labels": {"x": SECRET}}
+    snap = tmp_path / "s.json"
+    live_with_snapshot(node, engine, snap, "--settle", "0", "ov2")
+    raw = snap.read_text()
+    assert SECRET not in raw
+    doc = json.loads(raw)
+    assert doc["format"] == "ssd-snapshot" and doc["version"] == 1
+    assert doc["node"]["engine_version"] == "20.10.24+dfsg1" and doc["node"]["era"] == "lb-sandbox"
+    sample = doc["samples"][0]
+    assert {"GET /info", "GET /version", "GET /networks", "GET /services", "GET /tasks"} <= set(sample["api"])
+    lb = sample["namespaces"][str(node.netns_dir / "lb_oc6rqvyvp")]
+    assert "-A INPUT -d 10.0.1.2/32 -j MARK --set-xmark 0x102/0xffffffff" in lb["iptables"]["nf_tables"]
+    assert ["10.0.1.2", 32] in lb["addresses"]["eth0"]
+    assert "*nat" in sample["namespaces"]["host"]["iptables"]["nf_tables"]
+
+
+def test_snapshot_to_stdout_replaces_the_report(node, engine):
+    FAULTS["mark-missing"](node)
+    proc = node.ssd(engine.url, "--snapshot", "-", "--settle", "0", "ov2")
+    assert proc.returncode == 1, proc.stderr
+    doc = json.loads(proc.stdout)  # only the snapshot: no report text around it
+    assert doc["format"] == "ssd-snapshot" and len(doc["samples"]) == 1
+
+
+def test_settled_run_keeps_both_samples(node, engine, tmp_path):
+    FAULTS["vip-alias-missing"](node)
+    snap = tmp_path / "s.json"
+    code, _ = live_with_snapshot(node, engine, snap, "--settle", "1", "ov2")
+    assert code == 1 and len(json.loads(snap.read_text())["samples"]) == 2
+
+
+# --- tier 1: damaged files --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def good_snapshot() -> dict:
+    return json.loads((ROOT / "examples" / "healthy-node2.json").read_text())
+
+
+def _first_ns(doc: dict) -> dict:
+    return next(ns for path, ns in doc["samples"][0]["namespaces"].items() if "lb_" in path)
+
+
+DAMAGE = {
+    "not an object": lambda d: [],
+    "other format": lambda d: {**d, "format": "something-else"},
+    "no version": lambda d: {k: v for k, v in d.items() if k != "version"},
+    "version as text": lambda d: {**d, "version": "1"},
+    "no samples": lambda d: {k: v for k, v in d.items() if k != "samples"},
+    "empty samples": lambda d: {**d, "samples": []},
+    "sample without api": lambda d: {**d, "samples": [{"namespaces": {}, "lookups": {}}]},
+    "networks not a list": lambda d: {**d, "networks": "ov2"},
+    "listing is text": lambda d: d["samples"][0]["api"].update({"GET /networks": "ov2"}) or d,
+    "info swarm is a number": lambda d: d["samples"][0]["api"]["GET /info"].update(Swarm=5) or d,
+    "no network inspect": lambda d: [d["samples"][0]["api"].pop(k) for k in list(d["samples"][0]["api"])
+                                     if k.startswith("GET /networks/")] and d,
+    "ipvs is text": lambda d: _first_ns(d).update(ipvs="FWM 258") or d,
+    "ipvs entry unknown field": lambda d: _first_ns(d).update(ipvs=[{"bogus": 1}]) or d,
+    "address without prefix": lambda d: _first_ns(d).update(addresses={"eth0": [["10.0.1.2"]]}) or d,
+    "iptables not text": lambda d: _first_ns(d).update(iptables={"nf_tables": 5}) or d,
+    "namespace missing": lambda d: d["samples"][0].update(namespaces={}) or d,
+    "node id a number": lambda d: d["samples"][0]["api"]["GET /info"]["Swarm"].update(NodeID=7) or d,
+}
+
+
+def _one_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_damaged_snapshot_is_one_line(good_snapshot, tmp_path, damage):
+    bad = DAMAGE[damage](copy.deepcopy(good_snapshot))
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    line = _one_line(ssd_from("--from", str(path)))
+    assert line.startswith("ssd: error: ") and str(path) in line
+
+
+def test_truncated_snapshot(good_snapshot, tmp_path):
+    text = json.dumps(good_snapshot)
+    path = tmp_path / "cut.json"
+    path.write_text(text[: len(text) // 2])
+    assert "invalid JSON" in _one_line(ssd_from("--from", str(path)))
+
+
+def test_snapshot_from_a_newer_ssd(good_snapshot, tmp_path):
+    path = tmp_path / "new.json"
+    path.write_text(json.dumps({**good_snapshot, "version": 2, "ssd_version": "9.0"}))
+    line = _one_line(ssd_from("--from", str(path), "--json"))
+    assert "format 2" in line and "newer ssd" in line
+
+
+def test_missing_snapshot_file(tmp_path):
+    assert "cannot read snapshot" in _one_line(ssd_from("--from", str(tmp_path / "none.json")))
+
+
+# --- examples/: real snapshots from the lab, each with the verdict of its injected fault --
+
+EXPECTED = json.loads((ROOT / "examples" / "expected.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example_gives_its_verdict(name):
+    proc = ssd_from("--from", str(ROOT / "examples" / name), "--json")
+    assert "Traceback" not in proc.stderr
+    doc = json.loads(proc.stdout)
+    want = EXPECTED[name]
+    assert doc["status"] == want["status"], proc.stderr
+    assert proc.returncode == {"consistent": 0, "inconsistent": 1}[want["status"]]
+    assert sorted({f["check"] for f in doc["findings"]}) == want["checks"]
+    assert doc["node"]["engine_version"].startswith("28.5")
+
+
+def test_every_example_is_checked():
+    files = {p.name for p in (ROOT / "examples").glob("*.json")} - {"expected.json"}
+    assert files == set(EXPECTED)
