@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +218,28 @@ def test_real_fault_found_on_its_node_only(swarm, fault):
     for other in NODES:  # also proves the previous fault's undo: it ran on one of these
         if other != node:
             assert results[other][0] == 0, (other, results[other][1]["findings"])
+
+
+# --- snapshots: the same findings live and from the file ---------------------------------
+
+SHARE = Path(os.environ.get("SWARMLAB_STATE", SWARMLAB.parent / "state")) / "run" / "share"
+
+
+@pytest.mark.parametrize("node,fault", [(1, None), (2, "mark-missing"), (2, "ingress-dnat-target")])
+def test_snapshot_round_trip(swarm, node, fault):
+    name = f"roundtrip-{fault or 'healthy'}.json"
+    ns, inject, undo = faults(facts(node))[fault] if fault else ("", "true", "true")
+    sh(node, in_ns(ns, inject))
+    try:
+        code, live, _ = ssd(node, "--settle", "1", "--snapshot", f"/lab/share/node{node}/{name}", "ov2")
+    finally:
+        sh(node, in_ns(ns, undo))
+    path = SHARE / f"node{node}" / name
+    replay = subprocess.run([sys.executable, str(SWARMLAB.parents[1] / "ssd.py"), "--from", str(path),
+                             "--json"], capture_output=True, text=True, timeout=60, check=False)
+    path.unlink()
+    assert replay.returncode == code == (1 if fault else 0), replay.stderr
+    assert json.loads(replay.stdout) == live
 
 
 # --- churn ------------------------------------------------------------------------------
