@@ -26,12 +26,15 @@ import contextlib
 import ctypes
 import dataclasses
 import errno
+import hashlib
 import ipaddress
 import json
 import os
 import re
+import secrets
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -360,6 +363,32 @@ class Problem:
     """Something that could not be checked. scope says what."""
     scope: str
     message: str
+
+
+@dataclass
+class GossipNode:
+    """One node's answer in gossip-consistency."""
+    id: str
+    hostname: str
+    status: str  # answered | not-instantiated | no-answer
+    digest: str | None = None
+    state: dict | None = None  # gossip_state() of its view of the network
+    reason: str | None = None  # why it did not answer
+
+    @property
+    def label(self) -> str:
+        return self.hostname or self.id[:12]
+
+
+@dataclass
+class GossipResult:
+    network: str
+    nodes: list[GossipNode]
+    differences: list[dict]
+    samples: int
+    seconds: float
+    notes: list[str]
+    problems: list[Problem]
 
 
 # --------------------------------------------------------------------------------------
@@ -1018,6 +1047,191 @@ class SnapshotCollector(Collector):
         return raw
 
 
+# --- gossip-consistency: every node's view, collected by a short-lived job ---------------
+
+GOSSIP_LABEL = "org.ssd.gossip"  # on every service ssd starts; its value is the run's deadline
+GOSSIP_PREFIX = "ssd-gossip-"
+TERMINAL = {"complete", "failed", "rejected", "shutdown", "orphaned", "remove"}
+TASK_ID_RE = re.compile(r"com\.docker\.swarm\.task\.id=([0-9a-z]+)")
+
+
+def gossip_hash(collector: Collector, network: str) -> dict:
+    """This node's answer: its digest of the network's gossiped state (gossip-hash)."""
+    node = read_node(collector)
+    raw = collector.network(network)
+    answer = {"ssd_version": __version__, "node": {"id": node.id, "hostname": node.hostname},
+              "network": network, "instantiated": False, "digest": None, "state": None}
+    if raw is not None and (raw.get("Containers") or raw.get("Services")):
+        state = gossip_state(raw)
+        answer.update(network=raw.get("Name") or network, instantiated=True,
+                      digest=gossip_digest(state), state=state)
+    return answer
+
+
+def answer_to_node(answer: dict, fallback_id: str = "", fallback_host: str = "") -> GossipNode:
+    node = answer.get("node") or {}
+    ident, host = node.get("id") or fallback_id, node.get("hostname") or fallback_host
+    if answer.get("instantiated") and answer.get("digest") and isinstance(answer.get("state"), dict):
+        return GossipNode(ident, host, "answered", answer["digest"], answer["state"])
+    if answer.get("instantiated") is False:
+        return GossipNode(ident, host, "not-instantiated")
+    errors = answer.get("errors") or [{}]
+    return GossipNode(ident, host, "no-answer", reason=errors[0].get("message") or "unreadable answer")
+
+
+def own_image(engine: Engine) -> str | None:
+    """The image of the container ssd runs in, if it runs in one of this engine's containers."""
+    with contextlib.suppress(OSError):
+        with open("/proc/self/mountinfo") as fh:
+            found = re.search(r"/containers/([0-9a-f]{64})/", fh.read())
+        if found:
+            info = engine.container(found.group(1)) or {}
+            return (info.get("Config") or {}).get("Image") or info.get("Image")
+    return None
+
+
+class GossipJob:
+    """One short-lived service running `ssd NETWORK gossip-hash --json` on every eligible node.
+
+    It is always removed: on success, error, timeout, Ctrl-C and SIGTERM (the caller turns
+    SIGTERM into KeyboardInterrupt). Its label carries its deadline so that a later run can
+    tell a leftover of a killed run from a run still in progress.
+    """
+
+    def __init__(self, engine: Engine, network_id: str, image: str, timeout: float) -> None:
+        self.engine, self.api = engine, engine.api
+        self.network_id, self.image, self.timeout = network_id, image, timeout
+        self.name = GOSSIP_PREFIX + secrets.token_hex(4)
+        self.service_id: str | None = None
+
+    def job_mode(self) -> bool:
+        version = tuple(int(x) for x in str(self.api.api_version).split(".")[:2])
+        return version >= (1, 41)
+
+    def start(self) -> None:
+        from docker import types
+        job = self.job_mode()
+        spec = types.TaskTemplate(
+            container_spec=types.ContainerSpec(
+                self.image, args=[self.network_id, "gossip-hash", "--json"],
+                mounts=[types.Mount("/var/run/docker.sock", "/var/run/docker.sock", type="bind")]),
+            # A job runs once; a plain global service (API < 1.41) must not restart its task.
+            restart_policy=types.RestartPolicy(condition="none"),
+            # Service logs are how answers come back: force a driver that can be read.
+            log_driver=types.DriverConfig("json-file"),
+            placement=types.Placement(constraints=["node.platform.os==linux"]))
+        deadline = int(time.time() + self.timeout)
+        created = self.engine.call(
+            "POST /services/create", self.api.create_service, spec, name=self.name,
+            labels={GOSSIP_LABEL: str(deadline)},
+            mode=types.ServiceMode("global-job" if job else "global"))
+        self.service_id = created["ID"]
+
+    def remove(self) -> None:
+        if self.service_id is None:
+            return
+        with contextlib.suppress(Exception):
+            self.api.remove_service(self.service_id)
+        self.service_id = None
+
+    def latest_tasks(self) -> dict[str, dict]:
+        tasks = self.engine.call("GET /tasks", self.api.tasks, filters={"service": self.service_id})
+        latest: dict[str, dict] = {}
+        for task in tasks:
+            node = task.get("NodeID")
+            if node and (node not in latest or task.get("CreatedAt", "") > latest[node].get("CreatedAt", "")):
+                latest[node] = task
+        return latest
+
+    def output(self, stream: str) -> dict[str, str]:
+        """task ID -> what the task wrote on stream, reassembled (the log driver may split lines)."""
+        frames = self.engine.call(f"GET /services/{self.name}/logs", self.api.service_logs,
+                                  self.service_id, details=True, is_tty=False,
+                                  **{"stdout": stream == "stdout", "stderr": stream == "stderr"})
+        out: dict[str, list[str]] = {}
+        for line in b"".join(frames).decode(errors="replace").splitlines():
+            details, _, message = line.partition(" ")
+            found = TASK_ID_RE.search(details)
+            if found:
+                out.setdefault(found.group(1), []).append(message)
+        return {task: "".join(parts) for task, parts in out.items()}
+
+    def collect(self, eligible: dict[str, str], clock=time.monotonic, sleep=time.sleep
+                ) -> dict[str, GossipNode]:
+        """Wait until every eligible node's task finished and its answer was read, or timeout."""
+        deadline = clock() + self.timeout
+        answers: dict[str, GossipNode] = {}
+        latest: dict[str, dict] = {}
+        while len(answers) < len(eligible) and clock() < deadline:
+            latest = self.latest_tasks()
+            finished = [n for n in eligible if n not in answers and
+                        ((latest.get(n) or {}).get("Status") or {}).get("State") in TERMINAL]
+            if finished:
+                stdout = self.output("stdout")
+                for node in finished:
+                    task = latest[node]
+                    answer = self._answer(node, eligible[node], task, stdout.get(task["ID"], ""))
+                    if answer is not None:
+                        answers[node] = answer
+            if len(answers) < len(eligible):
+                sleep(0.5)
+        for node, host in eligible.items():
+            if node not in answers:
+                state = ((latest.get(node) or {}).get("Status") or {}).get("State") or "no task yet"
+                answers[node] = GossipNode(node, host, "no-answer",
+                                           reason=f"no answer within {self.timeout:g} s (task {state})")
+        return answers
+
+    def _answer(self, node: str, host: str, task: dict, text: str) -> GossipNode | None:
+        status = task.get("Status") or {}
+        if text:
+            try:
+                return answer_to_node(json.loads(text), node, host)
+            except (json.JSONDecodeError, AttributeError, TypeError):
+                return GossipNode(node, host, "no-answer", reason=f"unreadable answer: {text[:80]!r}")
+        if status.get("State") == "complete":
+            return None  # finished, but its log has not reached the manager yet: read again
+        why = status.get("Err") or status.get("Message") or status.get("State")
+        stderr = self.output("stderr").get(task["ID"], "").strip()
+        return GossipNode(node, host, "no-answer", reason=f"task {status.get('State')}: {stderr or why}")
+
+
+def eligible_nodes(engine: Engine) -> tuple[dict[str, str], list[str]]:
+    """Nodes a global job runs on (id -> hostname), and notes on the ones it skips."""
+    nodes = engine.call("GET /nodes", engine.api.nodes)
+    eligible, skipped = {}, []
+    for node in nodes:
+        host = (node.get("Description") or {}).get("Hostname") or node.get("ID", "")[:12]
+        state = (node.get("Status") or {}).get("State")
+        availability = (node.get("Spec") or {}).get("Availability")
+        osname = ((node.get("Description") or {}).get("Platform") or {}).get("OS", "linux")
+        if state != "ready":
+            skipped.append(f"{host} is {state}: not asked")
+        elif availability != "active":
+            skipped.append(f"{host} is {availability}: swarm runs no task there, not asked")
+        elif osname != "linux":
+            skipped.append(f"{host} runs {osname}: not asked")
+        else:
+            eligible[node["ID"]] = host
+    return eligible, skipped
+
+
+def leftover_jobs(engine: Engine, notes: list[str]) -> None:
+    """Report (and remove, once their deadline is long past) services of killed runs."""
+    services = engine.call("GET /services", engine.api.services, filters={"label": GOSSIP_LABEL})
+    for svc in services:
+        spec = svc.get("Spec") or {}
+        name = spec.get("Name", svc.get("ID", ""))
+        deadline = (spec.get("Labels") or {}).get(GOSSIP_LABEL, "")
+        if deadline.isdigit() and time.time() > int(deadline) + 60:
+            with contextlib.suppress(Exception):
+                engine.api.remove_service(svc["ID"])
+            notes.append(f"removed {name}, left behind by an earlier gossip-consistency run that "
+                         "did not finish")
+        else:
+            notes.append(f"{name} belongs to another gossip-consistency run still in progress")
+
+
 # --------------------------------------------------------------------------------------
 # Checks: pure functions, views in, findings out. No I/O below this line until reports.
 # --------------------------------------------------------------------------------------
@@ -1446,6 +1660,113 @@ def check_task_redirects(ingress: NetworkView, task_datapaths: dict[str, Datapat
     return findings
 
 
+# --- gossip: what every node must agree on ----------------------------------------------
+
+def gossip_state(raw: dict) -> dict:
+    """The part of one node's GET /networks/{id}?verbose=true that NetworkDB spreads.
+
+    Each service's VIP, ports and tasks (name, endpoint, IP, host), and the network's peers.
+    Left out, because they differ between nodes by design: LocalLBIndex (each node numbers
+    its own fwmarks), Containers (the local endpoints), and the "" service of engines <= 24
+    (the load-balancer endpoints).
+    """
+    services = {}
+    for name, svc in (raw.get("Services") or {}).items():
+        if not name:
+            continue
+        tasks = [{"name": t.get("Name", ""), "endpoint_id": t.get("EndpointID", ""),
+                  "ip": (t.get("EndpointIP") or "").split("/")[0],
+                  "host_ip": (t.get("Info") or {}).get("Host IP")}
+                 for t in svc.get("Tasks") or []]
+        services[name] = {
+            "vip": _vip(svc.get("VIP")),
+            "ports": sorted(f"{p.published}:{p.target}" for p in parse_ports(svc.get("Ports"), None)),
+            "tasks": sorted(tasks, key=lambda t: (t["name"], t["endpoint_id"], t["ip"]))}
+    peers = sorted(({"name": p.get("Name", ""), "ip": p.get("IP", "")} for p in raw.get("Peers") or []),
+                   key=lambda p: (p["name"], p["ip"]))
+    return {"network": {"id": raw.get("Id", ""), "name": raw.get("Name", "")},
+            "services": services, "peers": peers}
+
+
+def gossip_digest(state: dict) -> str:
+    """sha256 of the canonical JSON of a gossip_state(): equal states, equal digests."""
+    canonical = json.dumps(state, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _who(labels: Iterable[str]) -> str:
+    return ", ".join(sorted(labels))
+
+
+def _groups(values: dict[str, Any]) -> dict[str, list[str]]:
+    """canonical value -> the nodes holding it."""
+    out: dict[str, list[str]] = {}
+    for node, value in values.items():
+        out.setdefault(json.dumps(value, sort_keys=True), []).append(node)
+    return out
+
+
+def _task_label(task: dict) -> str:
+    return f"{task['name'] or task['endpoint_id'][:12]} ({task['ip']} on host {task['host_ip']})"
+
+
+def _difference(kind: str, service: str | None, subject: str | None, message: str,
+                by_node: dict[str, Any]) -> dict:
+    return {"kind": kind, "service": service, "subject": subject, "message": message,
+            "by_node": by_node}
+
+
+def diff_gossip(states: dict[str, dict]) -> list[dict]:
+    """What differs between the nodes' views (node label -> gossip_state), entry by entry."""
+    nodes = sorted(states)
+    out: list[dict] = []
+    for name in sorted({s for state in states.values() for s in state["services"]}):
+        have = [n for n in nodes if name in states[n]["services"]]
+        if len(have) < len(nodes):
+            missing = [n for n in nodes if n not in have]
+            out.append(_difference("service", name, None, f"service {name} is known to {_who(have)} "
+                                   f"but missing on {_who(missing)}",
+                                   {n: n in have for n in nodes}))
+        for key in ("vip", "ports"):
+            values = {n: states[n]["services"][name][key] for n in have}
+            groups = _groups(values)
+            if len(groups) > 1:
+                shown = "; ".join(f"{json.loads(v)} on {_who(ns)}" for v, ns in sorted(groups.items()))
+                out.append(_difference(key, name, None, f"service {name}: {key} differs: {shown}", values))
+        out += _diff_tasks(name, {n: states[n]["services"][name]["tasks"] for n in have})
+    peers = {n: [f"{p['name']} ({p['ip']})" for p in states[n]["peers"]] for n in nodes}
+    groups = _groups(peers)
+    if len(groups) > 1:
+        shown = "; ".join(f"{_who(ns)} see{'s' if len(ns) == 1 else ''} {', '.join(json.loads(v)) or 'none'}"
+                          for v, ns in sorted(groups.items(), key=lambda kv: kv[1]))
+        out.append(_difference("peers", None, None, f"peers differ: {shown}", peers))
+    return out
+
+
+def _diff_tasks(service: str, tasks_by_node: dict[str, list[dict]]) -> list[dict]:
+    out = []
+    nodes = sorted(tasks_by_node)
+    keyed = {n: {(t["name"], t["endpoint_id"]): t for t in tasks} for n, tasks in tasks_by_node.items()}
+    for key in sorted({k for tasks in keyed.values() for k in tasks}):
+        holders = [n for n in nodes if key in keyed[n]]
+        task = keyed[holders[0]][key]
+        if len(holders) < len(nodes):
+            missing = [n for n in nodes if n not in holders]
+            out.append(_difference("task", service, task["name"],
+                                   f"service {service}: task {_task_label(task)} is known to "
+                                   f"{_who(holders)} but missing on {_who(missing)}",
+                                   {n: n in holders for n in nodes}))
+            continue
+        values = {n: keyed[n][key] for n in nodes}
+        groups = _groups(values)
+        if len(groups) > 1:
+            shown = "; ".join(f"{_task_label(json.loads(v))} on {_who(ns)}"
+                              for v, ns in sorted(groups.items()))
+            out.append(_difference("task", service, task["name"],
+                                   f"service {service}: task {task['name']} differs: {shown}", values))
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # One run: collect, then check.
 # --------------------------------------------------------------------------------------
@@ -1636,6 +1957,100 @@ def settle(first: RunResult, second: RunResult) -> RunResult:
     return second
 
 
+# --- gossip-consistency: collect every node's view, compare, re-sample -------------------
+
+GOSSIP_TRIES = 3  # swarm converges asynchronously: a difference must last this many samples
+GOSSIP_PAUSE = 3.0  # seconds between samples
+
+
+def compare_views(nodes: list[GossipNode]) -> list[dict]:
+    answered = [n for n in nodes if n.status == "answered"]
+    if len({n.digest for n in answered}) < 2:
+        return []
+    labels = [n.label for n in answered]
+    states = {(n.label if labels.count(n.label) == 1 else f"{n.label}/{n.id[:8]}"): n.state
+              for n in answered}
+    return diff_gossip(states)
+
+
+def gossip_result(network: str, nodes: list[GossipNode], samples: int, started: float,
+                  notes: list[str]) -> GossipResult:
+    nodes = sorted(nodes, key=lambda n: (n.label, n.id))
+    problems = [Problem(f"node {n.label}", n.reason or "no answer") for n in nodes if n.status == "no-answer"]
+    return GossipResult(network, nodes, compare_views(nodes), samples, time.monotonic() - started,
+                        notes, problems)
+
+
+def gossip_live(args: argparse.Namespace, network: str) -> GossipResult:
+    started = time.monotonic()
+    engine = Engine(args.host)
+    collector = Collector(engine, args.exec_root)
+    if not read_node(collector).manager:
+        raise CheckError("gossip-consistency starts a service on every node: run it on a manager")
+    net = resolve_networks(collector.networks(), [network])[0]
+    image = args.image or own_image(engine)
+    if not image:
+        raise CheckError("gossip-consistency runs ssd on every node as a swarm service: pass --image "
+                         "IMAGE, an ssd image every node has or can pull")
+    notes: list[str] = []
+    leftover_jobs(engine, notes)
+    eligible, skipped = eligible_nodes(engine)
+    notes += skipped
+    differed = 0
+    for sample in range(1, GOSSIP_TRIES + 1):
+        job = GossipJob(engine, net["Id"], image, args.timeout)
+        try:
+            job.start()
+            answers = job.collect(eligible)
+        finally:
+            job.remove()
+        result = gossip_result(net.get("Name") or network, list(answers.values()), sample, started, notes)
+        if not result.differences:
+            break
+        differed += 1
+        if sample < GOSSIP_TRIES:
+            time.sleep(GOSSIP_PAUSE)
+    if differed and not result.differences:
+        notes.append(f"the views differed in {differed} of {result.samples} samples and then agreed: "
+                     "convergence, not divergence")
+    elif differed:
+        notes.append(f"the views differed in all {differed} samples over {result.seconds:.0f} s")
+    return result
+
+
+def gossip_from_snapshots(paths: list[str], network: str) -> GossipResult:
+    """The same comparison on snapshots of several nodes: no service is started."""
+    started = time.monotonic()
+    nodes = []
+    for path in paths:
+        doc = load_snapshot(path)
+        try:
+            nodes.append(_snapshot_view(doc, path, network))
+        except SNAPSHOT_DAMAGE as exc:
+            raise SnapshotError(f"{path} is not a usable ssd snapshot: damaged data "
+                                f"({type(exc).__name__}: {_short(exc)})") from exc
+    return gossip_result(network, nodes, 1, started,
+                         [f"compared {len(paths)} snapshots taken at "
+                          + ", ".join(sorted({load_snapshot(p).get('taken_at', '?') for p in paths}))])
+
+
+def _snapshot_view(doc: dict, path: str, network: str) -> GossipNode:
+    node = doc.get("node") or {}
+    ident, host = str(node.get("id", "")), str(node.get("hostname") or path)
+    api = doc["samples"][-1]["api"]
+    try:
+        net = resolve_networks(api["GET /networks"], [network])[0]
+    except CheckError:
+        return GossipNode(ident, host, "not-instantiated")
+    raw = api.get(f"GET /networks/{net['Id']}")
+    if raw is None:
+        return GossipNode(ident, host, "no-answer", reason=f"{path} holds no inspect of network {network}")
+    state = gossip_state(raw)
+    if not (raw.get("Containers") or raw.get("Services")):
+        return GossipNode(ident, host, "not-instantiated")
+    return GossipNode(ident, host, "answered", gossip_digest(state), state)
+
+
 # --------------------------------------------------------------------------------------
 # Reports: text and JSON.
 # --------------------------------------------------------------------------------------
@@ -1776,6 +2191,55 @@ def _render_findings(findings: list[Finding], verbose: bool) -> list[str]:
     return lines
 
 
+def gossip_status(result: GossipResult) -> str:
+    if result.differences:
+        return "inconsistent"
+    return "incomplete" if result.problems else "consistent"
+
+
+def gossip_to_json(result: GossipResult) -> dict:
+    return {"ssd_version": __version__, "mode": "gossip-consistency", "status": gossip_status(result),
+            "network": result.network,
+            "nodes": [{"id": n.id, "hostname": n.hostname, "status": n.status, "digest": n.digest,
+                       "reason": n.reason} for n in result.nodes],
+            "differences": result.differences, "samples": result.samples,
+            "seconds": round(result.seconds, 1),
+            "errors": [{"scope": p.scope, "message": p.message} for p in result.problems],
+            "notes": result.notes}
+
+
+def render_gossip(result: GossipResult, paint: Painter) -> str:
+    lines = []
+    for n in result.nodes:
+        head = f"Node id: {n.id} ({n.hostname})"
+        if n.status == "answered":
+            lines.append(f"{head} gossip hash {n.digest}")
+        elif n.status == "not-instantiated":
+            lines.append(f"{head} network {result.network} not instantiated here (no task or load "
+                         "balancer): not compared")
+        else:
+            lines.append(f"{head} {paint('no answer', 'error')}: {n.reason}")
+    answered = [n for n in result.nodes if n.status == "answered"]
+    if result.differences:
+        views = len({n.digest for n in answered})
+        lines.append(f"network {result.network}: {paint('DIVERGED', 'fail')}: {len(answered)} nodes "
+                     f"hold {views} different views")
+        for diff in result.differences:
+            lines += textwrap.wrap(diff["message"], width=80, initial_indent="  ",
+                                   subsequent_indent="      ", break_long_words=False)
+        lines.append(f"    next: docker network inspect -v {result.network} on the nodes named; "
+                     "check 7946/tcp+udp between them")
+    elif answered:
+        state = answered[0].state or {}
+        tasks = sum(len(s["tasks"]) for s in state.get("services", {}).values())
+        lines.append(f"network {result.network}: {paint('OK', 'ok')}: {len(answered)} node(s) agree "
+                     f"({len(state.get('services', {}))} services, {tasks} tasks, "
+                     f"{len(state.get('peers', []))} peers)")
+    for note in result.notes:
+        lines += textwrap.wrap(f"note: {note}", width=80, subsequent_indent="      ")
+    return "\n".join(lines) + "\n"
+
+
 # --------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------
@@ -1786,6 +2250,12 @@ EXAMPLES = """examples:
   ssd --json ov2 | jq .status machine-readable verdict (consistent/inconsistent/incomplete)
   ssd -q --settle 5           cron/monitoring: print only problems, re-sample after 5 s
   ssd -H tcp://127.0.0.1:2375 ov2
+  ssd ov2 gossip-consistency --image ssd:latest
+                              on a manager: do all nodes hold the same view of ov2?
+  ssd --snapshot node2.json ov2
+                              check, and save what was read, to check it anywhere:
+  ssd --from node2.json       the same check on the saved snapshot
+  ssd ov2 gossip-consistency --from node1.json --from node2.json
   docker run --rm --privileged --net=host -v /var/run/docker.sock:/var/run/docker.sock \\
       -v /var/run/docker/netns:/var/run/docker/netns:ro,rslave ssd ov2
 
@@ -1799,7 +2269,8 @@ def build_parser() -> argparse.ArgumentParser:
         "iptables, VIP aliases) matches what Docker's control plane says.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("networks", nargs="*", metavar="NETWORK",
-                        help="network name, ID or unique ID prefix (default: all swarm overlays)")
+                        help="network name, ID or unique ID prefix (default: all swarm overlays); "
+                             "'NETWORK gossip-consistency' compares every node's view of NETWORK")
     parser.add_argument("-H", "--host", default=os.environ.get("DOCKER_HOST") or DEFAULT_HOST,
                         help="Engine API address (default: $DOCKER_HOST, else %(default)s)")
     parser.add_argument("--exec-root", default=DEFAULT_EXEC_ROOT,
@@ -1819,6 +2290,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--from", dest="from_", action="append", metavar="FILE",
                         help="check a snapshot instead of this node (repeat with "
                              "gossip-consistency to compare nodes)")
+    parser.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                        help="gossip-consistency: how long to wait for every node's answer "
+                             "(default: %(default)s)")
+    parser.add_argument("--image", help="gossip-consistency: the ssd image to run on every node "
+                                        "(default: the image ssd runs in, if it runs in a container)")
     parser.add_argument("--version", action="version", version=f"ssd {__version__}")
     return parser
 
@@ -1938,8 +2414,55 @@ def fail(args: argparse.Namespace, message: str) -> int:
     return 2
 
 
+MODES = ("gossip-consistency", "gossip-hash")
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C: the gossip service is removed
+
+
+def main_gossip(args: argparse.Namespace, mode: str) -> int:
+    if len(args.networks) != 1:
+        print(f"ssd: error: {mode} compares one network: ssd NETWORK {mode}", file=sys.stderr)
+        return 2
+    network = args.networks[0]
+    if mode == "gossip-hash":  # the per-node command the gossip service runs
+        try:
+            answer = gossip_hash(Collector(Engine(args.host), args.exec_root), network)
+        except CheckError as exc:
+            return fail(args, str(exc))
+        node = answer["node"]
+        if args.json:  # one line: the coordinator reads it back from the service's log
+            print(json.dumps(answer, sort_keys=True, separators=(",", ":")))
+        elif answer["instantiated"]:
+            print(f"Node id: {node['id']} ({node['hostname']}) gossip hash {answer['digest']}")
+        else:
+            print(f"Node id: {node['id']} ({node['hostname']}) network {network} not instantiated here")
+        return 0
+    if args.timeout <= 0:
+        print("ssd: error: --timeout must be more than 0 seconds", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        result = gossip_from_snapshots(args.from_, network) if args.from_ else gossip_live(args, network)
+    except CheckError as exc:
+        return fail(args, str(exc))
+    except KeyboardInterrupt:
+        print("ssd: interrupted (its gossip service was removed)", file=sys.stderr)
+        return 2
+    for problem in result.problems:
+        print(f"ssd: not checked: {problem.scope}: {problem.message}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(gossip_to_json(result), indent=2))
+    else:
+        sys.stdout.write(render_gossip(result, Painter(use_colour(args))))
+    return EXIT_CODES[gossip_status(result)]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.networks and args.networks[-1] in MODES:
+        return main_gossip(args, args.networks.pop())
     if args.settle < 0:
         print("ssd: error: --settle must be 0 or more seconds", file=sys.stderr)
         return 2

@@ -8,12 +8,14 @@ Tests change `routes` to make the daemon answer differently.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import re
 import socketserver
 import threading
+import urllib.parse
 from http.server import BaseHTTPRequestHandler
 
 from recorded import ONE_NODE, network_json, recorded_json, services_json, tasks_json, text
@@ -61,25 +63,37 @@ class FakeEngine:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # http.server's naming
-                path = self.path.split("?", 1)[0]
+                path, _, query = self.path.partition("?")
                 path = re.sub(r"^/v\d+\.\d+", "", path)
-                engine.requests.append(path)
+                engine.requests.append(path if self.command == "GET" else f"{self.command} {path}")
                 body = engine.routes.get(path, 404)
-                if isinstance(body, int):
+                if callable(body):  # a test's handler: (method, query, request JSON) -> body
+                    length = int(self.headers.get("Content-Length") or 0)
+                    sent = json.loads(self.rfile.read(length) or b"null")
+                    body = body(self.command, urllib.parse.parse_qs(query), sent)
+                if isinstance(body, bytes):  # a raw stream (logs)
+                    self._send(200, body, "application/vnd.docker.raw-stream")
+                elif isinstance(body, int):
                     self._send(body, {"message": f"fake engine: no such object: {path}"})
                 elif isinstance(body, str):
                     self._send(200, body, "text/plain")
                 else:
                     self._send(200, body)
 
+            do_POST = do_DELETE = do_GET
+
             def _send(self, status: int, body: object, ctype: str = "application/json") -> None:
-                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+                if isinstance(body, bytes):
+                    data = body
+                else:
+                    data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Api-Version", "1.41")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(data)  # a client may hang up early
 
             def log_message(self, *args) -> None:
                 pass

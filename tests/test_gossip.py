@@ -1,0 +1,361 @@
+"""gossip-consistency: the digest, the diff, and the coordinator against a fake swarm.
+
+Tier 1. The digest and diff are pure. The coordinator runs as a process (ssd ... gossip-
+consistency) against a fake Engine API that plays a 3-node swarm: it creates tasks for the
+job service, moves them to complete, and serves each node's answer (made from the real
+recorded network inspect) through the service-logs stream, as dockerd does.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import ssd
+from fake_engine import FakeEngine
+from recorded import network_json
+
+ROOT = Path(__file__).resolve().parents[1]
+OV2 = network_json("ov2")
+
+
+def view(**changes) -> dict:
+    return {**copy.deepcopy(OV2), **changes}
+
+
+# --- the digest -------------------------------------------------------------------------
+
+def shuffled(raw: dict) -> dict:
+    """The same view with every map and list in another order."""
+    out = json.loads(json.dumps(raw), object_pairs_hook=lambda kv: dict(reversed(kv)))
+    for svc in out["Services"].values():
+        svc["Tasks"] = list(reversed(svc["Tasks"]))
+    out["Peers"] = list(reversed(out.get("Peers") or []))
+    return out
+
+
+def test_digest_ignores_order():
+    assert ssd.gossip_digest(ssd.gossip_state(shuffled(OV2))) == ssd.gossip_digest(ssd.gossip_state(OV2))
+
+
+def test_digest_ignores_what_is_node_local():
+    local = view(Containers={"abc": {"Name": "other", "EndpointID": "e", "IPv4Address": "10.0.1.50/24"}})
+    for svc in local["Services"].values():
+        svc["LocalLBIndex"] = svc.get("LocalLBIndex", 0) + 7  # every node numbers its own fwmarks
+    assert ssd.gossip_digest(ssd.gossip_state(local)) == ssd.gossip_digest(ssd.gossip_state(OV2))
+
+
+@pytest.mark.parametrize("change", ["vip", "task ip", "task host", "task gone", "peer gone", "port"])
+def test_digest_sees_what_must_agree(change):
+    raw = view()
+    s1 = raw["Services"]["s1"]
+    if change == "vip":
+        s1["VIP"] = "10.0.1.99"
+    elif change == "task ip":
+        s1["Tasks"][0]["EndpointIP"] = "10.0.1.99"
+    elif change == "task host":
+        s1["Tasks"][0]["Info"] = {"Host IP": "192.0.2.9"}
+    elif change == "task gone":
+        s1["Tasks"].pop()
+    elif change == "peer gone":
+        raw["Peers"] = []
+    else:
+        raw["Services"]["web"]["Ports"] = ["Target: 80, Publish: 9090"]
+    assert ssd.gossip_digest(ssd.gossip_state(raw)) != ssd.gossip_digest(ssd.gossip_state(OV2))
+
+
+def test_diff_names_the_entry_and_the_nodes():
+    base = view()
+    s3 = copy.deepcopy(base["Services"]["s1"])
+    s3["VIP"] = "10.0.1.30"
+    for i, task in enumerate(s3["Tasks"]):
+        task.update(Name=f"s3.{i}.x", EndpointID=f"ep{i}")
+    base["Services"]["s3"] = s3
+    behind = copy.deepcopy(base)
+    lost = behind["Services"]["s1"]["Tasks"].pop()
+    behind["Services"]["web"]["VIP"] = "10.0.1.99"
+    del behind["Services"]["s3"]
+    behind["Peers"] = []
+    good = ssd.gossip_state(base)
+    diffs = ssd.diff_gossip({"node1": good, "node2": good, "node3": ssd.gossip_state(behind)})
+    by_kind = {(d["kind"], d["service"]): d for d in diffs}
+    assert set(by_kind) == {("task", "s1"), ("vip", "web"), ("service", "s3"), ("peers", None)}
+    task = by_kind[("task", "s1")]
+    assert task["subject"] == lost["Name"]
+    assert f"task {lost['Name']} ({lost['EndpointIP'].split('/')[0]}" in task["message"]
+    assert task["message"].endswith("is known to node1, node2 but missing on node3")
+    assert "10.0.1.99 on node3" in by_kind[("vip", "web")]["message"]
+    assert "missing on node3" in by_kind[("service", "s3")]["message"]
+    assert "node3 sees none" in by_kind[("peers", None)]["message"]
+
+
+def test_no_diff_when_states_agree():
+    state = ssd.gossip_state(OV2)
+    assert ssd.diff_gossip({"a": state, "b": ssd.gossip_state(shuffled(OV2))}) == []
+
+
+# --- the coordinator against a fake swarm -----------------------------------------------
+
+NODES = {"n1aaaaaaaaaaaaaaaaaaaaaaa": "node1", "n2bbbbbbbbbbbbbbbbbbbbbbb": "node2",
+         "n3ccccccccccccccccccccccc": "node3"}
+
+
+def frame(stream: int, data: bytes) -> bytes:
+    return struct.pack(">BxxxL", stream, len(data)) + data
+
+
+class FakeSwarm:
+    """Plays swarm for one coordinator: tasks per job, their states, their logs.
+
+    answer(node_id, sample) -> (state, stdout, stderr) decides what each node's task does
+    in the n-th job; state None: the task never finishes.
+    """
+
+    def __init__(self, engine: FakeEngine, answer) -> None:
+        self.engine, self.answer = engine, answer
+        self.services: dict[str, dict] = {}
+        self.created: list[dict] = []
+        self.removed: list[str] = []
+        self.polls: dict[str, int] = {}
+        routes = engine.routes
+        routes["/nodes"] = [{"ID": n, "Description": {"Hostname": h, "Platform": {"OS": "linux"}},
+                             "Status": {"State": "ready"}, "Spec": {"Availability": "active"}}
+                            for n, h in NODES.items()]
+        routes["/services"] = self.list_services
+        routes["/services/create"] = self.create
+        routes["/tasks"] = self.tasks
+
+    def list_services(self, method, query, body):
+        filters = json.loads(query.get("filters", ["{}"])[0])
+        wanted = (filters.get("label") or [None])[0]
+        return [s for s in self.services.values()
+                if wanted is None or wanted.split("=")[0] in (s["Spec"].get("Labels") or {})]
+
+    def create(self, method, query, spec):
+        sid = f"svc{len(self.created)}"
+        self.created.append(spec)
+        self.services[sid] = {"ID": sid, "Spec": spec}
+        self.polls[sid] = 0
+        self.engine.routes[f"/services/{sid}"] = lambda m, q, b, sid=sid: self.service(sid, m)
+        self.engine.routes[f"/services/{sid}/logs"] = lambda m, q, b, sid=sid: self.logs(sid, q)
+        return {"ID": sid}
+
+    def service(self, sid, method):
+        if method == "DELETE":
+            self.removed.append(sid)
+            self.services.pop(sid, None)
+            return {}
+        return self.services.get(sid, 404)
+
+    def sample(self, sid: str) -> int:
+        return int(sid.removeprefix("svc"))
+
+    def tasks(self, method, query, body):
+        sid = json.loads(query["filters"][0])["service"][0]
+        self.polls[sid] += 1
+        out = []
+        for node in NODES:
+            state, _, _ = self.answer(node, self.sample(sid))
+            done = self.polls[sid] >= 2 and state is not None
+            out.append({"ID": f"{sid}t{node[:2]}", "NodeID": node, "CreatedAt": "2026-11-29T00:00:00Z",
+                        "Status": {"State": state if done else "running"}})
+        return out
+
+    def logs(self, sid, query):
+        want = 1 if query.get("stdout", ["0"])[0].lower() in ("1", "true") else 2
+        per_node: dict[str, list[bytes]] = {}
+        for node in NODES:
+            _, out, err = self.answer(node, self.sample(sid))
+            text = out if want == 1 else err
+            details = (f"com.docker.swarm.node.id={node},com.docker.swarm.service.id={sid},"
+                       f"com.docker.swarm.task.id={sid}t{node[:2]}")
+            # The log driver splits long lines: every answer comes in three pieces...
+            size = len(text) // 3 + 1
+            per_node[node] = [f"{details} {text[i:i + size].rstrip(chr(10))}\n".encode()
+                              for i in range(0, len(text), size)]
+        ordered = []  # ...and the pieces of different tasks interleave.
+        while any(per_node.values()):
+            for pieces in per_node.values():
+                if pieces:
+                    ordered.append(pieces.pop(0))
+        return b"".join(frame(want, line) for line in ordered)
+
+
+def answer_from(raw: dict | None, node: str) -> str:
+    state = ssd.gossip_state(raw) if raw else None
+    return json.dumps({"ssd_version": "t", "node": {"id": node, "hostname": NODES[node]},
+                       "network": "ov2", "instantiated": raw is not None,
+                       "digest": ssd.gossip_digest(state) if state else None, "state": state},
+                      separators=(",", ":")) + "\n"
+
+
+def healthy(node, sample):
+    return "complete", answer_from(OV2, node), ""
+
+
+@pytest.fixture
+def fake(tmp_path):
+    with FakeEngine(str(tmp_path / "docker.sock")) as engine:
+        yield engine
+
+
+def coordinator(engine: FakeEngine, *args: str, popen: bool = False):
+    cmd = [sys.executable, str(ROOT / "ssd.py"), "-H", engine.url, "ov2", "gossip-consistency",
+           "--image", "ssd:test", *args]
+    env = {**os.environ, "NO_COLOR": "1"}
+    env.pop("DOCKER_HOST", None)
+    if popen:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False, env=env)
+
+
+def test_agreement(fake):
+    swarm = FakeSwarm(fake, healthy)
+    proc = coordinator(fake)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    digest = ssd.gossip_digest(ssd.gossip_state(OV2))
+    for node, host in NODES.items():
+        assert f"Node id: {node} ({host}) gossip hash {digest}" in lines
+    assert "network ov2: OK: 3 node(s) agree" in proc.stdout
+    spec = swarm.created[0]
+    assert spec["Name"].startswith("ssd-gossip-") and len(swarm.created) == 1
+    assert [m.lower() for m in spec["Mode"]] == ["globaljob"]
+    container = spec["TaskTemplate"]["ContainerSpec"]
+    assert container["Image"] == "ssd:test"
+    assert container["Args"] == [OV2["Id"], "gossip-hash", "--json"]
+    assert container["Mounts"][0]["Source"] == "/var/run/docker.sock"
+    assert spec["TaskTemplate"]["LogDriver"]["Name"] == "json-file"
+    assert swarm.removed == ["svc0"] and not swarm.services
+
+
+def test_divergence_is_resampled_then_explained(fake):
+    behind = view()
+    lost = behind["Services"]["s1"]["Tasks"].pop(0)
+
+    def answer(node, sample):
+        return "complete", answer_from(behind if node.startswith("n3") else OV2, node), ""
+    swarm = FakeSwarm(fake, answer)
+    proc = coordinator(fake, "--json")
+    assert proc.returncode == 1, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["status"] == "inconsistent" and doc["samples"] == 3
+    assert len(swarm.created) == 3 and swarm.removed == ["svc0", "svc1", "svc2"]
+    [diff] = doc["differences"]
+    assert diff["service"] == "s1" and diff["subject"] == lost["Name"]
+    assert diff["by_node"] == {"node1": True, "node2": True, "node3": False}
+    assert any("differed in all 3 samples" in n for n in doc["notes"])
+
+
+def test_convergence_is_not_divergence(fake):
+    behind = view()
+    behind["Services"]["s1"]["Tasks"].pop(0)
+
+    def answer(node, sample):
+        return "complete", answer_from(behind if node.startswith("n3") and sample == 0 else OV2, node), ""
+    swarm = FakeSwarm(fake, answer)
+    proc = coordinator(fake)
+    assert proc.returncode == 0, proc.stdout
+    assert "then agreed: convergence" in proc.stdout and len(swarm.created) == 2
+
+
+def test_node_without_the_network_is_not_a_divergence(fake):
+    def answer(node, sample):
+        return "complete", answer_from(None if node.startswith("n3") else OV2, node), ""
+    FakeSwarm(fake, answer)
+    proc = coordinator(fake)
+    assert proc.returncode == 0, proc.stdout
+    assert "(node3) network ov2 not instantiated here" in proc.stdout
+    assert "2 node(s) agree" in proc.stdout
+
+
+def test_silent_node_is_named_after_the_timeout(fake):
+    def answer(node, sample):
+        return (None, "", "") if node.startswith("n3") else ("complete", answer_from(OV2, node), "")
+    swarm = FakeSwarm(fake, answer)
+    started = time.monotonic()
+    proc = coordinator(fake, "--timeout", "3")
+    assert proc.returncode == 2, proc.stdout
+    assert time.monotonic() - started < 20
+    assert "ssd: not checked: node node3: no answer within 3 s (task running)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert swarm.removed == ["svc0"]
+
+
+def test_failed_task_says_why(fake):
+    def answer(node, sample):
+        if node.startswith("n2"):
+            return "failed", "", "ssd: error: this daemon is not in swarm mode\n"
+        return "complete", answer_from(OV2, node), ""
+    FakeSwarm(fake, answer)
+    proc = coordinator(fake)
+    assert proc.returncode == 2
+    assert "node node2: task failed: ssd: error: this daemon is not in swarm mode" in proc.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_removes_its_service(fake, sig):
+    swarm = FakeSwarm(fake, lambda node, sample: (None, "", ""))
+    proc = coordinator(fake, "--timeout", "60", popen=True)
+    deadline = time.monotonic() + 30
+    while not swarm.created and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert swarm.created, "the coordinator never created its service"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and "interrupted" in err and "Traceback" not in err
+    assert swarm.removed == ["svc0"] and not swarm.services
+
+
+def test_leftover_of_a_killed_run_is_reported_and_removed(fake):
+    swarm = FakeSwarm(fake, healthy)
+    old = {"Name": "ssd-gossip-dead0001", "Labels": {ssd.GOSSIP_LABEL: str(int(time.time()) - 3600)}}
+    live = {"Name": "ssd-gossip-busy0002", "Labels": {ssd.GOSSIP_LABEL: str(int(time.time()) + 3600)}}
+    swarm.create("POST", {}, old)
+    swarm.create("POST", {}, live)
+    swarm.created.clear()
+    proc = coordinator(fake)
+    assert proc.returncode == 0
+    assert "removed ssd-gossip-dead0001" in proc.stdout.replace("\n      ", " ")
+    assert "ssd-gossip-busy0002 belongs to another" in proc.stdout.replace("\n      ", " ")
+    assert "svc0" in swarm.removed and "svc1" not in swarm.removed
+
+
+def test_old_engine_gets_a_global_service_that_does_not_restart(fake):
+    fake.routes["/version"]["ApiVersion"] = "1.40"
+    swarm = FakeSwarm(fake, healthy)
+    assert coordinator(fake).returncode == 0
+    spec = swarm.created[0]
+    assert [m.lower() for m in spec["Mode"]] == ["global"]  # Go decodes JSON keys case-insensitively
+    assert spec["TaskTemplate"]["RestartPolicy"]["Condition"] == "none"
+
+
+def test_needs_an_image_outside_a_container(fake):
+    FakeSwarm(fake, healthy)
+    cmd = [sys.executable, str(ROOT / "ssd.py"), "-H", fake.url, "ov2", "gossip-consistency"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--image" in proc.stderr
+
+
+def test_needs_a_manager(fake):
+    FakeSwarm(fake, healthy)
+    fake.routes["/info"]["Swarm"]["ControlAvailable"] = False
+    proc = coordinator(fake)
+    assert proc.returncode == 2 and "run it on a manager" in proc.stderr
+
+
+def test_gossip_hash_is_one_json_line(fake):
+    cmd = [sys.executable, str(ROOT / "ssd.py"), "-H", fake.url, OV2["Id"], "gossip-hash", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0 and proc.stdout.count("\n") == 1
+    answer = json.loads(proc.stdout)
+    assert answer["instantiated"] and answer["digest"] == ssd.gossip_digest(ssd.gossip_state(OV2))
+    assert answer["node"]["hostname"] == "node1"
