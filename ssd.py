@@ -374,6 +374,7 @@ class GossipNode:
     digest: str | None = None
     state: dict | None = None  # gossip_state() of its view of the network
     reason: str | None = None  # why it did not answer
+    seconds: float | None = None  # from the job's creation to its answer being read
 
     @property
     def label(self) -> str:
@@ -1103,6 +1104,7 @@ class GossipJob:
         self.network_id, self.image, self.timeout = network_id, image, timeout
         self.name = GOSSIP_PREFIX + secrets.token_hex(4)
         self.service_id: str | None = None
+        self.created = 0.0
 
     def job_mode(self) -> bool:
         version = tuple(int(x) for x in str(self.api.api_version).split(".")[:2])
@@ -1126,6 +1128,7 @@ class GossipJob:
             labels={GOSSIP_LABEL: str(deadline)},
             mode=types.ServiceMode("global-job" if job else "global"))
         self.service_id = created["ID"]
+        self.created = time.monotonic()
 
     def remove(self) -> None:
         if self.service_id is None:
@@ -1172,6 +1175,7 @@ class GossipJob:
                     task = latest[node]
                     answer = self._answer(node, eligible[node], task, stdout.get(task["ID"], ""))
                     if answer is not None:
+                        answer.seconds = round(clock() - self.created, 1)
                         answers[node] = answer
             if len(answers) < len(eligible):
                 sleep(0.5)
@@ -2010,6 +2014,8 @@ def gossip_live(args: argparse.Namespace, network: str) -> GossipResult:
         differed += 1
         if sample < GOSSIP_TRIES:
             time.sleep(GOSSIP_PAUSE)
+    if args.verbose:
+        notes.append(f"{result.samples} sample(s) in {time.monotonic() - started:.1f} s")
     if differed and not result.differences:
         notes.append(f"the views differed in {differed} of {result.samples} samples and then agreed: "
                      "convergence, not divergence")
@@ -2201,17 +2207,19 @@ def gossip_to_json(result: GossipResult) -> dict:
     return {"ssd_version": __version__, "mode": "gossip-consistency", "status": gossip_status(result),
             "network": result.network,
             "nodes": [{"id": n.id, "hostname": n.hostname, "status": n.status, "digest": n.digest,
-                       "reason": n.reason} for n in result.nodes],
+                       "reason": n.reason, "seconds": n.seconds} for n in result.nodes],
             "differences": result.differences, "samples": result.samples,
             "seconds": round(result.seconds, 1),
             "errors": [{"scope": p.scope, "message": p.message} for p in result.problems],
             "notes": result.notes}
 
 
-def render_gossip(result: GossipResult, paint: Painter) -> str:
+def render_gossip(result: GossipResult, paint: Painter, verbose: bool = False) -> str:
     lines = []
     for n in result.nodes:
         head = f"Node id: {n.id} ({n.hostname})"
+        if verbose and n.seconds is not None:
+            head += f" [answered after {n.seconds:g} s]"
         if n.status == "answered":
             lines.append(f"{head} gossip hash {n.digest}")
         elif n.status == "not-instantiated":
@@ -2455,7 +2463,7 @@ def main_gossip(args: argparse.Namespace, mode: str) -> int:
     if args.json:
         print(json.dumps(gossip_to_json(result), indent=2))
     else:
-        sys.stdout.write(render_gossip(result, Painter(use_colour(args))))
+        sys.stdout.write(render_gossip(result, Painter(use_colour(args)), args.verbose))
     return EXIT_CODES[gossip_status(result)]
 
 

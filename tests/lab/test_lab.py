@@ -16,19 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from labkit import ENGINE, SWARMLAB, lab
 
 pytestmark = pytest.mark.lab
 
-SWARMLAB = Path(__file__).resolve().parents[2] / "lab" / "swarmlab"
-ENGINE = os.environ.get("SWARMLAB_ENGINE", "28.5")
 NODES = (1, 2, 3)
 FAULT_NODE = 2  # a worker: the weaker view must still find every fault...
 MANAGER_FAULTS = {"ipvs-backend-weight"}  # ...but this one, which needs the task API of a manager
-
-
-def lab(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
-    return subprocess.run([str(SWARMLAB), *args], capture_output=True, text=True, timeout=timeout,
-                          check=False)
 
 
 def sh(node: int, script: str) -> str:
@@ -51,21 +45,6 @@ def ssd(node: int, *args: str) -> tuple[int, dict, str]:
 def ssd_everywhere(*args: str) -> dict[int, tuple[int, dict, str]]:
     with ThreadPoolExecutor(len(NODES)) as pool:
         return dict(zip(NODES, pool.map(lambda n: ssd(n, *args), NODES), strict=True))
-
-
-@pytest.fixture(scope="module")
-def swarm():
-    if os.environ.get("SWARMLAB_REUSE"):  # developing the tests: a lab left up and seeded by hand
-        yield
-        return
-    up = lab("up", "--engine", ENGINE, "--nodes", "3")
-    assert up.returncode == 0, up.stderr
-    try:
-        seed = lab("scenario", "seed")
-        assert seed.returncode == 0, seed.stderr
-        yield
-    finally:
-        lab("down")
 
 
 @dataclass

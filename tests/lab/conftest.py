@@ -1,0 +1,34 @@
+"""The lab, shared by every tier-3 module: brought up and seeded once per session."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from labkit import ENGINE, lab
+
+
+@pytest.fixture(scope="session")
+def swarm():
+    if os.environ.get("SWARMLAB_REUSE"):  # developing the tests: a lab left up and seeded by hand
+        yield
+        return
+    up = lab("up", "--engine", ENGINE, "--nodes", "3")
+    assert up.returncode == 0, up.stderr
+    try:
+        seed = lab("scenario", "seed")
+        assert seed.returncode == 0, seed.stderr
+        yield
+    finally:
+        lab("down")
+
+
+@pytest.fixture(scope="session")
+def ssd_image(swarm):
+    """The root Dockerfile built on every node (offline), as ssd:lab."""
+    built = lab("image", timeout=3600)
+    assert built.returncode == 0, built.stderr
+    return "ssd:lab"
