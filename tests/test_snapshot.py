@@ -161,18 +161,47 @@ def test_missing_snapshot_file(tmp_path):
 EXPECTED = json.loads((ROOT / "examples" / "expected.json").read_text())
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", sorted(EXPECTED["check"]))
 def test_example_gives_its_verdict(name):
     proc = ssd_from("--from", str(ROOT / "examples" / name), "--json")
     assert "Traceback" not in proc.stderr
     doc = json.loads(proc.stdout)
-    want = EXPECTED[name]
+    want = EXPECTED["check"][name]
     assert doc["status"] == want["status"], proc.stderr
     assert proc.returncode == {"consistent": 0, "inconsistent": 1}[want["status"]]
     assert sorted({f["check"] for f in doc["findings"]}) == want["checks"]
     assert doc["node"]["engine_version"].startswith("28.5")
 
 
+@pytest.mark.parametrize("case", EXPECTED["gossip-consistency"], ids=lambda c: c["files"][0].split("-")[0])
+def test_example_nodes_compared(case):
+    froms = [arg for name in case["files"] for arg in ("--from", str(ROOT / "examples" / name))]
+    proc = ssd_from(case["network"], "gossip-consistency", *froms, "--json")
+    assert "Traceback" not in proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["status"] == case["status"]
+    assert proc.returncode == {"consistent": 0, "inconsistent": 1}[case["status"]]
+    assert len(doc["nodes"]) == len(case["files"])
+    if case["status"] == "inconsistent":
+        [missing] = [d for d in doc["differences"] if d["kind"] == "service" and d["service"] == case["service"]]
+        assert missing["by_node"][case["missing_on"]] is False
+        assert sum(missing["by_node"].values()) == len(case["files"]) - 1
+
+
 def test_every_example_is_checked():
     files = {p.name for p in (ROOT / "examples").glob("*.json")} - {"expected.json"}
-    assert files == set(EXPECTED)
+    assert files == set(EXPECTED["check"])
+    assert {f for case in EXPECTED["gossip-consistency"] for f in case["files"]} <= files
+
+
+@pytest.mark.parametrize("damage", ["listing is text", "no network inspect", "truncated"])
+def test_damaged_snapshot_in_a_gossip_comparison(good_snapshot, tmp_path, damage):
+    path = tmp_path / "bad.json"
+    if damage == "truncated":
+        path.write_text(json.dumps(good_snapshot)[:500])
+    else:
+        path.write_text(json.dumps(DAMAGE[damage](copy.deepcopy(good_snapshot))))
+    proc = ssd_from("ov2", "gossip-consistency", "--from", str(ROOT / "examples" / "healthy-node1.json"),
+                    "--from", str(path))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert str(path) in proc.stderr

@@ -99,13 +99,18 @@ def cut_gossip(node: int, op: str) -> None:
         sh(node, CUT.format(op=op, dir=direction))
 
 
+def add_s4_on_node1() -> None:
+    """A new service whose only task runs on node1: news that must reach every node by gossip."""
+    sh(1, "docker service create -d --name s4 --network ov2 --constraint node.hostname==node1 "
+          "--no-resolve-image bb:latest sleep 1000000 >/dev/null")
+    sh(1, "for _ in $(seq 120); do "
+          "[ \"$(docker service ls -f name=s4 --format '{{.Replicas}}')\" = 1/1 ] && break; sleep 1; done")
+
+
 def test_gossip_divergence_found_explained_and_recovered(ssd_image):
     cut_gossip(3, "I")
     try:
-        sh(1, "docker service create -d --name s4 --network ov2 --constraint node.hostname==node1 "
-              "--no-resolve-image bb:latest sleep 1000000 >/dev/null")
-        sh(1, "for _ in $(seq 120); do [ \"$(docker service ls -f name=s4 --format '{{.Replicas}}')\" = 1/1 ] "
-              "&& break; sleep 1; done")
+        add_s4_on_node1()
         code, doc, _ = gossip()
         assert code == 1, doc
         assert doc["samples"] == 3
