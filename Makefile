@@ -17,7 +17,7 @@ install:
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
 
 test: test-fast
-	$(PY) -m pytest -q -m lab tests/lab
+	$(PY) -m pytest -q --durations=12 -m lab tests/lab
 
 test-fast:
 	$(PY) -m ruff check .
