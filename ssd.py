@@ -26,6 +26,7 @@ import contextlib
 import ctypes
 import dataclasses
 import errno
+import functools
 import hashlib
 import ipaddress
 import json
@@ -295,8 +296,8 @@ class Rule:
     def proto(self) -> str | None:
         return self.get("-p")
 
-    @property
-    def dst(self) -> str | None:
+    @functools.cached_property
+    def dst(self) -> str | None:  # cached: the checks ask for it once per rule and service
         return _network(self.get("-d"))
 
     def port(self, key: str) -> int | None:
@@ -744,7 +745,8 @@ def parse_iptables_save(text: str) -> Ruleset:
 
 
 def parse_rule(table: str, line: str) -> Rule:
-    tokens = shlex.split(line)
+    # iptables-save quotes only values with spaces (comments): shlex only where needed.
+    tokens = shlex.split(line) if '"' in line or "'" in line else line.split()
     chain = tokens[1]
     opts: dict[str, str | bool] = {}
     negated: set[str] = set()
@@ -1456,10 +1458,13 @@ def _check_vip_marks(net: NetworkView, dp: Datapath, services: list[ServiceView]
     findings: list[Finding] = []
     where = {"network": net.name, "namespace": dp.name}
     marks = [r for r in _marks_in(dp.rules or {}, "mangle", chain) if r.dst]
+    by_dst: dict[str, list[Rule]] = {}
+    for rule in marks:  # indexed: thousands of services must not mean services x rules
+        by_dst.setdefault(rule.dst, []).append(rule)
     for svc in services:
         if svc.fwmark < FIRST_FWMARK:
             continue
-        mine = [r for r in marks if r.dst == f"{svc.vip}/32"]
+        mine = by_dst.get(f"{svc.vip}/32", [])
         findings += _mark_findings(mine, svc.fwmark, f"VIP {svc.vip} (mangle {chain})", svc,
                                    f"{svc.vip}/32", dp, where)
     vips = {f"{s.vip}/32" for s in services}
