@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from test_node_kernel import FAULTS
+from test_node_kernel import FAULTS, one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "hunter2-do-not-leak"
@@ -121,20 +121,12 @@ DAMAGE = {
 }
 
 
-def _one_line(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
-
-
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
-def test_damaged_snapshot_is_one_line(good_snapshot, tmp_path, damage):
+def test_damaged_snapshot_isone_line_error(good_snapshot, tmp_path, damage):
     bad = DAMAGE[damage](copy.deepcopy(good_snapshot))
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(bad))
-    line = _one_line(ssd_from("--from", str(path)))
+    line = one_line_error(ssd_from("--from", str(path)))
     assert line.startswith("ssd: error: ") and str(path) in line
 
 
@@ -142,18 +134,18 @@ def test_truncated_snapshot(good_snapshot, tmp_path):
     text = json.dumps(good_snapshot)
     path = tmp_path / "cut.json"
     path.write_text(text[: len(text) // 2])
-    assert "invalid JSON" in _one_line(ssd_from("--from", str(path)))
+    assert "invalid JSON" in one_line_error(ssd_from("--from", str(path)))
 
 
 def test_snapshot_from_a_newer_ssd(good_snapshot, tmp_path):
     path = tmp_path / "new.json"
     path.write_text(json.dumps({**good_snapshot, "version": 2, "ssd_version": "9.0"}))
-    line = _one_line(ssd_from("--from", str(path), "--json"))
+    line = one_line_error(ssd_from("--from", str(path), "--json"))
     assert "format 2" in line and "newer ssd" in line
 
 
 def test_missing_snapshot_file(tmp_path):
-    assert "cannot read snapshot" in _one_line(ssd_from("--from", str(tmp_path / "none.json")))
+    assert "cannot read snapshot" in one_line_error(ssd_from("--from", str(tmp_path / "none.json")))
 
 
 # --- examples/: real snapshots from the lab, each with the verdict of its injected fault --
