@@ -1,14 +1,15 @@
 # make install:   everything the tool and its tests need (Debian packages, a venv with the Python deps).
-# make test:      the lint gate and every test: tiers 1 and 2, then the QEMU lab (tier 3) on the newest
+# make test:      the lint gate and tiers 1 and 2, then the QEMU lab (tier 3, but lab-image) on the newest
 #                 engine. Run as root: tier 2 makes namespaces, the lab boots VMs.
 # make test-fast: the lint gate and tiers 1 and 2 only (about a minute).
-# make lab-all:   the lab tests on every engine the lab knows (20.10, 26.1, 28.5).
+# make lab-image: the lab tests that need the ssd image (container form, gossip-consistency).
+# make lab-all:   every lab test on every engine the lab knows (20.10, 26.1, 28.5).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := iptables iproute2 util-linux python3-venv qemu-system-x86 qemu-utils debootstrap e2fsprogs
 
-.PHONY: install test test-fast lab-all
+.PHONY: install test test-fast lab-all lab-image bench
 install:
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
@@ -17,7 +18,11 @@ install:
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
 
 test: test-fast
-	$(PY) -m pytest -q --durations=12 -m lab tests/lab
+	$(PY) -m pytest -q --durations=12 -m "lab and not image" tests/lab
+
+# make lab-image: the container form and gossip-consistency in the lab (builds the Dockerfile on every node).
+lab-image:
+	$(PY) -m pytest -q --durations=12 -m "lab and image" tests/lab
 
 test-fast:
 	$(PY) -m ruff check .
@@ -25,3 +30,8 @@ test-fast:
 
 lab-all:
 	for engine in 20.10 26.1 28.5; do SWARMLAB_ENGINE=$$engine $(PY) -m pytest -q -m lab tests/lab || exit 1; done
+
+# make bench: ssd against the floor of dumping the same state, in the lab (see README, Benchmark).
+bench:
+	$(PY) -m pip install -q -r bench/requirements.txt
+	$(PY) bench/run

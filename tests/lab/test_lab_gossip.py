@@ -14,7 +14,7 @@ from test_lab import FAULT_NODE, NODES, faults, facts, in_ns, sh
 
 from labkit import lab
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.image]
 
 RUN = ("docker run --rm --privileged --net=host -v /var/run/docker.sock:/var/run/docker.sock "
        "-v /var/run/docker/netns:/var/run/docker/netns:ro,rslave ssd:lab")
