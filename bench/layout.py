@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+# Copyright 2026 The ssd authors. Licensed under the Apache License, Version 2.0.
+"""layout - lay out, in real namespaces of a lab node, what Docker programs for a big swarm.
+
+Runs inside a lab VM (a real kernel with IPVS), as root, with the standard library only:
+
+    layout.py up N M K DIR     N VIP services of M backends each, spread over K networks
+    layout.py down DIR         remove every namespace it made
+
+For each network it makes the load-balancer namespace libnetwork would (lb_<id[:9]>, under
+DIR/netns): an interface holding the LB address and one /32 alias per VIP, one IPVS
+firewall-mark service per VIP with its backends (ipvsadm-restore), the mangle MARK and nat
+SNAT rules (iptables-restore) and the IPVS sysctls. DIR/routes.json is the matching control
+plane (network inspect, services, tasks) for standin.py to serve: a real engine cannot host
+10,000 tasks in a VM.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import string
+import subprocess
+import sys
+from pathlib import Path
+
+FIRST_FWMARK = 256
+
+
+def sh(*args: str, stdin: str | None = None) -> None:
+    subprocess.run(args, input=stdin, text=True, check=True)
+
+
+def ident(rng: random.Random, n: int = 25) -> str:
+    return "".join(rng.choice(string.ascii_lowercase + string.digits) for _ in range(n))
+
+
+def addr(k: int, i: int) -> str:
+    """The i-th address of network k's 10.k+1.0.0/16 (i >= 1)."""
+    return f"10.{k + 1}.{i // 256}.{i % 256}"
+
+
+def build(n: int, m: int, k: int, rng: random.Random) -> tuple[list[dict], dict]:
+    """Per network: what to program; and the Engine API routes of the same swarm."""
+    networks, services, tasks = [], [], []
+    mark = FIRST_FWMARK
+    for net in range(k):
+        net_id = ident(rng)
+        name = f"bench{net}"
+        lb_ip = addr(net, 65000)
+        plan = {"id": net_id, "name": name, "ns": f"lb_{net_id[:9]}", "lb_ip": lb_ip,
+                "subnet": f"10.{net + 1}.0.0/16", "services": []}
+        inspect_services = {}
+        nxt = 2
+        for s in range(net, n, k):  # service s lives on network s % k
+            svc_name, svc_id = f"svc{s}", ident(rng)
+            vip = addr(net, nxt)
+            backends = [addr(net, nxt + 1 + j) for j in range(m)]
+            nxt += m + 1
+            plan["services"].append({"vip": vip, "mark": mark, "backends": backends})
+            task_entries = []
+            for j, ip in enumerate(backends):
+                task_id = ident(rng)
+                task_entries.append({"Name": f"{svc_name}.{j + 1}.{task_id}", "EndpointID": ident(rng, 64),
+                                     "EndpointIP": ip, "Info": {"Host IP": "10.99.0.1"}})
+                tasks.append({"ID": task_id, "ServiceID": svc_id, "NodeID": "benchnode",
+                              "DesiredState": "running", "Status": {"State": "running"}})
+            inspect_services[svc_name] = {"VIP": vip, "LocalLBIndex": mark, "Ports": [],
+                                          "Tasks": task_entries}
+            services.append({"ID": svc_id, "Spec": {"Name": svc_name},
+                             "Endpoint": {"VirtualIPs": [{"NetworkID": net_id, "Addr": f"{vip}/16"}]}})
+            mark += 1
+        networks.append((plan, {
+            "Id": net_id, "Name": name, "Scope": "swarm", "Driver": "overlay", "Ingress": False,
+            "Options": {}, "IPAM": {"Config": [{"Subnet": plan["subnet"]}]},
+            "Peers": [{"Name": "benchnode", "IP": "10.99.0.1"}],
+            "Containers": {f"lb-{name}": {"Name": f"{name}-endpoint", "EndpointID": ident(rng, 64),
+                                          "IPv4Address": f"{lb_ip}/16"}},
+            "Services": inspect_services}))
+    routes = {
+        "/_ping": "OK",
+        "/version": {"Version": "28.5.2", "ApiVersion": "1.51", "MinAPIVersion": "1.24"},
+        "/info": {"Name": "benchnode", "ServerVersion": "28.5.2",
+                  "Swarm": {"LocalNodeState": "active", "NodeID": "benchnode", "ControlAvailable": True}},
+        "/networks": [{key: raw[key] for key in ("Id", "Name", "Scope", "Driver", "Ingress")}
+                      for _, raw in networks],
+        "/services": services, "/tasks": tasks,
+    }
+    for _, raw in networks:
+        routes[f"/networks/{raw['Id']}"] = raw
+    return [plan for plan, _ in networks], routes
+
+
+def program(plan: dict, netns_dir: Path) -> None:
+    ns = plan["ns"]
+    sh("ip", "netns", "add", ns)
+    run = ["ip", "netns", "exec", ns]
+    lines = ["link add eth0 type dummy", "link set eth0 up", "link set lo up",
+             f"addr add {plan['lb_ip']}/16 dev eth0"]
+    lines += [f"addr add {svc['vip']}/32 dev eth0" for svc in plan["services"]]
+    sh(*run, "ip", "-batch", "-", stdin="\n".join(lines) + "\n")
+    ipvs = []
+    for svc in plan["services"]:
+        ipvs.append(f"-A -f {svc['mark']} -s rr")
+        ipvs += [f"-a -f {svc['mark']} -r {ip}:0 -m -w 1" for ip in svc["backends"]]
+    sh(*run, "ipvsadm-restore", stdin="\n".join(ipvs) + "\n")
+    rules = ["*mangle", ":INPUT ACCEPT [0:0]"]
+    rules += [f"-A INPUT -d {svc['vip']}/32 -j MARK --set-xmark {svc['mark']:#x}/0xffffffff"
+              for svc in plan["services"]]
+    rules += ["COMMIT", "*nat", ":POSTROUTING ACCEPT [0:0]",
+              f"-A POSTROUTING -d {plan['subnet']} -m ipvs --ipvs -j SNAT --to-source {plan['lb_ip']}",
+              "COMMIT"]
+    sh(*run, "iptables-restore", stdin="\n".join(rules) + "\n")
+    for name, value in (("conn_reuse_mode", 0), ("expire_nodest_conn", 1),
+                        ("expire_quiescent_template", 1), ("conntrack", 1)):
+        sh(*run, "sysctl", "-qw", f"net.ipv4.vs.{name}={value}")
+
+
+def up(n: int, m: int, k: int, root: Path) -> None:
+    down(root)
+    root.mkdir(parents=True, exist_ok=True)
+    plans, routes = build(n, m, k, random.Random(n * 1000003 + m * 1009 + k))
+    os.makedirs("/run/netns", exist_ok=True)
+    if not (root / "netns").exists():
+        (root / "netns").symlink_to("/run/netns")  # ssd reads EXEC_ROOT/netns/<name>
+    for plan in plans:
+        program(plan, root / "netns")
+    (root / "routes.json").write_text(json.dumps(routes))
+    (root / "namespaces").write_text("\n".join(p["ns"] for p in plans) + "\n")
+
+
+def down(root: Path) -> None:
+    listing = root / "namespaces"
+    if listing.exists():
+        for ns in listing.read_text().split():
+            subprocess.run(["ip", "netns", "del", ns], check=False, stderr=subprocess.DEVNULL)
+        listing.unlink()
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 6 and argv[1] == "up":
+        up(int(argv[2]), int(argv[3]), int(argv[4]), Path(argv[5]))
+    elif len(argv) == 3 and argv[1] == "down":
+        down(Path(argv[2]))
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+# Copyright 2026 The ssd authors. Licensed under the Apache License, Version 2.0.
+"""measure - time ssd and the floor on one laid-out size, inside a lab VM.
+
+    measure.py EXEC_ROOT REPS
+
+Serves EXEC_ROOT/routes.json as the Engine API on EXEC_ROOT/api.sock (a stand-in: the real
+engine cannot host 10,000 tasks in a VM), then runs, REPS times each and alternately: ssd's
+full check (it must find the laid-out state consistent), the floor (floor.py), and the bare
+`import docker, pyroute2` of ssd's start-up. Prints one JSON line: wall times (s) and peak
+resident memory (KiB, from wait4) per run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socketserver
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SSD = HERE.parent / "ssd.py"
+
+
+def serve(routes: dict, path: str) -> socketserver.BaseServer:
+    blobs = {k: (v if isinstance(v, str) else json.dumps(v)).encode() for k, v in routes.items()}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            route = self.path.split("?", 1)[0]
+            if route.startswith("/v1."):
+                route = "/" + route.split("/", 2)[2]
+            body = blobs.get(route)
+            self.send_response(200 if body is not None else 404)
+            body = body if body is not None else b'{"message": "not found"}'
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Api-Version", "1.51")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+        daemon_threads = True
+
+        def get_request(self):
+            conn, _ = super().get_request()
+            return conn, ("local", 0)
+
+    if os.path.exists(path):
+        os.unlink(path)
+    server = Server(path, Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def timed(cmd: list[str], env: dict) -> tuple[float, int, int]:
+    """(wall seconds, peak RSS KiB, exit status) of one child process."""
+    started = time.monotonic()
+    pid = os.posix_spawn(cmd[0], cmd, env)
+    _, status, usage = os.wait4(pid, 0)
+    return time.monotonic() - started, usage.ru_maxrss, os.waitstatus_to_exitcode(status)
+
+
+def main(root: Path, reps: int) -> int:
+    sock = str(root / "api.sock")
+    server = serve(json.loads((root / "routes.json").read_text()), sock)
+    env = {**os.environ, "PYTHONPATH": "/opt/ssd-pylib", "NO_COLOR": "1"}
+    py = sys.executable
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    saved = os.dup(1)
+    commands = {
+        "ssd": [py, str(SSD), "-H", f"unix://{sock}", "--exec-root", str(root), "--settle", "0", "-q"],
+        "floor": [py, str(HERE / "floor.py"), sock, str(root)],
+        "imports": [py, "-c", "import docker, pyroute2"],
+    }
+    out: dict[str, list] = {f"{name}_{what}": [] for name in commands for what in ("s", "rss_kib", "exit")}
+    os.dup2(devnull, 1)  # the children's stdout; this process prints only at the end
+    try:
+        for _ in range(reps):
+            for name, cmd in commands.items():
+                wall, rss, code = timed(cmd, env)
+                out[f"{name}_s"].append(round(wall, 3))
+                out[f"{name}_rss_kib"].append(rss)
+                out[f"{name}_exit"].append(code)
+    finally:
+        os.dup2(saved, 1)
+        server.shutdown()
+    out["api_bytes"] = (root / "routes.json").stat().st_size
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1]), int(sys.argv[2])))
