@@ -1,8 +1,9 @@
 # make install:   everything the tool and its tests need (Debian packages, a venv with the Python deps).
-# make test:      the lint gate and tiers 1 and 2, then the QEMU lab (tier 3, but lab-image) on the newest
-#                 engine. Run as root: tier 2 makes namespaces, the lab boots VMs.
+# make test:      the lint gate and tiers 1 and 2, then every QEMU lab test (tier 3) on the newest engine,
+#                 the container form and gossip-consistency included. Run as root: tier 2 makes
+#                 namespaces, the lab boots VMs.
 # make test-fast: the lint gate and tiers 1 and 2 only (about a minute).
-# make lab-image: the lab tests that need the ssd image (container form, gossip-consistency).
+# make lab-image: only the lab tests that need the ssd image (container form, gossip-consistency).
 # make lab-all:   every lab test on every engine the lab knows (20.10, 26.1, 28.5).
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -18,9 +19,9 @@ install:
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
 
 test: test-fast
-	$(PY) -m pytest -q --durations=12 -m "lab and not image" tests/lab
+	$(PY) -m pytest -q --durations=12 -m lab tests/lab
 
-# make lab-image: the container form and gossip-consistency in the lab (builds the Dockerfile on every node).
+# make lab-image: the container form and gossip-consistency in the lab (node1 builds the Dockerfile).
 lab-image:
 	$(PY) -m pytest -q --durations=12 -m "lab and image" tests/lab
 

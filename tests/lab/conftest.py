@@ -28,7 +28,7 @@ def swarm():
 
 @pytest.fixture(scope="session")
 def ssd_image(swarm):
-    """The root Dockerfile built on every node (offline), as ssd:lab."""
+    """The root Dockerfile built in the lab (offline), as ssd:lab on every node."""
     built = lab("image", timeout=3600)
     assert built.returncode == 0, built.stderr
     return "ssd:lab"
