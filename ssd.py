@@ -1106,6 +1106,7 @@ class GossipJob:
         self.network_id, self.image, self.timeout = network_id, image, timeout
         self.name = GOSSIP_PREFIX + secrets.token_hex(4)
         self.service_id: str | None = None
+        self.requested = False  # create was sent: the service may exist before we know its ID
         self.created = 0.0
 
     def job_mode(self) -> bool:
@@ -1125,6 +1126,7 @@ class GossipJob:
             log_driver=types.DriverConfig("json-file"),
             placement=types.Placement(constraints=["node.platform.os==linux"]))
         deadline = int(time.time() + self.timeout)
+        self.requested = True
         created = self.engine.call(
             "POST /services/create", self.api.create_service, spec, name=self.name,
             labels={GOSSIP_LABEL: str(deadline)},
@@ -1133,11 +1135,11 @@ class GossipJob:
         self.created = time.monotonic()
 
     def remove(self) -> None:
-        if self.service_id is None:
+        if not self.requested:
             return
-        with contextlib.suppress(Exception):
-            self.api.remove_service(self.service_id)
-        self.service_id = None
+        with contextlib.suppress(Exception):  # by name if interrupted before the ID came back
+            self.api.remove_service(self.service_id or self.name)
+        self.service_id, self.requested = None, False
 
     def latest_tasks(self) -> dict[str, dict]:
         tasks = self.engine.call("GET /tasks", self.api.tasks, filters={"service": self.service_id})
@@ -2508,4 +2510,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # before main's own handlers are in place (e.g. while importing)
+        print("ssd: interrupted", file=sys.stderr)
+        sys.exit(2)
