@@ -359,3 +359,32 @@ def test_gossip_hash_is_one_json_line(fake):
     answer = json.loads(proc.stdout)
     assert answer["instantiated"] and answer["digest"] == ssd.gossip_digest(ssd.gossip_state(OV2))
     assert answer["node"]["hostname"] == "node1"
+
+
+def test_service_interrupted_while_being_created_is_removed_by_name():
+    """Ctrl-C after the create request went out but before its reply: the ID is unknown."""
+    class Api:
+        api_version = "1.47"
+
+        def __init__(self) -> None:
+            self.removed: list[str] = []
+
+        def create_service(self, *args, **kwargs):
+            raise KeyboardInterrupt
+
+        def remove_service(self, service):
+            self.removed.append(service)
+
+    class Engine:
+        api = Api()
+
+        def call(self, what, fn, *args, **kwargs):
+            return fn(*args, **kwargs)
+
+    job = ssd.GossipJob(Engine(), "net0", "ssd:test", 60)
+    with pytest.raises(KeyboardInterrupt):
+        job.start()
+    job.remove()
+    assert Engine.api.removed == [job.name]
+    job.remove()  # once only
+    assert Engine.api.removed == [job.name]
