@@ -209,12 +209,21 @@ class NetworkView:
         return [s for s in self.services.values() if s.vip and s.tasks]
 
 
+# Desired states with which swarm takes a task out of service. A job's running task has
+# desired state "complete" (swarmkit's job reconciler): that one is still meant to serve.
+STOPPING_STATES = frozenset({"shutdown", "remove", "orphaned", "failed", "rejected"})
+
+
 @dataclass(frozen=True)
 class SwarmTask:
     id: str
     service: str
     desired_state: str
     state: str
+
+    @property
+    def stopping(self) -> bool:
+        return self.desired_state in STOPPING_STATES
 
 
 @dataclass
@@ -1389,6 +1398,11 @@ def _check_backends(svc: ServiceView, ipvs: IpvsService, owner_of_ip: dict[str, 
     dests = {d.address: d for d in ipvs.dests}
     for task in svc.tasks:
         dest = dests.get(task.ip)
+        state = (swarm_tasks or {}).get(task.task_id)
+        if dest is None and state is not None and state.stopping:
+            # Being stopped: its backend is weight 0, or (25.0.13+, 29.0+: a node that learns of
+            # the task already disabled programs none) absent. Either way no traffic is lost.
+            continue
         if dest is None:
             findings.append(Finding(
                 "ipvs-backend-missing", f"task {task.name} ({task.ip}) is not a destination "
@@ -1418,7 +1432,7 @@ def _check_weight(svc: ServiceView, task: TaskView, dest: IpvsDest,
                   ) -> list[Finding]:
     """Weight 1 carries traffic; weight 0 is a task swarm is stopping (18.03.1+)."""
     state = (swarm_tasks or {}).get(task.task_id)
-    stopping = state is not None and state.desired_state not in ("running", "")
+    stopping = state is not None and state.stopping
     if dest.weight not in (0, 1):
         wrong = f"weight {dest.weight}, the engine only sets 0 or 1"
     elif dest.weight == 0 and state is not None and not stopping and state.state == "running":
@@ -1493,8 +1507,19 @@ def _check_port_marks(net: NetworkView, dp: Datapath, services: list[ServiceView
             mine = [r for r in marks if r.port("--dport") == port.published
                     and (port.protocol is None or r.proto == port.protocol)]
             owned.update(id(r) for r in mine)
-            findings += _mark_findings(mine, svc.fwmark, f"published port {port.label()}", svc,
-                                       port.label(), dp, where)
+            if port.protocol is not None or not mine:
+                findings += _mark_findings(mine, svc.fwmark, f"published port {port.label()}", svc,
+                                           port.label(), dp, where)
+                continue
+            # A worker cannot tell 53/tcp from 53/udp (inspect shows no protocol) and the engine
+            # writes one MARK rule per protocol: judge each protocol's rules on their own.
+            by_proto: dict[str | None, list[Rule]] = {}
+            for rule in mine:
+                by_proto.setdefault(rule.proto, []).append(rule)
+            for proto, rules_for in sorted(by_proto.items(), key=lambda kv: kv[0] or ""):
+                label = f"{port.published}/{proto or 'any'}"
+                findings += _mark_findings(rules_for, svc.fwmark, f"published port {label}", svc,
+                                           label, dp, where)
     for rule in marks:
         if id(rule) not in owned:
             label = f"{rule.port('--dport')}/{rule.proto}"

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 import ssd
-from recorded import MODEL, SANDBOX_OF, datapath, host_datapath, network_json, network_view, tasks_json
+from recorded import (MODEL, SANDBOX_OF, datapath, host_datapath, network_json, network_view,
+                      services_json, tasks_json)
 
 OV2_NS = "lb_oc6rqvyvp"
 INGRESS_NS = "ingress_sbox"
@@ -411,3 +412,71 @@ def test_readme_documents_every_check_id():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for check, info in ssd.CHECKS.items():
         assert f"| `{check}` | {info.meaning} |" in readme, check
+
+
+# --- the ordinary life of a swarm: no false alarm -------------------------------------------
+
+def test_running_job_task_with_weight_one_is_silent():
+    """A job's running task has desired state "complete": it is not being stopped."""
+    node = Node()
+    node.swarm_tasks = ssd.build_swarm_tasks(tasks_json(desired="complete", state="running"))
+    assert node.findings() == []
+    dest(node.lb, 258, "10.0.1.4").weight = 0  # ...and it must still receive traffic
+    assert checks(node.findings()) == ["ipvs-backend-weight"]
+
+
+def test_missing_backend_of_a_task_swarm_is_stopping_is_silent():
+    """25.0.13+/29.0+: a node that learns of a task already disabled programs no backend for it."""
+    node = Node()
+    node.swarm_tasks = ssd.build_swarm_tasks(tasks_json(desired="shutdown", state="running"))
+    set_every_dest([node.lb, node.sbox], weight=0)
+    ipvs_service(node.lb, 258).dests.pop(0)
+    assert node.findings() == []
+
+
+def test_missing_backend_of_a_running_task_still_fires_on_a_manager():
+    node = Node()
+    node.swarm_tasks = ssd.build_swarm_tasks(tasks_json(desired="complete", state="running"))
+    ipvs_service(node.lb, 258).dests.pop(0)
+    assert checks(node.findings()) == ["ipvs-backend-missing"]
+
+
+UDP_MARK = "-A PREROUTING -p udp -m udp --dport 8080 -j MARK --set-xmark 0x100/0xffffffff"
+UDP_DNAT = "-A DOCKER-INGRESS -p udp -m udp --dport 8080 -j DNAT --to-destination 172.18.0.2:8080"
+
+
+def test_worker_port_published_over_tcp_and_udp_is_consistent():
+    """8080/tcp + 8080/udp: one MARK rule per protocol, same mark; a worker sees one port."""
+    node = Node(manager=False)
+    add_rule(node.sbox, "mangle", UDP_MARK)
+    add_rule(node.host, "nat", UDP_DNAT)
+    assert node.findings() == []
+
+
+def test_worker_port_over_two_protocols_still_finds_a_conflict():
+    node = Node(manager=False)
+    add_rule(node.sbox, "mangle", UDP_MARK)
+    add_rule(node.sbox, "mangle", UDP_MARK.replace("0x100", "0x150"))
+    (finding,) = node.findings()
+    assert finding.check == "mark-conflict" and finding.subject == "8080/udp"
+
+
+def test_manager_port_published_over_tcp_and_udp_is_consistent():
+    services = services_json()
+    web = next(s for s in services if s["Spec"]["Name"] == "web")
+    web["Endpoint"]["Ports"].append({**web["Endpoint"]["Ports"][0], "Protocol": "udp"})
+    node = Node()
+    node.ingress = ssd.build_network_view(network_json("ingress"), ssd.service_protocols(services))
+    add_rule(node.sbox, "mangle", UDP_MARK)
+    add_rule(node.host, "nat", UDP_DNAT)
+    add_rule(node.host, "filter", "-A DOCKER-INGRESS -p udp -m udp --dport 8080 -j ACCEPT")
+    add_rule(node.host, "filter", "-A DOCKER-INGRESS -p udp -m udp --sport 8080 "
+                                  "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+    for cid in WEB_TASK_CONTAINERS:
+        task_ip = node.ingress.endpoints[cid].ip
+        add_rule(node.tasks[cid], "nat", f"-A PREROUTING -d {task_ip}/32 -p udp -m udp --dport 8080 "
+                                         "-j REDIRECT --to-ports 80")
+    assert node.findings() == []
+    drop_rules(node.sbox, "mangle", "PREROUTING", "-p udp")
+    (finding,) = node.findings()
+    assert (finding.check, finding.subject) == ("mark-missing", "8080/udp")
