@@ -21,6 +21,41 @@ The file reads top to bottom: model, collectors, checks (pure functions), report
 """
 from __future__ import annotations
 
+# Before anything slow: a Ctrl-C while Python is still importing is one line and exit 2, and an
+# interpreter older than 3.11 (say, `sudo ./ssd.py` with an old system Python) is told so. This
+# part must stay valid Python 3.7, so that an old interpreter gets this far.
+import os
+import signal
+import sys
+
+__version__ = "0.1.0"
+MIN_PYTHON = (3, 11)
+
+
+def _interrupted_early(signum, frame):  # replaced by Python's own handler once main() runs
+    os.write(2, b"ssd: interrupted\n")
+    os._exit(2)
+
+
+def _refuse_old_python():
+    message = "ssd needs Python {}.{} or later; this is Python {}".format(
+        MIN_PYTHON[0], MIN_PYTHON[1], ".".join(str(v) for v in sys.version_info[:3]))
+    if __name__ != "__main__":
+        raise ImportError(message)
+    sys.stderr.write("ssd: error: " + message + " (run it with python3.11+, or use the container)\n")
+    if "--json" in sys.argv[1:]:
+        import json
+        sys.stdout.write(json.dumps({"ssd_version": __version__, "status": "incomplete", "node": None,
+                                     "networks": [], "findings": [], "notes": [],
+                                     "errors": [{"scope": "ssd", "message": message}]}) + "\n")
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, _interrupted_early)
+if sys.version_info < MIN_PYTHON:
+    _refuse_old_python()
+
 import argparse
 import contextlib
 import ctypes
@@ -28,23 +63,20 @@ import dataclasses
 import errno
 import functools
 import hashlib
+import importlib
 import ipaddress
 import json
-import os
+import math
 import re
 import secrets
 import shlex
 import shutil
-import signal
 import subprocess
-import sys
 import textwrap
 import time
 from dataclasses import dataclass, field
 from collections.abc import Iterable, Iterator
 from typing import Any
-
-__version__ = "0.1.0"
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 DEFAULT_EXEC_ROOT = "/var/run/docker"
@@ -430,11 +462,24 @@ def engine_model(version: str) -> EngineModel:
     return EngineModel(version=version, release=release, era=era, known=release < (30, 0, 0))
 
 
+REQUIREMENTS = {"docker": "docker>=7.1,<8", "pyroute2": "pyroute2>=0.9.6,<0.10"}
+
+
+def require(package: str) -> Any:
+    """Import a dependency, or say in one line which one is missing and how to get it."""
+    try:
+        return importlib.import_module(package)
+    except ImportError as exc:
+        raise CheckError(f"the Python package {REQUIREMENTS[package]!r} is missing or broken "
+                         f"({_short(exc)}): pip install -r requirements.txt, or use the "
+                         "container") from exc
+
+
 class Engine:
     """The Engine API through docker-py's low-level client."""
 
     def __init__(self, base_url: str, timeout: float = 30) -> None:
-        import docker  # imported here so --help and the pure checks need no SDK
+        docker = require("docker")  # imported here so --help and the pure checks need no SDK
         self.errors = docker.errors
         try:
             self.api = docker.APIClient(base_url=base_url, version="auto", timeout=timeout)
@@ -950,6 +995,8 @@ class Collector:
         self.engine = engine
         self.exec_root = exec_root
         self.netns_dir = os.path.join(exec_root, "netns")
+        if engine is not None:
+            require("pyroute2")  # every namespace read needs it: say so before the first one
         self.backends = iptables_backends() if engine is not None else {}
         self.samples: list[dict] = []
         self.new_sample()
@@ -2303,8 +2350,33 @@ exit status: 0 consistent, 1 inconsistencies found, 2 could not check.
 """
 
 
+def seconds(limit: float, allow_zero: bool):
+    """An argparse type: a finite number of seconds in (0 or more than 0) .. limit."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        low_ok = value >= 0 if allow_zero else value > 0
+        if not math.isfinite(value) or not low_ok or value > limit:
+            low = "0" if allow_zero else "more than 0"
+            raise argparse.ArgumentTypeError(f"{text!r}: give {low} to {limit:g} seconds")
+        return value
+    return parse
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (and a JSON verdict under --json), exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"ssd: error: {message} (see ssd --help)\n")
+        if "--json" in sys.argv[1:]:
+            sys.stdout.write(json.dumps(error_document(message), indent=2) + "\n")
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ssd", description="Check that this swarm node's load-balancer datapath (IPVS, "
         "iptables, VIP aliases) matches what Docker's control plane says.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -2321,7 +2393,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show what was compared: VIPs, tasks, expected and found values")
     parser.add_argument("--no-color", action="store_true", help="no colour (also: NO_COLOR)")
-    parser.add_argument("--settle", type=float, default=2.0, metavar="SECONDS",
+    parser.add_argument("--settle", type=seconds(3600, allow_zero=True), default=2.0,
+                        metavar="SECONDS",
                         help="report only what a second sample SECONDS later still shows "
                              "(default: %(default)s; 0 disables)")
     parser.add_argument("--snapshot", metavar="FILE",
@@ -2330,7 +2403,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--from", dest="from_", action="append", metavar="FILE",
                         help="check a snapshot instead of this node (repeat with "
                              "gossip-consistency to compare nodes)")
-    parser.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=seconds(86400, allow_zero=False), default=120.0,
+                        metavar="SECONDS",
                         help="gossip-consistency: how long to wait for every node's answer "
                              "(default: %(default)s)")
     parser.add_argument("--image", help="gossip-consistency: the ssd image to run on every node "
@@ -2427,6 +2501,7 @@ def run_check(args: argparse.Namespace) -> tuple[RunResult, dict | None]:
             raise SnapshotError(f"{source} is not a usable ssd snapshot: damaged data "
                                 f"({type(exc).__name__}: {_short(exc)})") from exc
         return result, None
+    require("pyroute2")  # before the daemon is asked anything: no point without it
     collector = Collector(Engine(args.host), args.exec_root)
     node, result = check_node(collector, args.networks, args.settle, live=True)
     doc = snapshot_document(collector, node, args.networks, args.settle) if args.snapshot else None
@@ -2436,7 +2511,7 @@ def run_check(args: argparse.Namespace) -> tuple[RunResult, dict | None]:
 def write_snapshot(doc: dict, target: str) -> None:
     text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
     if target == "-":
-        sys.stdout.write(text)
+        emit(text)
         return
     try:
         with open(target, "w", encoding="utf-8") as fh:
@@ -2445,13 +2520,42 @@ def write_snapshot(doc: dict, target: str) -> None:
         raise CheckError(f"cannot write snapshot {target}: {exc.strerror or _short(exc)}") from exc
 
 
+def error_document(message: str) -> dict:
+    return {"ssd_version": __version__, "status": "incomplete", "node": None, "networks": [],
+            "findings": [], "errors": [{"scope": "ssd", "message": message}], "notes": []}
+
+
 def fail(args: argparse.Namespace, message: str) -> int:
     print(f"ssd: error: {message}", file=sys.stderr)
     if args.json:  # monitoring parses stdout: give it a verdict that agrees with the exit code
-        print(json.dumps({"ssd_version": __version__, "status": "incomplete", "node": None,
-                          "networks": [], "findings": [],
-                          "errors": [{"scope": "ssd", "message": message}], "notes": []}, indent=2))
+        emit(json.dumps(error_document(message), indent=2) + "\n")
     return 2
+
+
+def emit(text: str) -> None:
+    """Write to stdout; a reader that went away (ssd ... | head -1) is not an error of ssd's."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so that the interpreter's last flush does not fail too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def check_writable(target: str) -> None:
+    """Fail before the check, not after it, when the snapshot cannot be written."""
+    if target == "-":
+        return
+    existed = os.path.exists(target)
+    try:
+        with open(target, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise CheckError(f"cannot write snapshot {target}: {exc.strerror or _short(exc)}") from exc
+    if not existed:
+        os.unlink(target)
 
 
 MODES = ("gossip-consistency", "gossip-hash")
@@ -2463,8 +2567,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def main_gossip(args: argparse.Namespace, mode: str) -> int:
     if len(args.networks) != 1:
-        print(f"ssd: error: {mode} compares one network: ssd NETWORK {mode}", file=sys.stderr)
-        return 2
+        return fail(args, f"{mode} compares one network: ssd NETWORK {mode}")
     network = args.networks[0]
     if mode == "gossip-hash":  # the per-node command the gossip service runs
         try:
@@ -2473,15 +2576,12 @@ def main_gossip(args: argparse.Namespace, mode: str) -> int:
             return fail(args, str(exc))
         node = answer["node"]
         if args.json:  # one line: the coordinator reads it back from the service's log
-            print(json.dumps(answer, sort_keys=True, separators=(",", ":")))
+            emit(json.dumps(answer, sort_keys=True, separators=(",", ":")) + "\n")
         elif answer["instantiated"]:
-            print(f"Node id: {node['id']} ({node['hostname']}) gossip hash {answer['digest']}")
+            emit(f"Node id: {node['id']} ({node['hostname']}) gossip hash {answer['digest']}\n")
         else:
-            print(f"Node id: {node['id']} ({node['hostname']}) network {network} not instantiated here")
+            emit(f"Node id: {node['id']} ({node['hostname']}) network {network} not instantiated here\n")
         return 0
-    if args.timeout <= 0:
-        print("ssd: error: --timeout must be more than 0 seconds", file=sys.stderr)
-        return 2
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = gossip_from_snapshots(args.from_, network) if args.from_ else gossip_live(args, network)
@@ -2493,27 +2593,25 @@ def main_gossip(args: argparse.Namespace, mode: str) -> int:
     for problem in result.problems:
         print(f"ssd: not checked: {problem.scope}: {problem.message}", file=sys.stderr)
     if args.json:
-        print(json.dumps(gossip_to_json(result), indent=2))
+        emit(json.dumps(gossip_to_json(result), indent=2) + "\n")
     else:
-        sys.stdout.write(render_gossip(result, Painter(use_colour(args)), args.verbose))
+        emit(render_gossip(result, Painter(use_colour(args)), args.verbose))
     return EXIT_CODES[gossip_status(result)]
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, KeyboardInterrupt
     args = build_parser().parse_args(argv)
     if args.networks and args.networks[-1] in MODES:
         return main_gossip(args, args.networks.pop())
-    if args.settle < 0:
-        print("ssd: error: --settle must be 0 or more seconds", file=sys.stderr)
-        return 2
     if args.from_ and args.snapshot:
-        print("ssd: error: --from checks a snapshot, --snapshot takes one: use one of them",
-              file=sys.stderr)
-        return 2
+        return fail(args, "--from checks a snapshot, --snapshot takes one: use one of them")
     try:
+        if args.snapshot:
+            check_writable(args.snapshot)
         result, doc = run_check(args)
         if doc is not None:
-            write_snapshot(doc, args.snapshot)
+            write_snapshot(doc, args.snapshot)  # "-": emit()s the snapshot itself
         report = ""  # with --snapshot -, stdout carries the snapshot; the verdict is the exit status
         if args.snapshot != "-":
             report = (json.dumps(to_json(result), indent=2) + "\n" if args.json else
@@ -2530,7 +2628,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for problem in result.problems:
         print(f"ssd: not checked: {problem.scope}: {problem.message}", file=sys.stderr)
-    sys.stdout.write(report)
+    emit(report)
     return EXIT_CODES[overall_status(result)]
 
 

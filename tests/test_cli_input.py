@@ -1,0 +1,143 @@
+"""Tier 1: every bad input and environment is one line on stderr and exit 2, never a traceback.
+
+ssd runs as a process, as users run it; none of these needs a daemon or a namespace.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SSD = str(REPO / "ssd.py")
+EXAMPLE = str(REPO / "examples" / "healthy-node1.json")
+PYENV = Path("/root/.pyenv/versions")
+
+
+def run(*args: str, python: str = sys.executable, code: str | None = None) -> subprocess.CompletedProcess:
+    cmd = [python, "-c", code, *args] if code else [python, SSD, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False, cwd=REPO)
+
+
+def one_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e400", "-1", "abc", "3601"])
+def test_bad_settle_is_refused_at_parse_time(value):
+    line = one_line(run("--settle", value, "--from", EXAMPLE))
+    assert line.startswith("ssd: error: argument --settle")
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf"])
+def test_bad_timeout_is_refused(value):
+    assert "--timeout" in one_line(run("ov2", "gossip-consistency", "--timeout", value))
+
+
+def test_usage_error_under_json_still_gives_a_verdict():
+    proc = run("--json", "--settle", "nan", "ov2")
+    one_line(proc)
+    assert json.loads(proc.stdout)["status"] == "incomplete"
+
+
+def test_good_settle_values_are_accepted():
+    assert run("--settle", "0", "--from", EXAMPLE).returncode == 0
+    assert run("--settle", "2.5", "--from", EXAMPLE).returncode == 0
+
+
+OLD = sorted(p / "bin" / "python" for p in PYENV.glob("3.[789].*")) + \
+    sorted(p / "bin" / "python" for p in PYENV.glob("3.10.*"))
+
+
+@pytest.mark.parametrize("python", [str(p) for p in OLD] or ["patched"])
+def test_old_python_is_told_in_one_line(python):
+    if python == "patched":  # no old interpreter on this machine: pretend to be one
+        code = ("import runpy, sys; sys.version_info = (3, 9, 18, 'final', 0); "
+                f"sys.argv = ['ssd'] + sys.argv[1:]; runpy.run_path({SSD!r}, run_name='__main__')")
+        proc = run("--json", "ov2", code=code)
+    else:
+        proc = run("--json", "ov2", python=python)
+    assert "needs Python 3.11" in one_line(proc)
+    assert json.loads(proc.stdout)["status"] == "incomplete"
+
+
+@pytest.mark.parametrize("package", ["docker", "pyroute2"])
+def test_missing_package_is_named(package):
+    code = (f"import runpy, sys; sys.modules[{package!r}] = None; sys.argv = ['ssd'] + sys.argv[1:]; "
+            f"runpy.run_path({SSD!r}, run_name='__main__')")
+    proc = run("-H", "unix:///nonexistent.sock", "ov2", code=code)
+    line = one_line(proc)
+    assert f"'{package}" in line and "pip install -r requirements.txt" in line
+
+
+def test_unwritable_snapshot_is_refused_before_the_check(tmp_path):
+    target = tmp_path / "no" / "such" / "dir.json"
+    started = time.monotonic()
+    # No daemon at that address: if ssd got as far as the check it would say so instead.
+    line = one_line(run("-H", "unix:///nonexistent.sock", "--snapshot", str(target), "ov2"))
+    assert "cannot write snapshot" in line and time.monotonic() - started < 30
+    assert not target.exists()
+
+
+def test_snapshot_check_leaves_no_file_behind(tmp_path):
+    target = tmp_path / "snap.json"
+    line = one_line(run("-H", "unix:///nonexistent.sock", "--snapshot", str(target), "ov2"))
+    assert "Docker daemon" in line or "Engine API" in line, line
+    assert not target.exists()
+
+
+def test_from_and_snapshot_together_are_refused(tmp_path):
+    assert "use one of them" in one_line(run("--from", EXAMPLE, "--snapshot", str(tmp_path / "x")))
+
+
+@pytest.mark.parametrize("args", [["--from", EXAMPLE], ["--from", EXAMPLE, "--json"],
+                                  ["ov2", "gossip-consistency", "--from", EXAMPLE]])
+def test_reader_that_goes_away_is_no_error(args):
+    """ssd ... | head -1: the reader closed the pipe before ssd wrote."""
+    proc = subprocess.Popen([sys.executable, SSD, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=REPO)
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    proc.wait(timeout=60)
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+    assert proc.returncode in (0, 1), stderr  # the verdict of the check, as if it had been read
+
+
+def test_ctrl_c_while_ssd_imports_is_one_line():
+    """The moment of the old bare KeyboardInterrupt: SIGINT while ssd's own imports run."""
+    code = ("import builtins, os, runpy, signal, sys\n"
+            "real = builtins.__import__\n"
+            "def imp(name, *a, **k):\n"
+            "    if name == 'ipaddress': os.kill(os.getpid(), signal.SIGINT)\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = imp\n"
+            f"sys.argv = ['ssd', '--from', {EXAMPLE!r}]\n"
+            f"runpy.run_path({SSD!r}, run_name='__main__')\n")
+    proc = run(code=code)
+    assert one_line(proc) == "ssd: interrupted"
+
+
+# Python's own start-up (before ssd's first line) takes 10-30 ms here and is out of ssd's hands.
+@pytest.mark.parametrize("delay", [0.12, 0.2, 0.3, 0.5])
+def test_ctrl_c_at_any_moment_is_one_line(delay):
+    proc = subprocess.Popen([sys.executable, SSD, "--from", EXAMPLE], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    stderr = proc.stderr.read()
+    proc.wait(timeout=60)
+    assert "Traceback" not in stderr, (delay, stderr)
+    # Interrupted: "ssd: interrupted", exit 2 (or killed before Python could say anything);
+    # finished first: its verdict.
+    assert proc.returncode in (2, -signal.SIGINT, 0), (delay, proc.returncode, stderr)
+    if proc.returncode == 2:
+        assert stderr.strip() == "ssd: interrupted"
