@@ -212,6 +212,11 @@ class ServiceView:
     ports: list[PublishedPort]
     tasks: list[TaskView]
 
+    @property
+    def ipv6(self) -> bool:
+        """An IPv6 VIP (dual-stack overlays can get one): libnetwork's load balancer is IPv4-only."""
+        return bool(self.vip and ":" in self.vip)
+
 
 @dataclass(frozen=True)
 class LocalEndpoint:
@@ -234,11 +239,17 @@ class NetworkView:
     instantiated: bool
 
     @property
+    def lb_key(self) -> str:
+        # libnetwork's lbSandboxName: "<name>-sbox" for the ingress network (which a user may
+        # recreate under another name), "lb-<name>" for every other overlay.
+        return f"{self.name}-sbox" if self.ingress else f"lb-{self.name}"
+
+    @property
     def lb_endpoint(self) -> LocalEndpoint | None:
-        return self.endpoints.get("ingress-sbox" if self.ingress else f"lb-{self.name}")
+        return self.endpoints.get(self.lb_key)
 
     def vip_services(self) -> list[ServiceView]:
-        return [s for s in self.services.values() if s.vip and s.tasks]
+        return [s for s in self.services.values() if s.vip and s.tasks and not s.ipv6]
 
 
 # Desired states with which swarm takes a task out of service. A job's running task has
@@ -394,10 +405,18 @@ class Finding:
     def key(self) -> tuple:
         return (self.check, self.network, self.namespace, self.service, self.subject)
 
+    @property
+    def action(self) -> str | None:
+        info = CHECKS.get(self.check)
+        if info is None:
+            return None
+        return info.action.replace("<service>", self.service) if self.service else info.action
+
     def to_json(self) -> dict:
         return {"check": self.check, "network": self.network, "namespace": self.namespace,
                 "service": self.service, "subject": self.subject, "message": self.message,
-                "expected": self.expected, "actual": self.actual, "hint": self.hint}
+                "expected": self.expected, "actual": self.actual, "hint": self.hint,
+                "action": self.action}
 
 
 @dataclass
@@ -535,6 +554,7 @@ class NodeInfo:
     hostname: str
     manager: bool
     engine: EngineModel
+    firewall: str = ""  # GET /info FirewallBackend.Driver (28.x+): iptables, nftables, +firewalld
 
 
 def read_node(engine: Engine | Collector) -> NodeInfo:
@@ -546,7 +566,8 @@ def read_node(engine: Engine | Collector) -> NodeInfo:
                          "ssd checks swarm service load balancing")
     version = engine.version().get("Version") or info.get("ServerVersion") or ""
     return NodeInfo(id=swarm.get("NodeID", ""), hostname=info.get("Name", ""),
-                    manager=bool(swarm.get("ControlAvailable")), engine=engine_model(version))
+                    manager=bool(swarm.get("ControlAvailable")), engine=engine_model(version),
+                    firewall=str((info.get("FirewallBackend") or {}).get("Driver") or ""))
 
 
 def resolve_networks(listing: list[dict], wanted: list[str]) -> list[dict]:
@@ -835,6 +856,15 @@ def parse_rule(table: str, line: str) -> Rule:
                 matches=tuple(matches))
 
 
+# iptables-nft is not forward compatible: an older iptables-save prints this comment instead of
+# the rules a newer iptables wrote. Such a table is unreadable, not empty.
+INCOMPATIBLE_TABLE = re.compile(r"^# Table [`'\"]?(\w+)[`'\"]? is incompatible", re.M)
+
+
+def unreadable_tables(texts: dict[str, str]) -> list[str]:
+    return sorted({t for text in texts.values() for t in INCOMPATIBLE_TABLE.findall(text)})
+
+
 def merge_rulesets(parts: Iterable[Ruleset]) -> Ruleset:
     merged: Ruleset = {}
     for part in parts:
@@ -927,12 +957,18 @@ def datapath_from_raw(path: str, raw: dict) -> Datapath:
     texts: dict[str, str] = raw.get("iptables") or {}
     parsed = {backend: parse_iptables_save(text) for backend, text in texts.items()}
     addresses = raw.get("addresses")
+    iptables_error = raw.get("iptables_error")
+    unreadable = unreadable_tables(texts)
+    if unreadable:
+        iptables_error = (f"this iptables cannot read table(s) {', '.join(unreadable)}, written by a "
+                          "newer iptables ('is incompatible'): run ssd with an iptables at least as "
+                          "new as the host's (the ssd image, or the host's own binaries)")
     return Datapath(
         path=path, name=os.path.basename(path) if path else "host", ipvs=ipvs,
         ipvs_error=raw.get("ipvs_error"),
-        rules=merge_rulesets(parsed.values()) if parsed else None,
+        rules=merge_rulesets(parsed.values()) if parsed and not unreadable else None,
         backends_with_docker_chains=[b for b, rules in parsed.items() if docker_chains(rules)],
-        iptables_error=raw.get("iptables_error"),
+        iptables_error=iptables_error,
         addresses=None if addresses is None else
         {name: [(ip, int(plen)) for ip, plen in addrs] for name, addrs in addresses.items()},
         sysctls=raw.get("sysctls"), error=raw.get("error"),
@@ -949,7 +985,7 @@ SNAPSHOT_VERSION = 1
 # keeps those keys; [shape] applies to every element (or map value, with "*").
 _TASK_ENTRY = {"Name": True, "EndpointID": True, "EndpointIP": True, "Info": True}
 API_SHAPES: dict[str, Any] = {
-    "info": {"Name": True, "ServerVersion": True,
+    "info": {"Name": True, "ServerVersion": True, "FirewallBackend": {"Driver": True},
              "Swarm": {"LocalNodeState": True, "NodeID": True, "ControlAvailable": True}},
     "version": {"Version": True, "ApiVersion": True},
     "networks": [{"Id": True, "Name": True, "Scope": True, "Driver": True, "Ingress": True}],
@@ -1051,6 +1087,15 @@ class Collector:
     def ns_exists(self, path: str) -> bool:
         return self._lookup(f"exists {path}", lambda: os.path.exists(path))
 
+    def netns_names(self) -> list[str] | None:
+        """What this process sees of dockerd's namespaces directory (None: not there at all)."""
+        def listing() -> list[str] | None:
+            try:
+                return sorted(os.listdir(self.netns_dir))
+            except OSError:
+                return None
+        return self._lookup("netns-dir", listing)
+
     def find_lb_by_address(self, ip: str) -> str | None:
         """18.06 names LB namespaces by random sandbox ID: find the one holding the LB IP."""
         def scan() -> str | None:
@@ -1096,6 +1141,8 @@ class SnapshotCollector(Collector):
 
     def _lookup(self, key: str, fetch) -> Any:
         if key not in self.sample["lookups"]:
+            if key == "netns-dir":  # snapshots before 0.2 did not record it: they saw it
+                return ["(not recorded)"]
             raise self._missing(key)
         return self.sample["lookups"][key]
 
@@ -1905,8 +1952,19 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
         if view.instantiated or (wanted and not view.ingress):
             views.append(view)  # by default, only the networks this node has
 
+    for view in views:
+        ipv6 = sorted(s.name for s in view.services.values() if s.ipv6)
+        if ipv6:
+            notes.append(f"network {view.name}: service(s) {', '.join(ipv6)} have an IPv6 VIP; "
+                         "libnetwork's load balancer is IPv4-only, so ssd does not check them")
     findings: list[Finding] = check_fwmark_duplicates(views)
     results: list[NetworkResult] = []
+    blind = why_blind(collector, node, views)
+    if blind:
+        problems.append(Problem(blind[0], blind[1]))
+        for view in views:
+            results.append(NetworkResult(view, None, False, "not checked: " + blind[0]))
+        return RunResult(node, results, findings, problems, notes, [], False)
     lbs: list[LoadBalancer] = []
     ingress_dp: Datapath | None = None
     for view in views:
@@ -1954,6 +2012,25 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
     return RunResult(node, results, findings, problems, notes, host_ports, host_checked)
 
 
+def why_blind(collector: Collector, node: NodeInfo, views: list[NetworkView]
+              ) -> tuple[str, str] | None:
+    """(scope, reason) when this run cannot look at the datapath at all: could-not-check,
+    never a cascade of findings about what it did not see."""
+    if not any(v.instantiated for v in views):
+        return None
+    if node.firewall.startswith("nftables"):
+        return ("firewall backend", f"dockerd runs with the {node.firewall} firewall backend: swarm "
+                "cannot program its routing mesh and load balancers there (no DOCKER-FORWARD chain), "
+                "and ssd checks what the iptables backend programs")
+    names = collector.netns_names()
+    if not names:
+        state = "does not exist" if names is None else "is empty"
+        return ("namespaces", f"{collector.netns_dir} {state} here, though this node has swarm "
+                "networks: in a container, mount it with -v /var/run/docker/netns:/var/run/docker/"
+                "netns:ro,rslave; if dockerd has another --exec-root, pass the same --exec-root")
+    return None
+
+
 def _datapath_problems(dp: Datapath, scope: str, problems: list[Problem]) -> None:
     where = f"{scope} ({dp.name})" if dp.name != scope else scope
     if dp.ipvs_error and dp.ipvs_missing:
@@ -1997,7 +2074,7 @@ def plan_load_balancers(collector: Collector, view: NetworkView, model: EngineMo
 def gateway_ip(collector: Collector, ingress_dp: Datapath | None, ingress: NetworkView) -> str | None:
     """ingress_sbox's docker_gwbridge address: the DNAT target of every published port."""
     gw = collector.network("docker_gwbridge")
-    ep = ((gw or {}).get("Containers") or {}).get("ingress-sbox")
+    ep = ((gw or {}).get("Containers") or {}).get(ingress.lb_key)
     if ep and ep.get("IPv4Address"):
         return ep["IPv4Address"].split("/")[0]
     subnets = [ipaddress.ip_network(s) for s in ingress.subnets]
@@ -2013,7 +2090,7 @@ def read_task_datapaths(collector: Collector, ingress: NetworkView, problems: li
                         ) -> dict[str, Datapath]:
     out = {}
     for key, ep in ingress.endpoints.items():
-        if key == "ingress-sbox" or key.startswith("lb-"):
+        if key in (ingress.lb_key, "ingress-sbox") or key.startswith("lb-"):
             continue
         info = collector.container(key)
         sandbox = ((info or {}).get("NetworkSettings") or {}).get("SandboxKey")
@@ -2140,10 +2217,16 @@ def _snapshot_view(doc: dict, path: str, network: str) -> GossipNode:
 # Reports: text and JSON.
 # --------------------------------------------------------------------------------------
 
+# Findings about a whole network's load balancer: every VIP service of it is broken by them.
+NETWORK_WIDE = frozenset({"lb-namespace-missing", "snat-missing"})
+
+
 def service_status(result: RunResult, net: NetworkResult, svc: ServiceView) -> str:
-    if not svc.vip:
+    if not svc.vip or svc.ipv6:
         return "skipped"
-    if any(f.network == net.view.name and f.service == svc.name for f in result.findings):
+    mine = [f for f in result.findings if f.network == net.view.name and f.namespace != "host"]
+    if any(f.service == svc.name or (f.service is None and f.check in NETWORK_WIDE
+                                     and svc in net.view.vip_services()) for f in mine):
         return "fail"
     if not net.checked or net.partial:
         return "error"
@@ -2244,8 +2327,10 @@ def _render_network(result: RunResult, net: NetworkResult, paint: Painter, quiet
         used.update(id(f) for f in own)
         if quiet and status != "fail":  # what could not be checked is on stderr already
             continue
+        skipped = ("SKIPPED (IPv6 VIP: the engine's load balancer is IPv4-only)" if svc.ipv6
+                   else "SKIPPED (no VIP: endpoint mode dnsrr)")
         label = {"ok": paint("OK", "ok"), "fail": paint("FAIL", "fail"),
-                 "skipped": paint("SKIPPED (no VIP: endpoint mode dnsrr)", "skip"),
+                 "skipped": paint(skipped, "skip"),
                  "error": paint("INCOMPLETE (see stderr)", "error")}[status]
         block.append(f"service {svc.name}... {label}")
         if verbose and svc.vip:
@@ -2253,7 +2338,9 @@ def _render_network(result: RunResult, net: NetworkResult, paint: Painter, quiet
                          + ", ".join(f"{t.ip}" for t in svc.tasks))
         block += _render_findings(own, verbose)
         if status == "fail" and not own:
-            block.append("  its published ports fail: see the host ingress rules below")
+            wide = sorted({f.check for f in mine if f.service is None and f.check in NETWORK_WIDE})
+            block.append(f"  its network's load balancer fails ({', '.join(wide)}): see below" if wide
+                         else "  its published ports fail: see the host ingress rules below")
     rest = [f for f in mine if id(f) not in used]
     used.update(id(f) for f in rest)
     block += _render_findings(rest, verbose)
@@ -2273,6 +2360,10 @@ def _render_findings(findings: list[Finding], verbose: bool) -> list[str]:
             lines.append(f"    found:    {json.dumps(f.actual)}")
         if f.hint:
             lines.append(f"    next: {f.hint}")
+        if f.action:
+            lines += textwrap.wrap(f"fix: {f.action}", width=80, initial_indent="    ",
+                                   subsequent_indent="      ", break_long_words=False,
+                                   break_on_hyphens=False)
     return lines
 
 

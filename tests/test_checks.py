@@ -480,3 +480,45 @@ def test_manager_port_published_over_tcp_and_udp_is_consistent():
     drop_rules(node.sbox, "mangle", "PREROUTING", "-p udp")
     (finding,) = node.findings()
     assert (finding.check, finding.subject) == ("mark-missing", "8080/udp")
+
+
+# --- could not check is never a fault ---------------------------------------------------------
+
+def test_table_an_older_iptables_cannot_read_is_unreadable_not_empty():
+    raw = {"iptables": {"nf_tables": "# Table `mangle' is incompatible, use 'nft' tool.\n*nat\n"
+                                     ":PREROUTING ACCEPT [0:0]\nCOMMIT\n"},
+           "iptables_error": None, "ipvs": [], "addresses": {}, "sysctls": {}}
+    dp = ssd.datapath_from_raw("/var/run/docker/netns/lb_x", raw)
+    assert dp.rules is None and "mangle" in dp.iptables_error and "newer iptables" in dp.iptables_error
+    raw["iptables"]["nf_tables"] = "*mangle\n:INPUT ACCEPT [0:0]\nCOMMIT\n"
+    assert ssd.datapath_from_raw("/x", raw).rules == {"mangle": {"INPUT": []}}
+
+
+def test_ingress_network_under_another_name():
+    """A user may recreate the ingress network as, say, my-ingress: its sandbox key follows."""
+    data = network_json("ingress")
+    data["Name"] = "my-ingress"
+    data["Containers"]["my-ingress-sbox"] = data["Containers"].pop("ingress-sbox")
+    node = Node()
+    node.ingress = ssd.build_network_view(data, ssd.service_protocols(services_json()))
+    assert node.ingress.lb_endpoint.ip == network_view("ingress").lb_endpoint.ip
+    assert node.findings() == []
+
+
+def test_ipv6_vip_is_not_checked_as_a_missing_load_balancer():
+    node = Node()
+    node.ov2.services["s1"].vip = "fd00:1::2"
+    node.lb.ipvs.remove(ipvs_service(node.lb, 258))
+    drop_rules(node.lb, "mangle", "INPUT", "10.0.1.2/32")
+    node.lb.addresses["eth0"].remove(("10.0.1.2", 32))
+    assert node.findings() == []
+    assert node.ov2.services["s1"] not in node.ov2.vip_services()
+
+
+def test_every_finding_carries_its_action():
+    node = Node()
+    FAULTS["mark-missing"](node)
+    (finding,) = node.findings()
+    assert finding.to_json()["action"] == ssd.CHECKS["mark-missing"].action.replace("<service>", "s1")
+    text = " ".join(" ".join(ssd._render_findings([finding], verbose=False)).split())
+    assert "fix: " in text and "docker service update --force s1" in text

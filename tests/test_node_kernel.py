@@ -226,6 +226,33 @@ def test_lb_namespace_missing(node, engine):
     (node.netns_dir / LB).unlink()
     code, doc, _ = run_json(node, engine, "ov2")
     assert code == 1 and [f["check"] for f in doc["findings"]] == ["lb-namespace-missing"]
+    ov2 = next(n for n in doc["networks"] if n["name"] == "ov2")
+    assert {s["name"]: s["status"] for s in ov2["services"]} == {"s1": "fail", "web": "fail"}
+    proc = node.ssd(engine.url, "--settle", "0", "ov2")
+    assert "service s1... FAIL" in proc.stdout and "service s1... OK" not in proc.stdout
+
+
+@pytest.mark.parametrize("state", ["missing", "empty"])
+def test_namespaces_not_visible_is_not_checked_not_a_fault(node, engine, tmp_path, state):
+    """The container form run without -v /var/run/docker/netns, or a wrong --exec-root."""
+    root = tmp_path / "elsewhere"
+    if state == "empty":
+        (root / "netns").mkdir(parents=True)
+    for args in ((), ("--json",)):
+        proc = node.ssd(engine.url, "--exec-root", str(root), "--settle", "0", *args, "ov2")
+        line = one_line_error(proc)
+        assert "/var/run/docker/netns:ro,rslave" in line and "--exec-root" in line
+        assert f"netns {'does not exist' if state == 'missing' else 'is empty'}" in line
+    doc = json.loads(proc.stdout)
+    assert doc["status"] == "incomplete" and doc["findings"] == []
+
+
+def test_nftables_firewall_backend_is_not_checked_not_a_cascade(node, engine):
+    engine.routes["/info"]["FirewallBackend"] = {"Driver": "nftables"}
+    FAULTS["mark-missing"](node)  # what it cannot vouch for, it does not report either
+    proc = node.ssd(engine.url, "--settle", "0", "--json", "ov2")
+    assert "nftables firewall backend" in one_line_error(proc)
+    assert json.loads(proc.stdout)["findings"] == []
 
 
 def test_no_iptables_binary(node, engine):
