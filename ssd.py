@@ -211,6 +211,7 @@ class ServiceView:
     fwmark: int
     ports: list[PublishedPort]
     tasks: list[TaskView]
+    ports_changed: str | None = None  # managers: "8080/tcp -> 8080/tcp, 8081/tcp" after an update
 
     @property
     def ipv6(self) -> bool:
@@ -649,7 +650,28 @@ def service_protocols(services: list[dict] | None) -> dict[str, dict[tuple[int, 
     return out
 
 
-def build_network_view(raw: dict, protocols: dict[str, dict] | None) -> NetworkView:
+def _ports_text(ports: list[dict] | None) -> str:
+    return ", ".join(sorted(f"{p.get('PublishedPort')}/{p.get('Protocol', 'tcp')}"
+                            for p in ports or [] if p.get("PublishedPort"))) or "none"
+
+
+def port_changes(services: list[dict] | None) -> dict[str, str]:
+    """service name -> how its published ports changed in its last update (managers only).
+
+    The engine keys a load balancer by (service ID, ports): such an update builds a new one
+    beside the old, and findings about it read differently when one knows that.
+    """
+    out = {}
+    for svc in services or []:
+        before = ((svc.get("PreviousSpec") or {}).get("EndpointSpec") or {}).get("Ports")
+        after = ((svc.get("Spec") or {}).get("EndpointSpec") or {}).get("Ports")
+        if svc.get("PreviousSpec") and _ports_text(before) != _ports_text(after):
+            out[(svc.get("Spec") or {}).get("Name", "")] = f"{_ports_text(before)} -> {_ports_text(after)}"
+    return out
+
+
+def build_network_view(raw: dict, protocols: dict[str, dict] | None,
+                       changes: dict[str, str] | None = None) -> NetworkView:
     endpoints = {}
     for key, ep in (raw.get("Containers") or {}).items():
         ip, prefixlen = _split_cidr(ep.get("IPv4Address"))
@@ -667,7 +689,7 @@ def build_network_view(raw: dict, protocols: dict[str, dict] | None) -> NetworkV
             name=name, vip=_vip(svc.get("VIP")), fwmark=int(svc.get("LocalLBIndex") or 0),
             ports=parse_ports(svc.get("Ports"), (protocols or {}).get(name) if protocols is not None
                               else None),
-            tasks=tasks)
+            tasks=tasks, ports_changed=(changes or {}).get(name))
     subnets = [c["Subnet"] for c in ((raw.get("IPAM") or {}).get("Config") or [])
                if c.get("Subnet") and ":" not in c["Subnet"]]
     return NetworkView(
@@ -994,7 +1016,8 @@ API_SHAPES: dict[str, Any] = {
                 "Containers": {"*": {"Name": True, "EndpointID": True, "IPv4Address": True}},
                 "Services": {"*": {"VIP": True, "LocalLBIndex": True, "Ports": True,
                                    "Tasks": [_TASK_ENTRY]}}},
-    "services": [{"ID": True, "Spec": {"Name": True},
+    "services": [{"ID": True, "Spec": {"Name": True, "EndpointSpec": {"Ports": True}},
+                  "PreviousSpec": {"EndpointSpec": {"Ports": True}},
                   "Endpoint": {"Ports": True, "VirtualIPs": True}}],
     "tasks": [{"ID": True, "ServiceID": True, "NodeID": True, "DesiredState": True,
                "Status": {"State": True}}],
@@ -1498,9 +1521,12 @@ def _check_backends(svc: ServiceView, ipvs: IpvsService, owner_of_ip: dict[str, 
             # the task already disabled programs none) absent. Either way no traffic is lost.
             continue
         if dest is None:
+            after = (f" (its published ports changed in its last update, {svc.ports_changed}: "
+                     "the engine builds a new load balancer for the new ports and can lose "
+                     "backends on the way, cf. moby#38833)" if svc.ports_changed else "")
             findings.append(Finding(
                 "ipvs-backend-missing", f"task {task.name} ({task.ip}) is not a destination "
-                f"of FWM {svc.fwmark}", service=svc.name, subject=task.ip,
+                f"of FWM {svc.fwmark}{after}", service=svc.name, subject=task.ip,
                 expected=task.ip, actual=sorted(dests), hint=_hint_ipvs(dp.path, svc.name), **where))
             continue
         findings += _check_weight(svc, task, dest, swarm_tasks, dp, where)
@@ -1948,7 +1974,7 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
         if inspected is None:
             problems.append(Problem(f"network {raw.get('Name')}", "vanished while ssd ran"))
             continue
-        view = build_network_view(inspected, protocols)
+        view = build_network_view(inspected, protocols, port_changes(raw_services))
         if view.instantiated or (wanted and not view.ingress):
             views.append(view)  # by default, only the networks this node has
 

@@ -197,3 +197,17 @@ def test_damaged_snapshot_in_a_gossip_comparison(good_snapshot, tmp_path, damage
                     "--from", str(path))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert str(path) in proc.stderr
+
+
+def test_port_change_example_says_what_happened():
+    """examples/port-change-*: the lab on 28.5.2 after `docker service update --publish-add
+    published=8081,target=80 web`: ipvsadm showed 1 of web's 3 tasks in ingress_sbox, for minutes.
+    The manager knows the ports changed and says so; the worker cannot, and still finds it."""
+    for node, says in ((1, True), (2, False)):
+        doc = json.loads(ssd_from("--from", str(ROOT / "examples" / f"port-change-node{node}.json"),
+                                  "--json").stdout)
+        missing = [f for f in doc["findings"] if f["check"] == "ipvs-backend-missing"]
+        assert {f["namespace"] for f in missing} == {"ingress_sbox"} and len(missing) == 2
+        assert all(("8080/tcp -> 8080/tcp, 8081/tcp" in f["message"]) is says for f in missing)
+        services = {s["name"] for n in doc["networks"] for s in n["services"]}
+        assert {"dns", "job1", "gjob"} <= services  # ports on two protocols and jobs: consistent
