@@ -571,8 +571,13 @@ def read_node(engine: Engine | Collector) -> NodeInfo:
                     firewall=str((info.get("FirewallBackend") or {}).get("Driver") or ""))
 
 
-def resolve_networks(listing: list[dict], wanted: list[str]) -> list[dict]:
-    """Pick networks by name, full ID or unique ID prefix; default: every swarm overlay."""
+def resolve_networks(listing: list[dict], wanted: list[str], absent: list[str] | None = None
+                     ) -> list[dict]:
+    """Pick networks by name, full ID or unique ID prefix; default: every swarm overlay.
+
+    A name this node does not list is an error, unless absent is given (a worker, which lists
+    only the swarm networks it has instantiated): then it is collected there instead.
+    """
     swarm_nets = [n for n in listing if n.get("Scope") == "swarm" and n.get("Driver") == "overlay"]
     if not wanted:
         return swarm_nets
@@ -580,6 +585,9 @@ def resolve_networks(listing: list[dict], wanted: list[str]) -> list[dict]:
     for term in wanted:
         exact = [n for n in listing if term in (n.get("Id"), n.get("Name"))]
         found = exact or [n for n in listing if n.get("Id", "").startswith(term)]
+        if not found and absent is not None:
+            absent.append(term)
+            continue
         if not found:
             raise CheckError(f"network {term!r} not found on this node")
         if len(found) > 1:
@@ -1955,7 +1963,12 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
         problems.append(Problem("engine", f"engine {model.version} is newer than the versions "
                                 "ssd knows (up to 29.x); checked with the 29.x datapath model"))
     listing = collector.networks()
-    chosen = resolve_networks(listing, wanted)
+    absent: list[str] = []
+    chosen = resolve_networks(listing, wanted, None if node.manager else absent)
+    for term in absent:
+        notes.append(f"network {term!r} is not instantiated on this node: nothing to check here (a "
+                     "worker lists only the swarm networks its tasks use; a manager would tell an "
+                     "unknown name from one with no task here)")
     raw_services = raw_tasks = None
     if node.manager:
         raw_services, raw_tasks = collector.services(), collector.tasks()

@@ -167,6 +167,18 @@ def test_worker_view_is_weaker_and_says_so(node, engine):
     assert "/services" not in engine.requests
 
 
+def test_worker_without_the_named_network_says_so(node, engine):
+    """A worker lists only the swarm networks it has: a named one it lacks is a note, not an error."""
+    engine.routes["/info"]["Swarm"]["ControlAvailable"] = False
+    for path in ("/services", "/tasks"):
+        engine.routes[path] = 503
+    code, doc, stderr = run_json(node, engine, "elsewhere")
+    assert "network 'elsewhere' not found" not in stderr and doc["findings"] == []
+    assert any("'elsewhere' is not instantiated on this node" in n for n in doc["notes"])
+    assert [n["name"] for n in doc["networks"]] == ["ingress"]  # what it has is still checked
+    assert code == 2 and "no IPVS" in stderr  # this kernel's own limit, as in every tier-2 run
+
+
 # --- every expected failure: one line on stderr, exit 2 ---------------------------------
 
 def test_no_docker_socket(node, tmp_path):
