@@ -1,11 +1,14 @@
 # ssd as a container: docker build -t ssd . ; run it as the README says (--privileged --net=host,
 # the Docker socket and /var/run/docker/netns mounted with rslave propagation).
-# BASE and PIP_INDEX_URL default to the public sources. Without a registry or network (the lab),
-# pass a base image that already has python3, python3-venv and iptables (apt-get is then
+# BASE and PIP_INDEX_URL default to the public sources (Debian's image, pip's default index).
+# Without a registry or network (the lab), pass a base image that already has python3, python3-venv and iptables (apt-get is then
 # skipped) and a local package index: lab/swarmlab image does exactly that.
-ARG BASE=debian:bookworm-slim
+# The base carries the iptables ssd runs: an iptables-nft older than the host's may not read the
+# host's tables (ssd then says so), so the default is a current Debian stable.
+ARG BASE=debian:trixie-slim
 FROM ${BASE}
-ARG PIP_INDEX_URL=https://pypi.org/simple
+# Empty: pip's own default index. The lab passes a local one.
+ARG PIP_INDEX_URL=
 RUN if command -v iptables-save >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null; then \
       echo "base image has python3, venv and iptables"; \
     else \
@@ -15,6 +18,7 @@ RUN if command -v iptables-save >/dev/null && python3 -c 'import venv, ensurepip
     fi
 COPY requirements.txt /opt/ssd/requirements.txt
 RUN python3 -m venv /opt/ssd/venv \
- && /opt/ssd/venv/bin/pip install --no-cache-dir --index-url "${PIP_INDEX_URL}" -r /opt/ssd/requirements.txt
+ && /opt/ssd/venv/bin/pip install --no-cache-dir ${PIP_INDEX_URL:+--index-url "$PIP_INDEX_URL"} \
+      -r /opt/ssd/requirements.txt
 COPY ssd.py /opt/ssd/ssd.py
 ENTRYPOINT ["/opt/ssd/venv/bin/python", "/opt/ssd/ssd.py"]
