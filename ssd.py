@@ -76,7 +76,7 @@ import textwrap
 import time
 from dataclasses import dataclass, field
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 DEFAULT_EXEC_ROOT = "/var/run/docker"
@@ -1268,11 +1268,15 @@ class GossipJob:
         self.service_id = created["ID"]
         self.created = time.monotonic()
 
+    not_removed: ClassVar[list[str]] = []  # "name: why" of services whose removal failed
+
     def remove(self) -> None:
         if not self.requested:
             return
-        with contextlib.suppress(Exception):  # by name if interrupted before the ID came back
+        try:  # by name if interrupted before the ID came back
             self.api.remove_service(self.service_id or self.name)
+        except Exception as exc:  # noqa: BLE001 - any failure: say it, never claim it was removed
+            GossipJob.not_removed.append(f"{self.name}: {_short(exc)}")
         self.service_id, self.requested = None, False
 
     def latest_tasks(self) -> dict[str, dict]:
@@ -2209,6 +2213,9 @@ def gossip_live(args: argparse.Namespace, network: str) -> GossipResult:
         differed += 1
         if sample < GOSSIP_TRIES:
             time.sleep(GOSSIP_PAUSE)
+    for failure in GossipJob.not_removed:
+        result.problems.append(Problem("gossip service", f"could not remove {failure}; remove it "
+                                       "with docker service rm " + failure.split(":")[0]))
     if args.verbose:
         notes.append(f"{result.samples} sample(s) in {time.monotonic() - started:.1f} s")
     if differed and not result.differences:
@@ -2718,7 +2725,11 @@ def main_gossip(args: argparse.Namespace, mode: str) -> int:
     except CheckError as exc:
         return fail(args, str(exc))
     except KeyboardInterrupt:
-        print("ssd: interrupted (its gossip service was removed)", file=sys.stderr)
+        if GossipJob.not_removed:
+            print(f"ssd: interrupted; could not remove {GossipJob.not_removed[0]}: docker service rm "
+                  + GossipJob.not_removed[0].split(":")[0], file=sys.stderr)
+        else:
+            print("ssd: interrupted (its gossip service was removed)", file=sys.stderr)
         return 2
     for problem in result.problems:
         print(f"ssd: not checked: {problem.scope}: {problem.message}", file=sys.stderr)

@@ -141,11 +141,14 @@ class FakeSwarm:
 
     def create(self, method, query, spec):
         sid = f"svc{len(self.created)}"
-        self.created.append(spec)
         self.services[sid] = {"ID": sid, "Spec": spec}
         self.polls[sid] = 0
-        self.engine.routes[f"/services/{sid}"] = lambda m, q, b, sid=sid: self.service(sid, m)
+        # By ID and by name, as the real API: an interrupt between the create request and its
+        # reply leaves ssd only the name to remove it by (the SIGTERM test met that, under load).
+        for key in (sid, spec.get("Name") or sid):
+            self.engine.routes[f"/services/{key}"] = lambda m, q, b, sid=sid: self.service(sid, m)
         self.engine.routes[f"/services/{sid}/logs"] = lambda m, q, b, sid=sid: self.logs(sid, q)
+        self.created.append(spec)  # last: a test that waits for it may act at once
         return {"ID": sid}
 
     def service(self, sid, method):
@@ -388,3 +391,15 @@ def test_service_interrupted_while_being_created_is_removed_by_name():
     assert Engine.api.removed == [job.name]
     job.remove()  # once only
     assert Engine.api.removed == [job.name]
+
+
+def test_a_removal_that_fails_is_reported_not_claimed(fake):
+    swarm = FakeSwarm(fake, healthy)
+    original = swarm.service
+
+    def refuse(sid, method):
+        return 500 if method == "DELETE" else original(sid, method)
+    swarm.service = refuse
+    proc = coordinator(fake)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "could not remove ssd-gossip-" in proc.stderr and "docker service rm ssd-gossip-" in proc.stderr
