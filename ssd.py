@@ -2180,6 +2180,11 @@ def gossip_result(network: str, nodes: list[GossipNode], samples: int, started: 
                   notes: list[str]) -> GossipResult:
     nodes = sorted(nodes, key=lambda n: (n.label, n.id))
     problems = [Problem(f"node {n.label}", n.reason or "no answer") for n in nodes if n.status == "no-answer"]
+    answered = [n.label for n in nodes if n.status == "answered"]
+    if len(answered) < 2:  # agreement needs two views: one view, or none, proves nothing
+        held = f"only {answered[0]} holds it" if answered else "no node holds it (no task or load balancer)"
+        problems.append(Problem(f"network {network}", f"nothing to compare: {held}, of {len(nodes)} "
+                                "node(s) asked; gossip consistency needs two nodes with the network"))
     return GossipResult(network, nodes, compare_views(nodes), samples, time.monotonic() - started,
                         notes, problems)
 
@@ -2453,7 +2458,10 @@ def render_gossip(result: GossipResult, paint: Painter, verbose: bool = False) -
                                    subsequent_indent="      ", break_long_words=False)
         lines.append(f"    next: docker network inspect -v {result.network} on the nodes named; "
                      "check 7946/tcp+udp between them")
-    elif answered:
+    elif len(answered) < 2:
+        lines.append(f"network {result.network}: {paint('NOT COMPARED', 'error')}: "
+                     f"{len(answered)} of {len(result.nodes)} node(s) hold it")
+    else:
         state = answered[0].state or {}
         tasks = sum(len(s["tasks"]) for s in state.get("services", {}).values())
         lines.append(f"network {result.network}: {paint('OK', 'ok')}: {len(answered)} node(s) agree "

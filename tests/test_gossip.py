@@ -280,6 +280,26 @@ def test_node_without_the_network_is_not_a_divergence(fake):
     assert "2 node(s) agree" in proc.stdout
 
 
+@pytest.mark.parametrize("holders", [("n1",), ()])
+def test_fewer_than_two_views_are_not_called_consistent(fake, holders):
+    """One node's view agrees with itself, and no view agrees with nothing: neither is a check."""
+    def answer(node, sample):
+        return "complete", answer_from(OV2 if node.startswith(holders or "-") else None, node), ""
+    FakeSwarm(fake, answer)
+    proc = coordinator(fake, "--json")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["status"] == "incomplete" and not doc["differences"]
+    [error] = doc["errors"]
+    assert error["scope"] == "network ov2" and "nothing to compare" in error["message"]
+    assert ("only node1 holds it" if holders else "no node holds it") in error["message"]
+    assert "of 3 node(s) asked" in error["message"]
+    text = coordinator(fake)
+    assert text.returncode == 2 and "agree" not in text.stdout
+    assert f"network ov2: NOT COMPARED: {len(holders)} of 3 node(s) hold it" in text.stdout
+    assert "ssd: not checked: network ov2: nothing to compare" in text.stderr
+
+
 def test_silent_node_is_named_after_the_timeout(fake):
     def answer(node, sample):
         return (None, "", "") if node.startswith("n3") else ("complete", answer_from(OV2, node), "")
