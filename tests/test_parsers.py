@@ -1,8 +1,9 @@
 """Tier 1: iptables-save text of both backends, and IPVS netlink messages as the kernel sends them."""
 from __future__ import annotations
 
+import errno
+import socket
 import struct
-from typing import ClassVar
 
 import pytest
 from pyroute2.netlink.generic.ipvs import ipvsmsg
@@ -70,45 +71,114 @@ def test_rulesets_merge_across_backends():
 
 
 # --- IPVS: messages as the kernel lays them out (16-byte address union, attribute order) ---
+# ssd decodes them with struct (ssd.decode_ipvs_*); pyroute2's general decoder, which ssd used
+# before, is the reference: both must read every message the same.
 
 def nla(kind: int, payload: bytes) -> bytes:
     length = 4 + len(payload)
     return struct.pack("HH", length, kind) + payload + b"\0" * ((4 - length % 4) % 4)
 
 
-def genl(cmd: int, attr: int, inner: bytes) -> ipvsmsg:
-    body = struct.pack("BBH", cmd, 1, 0) + nla(attr, inner)
-    msg = ipvsmsg(struct.pack("IHHII", 16 + len(body), 0x20, 2, 1, 0) + body)
-    msg.decode()
-    return msg
+def genl(cmd: int, attr: int, inner: bytes) -> bytes:
+    """A whole netlink message (nlmsghdr, genl header, one nested attribute)."""
+    body = struct.pack("BBH", cmd, 1, 0) + nla(attr | 0x8000, inner)  # NLA_F_NESTED, as the kernel sets
+    return struct.pack("IHHII", 16 + len(body), 0x20, 2, 1, 0) + body
 
 
-def kernel_service(fwmark: int, sched: bytes = b"rr", flags: int = 0x2, timeout: int = 0) -> ipvsmsg:
-    inner = (nla(1, struct.pack("H", 2)) + nla(5, struct.pack("I", fwmark)) + nla(6, sched + b"\0")
-             + nla(7, struct.pack("II", flags, 0xFFFFFFFF)) + nla(8, struct.pack("I", timeout))
-             + nla(9, bytes(4)))
+def addr16(ip: str) -> bytes:
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    return socket.inet_pton(family, ip).ljust(16, b"\0")
+
+
+def kernel_service(fwmark: int, sched: bytes = b"rr", flags: int = 0x2, timeout: int = 0,
+                   family: int = socket.AF_INET, vip: tuple[int, str, int] | None = None) -> bytes:
+    inner = nla(1, struct.pack("H", family))
+    if vip:  # protocol, address, port: a service without a mark
+        inner += nla(2, struct.pack("H", vip[0])) + nla(3, addr16(vip[1])) + nla(4, struct.pack(">H", vip[2]))
+    else:
+        inner += nla(5, struct.pack("I", fwmark))
+    inner += (nla(6, sched + b"\0") + nla(7, struct.pack("II", flags, 0xFFFFFFFF))
+              + nla(8, struct.pack("I", timeout)) + nla(9, bytes(4)) + nla(10, bytes(44)) + nla(12, bytes(88)))
     return genl(4, 1, inner)
 
 
-def kernel_dest(ip: str, weight: int, conn_flags: int) -> ipvsmsg:
-    addr = bytes(int(x) for x in ip.split(".")) + bytes(12)
-    inner = (nla(1, addr) + nla(2, struct.pack(">H", 0)) + nla(3, struct.pack("I", conn_flags))
-             + nla(4, struct.pack("I", weight)) + nla(11, struct.pack("H", 2)))
+def kernel_dest(ip: str, weight: int, conn_flags: int, port: int = 0, family: int | None = None) -> bytes:
+    family = family or (socket.AF_INET6 if ":" in ip else socket.AF_INET)
+    inner = (nla(1, addr16(ip)) + nla(2, struct.pack(">H", port)) + nla(3, struct.pack("I", conn_flags))
+             + nla(4, struct.pack("I", weight)) + nla(5, bytes(4)) + nla(6, bytes(4)) + nla(7, bytes(4))
+             + nla(8, bytes(4)) + nla(9, bytes(4)) + nla(10, bytes(44)) + nla(11, struct.pack("H", family))
+             + nla(12, bytes(88)) + nla(13, bytes(1)) + nla(14, bytes(2)) + nla(15, bytes(2)))
     return genl(8, 2, inner)
 
 
+def reference(message: bytes):
+    """pyroute2's decoding of the same message: (service or dest attributes, as ssd reads them)."""
+    msg = ipvsmsg(message)
+    msg.decode()
+    svc = msg.get_attr("IPVS_CMD_ATTR_SERVICE")
+    if svc is not None:
+        flags = svc.get_attr("IPVS_SVC_ATTR_FLAGS")
+        return ssd.IpvsService(
+            family=svc.get_attr("IPVS_SVC_ATTR_AF") or 0, fwmark=svc.get_attr("IPVS_SVC_ATTR_FWMARK") or 0,
+            protocol=svc.get_attr("IPVS_SVC_ATTR_PROTOCOL") or 0, address=svc.get_attr("IPVS_SVC_ATTR_ADDR"),
+            port=svc.get_attr("IPVS_SVC_ATTR_PORT") or 0,
+            scheduler=svc.get_attr("IPVS_SVC_ATTR_SCHED_NAME") or "",
+            flags=(flags or {}).get("flags", 0) if flags is not None else 0,
+            timeout=svc.get_attr("IPVS_SVC_ATTR_TIMEOUT") or 0)
+    dest = msg.get_attr("IPVS_CMD_ATTR_DEST")
+    method = (dest.get_attr("IPVS_DEST_ATTR_FWD_METHOD") or 0) & 0x7
+    return ssd.IpvsDest(address=str(dest.get_attr("IPVS_DEST_ATTR_ADDR")),
+                        port=dest.get_attr("IPVS_DEST_ATTR_PORT") or 0,
+                        weight=dest.get_attr("IPVS_DEST_ATTR_WEIGHT") or 0,
+                        forwarding=ssd.FWD_METHODS.get(method, str(method)))
+
+
+def lean(message: bytes):
+    payload = message[16 + 4:]  # after nlmsghdr and genl header, as GenlSocket hands it over
+    return ssd.decode_ipvs_service(payload) if message[16] == 4 else ssd.decode_ipvs_dest(payload)
+
+
+SERVICES = {
+    "fwm 257": kernel_service(257),
+    "fwm 0 (tcp vip)": kernel_service(0, vip=(6, "10.0.0.5", 80)),
+    "udp vip, port 65535": kernel_service(0, vip=(17, "10.0.0.6", 65535)),
+    "largest fwmark": kernel_service(0xFFFFFFFF),
+    "persistent wlc": kernel_service(258, b"wlc", flags=0x3, timeout=300),
+    "every flag": kernel_service(259, b"sh", flags=0xFFFFFFFF, timeout=0xFFFFFFFF),
+    "ipv6 fwm": kernel_service(260, family=socket.AF_INET6),
+    "ipv6 vip": kernel_service(0, family=socket.AF_INET6, vip=(6, "fd00::1:5", 443)),
+}
+DESTS = {
+    "masq": kernel_dest("10.0.1.3", 1, 0),
+    "route": kernel_dest("10.0.1.4", 0, 3),
+    "tunnel": kernel_dest("10.0.1.5", 7, 2),
+    "route + other conn flags": kernel_dest("10.0.1.6", 1, 0x103),
+    "every flag": kernel_dest("10.0.1.7", 0xFFFFFFFF, 0xFFFFFFFF, port=65535),
+    "ipv6": kernel_dest("fd00::2:7", 1, 0, port=80),
+    "ipv6 zero-compressed": kernel_dest("2001:db8::", 1, 0),
+    "0.0.0.0": kernel_dest("0.0.0.0", 1, 0),
+}
+
+
+@pytest.mark.parametrize("message", list({**SERVICES, **DESTS}.values()), ids=list({**SERVICES, **DESTS}))
+def test_lean_decoder_agrees_with_pyroute2(message):
+    assert lean(message) == reference(message)
+
+
 def test_kernel_service_message():
-    svc = ssd.parse_ipvs_service(kernel_service(257))
+    svc = lean(SERVICES["fwm 257"])
     assert (svc.family, svc.fwmark, svc.scheduler, svc.flags, svc.timeout) == (2, 257, "rr", 0x2, 0)
     assert svc.label() == "FWM 257"
-    persistent = ssd.parse_ipvs_service(kernel_service(258, b"wlc", flags=0x3, timeout=300))
+    persistent = lean(SERVICES["persistent wlc"])
     assert persistent.flags & ssd.IP_VS_SVC_F_PERSISTENT and persistent.timeout == 300
+    assert lean(SERVICES["udp vip, port 65535"]).label() == "UDP 10.0.0.6:65535"
 
 
-@pytest.mark.parametrize("flags,method", [(0, "Masq"), (3, "Route"), (2, "Tunnel"), (0x103, "Route")])
-def test_kernel_dest_message(flags, method):
-    dest = ssd.parse_ipvs_dest(kernel_dest("10.0.1.3", 1, flags))
-    assert (dest.address, dest.port, dest.weight, dest.forwarding) == ("10.0.1.3", 0, 1, method)
+@pytest.mark.parametrize("name,method", [("masq", "Masq"), ("route", "Route"), ("tunnel", "Tunnel"),
+                                         ("route + other conn flags", "Route")])
+def test_kernel_dest_message(name, method):
+    dest = lean(DESTS[name])
+    assert (dest.port, dest.forwarding) == (0, method) and dest.address.startswith("10.0.1.")
 
 
 def test_dest_built_with_pyroute2_encoder():
@@ -119,37 +189,69 @@ def test_dest_built_with_pyroute2_encoder():
         ("IPVS_DEST_ATTR_FWD_METHOD", 0), ("IPVS_DEST_ATTR_WEIGHT", 0),
         ("IPVS_DEST_ATTR_ADDR_FAMILY", 2)]})]
     msg.encode()
-    decoded = ipvsmsg(msg.data)
-    decoded.decode()
-    assert ssd.parse_ipvs_dest(decoded) == ssd.IpvsDest("10.0.0.7", 0, 0, "Masq")
+    assert lean(bytes(msg.data)) == ssd.IpvsDest("10.0.0.7", 0, 0, "Masq")
 
 
-class FakeIpvsSocket:
-    """Answers like the kernel: one FWM service with two destinations. Records the dest keys."""
-    keys: ClassVar[list] = []
+def test_dest_without_its_family_takes_the_services():
+    """Kernels before 3.18 send no IPVS_DEST_ATTR_ADDR_FAMILY: the service's family is the dest's."""
+    inner = nla(1, addr16("fd00::9")) + nla(2, struct.pack(">H", 0)) + nla(4, struct.pack("I", 1))
+    payload = genl(8, 2, inner)[20:]
+    assert ssd.decode_ipvs_dest(payload, socket.AF_INET6).address == "fd00::9"
+    assert ssd.decode_ipvs_dest(payload).address == "253.0.0.0"  # what an IPv4 reading would give
+
+
+def test_truncated_attributes_keep_what_was_whole():
+    whole = nla(1, b"abcd") + nla(2, b"ef")
+    assert ssd.nla_parse(whole + struct.pack("HH", 40, 3) + b"xy") == {1: b"abcd", 2: b"ef"}
+
+
+class FakeGenl(ssd.GenlSocket):
+    """Answers like the kernel: one FWM service with two destinations. Records the requests."""
 
     def __init__(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
+        self.requests: list[tuple[int, int, bytes, bool]] = []
+        FakeGenl.last = self
 
     def __exit__(self, *exc) -> None:
         pass
 
-    def service(self, command, service=None):
-        assert command == "dump" and service is None
-        return [kernel_service(258)]
+    def request(self, family, cmd, version, attrs=b"", dump=False):
+        self.requests.append((family, cmd, attrs, dump))
+        if family == ssd.GENL_ID_CTRL:
+            assert ssd.nla_parse(attrs)[ssd.CTRL_ATTR_FAMILY_NAME] == b"IPVS\0"
+            return [nla(ssd.CTRL_ATTR_FAMILY_NAME, b"IPVS\0") + nla(ssd.CTRL_ATTR_FAMILY_ID, struct.pack("H", 42))]
+        assert family == 42 and version == 1 and dump
+        if cmd == 4:
+            return [SERVICES["fwm 257"][20:], SERVICES["udp vip, port 65535"][20:]]
+        return [DESTS["masq"][20:], DESTS["route"][20:]]
 
-    def dest(self, command, service, dest=None):
-        assert command == "dump" and dest is None
-        FakeIpvsSocket.keys.append(service.dump_key())
-        return [kernel_dest("10.0.1.3", 1, 0), kernel_dest("10.0.1.4", 0, 0)]
+
+def test_read_ipvs_asks_for_each_services_destinations_by_its_key(monkeypatch):
+    monkeypatch.setattr(ssd, "GenlSocket", FakeGenl)
+    fwm, vip = ssd.read_ipvs()
+    assert [(d.address, d.weight) for d in fwm.dests] == [("10.0.1.3", 1), ("10.0.1.4", 0)]
+    assert vip.label() == "UDP 10.0.0.6:65535" and len(vip.dests) == 2
+    keys = []
+    for _, cmd, attrs, _ in FakeGenl.last.requests[2:]:  # after the family lookup and the service dump
+        assert cmd == 8
+        decoded = ipvsmsg(genl(8, 1, ssd.nla_parse(attrs)[1]))  # pyroute2 reads ssd's key
+        decoded.decode()
+        keys.append([(a.name, a.value) for a in decoded.get_attr("IPVS_CMD_ATTR_SERVICE")["attrs"]])
+    assert keys == [[("IPVS_SVC_ATTR_AF", 2), ("IPVS_SVC_ATTR_FWMARK", 257)],
+                    [("IPVS_SVC_ATTR_AF", 2), ("IPVS_SVC_ATTR_PROTOCOL", 17),
+                     ("IPVS_SVC_ATTR_ADDR", "10.0.0.6"), ("IPVS_SVC_ATTR_PORT", 65535)]]
 
 
-def test_read_ipvs_asks_for_each_services_destinations_by_fwmark(monkeypatch):
-    import pyroute2
-    monkeypatch.setattr(pyroute2, "IPVS", FakeIpvsSocket)
-    (svc,) = ssd.read_ipvs()
-    assert FakeIpvsSocket.keys == [{"attrs": [("IPVS_SVC_ATTR_AF", 2), ("IPVS_SVC_ATTR_FWMARK", 258)]}]
-    assert [(d.address, d.weight) for d in svc.dests] == [("10.0.1.3", 1), ("10.0.1.4", 0)]
+def test_generic_netlink_on_this_kernel():
+    """A real netlink socket: the controller finds itself, and this kernel (no IPVS) says so."""
+    with ssd.GenlSocket() as sock:
+        assert sock.family_id("nlctrl") == ssd.GENL_ID_CTRL
+        with pytest.raises(OSError) as missing:
+            sock.family_id("no-such-family")
+        assert missing.value.errno == errno.ENOENT
+    try:  # this machine's kernel has no IPVS; one that has gets a (possibly empty) table
+        table = ssd.read_ipvs()
+    except ssd.IpvsUnavailable as exc:
+        assert "no IPVS" in str(exc)
+    else:
+        assert isinstance(table, list)
