@@ -484,7 +484,7 @@ def engine_model(version: str) -> EngineModel:
     return EngineModel(version=version, release=release, era=era, known=release < (30, 0, 0))
 
 
-REQUIREMENTS = {"docker": "docker>=7.1,<8", "pyroute2": "pyroute2>=0.9.6,<0.10"}
+REQUIREMENTS = {"docker": "docker>=7.1,<8"}
 
 
 def require(package: str) -> Any:
@@ -757,12 +757,15 @@ def entered_netns(path: str) -> Iterator[None]:
         os.close(home)
 
 
-# --- IPVS over generic netlink --------------------------------------------------------
-# Read with a plain netlink socket and decoded with struct: only the two message types and
-# the attributes the checks use. pyroute2's general decoder cost 84 % of a run at 1,000
-# services (bench/), attribute objects and an event loop round trip per dump.
+# --- netlink: IPVS over generic netlink, and addresses -------------------------------
+# Read with a plain netlink socket and decoded with struct: only the message types and
+# attributes the checks use. pyroute2's general decoder cost 84 % of a run at 1,000 services
+# (bench/), and importing it 6 s of a 15 s run in the lab's VMs.
 
-NETLINK_GENERIC = 16
+NETLINK_ROUTE, NETLINK_GENERIC = 0, 16
+RTM_GETLINK, RTM_GETADDR = 18, 22
+IFLA_IFNAME, IFA_ADDRESS, IFA_LOCAL = 3, 1, 2
+_IFINFOMSG, _IFADDRMSG = struct.Struct("=BxHiII"), struct.Struct("=BBBBI")
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 GENL_ID_CTRL, CTRL_CMD_GETFAMILY, CTRL_ATTR_FAMILY_ID, CTRL_ATTR_FAMILY_NAME = 0x10, 3, 1, 2
@@ -840,32 +843,30 @@ def ipvs_service_key(svc: IpvsService) -> bytes:
     return nla(IPVS_CMD_ATTR_SERVICE, inner)
 
 
-class GenlSocket:
-    """One generic netlink socket, in the namespace of the thread that opens it; one request
-    at a time, read to its end (NLMSG_DONE for a dump, the ACK otherwise)."""
+class NetlinkSocket:
+    """One netlink socket, in the namespace of the thread that opens it; one request at a
+    time, read to its end (NLMSG_DONE for a dump, the ACK otherwise)."""
 
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_GENERIC)
+    def __init__(self, protocol: int) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self.sock.bind((0, 0))
         self.seq = 0
 
-    def __enter__(self) -> GenlSocket:
+    def __enter__(self) -> NetlinkSocket:
         return self
 
     def __exit__(self, *exc) -> None:
         self.sock.close()
 
-    def request(self, family: int, cmd: int, version: int, attrs: bytes = b"", dump: bool = False
-                ) -> list[bytes]:
-        """The genl payloads (attributes after the genl header) of every reply message."""
+    def request(self, kind: int, body: bytes, dump: bool) -> list[bytes]:
+        """The payload (after the netlink header) of every reply message."""
         self.seq += 1
         flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
-        body = struct.pack("=BBH", cmd, version, 0) + attrs
-        self.sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), family, flags, self.seq, 0) + body)
+        self.sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, flags, self.seq, 0) + body)
         replies = []
         while True:
-            data = self.sock.recv(1 << 16)
+            data = self.sock.recv(1 << 16)  # one datagram; the kernel fills at most 32 KiB
             offset = 0
             while offset + _NLMSGHDR.size <= len(data):
                 length, kind, _, seq, _ = _NLMSGHDR.unpack_from(data, offset)
@@ -881,7 +882,18 @@ class GenlSocket:
                     if code:
                         raise OSError(code, os.strerror(code))
                     return replies  # the ACK
-                replies.append(data[start + _GENLHDR_LEN:start + length - _NLMSGHDR.size])
+                replies.append(data[start:start + length - _NLMSGHDR.size])
+
+
+class GenlSocket(NetlinkSocket):
+    def __init__(self) -> None:
+        super().__init__(NETLINK_GENERIC)
+
+    def request(self, family: int, cmd: int, version: int, attrs: bytes = b"",  # type: ignore[override]
+                dump: bool = False) -> list[bytes]:
+        """The attributes (after the genl header) of every reply message."""
+        body = struct.pack("=BBH", cmd, version, 0) + attrs
+        return [reply[_GENLHDR_LEN:] for reply in super().request(family, body, dump)]
 
     def family_id(self, name: str) -> int:
         [reply] = self.request(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, 1,
@@ -1028,14 +1040,21 @@ def read_iptables(backends: dict[str, str]) -> tuple[dict[str, str], str | None]
 
 
 def read_addresses() -> dict[str, list[tuple[str, int]]]:
-    from pyroute2 import IPRoute
-    with IPRoute() as ipr:
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+    """IPv4 addresses by interface name in the current thread's namespace (rtnetlink dumps)."""
+    with NetlinkSocket(NETLINK_ROUTE) as sock:
+        names = {}
+        for msg in sock.request(RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0), dump=True):
+            index = _IFINFOMSG.unpack_from(msg)[2]
+            name = nla_parse(msg, _IFINFOMSG.size).get(IFLA_IFNAME, b"")
+            names[index] = name.split(b"\0", 1)[0].decode(errors="replace")
         out: dict[str, list[tuple[str, int]]] = {}
-        for addr in ipr.get_addr(family=AF_INET):
-            ip = addr.get_attr("IFA_LOCAL") or addr.get_attr("IFA_ADDRESS")
-            out.setdefault(names.get(addr["index"], str(addr["index"])), []).append(
-                (ip, addr["prefixlen"]))
+        for msg in sock.request(RTM_GETADDR, _IFADDRMSG.pack(AF_INET, 0, 0, 0, 0), dump=True):
+            family, prefixlen, _, _, index = _IFADDRMSG.unpack_from(msg)
+            if family != AF_INET:
+                continue
+            attrs = nla_parse(msg, _IFADDRMSG.size)
+            ip = _ip(attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS), AF_INET)
+            out.setdefault(names.get(index, str(index)), []).append((ip, prefixlen))
         return out
 
 
@@ -1161,8 +1180,6 @@ class Collector:
         self.engine = engine
         self.exec_root = exec_root
         self.netns_dir = os.path.join(exec_root, "netns")
-        if engine is not None:
-            require("pyroute2")  # every namespace read needs it: say so before the first one
         self.backends = iptables_backends() if engine is not None else {}
         self.samples: list[dict] = []
         self.new_sample()
@@ -2745,7 +2762,6 @@ def run_check(args: argparse.Namespace) -> tuple[RunResult, dict | None]:
             raise SnapshotError(f"{source} is not a usable ssd snapshot: damaged data "
                                 f"({type(exc).__name__}: {_short(exc)})") from exc
         return result, None
-    require("pyroute2")  # before the daemon is asked anything: no point without it
     collector = Collector(Engine(args.host), args.exec_root)
     node, result = check_node(collector, args.networks, args.settle, live=True)
     doc = snapshot_document(collector, node, args.networks, args.settle) if args.snapshot else None

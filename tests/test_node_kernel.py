@@ -284,3 +284,24 @@ def test_default_checks_instantiated_networks_only(node, engine):
     assert [n["name"] for n in doc["networks"]] == ["ingress", "ov2"] and code == 2
     proc = node.ssd(engine.url, "--settle", "0", "idle")
     assert "not instantiated on this node" in proc.stdout and proc.returncode == 2
+
+
+def test_addresses_read_as_pyroute2_reads_them(node):
+    """ssd's rtnetlink reader against pyroute2's, in every namespace of the recorded node."""
+    from pyroute2 import IPRoute
+
+    import ssd
+    from kernel_node import LB_NAMESPACES, TASK_NAMESPACES
+    sh("ip", "addr", "add", "10.0.1.200/32", "dev", "lo", ns=node.ns(LB))  # a second alias, elsewhere
+    for name in LB_NAMESPACES + TASK_NAMESPACES:
+        with ssd.entered_netns(node.ns(name)):
+            lean = ssd.read_addresses()
+            with IPRoute() as ipr:
+                names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+                reference: dict[str, list] = {}
+                for addr in ipr.get_addr(family=ssd.AF_INET):
+                    ip = addr.get_attr("IFA_LOCAL") or addr.get_attr("IFA_ADDRESS")
+                    reference.setdefault(names[addr["index"]], []).append((ip, addr["prefixlen"]))
+        assert lean == reference and len(lean) >= 2, (name, lean, reference)
+        if name == LB:
+            assert ("10.0.1.200", 32) in lean["lo"]
