@@ -7,7 +7,7 @@
 Serves EXEC_ROOT/routes.json as the Engine API on EXEC_ROOT/api.sock (a stand-in: the real
 engine cannot host 10,000 tasks in a VM), then runs, REPS times each and alternately: ssd's
 full check (it must find the laid-out state consistent), the floor (floor.py), and the bare
-`import docker, pyroute2` of ssd's start-up. Prints one JSON line: wall times (s) and peak
+`import docker` of ssd's start-up. Prints one JSON line: wall times (s) and peak
 resident memory (KiB, from wait4) per run.
 """
 from __future__ import annotations
@@ -77,7 +77,7 @@ def main(root: Path, reps: int) -> int:
     commands = {
         "ssd": [py, str(SSD), "-H", f"unix://{sock}", "--exec-root", str(root), "--settle", "0", "-q"],
         "floor": [py, str(HERE / "floor.py"), sock, str(root)],
-        "imports": [py, "-c", "import docker, pyroute2"],
+        "imports": [py, "-c", "import docker"],
     }
     out: dict[str, list] = {f"{name}_{what}": [] for name in commands for what in ("s", "rss_kib", "exit")}
     os.dup2(devnull, 1)  # the children's stdout; this process prints only at the end
