@@ -1182,9 +1182,17 @@ class Collector:
         self.netns_dir = os.path.join(exec_root, "netns")
         self.backends = iptables_backends() if engine is not None else {}
         self.samples: list[dict] = []
+        self.reusable: dict[str, dict] = {}
         self.new_sample()
 
-    def new_sample(self) -> None:
+    def new_sample(self, reread: set[str | None] | None = None) -> None:
+        """Start another sample. With reread (the namespaces the last sample's findings name),
+        every other namespace is taken over as last read: a finding must show in both samples
+        to count, and those namespaces had none, so a second look could change nothing."""
+        last = self.samples[-1]["namespaces"] if self.samples else {}
+        self.reusable = {} if reread is None or None in reread else {
+            key: raw for key, raw in last.items()
+            if (key if key == "host" else os.path.basename(key)) not in reread}
         self.samples.append({"api": {}, "namespaces": {}, "lookups": {}})
 
     @property
@@ -1206,7 +1214,7 @@ class Collector:
         return value
 
     def _namespace(self, path: str, want_ipvs: bool) -> dict:
-        raw = read_namespace(path, self.backends, want_ipvs)
+        raw = self.reusable.get(path or "host") or read_namespace(path, self.backends, want_ipvs)
         self.sample["namespaces"][path or "host"] = raw
         return raw
 
@@ -1272,7 +1280,7 @@ class SnapshotCollector(Collector):
         self.samples = []
         self.new_sample()
 
-    def new_sample(self) -> None:
+    def new_sample(self, reread: set[str | None] | None = None) -> None:
         if len(self.samples) >= len(self.recorded):
             raise SnapshotError(f"{self.source} holds {len(self.recorded)} sample(s), no more")
         self.samples.append(self.recorded[len(self.samples)])
@@ -2742,7 +2750,7 @@ def check_node(collector: Collector, wanted: list[str], settle_seconds: float,
             return node, result  # the snapshot was taken without a second sample
         if live:
             time.sleep(settle_seconds)
-        collector.new_sample()
+        collector.new_sample(reread={f.namespace for f in result.findings})
         result = settle(result, run_once(collector, node, wanted))
     return node, result
 

@@ -157,6 +157,30 @@ def test_persistent_fault_survives_settling(node, engine):
     assert [f["check"] for f in json.loads(proc.stdout)["findings"]] == ["vip-alias-missing"]
 
 
+def test_settling_rereads_only_the_namespaces_with_findings(node, engine, tmp_path):
+    """The second sample looks again where the first one found something, nowhere else."""
+    FAULTS["vip-alias-missing"](node)
+    marker = ("-A", "INPUT", "-s", "127.0.0.2/32", "-j", "ACCEPT")
+
+    def change_both() -> None:  # between the samples: in the faulty namespace and in one without
+        time.sleep(1.5)
+        ipt(node, LB, *marker)
+        ipt(node, "host", *marker)
+    changer = threading.Thread(target=change_both)
+    changer.start()
+    snapshot = tmp_path / "settled.json"
+    proc = node.ssd(engine.url, "--settle", "3", "--snapshot", str(snapshot), "ov2")
+    changer.join()
+    assert proc.returncode == 1, proc.stderr
+    first, second = (sample["namespaces"] for sample in json.loads(snapshot.read_text())["samples"])
+    assert set(first) == set(second)
+    lb = node.ns(LB)
+    reread = {key for key in first if first[key] != second[key]}
+    assert reread == {lb}, reread  # the LB namespace changed and was read again; the host was not
+    assert "127.0.0.2/32" in "".join(second[lb]["iptables"].values())
+    assert "127.0.0.2/32" not in "".join(second["host"]["iptables"].values())
+
+
 def test_worker_view_is_weaker_and_says_so(node, engine):
     engine.routes["/info"]["Swarm"]["ControlAvailable"] = False
     for path in ("/services", "/tasks"):
