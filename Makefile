@@ -1,16 +1,17 @@
 # make install:   everything the tool and its tests need (Debian packages, a venv with the Python deps).
-# make test:      the lint gate and tiers 1 and 2, then every QEMU lab test (tier 3) on the newest engine,
-#                 the container form and gossip-consistency included. Run as root: tier 2 makes
-#                 namespaces, the lab boots VMs.
+# make test:      the lint gate and tiers 1 and 2, then the QEMU lab tests (tier 3) on the newest engine,
+#                 the container form and gossip-consistency included, the soak not (CI's budget).
+#                 Run as root: tier 2 makes namespaces, the lab boots VMs.
 # make test-fast: the lint gate and tiers 1 and 2 only (about a minute).
 # make lab-image: only the lab tests that need the ssd image (container form, gossip-consistency).
-# make lab-all:   every lab test on every engine the lab knows (20.10, 26.1, 28.5).
+# make soak:      the soak (tests/lab/test_lab_soak.py): ssd during churn on every node, ~20 min.
+# make lab-all:   every lab test on every engine the lab knows (20.10, 26.1, 28.5), the soak included.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := iptables iproute2 util-linux python3-venv qemu-system-x86 qemu-utils debootstrap e2fsprogs
 
-.PHONY: install test test-fast lab-all lab-image bench
+.PHONY: install test test-fast lab-all lab-image soak bench
 install:
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
@@ -19,7 +20,7 @@ install:
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
 
 test: test-fast
-	$(PY) -m pytest -q --durations=12 -m lab tests/lab
+	$(PY) -m pytest -q --durations=12 -m "lab and not soak" tests/lab
 
 # make lab-image: the container form and gossip-consistency in the lab (node1 builds the Dockerfile).
 lab-image:
@@ -28,6 +29,10 @@ lab-image:
 test-fast:
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -m "not lab" tests
+
+# make soak: ssd on every node during ten minutes and more of churn (about 20 minutes with the lab).
+soak:
+	$(PY) -m pytest -q -s -m soak tests/lab
 
 lab-all:
 	for engine in 20.10 26.1 28.5; do SWARMLAB_ENGINE=$$engine $(PY) -m pytest -q -m lab tests/lab || exit 1; done
