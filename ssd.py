@@ -2436,6 +2436,78 @@ def to_json(result: RunResult) -> dict:
     }
 
 
+# Monitoring Plugins (Nagios, Icinga, Sensu...): one line "SSD STATE - summary | perfdata" and
+# their exit codes. An inconsistency is CRITICAL; a check that looked at some things but could
+# not look at others is WARNING (what it saw is fine, the rest is unknown); a check that could not
+# look at all is UNKNOWN. Differences seen in one sample only (convergence) are OK.
+NAGIOS_CODES = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
+
+
+def nagios_state(status: str, looked: bool) -> str:
+    if status == "inconsistent":
+        return "CRITICAL"
+    if status == "consistent":
+        return "OK"
+    return "WARNING" if looked else "UNKNOWN"
+
+
+def nagios_line(state: str, summary: str, perfdata: dict[str, int | float | str]) -> str:
+    perf = " ".join(f"{label}={value}" for label, value in perfdata.items())
+    summary = summary.replace("|", "/")  # '|' starts the perfdata
+    return f"SSD {state} - {summary}" + (f" | {perf}" if perf else "") + "\n"
+
+
+def _counted(checks: Iterable[str]) -> str:
+    counts: dict[str, int] = {}
+    for check in checks:
+        counts[check] = counts.get(check, 0) + 1
+    return ", ".join(f"{check} x{n}" if n > 1 else check for check, n in sorted(counts.items()))
+
+
+def _verdicts(result: RunResult) -> list[str]:
+    return [service_status(result, n, s) for n in result.networks for s in n.view.services.values()]
+
+
+def run_nagios_state(result: RunResult) -> str:
+    looked = result.host_checked or any(v in ("ok", "fail") for v in _verdicts(result))
+    return nagios_state(overall_status(result), looked)
+
+
+def render_nagios(result: RunResult, seconds: float) -> str:
+    verdicts = _verdicts(result)
+    checked = sum(v in ("ok", "fail") for v in verdicts)
+    state = run_nagios_state(result)
+    where = f"node {result.node.hostname or result.node.id[:12]}"
+    if result.findings:
+        many = "inconsistencies" if len(result.findings) > 1 else "inconsistency"
+        summary = (f"{len(result.findings)} {many} on {where}: "
+                   f"{_counted(f.check for f in result.findings)}")
+    else:
+        summary = f"{where}: {len(result.networks)} networks, {checked} services consistent"
+    if result.problems:
+        summary += f"; not checked: {result.problems[0].scope}: {result.problems[0].message}"
+        if len(result.problems) > 1:
+            summary += f" (and {len(result.problems) - 1} more)"
+    return nagios_line(state, summary, {
+        "findings": f"{len(result.findings)};;1;0", "services": checked,
+        "failed_services": sum(v == "fail" for v in verdicts),
+        "not_checked": len(result.problems), "time": f"{seconds:.2f}s"})
+
+
+def render_gossip_nagios(result: GossipResult) -> str:
+    answered = sum(n.status == "answered" for n in result.nodes)
+    state = nagios_state(gossip_status(result), answered >= 2)
+    if result.differences:
+        summary = f"network {result.network}: {len(result.differences)} differences between nodes"
+    else:
+        summary = f"network {result.network}: {answered} of {len(result.nodes)} nodes agree"
+    if result.problems:
+        summary += f"; not checked: {result.problems[0].scope}: {result.problems[0].message}"
+    return nagios_line(state, summary, {"differences": f"{len(result.differences)};;1;0",
+                                        "nodes_answered": answered, "nodes": len(result.nodes),
+                                        "time": f"{result.seconds:.2f}s"})
+
+
 class Painter:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
@@ -2639,6 +2711,9 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"ssd: error: {message} (see ssd --help)\n")
+        if "--nagios" in sys.argv[1:]:
+            sys.stdout.write(nagios_line("UNKNOWN", f"usage: {message}", {}))
+            sys.exit(NAGIOS_CODES["UNKNOWN"])
         if "--json" in sys.argv[1:]:
             sys.stdout.write(json.dumps(error_document(message), indent=2) + "\n")
         sys.exit(2)
@@ -2657,7 +2732,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--exec-root", default=DEFAULT_EXEC_ROOT,
                         help="dockerd's --exec-root; namespaces are under EXEC_ROOT/netns "
                              "(default: %(default)s)")
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print one JSON document")
+    output.add_argument("--nagios", action="store_true",
+                        help="print one Monitoring Plugins line and exit 0 OK, 1 WARNING (partly "
+                             "checked), 2 CRITICAL (inconsistent), 3 UNKNOWN (could not check)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only problems")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show what was compared: VIPs, tasks, expected and found values")
@@ -2795,8 +2874,19 @@ def error_document(message: str) -> dict:
 
 def fail(args: argparse.Namespace, message: str) -> int:
     print(f"ssd: error: {message}", file=sys.stderr)
+    if getattr(args, "nagios", False):
+        emit(nagios_line("UNKNOWN", message, {}))
+        return NAGIOS_CODES["UNKNOWN"]
     if args.json:  # monitoring parses stdout: give it a verdict that agrees with the exit code
         emit(json.dumps(error_document(message), indent=2) + "\n")
+    return 2
+
+
+def interrupted(args: argparse.Namespace, line: str) -> int:
+    print(line, file=sys.stderr)
+    if args.nagios:
+        emit(nagios_line("UNKNOWN", "interrupted", {}))
+        return NAGIOS_CODES["UNKNOWN"]
     return 2
 
 
@@ -2857,13 +2947,15 @@ def main_gossip(args: argparse.Namespace, mode: str) -> int:
         return fail(args, str(exc))
     except KeyboardInterrupt:
         if GossipJob.not_removed:
-            print(f"ssd: interrupted; could not remove {GossipJob.not_removed[0]}: docker service rm "
-                  + GossipJob.not_removed[0].split(":")[0], file=sys.stderr)
-        else:
-            print("ssd: interrupted (its gossip service was removed)", file=sys.stderr)
-        return 2
+            return interrupted(args, f"ssd: interrupted; could not remove {GossipJob.not_removed[0]}: "
+                               "docker service rm " + GossipJob.not_removed[0].split(":")[0])
+        return interrupted(args, "ssd: interrupted (its gossip service was removed)")
     for problem in result.problems:
         print(f"ssd: not checked: {problem.scope}: {problem.message}", file=sys.stderr)
+    if args.nagios:
+        emit(render_gossip_nagios(result))
+        answered = sum(n.status == "answered" for n in result.nodes)
+        return NAGIOS_CODES[nagios_state(gossip_status(result), answered >= 2)]
     if args.json:
         emit(json.dumps(gossip_to_json(result), indent=2) + "\n")
     else:
@@ -2878,6 +2970,7 @@ def main(argv: list[str] | None = None) -> int:
         return main_gossip(args, args.networks.pop())
     if args.from_ and args.snapshot:
         return fail(args, "--from checks a snapshot, --snapshot takes one: use one of them")
+    started = time.monotonic()
     try:
         if args.snapshot:
             check_writable(args.snapshot)
@@ -2885,7 +2978,9 @@ def main(argv: list[str] | None = None) -> int:
         if doc is not None:
             write_snapshot(doc, args.snapshot)  # "-": emit()s the snapshot itself
         report = ""  # with --snapshot -, stdout carries the snapshot; the verdict is the exit status
-        if args.snapshot != "-":
+        if args.nagios and args.snapshot != "-":
+            report = render_nagios(result, time.monotonic() - started)
+        elif args.snapshot != "-":
             report = (json.dumps(to_json(result), indent=2) + "\n" if args.json else
                       render_text(result, Painter(use_colour(args)), args.quiet, args.verbose))
     except CheckError as exc:
@@ -2896,11 +2991,12 @@ def main(argv: list[str] | None = None) -> int:
         return fail(args, f"{args.from_[0]} is not a usable ssd snapshot: damaged data "
                           f"({type(exc).__name__}: {_short(exc)})")
     except KeyboardInterrupt:
-        print("ssd: interrupted", file=sys.stderr)
-        return 2
+        return interrupted(args, "ssd: interrupted")
     for problem in result.problems:
         print(f"ssd: not checked: {problem.scope}: {problem.message}", file=sys.stderr)
     emit(report)
+    if args.nagios:
+        return NAGIOS_CODES[run_nagios_state(result)]
     return EXIT_CODES[overall_status(result)]
 
 

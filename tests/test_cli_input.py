@@ -5,6 +5,7 @@ ssd runs as a process, as users run it; none of these needs a daemon or a namesp
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -151,3 +152,47 @@ def test_ctrl_c_at_any_moment_is_one_line(delay):
     assert proc.returncode in (2, -signal.SIGINT, 0), (delay, proc.returncode, stderr)
     if proc.returncode == 2:
         assert stderr.strip() == "ssd: interrupted"
+
+
+# --- --nagios: one Monitoring Plugins line, their exit codes ---------------------------------
+
+NAGIOS_LINE = r"^SSD (OK|WARNING|CRITICAL|UNKNOWN) - [^|\n]+( \| (\S+=\S+ ?)+)?\n$"
+
+
+def nagios(*args: str) -> tuple[int, str, str]:
+    proc = run("--nagios", *args)
+    assert re.match(NAGIOS_LINE, proc.stdout), proc.stdout
+    assert "Traceback" not in proc.stderr
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+EXPECTED = json.loads((REPO / "examples" / "expected.json").read_text())["check"]
+NAGIOS_STATES = {"consistent": (0, "OK"), "inconsistent": (2, "CRITICAL")}
+
+
+@pytest.mark.parametrize("example", sorted(EXPECTED))
+def test_nagios_verdict_of_each_example(example):
+    """Every recorded node: the state its verdict maps to, and each finding's check named."""
+    code, state = NAGIOS_STATES[EXPECTED[example]["status"]]
+    rc, out, _ = nagios("--from", str(REPO / "examples" / example))
+    assert rc == code and out.startswith(f"SSD {state} - "), out
+    assert all(check in out for check in EXPECTED[example]["checks"])
+    findings = json.loads(run("--json", "--from", str(REPO / "examples" / example)).stdout)["findings"]
+    assert f" | findings={len(findings)};;1;0 " in out
+
+
+@pytest.mark.parametrize("args", [["--settle", "nan"], ["--json"], ["-H", "unix:///nonexistent.sock", "ov2"],
+                                  ["ov2", "gossip-consistency", "--from", EXAMPLE]])
+def test_nagios_could_not_check_is_unknown(args):
+    rc, out, stderr = nagios(*args)
+    assert rc == 3 and out.startswith("SSD UNKNOWN - "), (out, stderr)
+    assert len(stderr.splitlines()) <= 2
+
+
+def test_nagios_gossip_agreement_and_divergence():
+    healthy = [a for n in (1, 2, 3) for a in ("--from", str(REPO / "examples" / f"healthy-node{n}.json"))]
+    rc, out, _ = nagios("ov2", "gossip-consistency", *healthy)
+    assert rc == 0 and "3 of 3 nodes agree" in out and "nodes_answered=3" in out
+    diverged = [a for n in (1, 3) for a in ("--from", str(REPO / "examples" / f"diverged-node{n}.json"))]
+    rc, out, _ = nagios("ov2", "gossip-consistency", *diverged)
+    assert rc == 2 and out.startswith("SSD CRITICAL - network ov2: ")

@@ -329,3 +329,15 @@ def test_addresses_read_as_pyroute2_reads_them(node):
         assert lean == reference and len(lean) >= 2, (name, lean, reference)
         if name == LB:
             assert ("10.0.1.200", 32) in lean["lo"]
+
+
+def test_nagios_partly_checked_is_warning_and_a_fault_critical(node, engine):
+    """No IPVS in this kernel: the rest was checked and fine (WARNING, 1); a fault is CRITICAL (2)."""
+    proc = node.ssd(engine.url, "--nagios", "ov2")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("SSD WARNING - node ") and "not checked: " in proc.stdout
+    assert proc.stdout.count("\n") == 1 and "not_checked=" in proc.stdout
+    FAULTS["vip-alias-missing"](node)
+    proc = node.ssd(engine.url, "--nagios", "--settle", "0", "ov2")
+    assert proc.returncode == 2 and proc.stdout.startswith("SSD CRITICAL - 1 inconsistency on node ")
+    assert "vip-alias-missing" in proc.stdout
