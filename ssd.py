@@ -484,7 +484,7 @@ def engine_model(version: str) -> EngineModel:
     return EngineModel(version=version, release=release, era=era, known=release < (30, 0, 0))
 
 
-REQUIREMENTS = {"docker": "docker>=7.1,<8"}
+REQUIREMENTS = {"docker": "docker>=7.1,<8", "prometheus_client": "prometheus_client>=0.20,<1"}
 
 
 def require(package: str) -> Any:
@@ -2508,6 +2508,50 @@ def render_gossip_nagios(result: GossipResult) -> str:
                                         "time": f"{result.seconds:.2f}s"})
 
 
+# node_exporter's textfile collector: the standard way to export a periodic root-only check.
+# Every check id gets a series per network (0 when clean), so alerts need no absent() tricks.
+
+def write_prometheus(target: str, result: RunResult | None, seconds: float) -> None:
+    """Write the run's metrics to target atomically (a temporary file beside it, then rename)."""
+    prom = require("prometheus_client")
+    registry = prom.CollectorRegistry()
+    status = prom.Enum("ssd_status", "Verdict of the last ssd run on this node", registry=registry,
+                       states=list(EXIT_CODES))
+    status.state(overall_status(result) if result else "incomplete")
+    prom.Gauge("ssd_last_run_timestamp_seconds", "When the last ssd run ended (Unix time)",
+               registry=registry).set(time.time())
+    prom.Gauge("ssd_run_duration_seconds", "How long the last ssd run took", registry=registry).set(seconds)
+    not_checked = prom.Gauge("ssd_not_checked", "Parts of the node the last run could not check "
+                             "(see ssd's stderr or --json errors)", registry=registry)
+    info = prom.Info("ssd", "ssd and the node it checked", registry=registry)
+    if result is None:
+        not_checked.set(1)
+        info.info({"version": __version__})  # the reason is on stderr: no free text in labels
+        prom.write_to_textfile(target, registry)
+        return
+    not_checked.set(len(result.problems))
+    node = result.node
+    info.info({"version": __version__, "node": node.hostname or node.id, "node_id": node.id,
+               "engine_version": node.engine.version, "manager": str(node.manager).lower()})
+    findings = prom.Gauge("ssd_findings", "Inconsistencies the last run found, by check id and network",
+                          ["check", "network"], registry=registry)
+    networks = {n.view.name for n in result.networks} | {f.network or "" for f in result.findings}
+    for check in CHECKS:
+        for network in sorted(networks):
+            findings.labels(check, network).set(0)
+    for finding in result.findings:
+        findings.labels(finding.check, finding.network or "").inc()
+    services = prom.Gauge("ssd_services", "Services the last run looked at, by network and verdict "
+                          "(ok, fail, error: not fully readable, skipped: dnsrr or IPv6)",
+                          ["network", "status"], registry=registry)
+    for net in result.networks:
+        for verdict in ("ok", "fail", "error", "skipped"):
+            services.labels(net.view.name, verdict).set(0)
+        for svc in net.view.services.values():
+            services.labels(net.view.name, service_status(result, net, svc)).inc()
+    prom.write_to_textfile(target, registry)
+
+
 class Painter:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
@@ -2745,6 +2789,9 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="SECONDS",
                         help="report only what a second sample SECONDS later still shows "
                              "(default: %(default)s; 0 disables)")
+    parser.add_argument("--prometheus", metavar="FILE",
+                        help="also write the verdict as Prometheus metrics to FILE (node_exporter's "
+                             "textfile collector: FILE ends in .prom), atomically")
     parser.add_argument("--snapshot", metavar="FILE",
                         help="also write everything the check read to FILE (JSON), to check "
                              "it elsewhere with --from; '-': write it to stdout instead of the report")
@@ -2874,6 +2921,11 @@ def error_document(message: str) -> dict:
 
 def fail(args: argparse.Namespace, message: str) -> int:
     print(f"ssd: error: {message}", file=sys.stderr)
+    if getattr(args, "prometheus", None):
+        try:  # a monitor must see "could not check", not last run's stale verdict
+            write_prometheus(args.prometheus, None, 0.0)
+        except (CheckError, OSError) as exc:
+            print(f"ssd: error: cannot write {args.prometheus}: {exc}", file=sys.stderr)
     if getattr(args, "nagios", False):
         emit(nagios_line("UNKNOWN", message, {}))
         return NAGIOS_CODES["UNKNOWN"]
@@ -2902,8 +2954,8 @@ def emit(text: str) -> None:
         os.close(devnull)
 
 
-def check_writable(target: str) -> None:
-    """Fail before the check, not after it, when the snapshot cannot be written."""
+def check_writable(target: str, what: str = "snapshot") -> None:
+    """Fail before the check, not after it, when its output file cannot be written."""
     if target == "-":
         return
     existed = os.path.exists(target)
@@ -2911,7 +2963,7 @@ def check_writable(target: str) -> None:
         with open(target, "a", encoding="utf-8"):
             pass
     except OSError as exc:
-        raise CheckError(f"cannot write snapshot {target}: {exc.strerror or _short(exc)}") from exc
+        raise CheckError(f"cannot write {what} {target}: {exc.strerror or _short(exc)}") from exc
     if not existed:
         os.unlink(target)
 
@@ -2924,6 +2976,9 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def main_gossip(args: argparse.Namespace, mode: str) -> int:
+    if args.prometheus:
+        args.prometheus = None  # not this mode's: leave the node check's file alone
+        return fail(args, f"--prometheus writes the node check's metrics, not {mode}'s")
     if len(args.networks) != 1:
         return fail(args, f"{mode} compares one network: ssd NETWORK {mode}")
     network = args.networks[0]
@@ -2974,7 +3029,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.snapshot:
             check_writable(args.snapshot)
+        if args.prometheus:  # before the check, not after it
+            try:
+                require("prometheus_client")
+                check_writable(args.prometheus, "metrics")
+            except CheckError:
+                args.prometheus = None  # no point trying again in fail()
+                raise
         result, doc = run_check(args)
+        if args.prometheus:
+            write_prometheus(args.prometheus, result, time.monotonic() - started)
         if doc is not None:
             write_snapshot(doc, args.snapshot)  # "-": emit()s the snapshot itself
         report = ""  # with --snapshot -, stdout carries the snapshot; the verdict is the exit status

@@ -71,12 +71,14 @@ def test_old_python_is_told_in_one_line(python):
     assert json.loads(proc.stdout)["status"] == "incomplete"
 
 
-def test_missing_package_is_named():
-    code = ("import runpy, sys; sys.modules['docker'] = None; sys.argv = ['ssd'] + sys.argv[1:]; "
+@pytest.mark.parametrize("package,args", [("docker", ["-H", "unix:///nonexistent.sock", "ov2"]),
+                                          ("prometheus_client", ["--from", EXAMPLE, "--prometheus", "/tmp/x.prom"])])
+def test_missing_package_is_named(package, args):
+    code = (f"import runpy, sys; sys.modules[{package!r}] = None; sys.argv = ['ssd'] + sys.argv[1:]; "
             f"runpy.run_path({SSD!r}, run_name='__main__')")
-    proc = run("-H", "unix:///nonexistent.sock", "ov2", code=code)
+    proc = run(*args, code=code)
     line = one_line(proc)
-    assert "'docker" in line and "pip install -r requirements.txt" in line
+    assert f"'{package}" in line and "pip install -r requirements.txt" in line
 
 
 def test_the_kernel_is_read_without_pyroute2():
@@ -196,3 +198,50 @@ def test_nagios_gossip_agreement_and_divergence():
     diverged = [a for n in (1, 3) for a in ("--from", str(REPO / "examples" / f"diverged-node{n}.json"))]
     rc, out, _ = nagios("ov2", "gossip-consistency", *diverged)
     assert rc == 2 and out.startswith("SSD CRITICAL - network ov2: ")
+
+
+# --- --prometheus: node_exporter textfile, written atomically ---------------------------------
+
+def metrics(path) -> dict[tuple[str, tuple], float]:
+    """(sample name, sorted labels) -> value, read back with the client library's own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(path.read_text()) for s in family.samples}
+
+
+def test_prometheus_metrics_of_an_inconsistent_node(tmp_path):
+    target = tmp_path / "ssd.prom"
+    target.write_text("stale content of the last run\n")
+    example = str(REPO / "examples" / "stale-backend-node2.json")
+    proc = run("-q", "--from", example, "--prometheus", str(target))
+    assert proc.returncode == 1, proc.stderr
+    got = metrics(target)
+    assert got[("ssd_status", (("ssd_status", "inconsistent"),))] == 1
+    assert got[("ssd_status", (("ssd_status", "consistent"),))] == 0
+    nonzero = {labels for (name, labels), value in got.items() if name == "ssd_findings" and value}
+    assert nonzero == {(("check", "ipvs-backend-stale"), ("network", "ov2"))}
+    zeros = [labels for (name, labels), value in got.items() if name == "ssd_findings" and not value]
+    assert len(zeros) >= 2 * 20  # every check id has a series per network: alerts need no absent()
+    doc = json.loads(run("--json", "--from", example).stdout)
+    for net in doc["networks"]:
+        for status in ("ok", "fail"):
+            want = sum(s["status"] == status for s in net["services"])
+            assert got[("ssd_services", (("network", net["name"]), ("status", status)))] == want
+    assert time.time() - got[("ssd_last_run_timestamp_seconds", ())] < 60
+    assert got[("ssd_not_checked", ())] == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["ssd.prom"]  # no temporary file left
+
+
+def test_prometheus_says_could_not_check(tmp_path):
+    target = tmp_path / "ssd.prom"
+    proc = run("-H", "unix:///nonexistent.sock", "ov2", "--prometheus", str(target))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    got = metrics(target)
+    assert got[("ssd_status", (("ssd_status", "incomplete"),))] == 1 and got[("ssd_not_checked", ())] == 1
+
+
+@pytest.mark.parametrize("args", [["--from", EXAMPLE, "--prometheus", "/nonexistent/dir/ssd.prom"],
+                                  ["ov2", "gossip-consistency", "--from", EXAMPLE, "--prometheus", "x.prom"]])
+def test_prometheus_refused_in_one_line(args):
+    assert "prometheus" in one_line(run(*args)) or "metrics" in one_line(run(*args))
+    assert not (REPO / "x.prom").exists()
