@@ -866,7 +866,9 @@ class NetlinkSocket:
         self.sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, flags, self.seq, 0) + body)
         replies = []
         while True:
-            data = self.sock.recv(1 << 16)  # one datagram; the kernel fills at most 32 KiB
+            data, _, flags, _ = self.sock.recvmsg(1 << 16)  # one datagram; a dump fills <= 32 KiB
+            if flags & socket.MSG_TRUNC:
+                raise OSError(errno.EMSGSIZE, "netlink reply larger than 64 KiB")
             offset = 0
             while offset + _NLMSGHDR.size <= len(data):
                 length, kind, _, seq, _ = _NLMSGHDR.unpack_from(data, offset)
