@@ -184,6 +184,63 @@ CHECKS: dict[str, CheckInfo] = {
 
 
 @dataclass(frozen=True)
+class KnownIssue:
+    """An engine bug that produces a finding, from the moby source and issue tracker.
+
+    Only entries checked against the source or the tracker (shared/docs/datapath.md, section 8),
+    each with its link. affected: [first, fixed) release ranges where the source has the bug."""
+    ref: str
+    url: str
+    checks: frozenset[str]
+    affected: tuple[tuple[tuple[int, int, int], tuple[int, int, int]], ...]
+    fixed_in: str | None
+    what: str
+
+
+KNOWN_ISSUES = (
+    KnownIssue(
+        "moby#51656", "https://github.com/moby/moby/issues/51656",
+        frozenset({"ipvs-service-missing", "mark-missing", "ingress-dnat-missing", "ingress-filter-missing"}),
+        (((18, 6, 0), (29, 7, 0)),), "29.7.0 (moby#51657)",
+        "if a published port was changed with --update-order start-first, the VIP alias already "
+        "existed and the engine skipped the whole load balancer; `docker service update --force`"),
+    KnownIssue(
+        "firewalld/firewalld#503", "https://github.com/firewalld/firewalld/issues/503",
+        frozenset({"ingress-dnat-missing", "ingress-filter-missing", "ingress-jump-missing"}),
+        (((0, 0, 0), (25, 0, 13)), ((26, 0, 0), (29, 0, 0))), "29.0.0 (moby#50443) and 25.0.13 (moby#50445)",
+        "if firewalld was reloaded, it removed DOCKER-INGRESS and this engine does not restore "
+        "it; restart dockerd"),
+    KnownIssue(
+        "moby#41896", "https://github.com/moby/moby/issues/41896",
+        frozenset({"ipvs-backend-weight"}), (((19, 3, 0), (25, 0, 13)), ((26, 0, 0), (29, 0, 0))), None,
+        "during a rolling update, tasks being replaced can keep weight 1 (a bulk sync that "
+        "carries ServiceDisabled is handled as an add); 29.0 rewrote that handler, not "
+        "confirmed as the fix"),
+    KnownIssue(
+        "moby#33790", "https://github.com/moby/moby/issues/33790",
+        frozenset({"ipvs-backend-stale"}), (((17, 3, 0), (18, 4, 0)),), None,
+        "an exited task's IP can stay a destination (reported on 17.03-18.03, still open)"),
+)
+
+
+def known_issues(check: str, engine_version: str) -> list[dict]:
+    """The known engine bugs behind a finding of this check on this engine, and the ones this
+    engine is fixed for (so that the operator does not chase them)."""
+    release = parse_release(engine_version)
+    out = []
+    for issue in KNOWN_ISSUES:
+        if check not in issue.checks or release is None:
+            continue
+        affected = any(first <= release < fixed for first, fixed in issue.affected)
+        # past the bug's first release and outside every affected range: this engine has the fix
+        fixed = issue.fixed_in is not None and release >= min(first for first, _ in issue.affected)
+        if affected or fixed:
+            out.append({"ref": issue.ref, "url": issue.url, "affects_this_engine": affected,
+                        "fixed_in": issue.fixed_in, "what": issue.what})
+    return out
+
+
+@dataclass(frozen=True)
 class PublishedPort:
     published: int
     target: int
@@ -403,6 +460,7 @@ class Finding:
     expected: Any = None
     actual: Any = None
     hint: str | None = None
+    known_issues: list[dict] = field(default_factory=list)
 
     @property
     def key(self) -> tuple:
@@ -419,7 +477,7 @@ class Finding:
         return {"check": self.check, "network": self.network, "namespace": self.namespace,
                 "service": self.service, "subject": self.subject, "message": self.message,
                 "expected": self.expected, "actual": self.actual, "hint": self.hint,
-                "action": self.action}
+                "action": self.action, "known_issues": self.known_issues}
 
 
 @dataclass
@@ -2657,7 +2715,18 @@ def _render_findings(findings: list[Finding], verbose: bool) -> list[str]:
             lines += textwrap.wrap(f"fix: {f.action}", width=80, initial_indent="    ",
                                    subsequent_indent="      ", break_long_words=False,
                                    break_on_hyphens=False)
+        for known in f.known_issues:
+            lines += textwrap.wrap(known_issue_line(known), width=80, initial_indent="    ",
+                                   subsequent_indent="      ", break_long_words=False,
+                                   break_on_hyphens=False)
     return lines
+
+
+def known_issue_line(known: dict) -> str:
+    if not known["affects_this_engine"]:
+        return f"not {known['ref']}: this engine has its fix ({known['fixed_in']})"
+    fixed = f", fixed in {known['fixed_in']}" if known["fixed_in"] else ""
+    return f"known engine bug {known['ref']}{fixed}: {known['what']}"
 
 
 def gossip_status(result: GossipResult) -> str:
@@ -2873,13 +2942,13 @@ def check_node(collector: Collector, wanted: list[str], settle_seconds: float,
     """One node check: a sample, and a second one if the first found something."""
     node = read_node(collector)
     result = run_once(collector, node, wanted)
-    if result.findings and settle_seconds > 0:
-        if not live and len(collector.recorded) < 2:
-            return node, result  # the snapshot was taken without a second sample
-        if live:
+    if result.findings and settle_seconds > 0 and (live or len(collector.recorded) >= 2):
+        if live:  # (a snapshot taken without a second sample is judged on its one)
             time.sleep(settle_seconds)
         collector.new_sample(reread={f.namespace for f in result.findings})
         result = settle(result, run_once(collector, node, wanted))
+    for finding in result.findings:
+        finding.known_issues = known_issues(finding.check, node.engine.version)
     return node, result
 
 
@@ -3068,7 +3137,9 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     try:
-        sys.exit(main())
+        status = main()
     except KeyboardInterrupt:  # before main's own handlers are in place (e.g. while importing)
         print("ssd: interrupted", file=sys.stderr)
-        sys.exit(2)
+        status = 2
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the verdict is out: a late Ctrl-C changes nothing
+    sys.exit(status)

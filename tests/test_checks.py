@@ -522,3 +522,42 @@ def test_every_finding_carries_its_action():
     assert finding.to_json()["action"] == ssd.CHECKS["mark-missing"].action.replace("<service>", "s1")
     text = " ".join(" ".join(ssd._render_findings([finding], verbose=False)).split())
     assert "fix: " in text and "docker service update --force s1" in text
+
+
+# --- known engine bugs: which finding, which engine ------------------------------------------
+
+def refs(check: str, version: str) -> dict[str, bool]:
+    return {k["ref"]: k["affects_this_engine"] for k in ssd.known_issues(check, version)}
+
+
+@pytest.mark.parametrize("check,version,expected", [
+    ("ingress-dnat-missing", "28.5.2+dfsg4", {"moby#51656": True, "firewalld/firewalld#503": True}),
+    ("ingress-dnat-missing", "29.0.1", {"moby#51656": True, "firewalld/firewalld#503": False}),
+    ("ingress-dnat-missing", "29.7.0", {"moby#51656": False, "firewalld/firewalld#503": False}),
+    ("ingress-jump-missing", "25.0.12", {"firewalld/firewalld#503": True}),
+    ("ingress-jump-missing", "25.0.13", {"firewalld/firewalld#503": False}),  # the backport
+    ("mark-missing", "18.03.1-ce", {}),  # before the load-balancer sandbox: not that bug
+    ("ipvs-backend-weight", "20.10.24+dfsg1", {"moby#41896": True}),
+    ("ipvs-backend-weight", "29.1.0", {}),  # no confirmed fix: nothing claimed either way
+    ("ipvs-backend-stale", "17.09.0-ce", {"moby#33790": True}),
+    ("ipvs-backend-stale", "28.5.2", {}),
+    ("sysctl", "20.10.24", {}),
+    ("ingress-dnat-missing", "not a version", {}),
+])
+def test_known_issues_by_check_and_engine(check, version, expected):
+    assert refs(check, version) == expected
+
+
+def test_every_known_issue_names_real_checks_and_links():
+    for issue in ssd.KNOWN_ISSUES:
+        assert issue.checks <= set(ssd.CHECKS), issue.ref
+        assert issue.url.startswith("https://github.com/") and issue.ref.split("#")[1] in issue.url
+        assert all(first < fixed for first, fixed in issue.affected)
+
+
+def test_known_issue_lines():
+    [affected] = ssd.known_issues("ipvs-backend-weight", "28.5.2")
+    assert ssd.known_issue_line(affected).startswith("known engine bug moby#41896: during a rolling")
+    fixed = {k["ref"]: k for k in ssd.known_issues("ingress-dnat-missing", "29.7.0")}
+    assert ssd.known_issue_line(fixed["moby#51656"]) == \
+        "not moby#51656: this engine has its fix (29.7.0 (moby#51657))"
