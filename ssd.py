@@ -2365,7 +2365,7 @@ def gossip_result(network: str, nodes: list[GossipNode], samples: int, started: 
     nodes = sorted(nodes, key=lambda n: (n.label, n.id))
     problems = [Problem(f"node {n.label}", n.reason or "no answer") for n in nodes if n.status == "no-answer"]
     answered = [n.label for n in nodes if n.status == "answered"]
-    if len(answered) < 2:  # agreement needs two views: one view, or none, proves nothing
+    if len(answered) < 2 and not problems:  # agreement needs two views: one, or none, proves nothing
         held = f"only {answered[0]} holds it" if answered else "no node holds it (no task or load balancer)"
         problems.append(Problem(f"network {network}", f"nothing to compare: {held}, of {len(nodes)} "
                                 "node(s) asked; gossip consistency needs two nodes with the network"))
