@@ -1372,6 +1372,8 @@ class SnapshotCollector(Collector):
 
 GOSSIP_LABEL = "org.ssd.gossip"  # on every service ssd starts; its value is the run's deadline
 GOSSIP_PREFIX = "ssd-gossip-"
+FLEET_PREFIX = "ssd-fleet-"
+DATAPATH_CAPABILITIES = ("CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_NET_RAW")
 TERMINAL = {"complete", "failed", "rejected", "shutdown", "orphaned", "remove"}
 TASK_ID_RE = re.compile(r"com\.docker\.swarm\.task\.id=([0-9a-z]+)")
 
@@ -1390,14 +1392,24 @@ def gossip_hash(collector: Collector, network: str) -> dict:
 
 
 def answer_to_node(answer: dict, fallback_id: str = "", fallback_host: str = "") -> GossipNode:
-    node = answer.get("node") or {}
+    node = answer.get("node") if isinstance(answer.get("node"), dict) else {}
     ident, host = node.get("id") or fallback_id, node.get("hostname") or fallback_host
     if answer.get("instantiated") and answer.get("digest") and isinstance(answer.get("state"), dict):
         return GossipNode(ident, host, "answered", answer["digest"], answer["state"])
     if answer.get("instantiated") is False:
         return GossipNode(ident, host, "not-instantiated")
-    errors = answer.get("errors") or [{}]
-    return GossipNode(ident, host, "no-answer", reason=errors[0].get("message") or "unreadable answer")
+    errors = answer.get("errors") if isinstance(answer.get("errors"), list) else []
+    why = next((e.get("message") for e in errors if isinstance(e, dict) and e.get("message")), None)
+    return GossipNode(ident, host, "no-answer", reason=why or "unreadable answer")
+
+
+def gossip_node(answer: JobAnswer) -> GossipNode:
+    if answer.doc is None:
+        return GossipNode(answer.node, answer.hostname, "no-answer", reason=answer.reason,
+                          seconds=answer.seconds)
+    node = answer_to_node(answer.doc, answer.node, answer.hostname)
+    node.seconds = answer.seconds
+    return node
 
 
 def own_image(engine: Engine) -> str | None:
@@ -1411,18 +1423,36 @@ def own_image(engine: Engine) -> str | None:
     return None
 
 
-class GossipJob:
-    """One short-lived service running `ssd NETWORK gossip-hash --json` on every eligible node.
+@dataclass
+class JobAnswer:
+    """What one node's task of a NodeJob returned: its JSON answer, or why there is none."""
+    node: str
+    hostname: str
+    doc: dict | None
+    reason: str | None = None
+    seconds: float | None = None  # from the job's creation to its answer being read
+
+
+class NodeJob:
+    """One short-lived global service running ssd ARGS on every eligible node, each task
+    printing one JSON answer that comes back through the service's log.
 
     It is always removed: on success, error, timeout, Ctrl-C and SIGTERM (the caller turns
     SIGTERM into KeyboardInterrupt). Its label carries its deadline so that a later run can
     tell a leftover of a killed run from a run still in progress.
+
+    gossip-hash needs only the Engine API. The node check (fleet mode) reads the node's
+    datapath like `docker run --privileged --net=host`, which services cannot ask for: the
+    task joins the host's network, mounts the namespaces' directory, and gets the three
+    capabilities the reads need (setns: SYS_ADMIN; IPVS and iptables: NET_ADMIN, NET_RAW).
     """
 
-    def __init__(self, engine: Engine, network_id: str, image: str, timeout: float) -> None:
+    def __init__(self, engine: Engine, args: list[str], image: str, timeout: float,
+                 prefix: str = GOSSIP_PREFIX, datapath_dir: str | None = None) -> None:
         self.engine, self.api = engine, engine.api
-        self.network_id, self.image, self.timeout = network_id, image, timeout
-        self.name = GOSSIP_PREFIX + secrets.token_hex(4)
+        self.args, self.image, self.timeout = args, image, timeout
+        self.datapath_dir = datapath_dir  # the netns directory, when the task reads the datapath
+        self.name = prefix + secrets.token_hex(4)
         self.service_id: str | None = None
         self.requested = False  # create was sent: the service may exist before we know its ID
         self.created = 0.0
@@ -1431,18 +1461,27 @@ class GossipJob:
         version = tuple(int(x) for x in str(self.api.api_version).split(".")[:2])
         return version >= (1, 41)
 
+    def container_spec(self) -> Any:
+        from docker import types
+        mounts = [types.Mount("/var/run/docker.sock", "/var/run/docker.sock", type="bind")]
+        extra: dict[str, Any] = {}
+        if self.datapath_dir:
+            mounts.append(types.Mount(self.datapath_dir, self.datapath_dir, type="bind",
+                                      read_only=True, propagation="rslave"))
+            extra["cap_add"] = list(DATAPATH_CAPABILITIES)
+        return types.ContainerSpec(self.image, args=self.args, mounts=mounts, **extra)
+
     def start(self) -> None:
         from docker import types
         job = self.job_mode()
         spec = types.TaskTemplate(
-            container_spec=types.ContainerSpec(
-                self.image, args=[self.network_id, "gossip-hash", "--json"],
-                mounts=[types.Mount("/var/run/docker.sock", "/var/run/docker.sock", type="bind")]),
+            container_spec=self.container_spec(),
             # A job runs once; a plain global service (API < 1.41) must not restart its task.
             restart_policy=types.RestartPolicy(condition="none"),
             # Service logs are how answers come back: force a driver that can be read.
             log_driver=types.DriverConfig("json-file"),
-            placement=types.Placement(constraints=["node.platform.os==linux"]))
+            placement=types.Placement(constraints=["node.platform.os==linux"]),
+            networks=["host"] if self.datapath_dir else None)
         deadline = int(time.time() + self.timeout)
         self.requested = True
         created = self.engine.call(
@@ -1460,7 +1499,7 @@ class GossipJob:
         try:  # by name if interrupted before the ID came back
             self.api.remove_service(self.service_id or self.name)
         except Exception as exc:  # noqa: BLE001 - any failure: say it, never claim it was removed
-            GossipJob.not_removed.append(f"{self.name}: {_short(exc)}")
+            NodeJob.not_removed.append(f"{self.name}: {_short(exc)}")
         self.service_id, self.requested = None, False
 
     def latest_tasks(self) -> dict[str, dict]:
@@ -1486,10 +1525,10 @@ class GossipJob:
         return {task: "".join(parts) for task, parts in out.items()}
 
     def collect(self, eligible: dict[str, str], clock=time.monotonic, sleep=time.sleep
-                ) -> dict[str, GossipNode]:
+                ) -> dict[str, JobAnswer]:
         """Wait until every eligible node's task finished and its answer was read, or timeout."""
         deadline = clock() + self.timeout
-        answers: dict[str, GossipNode] = {}
+        answers: dict[str, JobAnswer] = {}
         latest: dict[str, dict] = {}
         while len(answers) < len(eligible) and clock() < deadline:
             latest = self.latest_tasks()
@@ -1508,22 +1547,25 @@ class GossipJob:
         for node, host in eligible.items():
             if node not in answers:
                 state = ((latest.get(node) or {}).get("Status") or {}).get("State") or "no task yet"
-                answers[node] = GossipNode(node, host, "no-answer",
-                                           reason=f"no answer within {self.timeout:g} s (task {state})")
+                answers[node] = JobAnswer(node, host, None,
+                                          f"no answer within {self.timeout:g} s (task {state})")
         return answers
 
-    def _answer(self, node: str, host: str, task: dict, text: str) -> GossipNode | None:
+    def _answer(self, node: str, host: str, task: dict, text: str) -> JobAnswer | None:
         status = task.get("Status") or {}
         if text:
             try:
-                return answer_to_node(json.loads(text), node, host)
-            except (json.JSONDecodeError, AttributeError, TypeError):
-                return GossipNode(node, host, "no-answer", reason=f"unreadable answer: {text[:80]!r}")
+                doc = json.loads(text)
+            except json.JSONDecodeError:
+                doc = None
+            if isinstance(doc, dict):
+                return JobAnswer(node, host, doc)
+            return JobAnswer(node, host, None, f"unreadable answer: {text[:80]!r}")
         if status.get("State") == "complete":
             return None  # finished, but its log has not reached the manager yet: read again
         why = status.get("Err") or status.get("Message") or status.get("State")
         stderr = self.output("stderr").get(task["ID"], "").strip()
-        return GossipNode(node, host, "no-answer", reason=f"task {status.get('State')}: {stderr or why}")
+        return JobAnswer(node, host, None, f"task {status.get('State')}: {stderr or why}")
 
 
 def eligible_nodes(engine: Engine) -> tuple[dict[str, str], list[str]]:
@@ -2390,19 +2432,20 @@ def gossip_live(args: argparse.Namespace, network: str) -> GossipResult:
     notes += skipped
     differed = 0
     for sample in range(1, GOSSIP_TRIES + 1):
-        job = GossipJob(engine, net["Id"], image, args.timeout)
+        job = NodeJob(engine, [net["Id"], "gossip-hash", "--json"], image, args.timeout)
         try:
             job.start()
             answers = job.collect(eligible)
         finally:
             job.remove()
-        result = gossip_result(net.get("Name") or network, list(answers.values()), sample, started, notes)
+        nodes = [gossip_node(answer) for answer in answers.values()]
+        result = gossip_result(net.get("Name") or network, nodes, sample, started, notes)
         if not result.differences:
             break
         differed += 1
         if sample < GOSSIP_TRIES:
             time.sleep(GOSSIP_PAUSE)
-    for failure in GossipJob.not_removed:
+    for failure in NodeJob.not_removed:
         result.problems.append(Problem("gossip service", f"could not remove {failure}; remove it "
                                        "with docker service rm " + failure.split(":")[0]))
     if args.verbose:
@@ -3072,9 +3115,9 @@ def main_gossip(args: argparse.Namespace, mode: str) -> int:
     except CheckError as exc:
         return fail(args, str(exc))
     except KeyboardInterrupt:
-        if GossipJob.not_removed:
-            return interrupted(args, f"ssd: interrupted; could not remove {GossipJob.not_removed[0]}: "
-                               "docker service rm " + GossipJob.not_removed[0].split(":")[0])
+        if NodeJob.not_removed:
+            return interrupted(args, f"ssd: interrupted; could not remove {NodeJob.not_removed[0]}: "
+                               "docker service rm " + NodeJob.not_removed[0].split(":")[0])
         return interrupted(args, "ssd: interrupted (its gossip service was removed)")
     for problem in result.problems:
         print(f"ssd: not checked: {problem.scope}: {problem.message}", file=sys.stderr)

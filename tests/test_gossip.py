@@ -404,7 +404,7 @@ def test_service_interrupted_while_being_created_is_removed_by_name():
         def call(self, what, fn, *args, **kwargs):
             return fn(*args, **kwargs)
 
-    job = ssd.GossipJob(Engine(), "net0", "ssd:test", 60)
+    job = ssd.NodeJob(Engine(), ["net0", "gossip-hash", "--json"], "ssd:test", 60)
     with pytest.raises(KeyboardInterrupt):
         job.start()
     job.remove()
