@@ -15,6 +15,10 @@ in the place the engine version really programs them: one load-balancer namespac
 network (lb_<network id[:9]>) and ingress_sbox since Docker 18.06, every container
 sandbox before. It never changes anything: it only reads.
 
+On a manager it also looks at the whole swarm through one short-lived global service that
+runs ssd on every node and is always removed: `NETWORK gossip-consistency` compares every
+node's view of a network's gossiped state; `--all-nodes` runs the node check everywhere.
+
 Exit status follows diff(1): 0 consistent, 1 inconsistencies found, 2 could not check.
 
 The file reads top to bottom: model, collectors, checks (pure functions), reports, CLI.
@@ -509,6 +513,39 @@ class GossipResult:
     nodes: list[GossipNode]
     differences: list[dict]
     samples: int
+    seconds: float
+    notes: list[str]
+    problems: list[Problem]
+
+
+@dataclass
+class FleetNode:
+    """One node's part of fleet mode (--all-nodes): its node check's JSON document, or why not."""
+    id: str
+    hostname: str
+    report: dict | None  # to_json() of the node check it ran
+    reason: str | None = None  # why there is no report
+    seconds: float | None = None
+    snapshot: dict | None = None
+    gossip: dict[str, dict] = field(default_factory=dict)  # network ID -> its gossip-hash answer
+    asked: bool = True  # False: swarm runs no task there (down, drained, not Linux)
+
+    @property
+    def label(self) -> str:
+        return self.hostname or self.id[:12]
+
+    @property
+    def status(self) -> str:
+        if self.report is None:
+            return "not-asked" if not self.asked else "no-answer"
+        return str(self.report.get("status") or "incomplete")
+
+
+@dataclass
+class FleetResult:
+    networks: list[tuple[str, str]]  # (name, ID) of the networks asked about, ingress included
+    nodes: list[FleetNode]
+    gossip: list[GossipResult]
     seconds: float
     notes: list[str]
     problems: list[Problem]
@@ -1380,8 +1417,10 @@ TASK_ID_RE = re.compile(r"com\.docker\.swarm\.task\.id=([0-9a-z]+)")
 
 def gossip_hash(collector: Collector, network: str) -> dict:
     """This node's answer: its digest of the network's gossiped state (gossip-hash)."""
-    node = read_node(collector)
-    raw = collector.network(network)
+    return gossip_answer(read_node(collector), collector.network(network), network)
+
+
+def gossip_answer(node: NodeInfo, raw: dict | None, network: str) -> dict:
     answer = {"ssd_version": __version__, "node": {"id": node.id, "hostname": node.hostname},
               "network": network, "instantiated": False, "digest": None, "state": None}
     if raw is not None and (raw.get("Containers") or raw.get("Services")):
@@ -1568,8 +1607,21 @@ class NodeJob:
         return JobAnswer(node, host, None, f"task {status.get('State')}: {stderr or why}")
 
 
-def eligible_nodes(engine: Engine) -> tuple[dict[str, str], list[str]]:
-    """Nodes a global job runs on (id -> hostname), and notes on the ones it skips."""
+@dataclass
+class SkippedNode:
+    """A node a global job does not run on, and why; deliberate: drained or paused by an operator."""
+    id: str
+    hostname: str
+    reason: str
+    deliberate: bool
+
+    @property
+    def note(self) -> str:
+        return f"{self.hostname} {self.reason}: not asked"
+
+
+def eligible_nodes(engine: Engine) -> tuple[dict[str, str], list[SkippedNode]]:
+    """Nodes a global job runs on (id -> hostname), and the ones it skips."""
     nodes = engine.call("GET /nodes", engine.api.nodes)
     eligible, skipped = {}, []
     for node in nodes:
@@ -1577,14 +1629,15 @@ def eligible_nodes(engine: Engine) -> tuple[dict[str, str], list[str]]:
         state = (node.get("Status") or {}).get("State")
         availability = (node.get("Spec") or {}).get("Availability")
         osname = ((node.get("Description") or {}).get("Platform") or {}).get("OS", "linux")
+        ident = node.get("ID", "")
         if state != "ready":
-            skipped.append(f"{host} is {state}: not asked")
+            skipped.append(SkippedNode(ident, host, f"is {state}", False))
         elif availability != "active":
-            skipped.append(f"{host} is {availability}: swarm runs no task there, not asked")
+            skipped.append(SkippedNode(ident, host, f"is {availability}: swarm runs no task there", True))
         elif osname != "linux":
-            skipped.append(f"{host} runs {osname}: not asked")
+            skipped.append(SkippedNode(ident, host, f"runs {osname}", True))
         else:
-            eligible[node["ID"]] = host
+            eligible[ident] = host
     return eligible, skipped
 
 
@@ -2429,27 +2482,40 @@ def gossip_live(args: argparse.Namespace, network: str) -> GossipResult:
     notes: list[str] = []
     leftover_jobs(engine, notes)
     eligible, skipped = eligible_nodes(engine)
-    notes += skipped
-    differed = 0
-    for sample in range(1, GOSSIP_TRIES + 1):
-        job = NodeJob(engine, [net["Id"], "gossip-hash", "--json"], image, args.timeout)
-        try:
-            job.start()
-            answers = job.collect(eligible)
-        finally:
-            job.remove()
-        nodes = [gossip_node(answer) for answer in answers.values()]
-        result = gossip_result(net.get("Name") or network, nodes, sample, started, notes)
-        if not result.differences:
-            break
-        differed += 1
-        if sample < GOSSIP_TRIES:
-            time.sleep(GOSSIP_PAUSE)
+    notes += [node.note for node in skipped]
+    result = gossip_sampled(engine, net, image, eligible, args.timeout, started, notes)
     for failure in NodeJob.not_removed:
         result.problems.append(Problem("gossip service", f"could not remove {failure}; remove it "
                                        "with docker service rm " + failure.split(":")[0]))
     if args.verbose:
         notes.append(f"{result.samples} sample(s) in {time.monotonic() - started:.1f} s")
+    return result
+
+
+def gossip_sampled(engine: Engine, net: dict, image: str, eligible: dict[str, str], timeout: float,
+                   started: float, notes: list[str], first: list[GossipNode] | None = None
+                   ) -> GossipResult:
+    """Every node's view of net compared, re-sampled while they differ: swarm converges
+    asynchronously, so only a difference that outlasts GOSSIP_TRIES samples is divergence.
+    first: the first sample's answers when they were already collected (fleet mode)."""
+    differed = 0
+    for sample in range(1, GOSSIP_TRIES + 1):
+        if sample == 1 and first is not None:
+            nodes = first
+        else:
+            job = NodeJob(engine, [net["Id"], "gossip-hash", "--json"], image, timeout)
+            try:
+                job.start()
+                answers = job.collect(eligible)
+            finally:
+                job.remove()
+            nodes = [gossip_node(answer) for answer in answers.values()]
+        result = gossip_result(net.get("Name") or net["Id"], nodes, sample, started, notes)
+        if not result.differences:
+            break
+        differed += 1
+        if sample < GOSSIP_TRIES:
+            time.sleep(GOSSIP_PAUSE)
     if differed and not result.differences:
         notes.append(f"the views differed in {differed} of {result.samples} samples and then agreed: "
                      "convergence, not divergence")
@@ -2491,6 +2557,102 @@ def _snapshot_view(doc: dict, path: str, network: str) -> GossipNode:
     return GossipNode(ident, host, "answered", gossip_digest(state), state)
 
 
+# --- fleet mode: the node check on every node, by one short-lived job ---------------------
+
+FLEET_MEMBER = "fleet-member"  # the per-node command of fleet mode's service (not for people)
+FLEET_ANSWER = "ssd-fleet-answer"
+
+
+def fleet_answer(collector: Collector, node: NodeInfo, result: RunResult, snapshot: dict | None
+                 ) -> dict:
+    """What one node sends back: its report, its gossip hash of every network it checked (so
+    that --gossip costs no second service), and its snapshot if one was asked for."""
+    last = collector.sample["api"]  # the inspects the check judged, not a later read
+    gossip = {net.view.id: gossip_answer(node, last.get(f"GET /networks/{net.view.id}"), net.view.id)
+              for net in result.networks}
+    return {"format": FLEET_ANSWER, "ssd_version": __version__,
+            "node": {"id": node.id, "hostname": node.hostname},
+            "report": to_json(result), "gossip": gossip, "snapshot": snapshot}
+
+
+def fleet_node(answer: JobAnswer) -> FleetNode:
+    doc = answer.doc
+    if doc is None or doc.get("format") != FLEET_ANSWER or not isinstance(doc.get("report"), dict):
+        errors = (doc or {}).get("errors") if isinstance((doc or {}).get("errors"), list) else []
+        why = next((e.get("message") for e in errors if isinstance(e, dict) and e.get("message")),
+                   None)
+        if doc is not None and why is None:
+            why = f"not an answer of this ssd (from ssd {doc.get('ssd_version') or 'of unknown version'})"
+        return FleetNode(answer.node, answer.hostname, None, why or answer.reason, answer.seconds)
+    gossip = doc.get("gossip") if isinstance(doc.get("gossip"), dict) else {}
+    snapshot = doc.get("snapshot") if isinstance(doc.get("snapshot"), dict) else None
+    return FleetNode(answer.node, answer.hostname, doc["report"], None, answer.seconds, snapshot, gossip)
+
+
+def fleet_live(args: argparse.Namespace) -> FleetResult:
+    started = time.monotonic()
+    engine = Engine(args.host)
+    collector = Collector(engine, args.exec_root)
+    if not read_node(collector).manager:
+        raise CheckError("--all-nodes starts a service on every node: run it on a manager")
+    listing = collector.networks()
+    nets = resolve_networks(listing, args.networks)
+    if not any(n.get("Ingress") for n in nets):  # the node check always looks at ingress too
+        nets += [n for n in listing if n.get("Ingress") and n.get("Scope") == "swarm"]
+    image = args.image or own_image(engine)
+    if not image:
+        raise CheckError("--all-nodes runs ssd on every node as a swarm service: pass --image IMAGE, "
+                         "an ssd image every node has or can pull")
+    notes: list[str] = []
+    problems: list[Problem] = []
+    leftover_jobs(engine, notes)
+    eligible, skipped = eligible_nodes(engine)
+    member = [n["Id"] for n in nets] if args.networks else []
+    member += [FLEET_MEMBER, "--json", "--settle", f"{args.settle:g}", "--exec-root", args.exec_root]
+    if args.snapshot_dir:
+        member += ["--snapshot", "-"]
+    job = NodeJob(engine, member, image, args.timeout, FLEET_PREFIX,
+                  datapath_dir=os.path.join(args.exec_root, "netns"))
+    try:
+        job.start()
+        answers = job.collect(eligible)
+    finally:
+        job.remove()
+    nodes = [fleet_node(answer) for answer in answers.values()]
+    for gone in skipped:
+        nodes.append(FleetNode(gone.id, gone.hostname, None, f"{gone.reason}: not asked", asked=False))
+        if not gone.deliberate:  # a node that is down or unknown could not be checked
+            problems.append(Problem(f"node {gone.hostname}", f"{gone.reason}: swarm cannot run ssd there"))
+    nodes.sort(key=lambda n: (n.label, n.id))
+    for n in nodes:
+        if n.asked and n.report is None:
+            problems.append(Problem(f"node {n.label}", n.reason or "no answer"))
+    gossip = [fleet_gossip(engine, net, image, eligible, args.timeout, nodes)
+              for net in nets] if args.gossip else []
+    for failure in NodeJob.not_removed:
+        problems.append(Problem("ssd service", f"could not remove {failure}; remove it with "
+                                "docker service rm " + failure.split(":")[0]))
+    return FleetResult([(n.get("Name") or n["Id"], n["Id"]) for n in nets], nodes, gossip,
+                       time.monotonic() - started, notes, problems)
+
+
+def fleet_gossip(engine: Engine, net: dict, image: str, eligible: dict[str, str], timeout: float,
+                 nodes: list[FleetNode]) -> GossipResult:
+    """gossip-consistency of net from the answers fleet mode already has; a difference is
+    re-sampled by gossip services of its own, as gossip-consistency does."""
+    first = []
+    for n in nodes:
+        if n.id not in eligible:
+            continue
+        if n.report is None:
+            first.append(GossipNode(n.id, n.hostname, "no-answer", reason=n.reason))
+        else:
+            view = answer_to_node(n.gossip.get(net["Id"]) or {"instantiated": False})
+            view.id, view.hostname = n.id, n.hostname  # as swarm knows the node that answered
+            first.append(view)
+    return gossip_sampled(engine, net, image, eligible, timeout, time.monotonic(), [], first)
+
+
 # --------------------------------------------------------------------------------------
 # Reports: text and JSON.
 # --------------------------------------------------------------------------------------
@@ -2529,10 +2691,12 @@ def to_json(result: RunResult) -> dict:
                  "era": node.engine.era, "manager": node.manager},
         "networks": [{
             "name": n.view.name, "id": n.view.id, "namespace": n.namespace,
+            "checked": n.checked, "partial": n.partial, "note": n.note,
             "services": [{"name": s.name, "vip": s.vip, "fwmark": s.fwmark,
                           "status": service_status(result, n, s)}
                          for s in sorted(n.view.services.values(), key=lambda s: s.name)],
         } for n in result.networks],
+        "host_ingress": {"checked": result.host_checked, "ports": [label for label, _ in result.host_ports]},
         "findings": [f.to_json() for f in result.findings],
         "errors": [{"scope": p.scope, "message": p.message} for p in result.problems],
         "notes": result.notes,
@@ -2802,6 +2966,14 @@ def render_gossip(result: GossipResult, paint: Painter, verbose: bool = False) -
                          "balancer): not compared")
         else:
             lines.append(f"{head} {paint('no answer', 'error')}: {n.reason}")
+    lines += gossip_verdict_lines(result, paint)
+    for note in result.notes:
+        lines += textwrap.wrap(f"note: {note}", width=80, subsequent_indent="      ")
+    return "\n".join(lines) + "\n"
+
+
+def gossip_verdict_lines(result: GossipResult, paint: Painter) -> list[str]:
+    lines: list[str] = []
     answered = [n for n in result.nodes if n.status == "answered"]
     if result.differences:
         views = len({n.digest for n in answered})
@@ -2821,9 +2993,129 @@ def render_gossip(result: GossipResult, paint: Painter, verbose: bool = False) -
         lines.append(f"network {result.network}: {paint('OK', 'ok')}: {len(answered)} node(s) agree "
                      f"({len(state.get('services', {}))} services, {tasks} tasks, "
                      f"{len(state.get('peers', []))} peers)")
-    for note in result.notes:
-        lines += textwrap.wrap(f"note: {note}", width=80, subsequent_indent="      ")
+    return lines
+
+
+# --- fleet mode's reports ----------------------------------------------------------------
+
+def fleet_status(result: FleetResult) -> str:
+    statuses = {n.status for n in result.nodes}
+    if "inconsistent" in statuses or any(g.differences for g in result.gossip):
+        return "inconsistent"
+    if result.problems or "incomplete" in statuses or any(g.problems for g in result.gossip):
+        return "incomplete"
+    return "consistent"
+
+
+def _report_findings(report: dict) -> list[Finding]:
+    names = {f.name for f in dataclasses.fields(Finding)}
+    return [Finding(**{k: v for k, v in f.items() if k in names})
+            for f in report.get("findings") or [] if isinstance(f, dict)]
+
+
+def fleet_cell(node: FleetNode, net_id: str | None) -> str:
+    """One cell of the matrix: a network (by ID) on a node, or its host ingress (None)."""
+    report = node.report
+    if report is None:
+        return "not asked" if not node.asked else "no answer"
+    findings = [f for f in report.get("findings") or [] if isinstance(f, dict)]
+    if net_id is None:
+        host = report.get("host_ingress") or {}
+        mine = [f for f in findings if f.get("namespace") == "host"]
+        return f"FAIL {len(mine)}" if mine else ("OK" if host.get("checked") else "-")
+    net = next((n for n in report.get("networks") or [] if n.get("id") == net_id), None)
+    if net is None:
+        return "-"
+    mine = [f for f in findings if f.get("network") == net.get("name") and f.get("namespace") != "host"]
+    if mine:
+        return f"FAIL {len(mine)}"
+    if not net.get("checked"):
+        return "-" if "not instantiated" in str(net.get("note") or "") else "NOT CHECKED"
+    return "PARTIAL" if net.get("partial") else "OK"
+
+
+def fleet_to_json(result: FleetResult) -> dict:
+    return {"ssd_version": __version__, "mode": "all-nodes", "status": fleet_status(result),
+            "networks": [{"name": name, "id": ident} for name, ident in result.networks],
+            "nodes": [{"id": n.id, "hostname": n.hostname, "status": n.status, "reason": n.reason,
+                       "seconds": n.seconds, "report": n.report} for n in result.nodes],
+            "gossip": [gossip_to_json(g) for g in result.gossip],
+            "seconds": round(result.seconds, 1),
+            "errors": [{"scope": p.scope, "message": p.message} for p in result.problems],
+            "notes": result.notes}
+
+
+def render_fleet(result: FleetResult, paint: Painter, quiet: bool, verbose: bool) -> str:
+    columns = [(name, ident) for name, ident in result.networks] + [("host ports", None)]
+    width = max([len(n.label) for n in result.nodes] + [4]) + 2
+    cells = {n.id: [fleet_cell(n, ident) for _, ident in columns] for n in result.nodes}
+    sizes = [max([len(name), *(len(cells[n.id][i]) for n in result.nodes)]) + 2
+             for i, (name, _) in enumerate(columns)]
+    colour = {"OK": "ok", "-": "ok", "PARTIAL": "error", "NOT CHECKED": "error",
+              "no answer": "error", "not asked": "skip"}
+    asked = [n for n in result.nodes if n.asked]
+    lines = [f"Swarm check: {sum(n.report is not None for n in asked)} of {len(asked)} nodes answered "
+             f"in {result.seconds:.1f} s"]
+    heads = (name.ljust(size) for (name, _), size in zip(columns, sizes, strict=True))
+    lines.append(("NODE".ljust(width) + "".join(heads)).rstrip())
+    for n in result.nodes:
+        if quiet and n.status == "consistent":
+            continue
+        row = n.label.ljust(width)
+        for cell, size in zip(cells[n.id], sizes, strict=True):
+            row += paint(cell, colour.get(cell, "fail")) + " " * (size - len(cell))
+        lines.append(row.rstrip())
+    for n in result.nodes:
+        findings = _report_findings(n.report or {})
+        errors = (n.report or {}).get("errors") or []
+        if not findings and not (verbose and errors) and n.report is not None:
+            continue
+        node = (n.report or {}).get("node") or {}
+        role = "manager" if node.get("manager") else "worker"
+        head = (f"{n.label}: engine {node.get('engine_version')}, {role}" if n.report
+                else f"{n.label}: {n.reason}")
+        lines.append(head)
+        lines += _render_findings(findings, verbose)
+        lines += [f"  not checked: {e.get('scope')}: {e.get('message')}" for e in errors if verbose]
+    for g in result.gossip:
+        lines += gossip_verdict_lines(g, paint)
+    if not quiet:
+        for note in result.notes:
+            lines += textwrap.wrap(f"note: {note}", width=80, subsequent_indent="      ")
+    total = sum(len(_report_findings(n.report or {})) for n in result.nodes)
+    where = sorted({n.label for n in result.nodes if _report_findings(n.report or {})})
+    summary = (f"{len(result.nodes)} nodes, {len(result.networks)} networks, {total} "
+               f"inconsistenc{'y' if total == 1 else 'ies'}" + (f" on {', '.join(where)}" if where else ""))
+    diverged = [g.network for g in result.gossip if g.differences]
+    if diverged:
+        summary += f", views diverge on {', '.join(diverged)}"
+    if result.problems:
+        summary += f", {len(result.problems)} not checked"
+    lines.append(summary)
     return "\n".join(lines) + "\n"
+
+
+def render_fleet_nagios(result: FleetResult) -> str:
+    answered = [n for n in result.nodes if n.report is not None]
+    findings = [(n.label, f) for n in answered for f in _report_findings(n.report or {})]
+    state = nagios_state(fleet_status(result), bool(answered))
+    diverged = [g.network for g in result.gossip if g.differences]
+    if findings:
+        where = sorted({label for label, _ in findings})
+        many = "inconsistencies" if len(findings) > 1 else "inconsistency"
+        summary = f"{len(findings)} {many} on {', '.join(where)}: {_counted(f.check for _, f in findings)}"
+    else:
+        summary = f"{len(answered)} nodes consistent"
+    if diverged:
+        summary += f"; views diverge on network {', '.join(diverged)}"
+    if result.problems:
+        summary += f"; not checked: {result.problems[0].scope}: {result.problems[0].message}"
+        if len(result.problems) > 1:
+            summary += f" (and {len(result.problems) - 1} more)"
+    return nagios_line(state, summary, {
+        "findings": f"{len(findings)};;1;0", "nodes": sum(n.asked for n in result.nodes),
+        "nodes_answered": len(answered), "nodes_failed": len({label for label, _ in findings}),
+        "not_checked": len(result.problems), "time": f"{result.seconds:.2f}s"})
 
 
 # --------------------------------------------------------------------------------------
@@ -2842,6 +3134,11 @@ EXAMPLES = """examples:
                               check, and save what was read, to check it anywhere:
   ssd --from node2.json       the same check on the saved snapshot
   ssd ov2 gossip-consistency --from node1.json --from node2.json
+  ssd --all-nodes --gossip --image ssd:latest
+                              on a manager: every node checked, one matrix of
+                              nodes x networks, and every node's view compared
+  ssd --all-nodes --snapshot-dir case-1234/ ov2
+                              the whole swarm's snapshots for a support case
   docker run --rm --privileged --net=host -v /var/run/docker.sock:/var/run/docker.sock \\
       -v /var/run/docker/netns:/var/run/docker/netns:ro,rslave ssd ov2
 
@@ -2912,12 +3209,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--from", dest="from_", action="append", metavar="FILE",
                         help="check a snapshot instead of this node (repeat with "
                              "gossip-consistency to compare nodes)")
-    parser.add_argument("--timeout", type=seconds(86400, allow_zero=False), default=120.0,
-                        metavar="SECONDS",
-                        help="gossip-consistency: how long to wait for every node's answer "
-                             "(default: %(default)s)")
-    parser.add_argument("--image", help="gossip-consistency: the ssd image to run on every node "
-                                        "(default: the image ssd runs in, if it runs in a container)")
+    fleet = parser.add_argument_group("the whole swarm (on a manager; ssd runs as a short-lived "
+                                      "service on every node)")
+    fleet.add_argument("--all-nodes", action="store_true",
+                       help="run the node check on every node and print one nodes x networks matrix")
+    fleet.add_argument("--gossip", action="store_true",
+                       help="with --all-nodes: also compare every node's view of each network "
+                            "(gossip-consistency) in the same run")
+    fleet.add_argument("--snapshot-dir", metavar="DIR",
+                       help="with --all-nodes: save every node's snapshot in DIR, one file per node")
+    fleet.add_argument("--timeout", type=seconds(86400, allow_zero=False), default=120.0,
+                       metavar="SECONDS",
+                       help="--all-nodes and gossip-consistency: how long to wait for every node's "
+                            "answer (default: %(default)s)")
+    fleet.add_argument("--image", help="--all-nodes and gossip-consistency: the ssd image to run on "
+                                       "every node (default: the image ssd runs in, if in a container)")
     parser.add_argument("--version", action="version", version=f"ssd {__version__}")
     return parser
 
@@ -3132,11 +3438,94 @@ def main_gossip(args: argparse.Namespace, mode: str) -> int:
     return EXIT_CODES[gossip_status(result)]
 
 
+def main_member(args: argparse.Namespace) -> int:
+    """The per-node command of fleet mode's service: the node check as one JSON line, its
+    snapshot inside it with --snapshot -. The verdict is in the answer: exit 0."""
+    try:
+        collector = Collector(Engine(args.host), args.exec_root)
+        node, result = check_node(collector, args.networks, args.settle, live=True)
+        doc = snapshot_document(collector, node, args.networks, args.settle) if args.snapshot else None
+        answer = fleet_answer(collector, node, result, doc)
+    except CheckError as exc:
+        return fail(args, str(exc))
+    emit(json.dumps(answer, sort_keys=True, separators=(",", ":")) + "\n")
+    return 0
+
+
+def fleet_misuse(args: argparse.Namespace) -> str | None:
+    """Why these options do not go together with fleet mode (or need it), if they do not."""
+    if not args.all_nodes:
+        for flag, value in (("--gossip", args.gossip), ("--snapshot-dir", args.snapshot_dir)):
+            if value:
+                return f"{flag} goes with --all-nodes"
+        return None
+    for flag, value, instead in (
+            ("--from", args.from_, "check snapshots one by one with --from"),
+            ("--snapshot", args.snapshot, "use --snapshot-dir DIR"),
+            ("--prometheus", args.prometheus, "run ssd --prometheus on each node, or use --json")):
+        if value:
+            return f"{flag} is not for --all-nodes: {instead}"
+    return None
+
+
+def save_fleet_snapshots(result: FleetResult, target: str) -> None:
+    used: set[str] = set()
+    for node in result.nodes:
+        if node.snapshot is None:
+            continue
+        name = node.label if node.label not in used else f"{node.label}-{node.id[:12]}"
+        used.add(name)
+        write_snapshot(node.snapshot, os.path.join(target, re.sub(r"[^\w.-]", "_", name) + ".json"))
+    result.notes.append(f"snapshots of {len(used)} node(s) saved in {target}")
+
+
+def main_fleet(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        if args.snapshot_dir:
+            os.makedirs(args.snapshot_dir, exist_ok=True)
+            check_writable(os.path.join(args.snapshot_dir, ".ssd-write-test"))
+        result = fleet_live(args)
+        if args.snapshot_dir:
+            save_fleet_snapshots(result, args.snapshot_dir)
+    except OSError as exc:
+        return fail(args, f"cannot use {args.snapshot_dir}: {exc.strerror or _short(exc)}")
+    except CheckError as exc:
+        return fail(args, str(exc))
+    except KeyboardInterrupt:
+        if NodeJob.not_removed:
+            return interrupted(args, f"ssd: interrupted; could not remove {NodeJob.not_removed[0]}: "
+                               "docker service rm " + NodeJob.not_removed[0].split(":")[0])
+        return interrupted(args, "ssd: interrupted (its service was removed)")
+    for problem in result.problems:
+        print(f"ssd: not checked: {problem.scope}: {problem.message}", file=sys.stderr)
+    if args.nagios:
+        emit(render_fleet_nagios(result))
+        return NAGIOS_CODES[nagios_state(fleet_status(result), any(n.report for n in result.nodes))]
+    if args.json:
+        emit(json.dumps(fleet_to_json(result), indent=2) + "\n")
+    else:
+        emit(render_fleet(result, Painter(use_colour(args)), args.quiet, args.verbose))
+    return EXIT_CODES[fleet_status(result)]
+
+
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, KeyboardInterrupt
     args = build_parser().parse_args(argv)
+    misuse = fleet_misuse(args)
+    if misuse:
+        args.prometheus = None  # a usage error: leave the metrics file alone
+        return fail(args, misuse)
+    if args.networks and args.networks[-1] == FLEET_MEMBER:
+        args.networks.pop()
+        return main_member(args)
     if args.networks and args.networks[-1] in MODES:
+        if args.all_nodes:
+            return fail(args, f"--all-nodes is a mode of its own: use --all-nodes --gossip, not "
+                              f"{args.networks[-1]}")
         return main_gossip(args, args.networks.pop())
+    if args.all_nodes:
+        return main_fleet(args)
     if args.from_ and args.snapshot:
         return fail(args, "--from checks a snapshot, --snapshot takes one: use one of them")
     started = time.monotonic()

@@ -1,0 +1,289 @@
+"""Fleet mode (--all-nodes): the node check on every node through one short-lived service.
+
+Tier 1: the coordinator runs as a process against a fake swarm (tests/fake_swarm.py). Each
+node's answer is what the real per-node command produces: the node check (check_node) run on a
+snapshot recorded from a real 26.1 node, a fault made by taking an IPVS destination out of
+that recording, and fleet_answer() around it. Tier 2: the per-node command on real namespaces.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import ssd
+from fake_engine import FakeEngine
+from fake_swarm import NODES, FakeSwarm
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAPSHOT = ROOT / "tests" / "fixtures" / "snapshot-26.1-node1.json"
+RECORDED = json.loads(SNAPSHOT.read_text())
+API = RECORDED["samples"][-1]["api"]
+NETS = {n["Name"]: n["Id"] for n in API["GET /networks"] if n.get("Scope") == "swarm"}
+
+
+def drop_backend(doc: dict) -> None:
+    """The fault: the first destination of the first IPVS service of ov2's load balancer is gone."""
+    lb = next(raw for path, raw in doc["samples"][-1]["namespaces"].items() if "/lb_" in path)
+    lb["ipvs"][0]["dests"].pop(0)
+
+
+def member_answer(fault=None, snapshot: bool = False) -> str:
+    doc = copy.deepcopy(RECORDED)
+    if fault:
+        fault(doc)
+    collector = ssd.SnapshotCollector(doc, str(SNAPSHOT))
+    node, result = ssd.check_node(collector, [], 0, live=False)
+    answer = ssd.fleet_answer(collector, node, result, doc if snapshot else None)
+    return json.dumps(answer, separators=(",", ":")) + "\n"
+
+
+HEALTHY = member_answer()
+FAULTY = member_answer(drop_backend)
+
+
+@pytest.fixture
+def fake(tmp_path):
+    with FakeEngine(str(tmp_path / "docker.sock")) as engine:
+        engine.routes["/networks"] = API["GET /networks"]
+        for name, ident in NETS.items():
+            engine.routes[f"/networks/{ident}"] = API[f"GET /networks/{ident}"]
+            engine.routes[f"/networks/{name}"] = API[f"GET /networks/{ident}"]
+        yield engine
+
+
+def fleet(engine: FakeEngine, *args: str, popen: bool = False):
+    cmd = [sys.executable, str(ROOT / "ssd.py"), "-H", engine.url, "--all-nodes", "--image",
+           "ssd:test", *args]
+    env = {**os.environ, "NO_COLOR": "1"}
+    env.pop("DOCKER_HOST", None)
+    if popen:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False, env=env)
+
+
+def row(text: str, host: str) -> list[str]:
+    """The matrix row of host, split on runs of two or more spaces."""
+    line = next(line for line in text.splitlines() if line.startswith(host + " "))
+    return [cell for cell in line.split("  ") if cell.strip()]
+
+
+def healthy(node, sample):
+    return "complete", HEALTHY, ""
+
+
+def fault_on_node3(node, sample):
+    return "complete", (FAULTY if node.startswith("n3") else HEALTHY), ""
+
+
+def test_healthy_swarm_is_one_matrix_and_the_service_is_removed(fake):
+    swarm = FakeSwarm(fake, healthy)
+    proc = fleet(fake)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Swarm check: 3 of 3 nodes answered" in proc.stdout
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("NODE"))
+    assert header.split() == ["NODE", "ov2", "ingress", "host", "ports"]
+    for host in NODES.values():
+        assert [c.strip() for c in row(proc.stdout, host)] == [host, "OK", "OK", "OK"]
+    assert "3 nodes, 2 networks, 0 inconsistencies" in proc.stdout
+    assert swarm.removed == ["svc0"] and not swarm.services
+    spec = swarm.created[0]
+    assert spec["Name"].startswith("ssd-fleet-")
+    assert [m.lower() for m in spec["Mode"]] == ["globaljob"]
+    task = spec["TaskTemplate"]
+    container = task["ContainerSpec"]
+    assert container["Args"] == ["fleet-member", "--json", "--settle", "2", "--exec-root",
+                                 "/var/run/docker"]
+    assert sorted(container["CapabilityAdd"]) == ["CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SYS_ADMIN"]
+    netns = next(m for m in container["Mounts"] if m["Target"] == "/var/run/docker/netns")
+    assert netns["Source"] == "/var/run/docker/netns" and netns["ReadOnly"]
+    assert netns["BindOptions"]["Propagation"] == "rslave"
+    assert task["Networks"] == [{"Target": "host"}]
+
+
+def test_named_networks_go_to_every_node_by_id(fake):
+    swarm = FakeSwarm(fake, healthy)
+    proc = fleet(fake, "ov2", "--settle", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert swarm.created[0]["TaskTemplate"]["ContainerSpec"]["Args"][:4] == [
+        NETS["ov2"], NETS["ingress"], "fleet-member", "--json"]
+
+
+def test_fault_on_one_node_names_that_node_only(fake):
+    FakeSwarm(fake, fault_on_node3)
+    proc = fleet(fake)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert [c.strip() for c in row(proc.stdout, "node3")] == ["node3", "FAIL 1", "OK", "OK"]
+    for host in ("node1", "node2"):
+        assert [c.strip() for c in row(proc.stdout, host)] == [host, "OK", "OK", "OK"]
+    findings = proc.stdout.split("node3: engine 26.1", 1)[1]
+    assert "ipvs-backend-missing" in findings
+    assert "node1: engine" not in proc.stdout and "node2: engine" not in proc.stdout
+    assert "1 inconsistency on node3" in proc.stdout
+
+    doc = json.loads(fleet(fake, "--json").stdout)
+    assert doc["mode"] == "all-nodes" and doc["status"] == "inconsistent"
+    status = {n["hostname"]: n["status"] for n in doc["nodes"]}
+    assert status == {"node1": "consistent", "node2": "consistent", "node3": "inconsistent"}
+    node3 = next(n for n in doc["nodes"] if n["hostname"] == "node3")
+    assert [f["check"] for f in node3["report"]["findings"]] == ["ipvs-backend-missing"]
+
+
+def test_silent_node_and_down_node_are_named(fake):
+    def answer(node, sample):
+        return (None, "", "") if node.startswith("n2") else ("complete", HEALTHY, "")
+    FakeSwarm(fake, answer)
+    fake.routes["/nodes"].append({"ID": "n4dddd", "Description": {"Hostname": "node4"},
+                                  "Status": {"State": "down"}, "Spec": {"Availability": "active"}})
+    proc = fleet(fake, "--timeout", "3")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert [c.strip() for c in row(proc.stdout, "node2")] == ["node2", "no answer", "no answer",
+                                                              "no answer"]
+    assert row(proc.stdout, "node4")[1].strip() == "not asked"
+    assert "ssd: not checked: node node2: no answer within 3 s (task running)" in proc.stderr
+    assert "ssd: not checked: node node4: is down: swarm cannot run ssd there" in proc.stderr
+    assert "Swarm check: 2 of 3 nodes answered" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_drained_node_is_a_note_not_a_failure(fake):
+    FakeSwarm(fake, healthy)
+    fake.routes["/nodes"].append({"ID": "n4dddd", "Description": {"Hostname": "node4"},
+                                  "Status": {"State": "ready"}, "Spec": {"Availability": "drain"}})
+    proc = fleet(fake)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert row(proc.stdout, "node4")[1].strip() == "not asked"
+
+
+def test_member_error_is_the_reason(fake):
+    def answer(node, sample):
+        if node.startswith("n2"):
+            return "failed", json.dumps(ssd.error_document("cannot enter /var/run/docker/netns/x")), ""
+        return "complete", HEALTHY, ""
+    FakeSwarm(fake, answer)
+    proc = fleet(fake)
+    assert proc.returncode == 2
+    assert "ssd: not checked: node node2: cannot enter /var/run/docker/netns/x" in proc.stderr
+
+
+def test_gossip_rides_along_without_a_second_service(fake):
+    swarm = FakeSwarm(fake, healthy)
+    proc = fleet(fake, "--gossip")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "network ov2: OK: 3 node(s) agree" in proc.stdout
+    assert "network ingress: OK: 3 node(s) agree" in proc.stdout
+    assert len(swarm.created) == 1
+
+
+def test_gossip_divergence_is_resampled_by_gossip_services(fake):
+    view = json.loads(HEALTHY)["gossip"][NETS["ov2"]]
+    other = copy.deepcopy(view["state"])
+    other["peers"] = other["peers"][:-1]  # node3 has lost a peer, in every sample
+    diverged = {**view, "state": other, "digest": ssd.gossip_digest(other)}
+
+    def answer(node, sample):
+        if sample == 0:
+            doc = json.loads(HEALTHY)
+            if node.startswith("n3"):
+                doc["gossip"][NETS["ov2"]] = diverged
+            return "complete", json.dumps(doc), ""
+        hashed = diverged if node.startswith("n3") else view
+        return "complete", json.dumps({**hashed, "node": {"id": node, "hostname": NODES[node]}}), ""
+    swarm = FakeSwarm(fake, answer)
+    proc = fleet(fake, "--gossip")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "network ov2: DIVERGED" in proc.stdout and "views diverge on ov2" in proc.stdout
+    assert len(swarm.created) == 1 + (ssd.GOSSIP_TRIES - 1)
+    assert swarm.created[1]["TaskTemplate"]["ContainerSpec"]["Args"] == [NETS["ov2"], "gossip-hash",
+                                                                         "--json"]
+    assert not swarm.services
+
+
+def test_snapshot_dir_holds_every_node_and_replays(fake, tmp_path):
+    def answer(node, sample):
+        text = member_answer(drop_backend if node.startswith("n3") else None, snapshot=True)
+        return "complete", text, ""
+    swarm = FakeSwarm(fake, answer)
+    target = tmp_path / "case"
+    proc = fleet(fake, "--snapshot-dir", str(target))
+    assert proc.returncode == 1, proc.stderr
+    assert "--snapshot" in swarm.created[0]["TaskTemplate"]["ContainerSpec"]["Args"]
+    assert sorted(p.name for p in target.iterdir()) == ["node1.json", "node2.json", "node3.json"]
+    for host, code in (("node1", 0), ("node3", 1)):
+        replay = subprocess.run([sys.executable, str(ROOT / "ssd.py"), "--from", str(target / f"{host}.json")],
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert replay.returncode == code, replay.stdout + replay.stderr
+
+
+@pytest.mark.parametrize("answer, state, code", [(healthy, "OK", 0), (fault_on_node3, "CRITICAL", 2)])
+def test_nagios(fake, answer, state, code):
+    FakeSwarm(fake, answer)
+    proc = fleet(fake, "--nagios")
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    line = proc.stdout.strip()
+    assert line.startswith(f"SSD {state} - ") and "\n" not in line
+    assert "nodes=3" in line and "nodes_answered=3" in line
+    if code:
+        assert "on node3: ipvs-backend-missing" in line
+
+
+def test_interrupted_fleet_removes_its_service(fake):
+    swarm = FakeSwarm(fake, lambda node, sample: (None, "", ""))
+    proc = fleet(fake, "--timeout", "60", popen=True)
+    deadline = time.monotonic() + 30
+    while not swarm.created and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2, err
+    assert "interrupted (its service was removed)" in err
+    assert not swarm.services
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--gossip"], "--gossip goes with --all-nodes"),
+    (["--snapshot-dir", "x"], "--snapshot-dir goes with --all-nodes"),
+    (["--all-nodes", "--snapshot", "x.json"], "--snapshot is not for --all-nodes"),
+    (["--all-nodes", "--from", "x.json"], "--from is not for --all-nodes"),
+    (["--all-nodes", "--prometheus", "{tmp}/ssd.prom"], "--prometheus is not for --all-nodes"),
+    (["--all-nodes", "ov2", "gossip-consistency"], "--all-nodes is a mode of its own"),
+])
+def test_misuse_is_one_line(tmp_path, args, message):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    proc = subprocess.run([sys.executable, str(ROOT / "ssd.py"), "-H", "unix:///nonexistent.sock", *args],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("ssd: error: " + message) and proc.stderr.count("\n") == 1
+    assert not (tmp_path / "ssd.prom").exists()
+
+
+def test_worker_is_refused(fake):
+    FakeSwarm(fake, healthy)
+    fake.routes["/info"]["Swarm"]["ControlAvailable"] = False
+    proc = fleet(fake)
+    assert proc.returncode == 2
+    assert proc.stderr == "ssd: error: --all-nodes starts a service on every node: run it on a manager\n"
+
+
+# --- tier 2: the per-node command on real namespaces ---------------------------------------
+
+def test_member_prints_one_line_with_the_node_report(node, engine):
+    member = node.ssd(engine.url, "--settle", "0", "ov2", "fleet-member", "--json", "--snapshot", "-")
+    assert member.returncode == 0, member.stderr
+    assert member.stdout.count("\n") == 1
+    answer = json.loads(member.stdout)
+    plain = node.ssd(engine.url, "--settle", "0", "--json", "ov2")
+    report = json.loads(plain.stdout)
+    assert answer["format"] == ssd.FLEET_ANSWER
+    assert answer["report"]["status"] == report["status"]
+    assert [n["name"] for n in answer["report"]["networks"]] == [n["name"] for n in report["networks"]]
+    assert answer["snapshot"]["format"] == ssd.SNAPSHOT_FORMAT and answer["snapshot"]["samples"]
+    ov2 = next(n["id"] for n in report["networks"] if n["name"] == "ov2")
+    assert answer["gossip"][ov2]["instantiated"] is True
