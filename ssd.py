@@ -191,8 +191,10 @@ CHECKS: dict[str, CheckInfo] = {
 class KnownIssue:
     """An engine bug that produces a finding, from the moby source and issue tracker.
 
-    Only entries checked against the source or the tracker (shared/docs/datapath.md, section 8),
-    each with its link. affected: [first, fixed) release ranges where the source has the bug."""
+    Only entries checked against the moby source (shared/docs/datapath.md, section 8) or the
+    issue tracker, each with its link. affected: [first, fixed) release ranges where the source
+    has the bug, or, for a report without a known fix, the releases it was reported on (an
+    open report runs to 999)."""
     ref: str
     url: str
     checks: frozenset[str]
@@ -224,6 +226,42 @@ KNOWN_ISSUES = (
         "moby#33790", "https://github.com/moby/moby/issues/33790",
         frozenset({"ipvs-backend-stale"}), (((17, 3, 0), (18, 4, 0)),), None,
         "an exited task's IP can stay a destination (reported on 17.03-18.03, still open)"),
+    KnownIssue(
+        "moby/swarmkit#2937", "https://github.com/moby/swarmkit/issues/2937",
+        frozenset({"ingress-filter-missing", "ingress-dnat-missing", "mark-missing", "ipvs-service-missing"}),
+        (((18, 6, 0), (29, 7, 0)),), "29.7.0 (moby#51657)",
+        "after --update-order start-first, --publish-add dropped the service's published ports "
+        "until dockerd restarted (the report of what moby#51656 explains)"),
+    KnownIssue(
+        "moby#35082", "https://github.com/moby/moby/issues/35082",
+        frozenset({"sysctl"}), (((17, 9, 0), (20, 10, 0)),), "20.10.0 (libnetwork#2491)",
+        "stalls under many parallel connections: the load balancer lacked conn_reuse_mode=0, "
+        "expire_nodest_conn=1, expire_quiescent_template=1"),
+    KnownIssue(
+        "moby#35675", "https://github.com/moby/moby/issues/35675",
+        frozenset({"ipvs-backend-stale"}), (((17, 9, 0), (17, 10, 0)),), None,
+        "traffic for one service's VIP went to another service's task (reported on 17.09)"),
+    KnownIssue(
+        "moby#25985", "https://github.com/moby/moby/issues/25985",
+        frozenset({"ipvs-backend-stale"}), (((1, 12, 0), (1, 13, 0)),), None,
+        "after service updates, old task IPs stayed in the VIP's destinations and requests went "
+        "to the wrong containers (reported on 1.12)"),
+    KnownIssue(
+        "moby#28564", "https://github.com/moby/moby/issues/28564",
+        frozenset({"ipvs-service-missing"}), (((1, 12, 0), (1, 13, 0)),), None,
+        "some VIPs timed out: dockerd logged 'Failed to create real server ... fwmark: no such "
+        "process' (reported on 1.12)"),
+    KnownIssue(
+        "moby#45089", "https://github.com/moby/moby/issues/45089",
+        frozenset({"ingress-dnat-missing", "ingress-filter-missing", "mark-missing"}),
+        (((23, 0, 0), (999, 0, 0)),), None,
+        "some published ports do not open on some nodes, different ports on different nodes "
+        "(reported on 23.0.1, open)"),
+    KnownIssue(
+        "moby#46636", "https://github.com/moby/moby/issues/46636",
+        frozenset({"iptables-split-brain"}), (((24, 0, 0), (999, 0, 0)),), None,
+        "with iptables-legacy as the host's default, swarm's published ports do not work: "
+        "rules land in both backends (reported on 24.0, open)"),
 )
 
 

@@ -531,17 +531,27 @@ def refs(check: str, version: str) -> dict[str, bool]:
 
 
 @pytest.mark.parametrize("check,version,expected", [
-    ("ingress-dnat-missing", "28.5.2+dfsg4", {"moby#51656": True, "firewalld/firewalld#503": True}),
-    ("ingress-dnat-missing", "29.0.1", {"moby#51656": True, "firewalld/firewalld#503": False}),
-    ("ingress-dnat-missing", "29.7.0", {"moby#51656": False, "firewalld/firewalld#503": False}),
+    ("ingress-dnat-missing", "28.5.2+dfsg4", {"moby#51656": True, "firewalld/firewalld#503": True,
+                                              "moby/swarmkit#2937": True, "moby#45089": True}),
+    ("ingress-dnat-missing", "29.0.1", {"moby#51656": True, "firewalld/firewalld#503": False,
+                                        "moby/swarmkit#2937": True, "moby#45089": True}),
+    ("ingress-dnat-missing", "29.7.0", {"moby#51656": False, "firewalld/firewalld#503": False,
+                                        "moby/swarmkit#2937": False, "moby#45089": True}),
+    ("ingress-dnat-missing", "20.10.24", {"moby#51656": True, "firewalld/firewalld#503": True,
+                                          "moby/swarmkit#2937": True}),
     ("ingress-jump-missing", "25.0.12", {"firewalld/firewalld#503": True}),
     ("ingress-jump-missing", "25.0.13", {"firewalld/firewalld#503": False}),  # the backport
     ("mark-missing", "18.03.1-ce", {}),  # before the load-balancer sandbox: not that bug
     ("ipvs-backend-weight", "20.10.24+dfsg1", {"moby#41896": True}),
     ("ipvs-backend-weight", "29.1.0", {}),  # no confirmed fix: nothing claimed either way
-    ("ipvs-backend-stale", "17.09.0-ce", {"moby#33790": True}),
+    ("ipvs-backend-stale", "17.09.0-ce", {"moby#33790": True, "moby#35675": True}),
+    ("ipvs-backend-stale", "1.12.6", {"moby#25985": True}),
     ("ipvs-backend-stale", "28.5.2", {}),
-    ("sysctl", "20.10.24", {}),
+    ("ipvs-service-missing", "1.12.6", {"moby#28564": True}),
+    ("sysctl", "19.03.15", {"moby#35082": True}),
+    ("sysctl", "20.10.24", {"moby#35082": False}),  # the engine sets them: something rewrote it
+    ("iptables-split-brain", "24.0.7", {"moby#46636": True}),
+    ("iptables-split-brain", "20.10.24", {}),
     ("ingress-dnat-missing", "not a version", {}),
 ])
 def test_known_issues_by_check_and_engine(check, version, expected):
@@ -549,6 +559,7 @@ def test_known_issues_by_check_and_engine(check, version, expected):
 
 
 def test_every_known_issue_names_real_checks_and_links():
+    assert len({issue.ref for issue in ssd.KNOWN_ISSUES}) == len(ssd.KNOWN_ISSUES) >= 10
     for issue in ssd.KNOWN_ISSUES:
         assert issue.checks <= set(ssd.CHECKS), issue.ref
         assert issue.url.startswith("https://github.com/") and issue.ref.split("#")[1] in issue.url

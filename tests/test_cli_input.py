@@ -264,6 +264,7 @@ def test_a_finding_names_the_engine_bugs_it_may_be():
     example = str(REPO / "examples" / "missing-dnat-node2.json")  # engine 28.5.2
     [finding] = json.loads(run("--json", "--from", example).stdout)["findings"]
     assert {k["ref"]: k["affects_this_engine"] for k in finding["known_issues"]} == {
-        "moby#51656": True, "firewalld/firewalld#503": True}
+        "moby#51656": True, "firewalld/firewalld#503": True, "moby/swarmkit#2937": True,
+        "moby#45089": True}
     text = run("--from", example).stdout
     assert "known engine bug firewalld/firewalld#503, fixed in 29.0.0" in text

@@ -166,11 +166,13 @@ def force_web() -> None:
     update_web("--force")
 
 
-RESTART_DOCKERD = (
-    "pkill -TERM -x dockerd; for _ in $(seq 120); do pgrep -x dockerd >/dev/null || break; sleep 1; done; "
+STOP_DOCKERD = ("pkill -TERM -x dockerd; "
+                "for _ in $(seq 120); do pgrep -x dockerd >/dev/null || break; sleep 1; done; ")
+START_DOCKERD = (
     "DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 setsid dockerd "
     "--containerd=/run/containerd/containerd.sock >>/var/log/dockerd.log 2>&1 </dev/null & "
     "for _ in $(seq 300); do docker info >/dev/null 2>&1 && break; sleep 1; done; docker info >/dev/null")
+RESTART_DOCKERD = STOP_DOCKERD + START_DOCKERD
 
 
 def job() -> None:
