@@ -1,0 +1,102 @@
+"""Tier 3: fleet mode (--all-nodes) on the real 3-node swarm, from the ssd container on node1.
+
+One command on the manager runs the node check on every node through one short-lived
+service: it must find a fault injected on node3 and name node3 only, and name a node whose
+dockerd is stopped as not answering. The timings and the text of the run with the fault go
+to lab/state/fleet.json (the README's example output comes from there).
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from test_lab import SHARE, facts, faults, in_ns, sh
+from test_lab_gossip import LEFTOVERS, container
+from test_lab_ordinary import UPDATED, wait
+from test_lab_soak import SEED, START_DOCKERD, STOP_DOCKERD, wait_converged
+
+pytestmark = [pytest.mark.lab, pytest.mark.image]
+
+REPORT = SHARE.parent.parent / "fleet.json"
+FIGURES: dict[str, object] = {}
+
+
+def fleet(args: str) -> tuple[int, dict, float]:
+    started = time.monotonic()
+    code, out, err = container(1, "--all-nodes --json " + args)
+    elapsed = time.monotonic() - started
+    try:
+        doc = json.loads(out)
+    except json.JSONDecodeError:
+        pytest.fail(f"--all-nodes printed no JSON (exit {code}): {err}")
+    assert {"consistent": 0, "inconsistent": 1, "incomplete": 2}[doc["status"]] == code
+    assert sh(1, LEFTOVERS).strip() == "", "an ssd service was left behind"
+    return code, doc, elapsed
+
+
+def statuses(doc: dict) -> dict[str, str]:
+    return {n["hostname"]: n["status"] for n in doc["nodes"]}
+
+
+def record(key: str, value: object) -> None:
+    FIGURES[key] = value
+    REPORT.write_text(json.dumps(FIGURES, indent=2) + "\n")
+
+
+def test_fleet_healthy_with_gossip(ssd_image):
+    code, doc, elapsed = fleet("--gossip")
+    assert code == 0, doc
+    assert statuses(doc) == {"node1": "consistent", "node2": "consistent", "node3": "consistent"}
+    for node in doc["nodes"]:  # each node really read its own datapath
+        report = node["report"]
+        assert report["node"]["hostname"] == node["hostname"]
+        ov2 = next(n for n in report["networks"] if n["name"] == "ov2")
+        assert ov2["checked"] and ov2["namespace"].startswith("lb_"), report
+        assert report["host_ingress"]["checked"] and "8080/tcp" in report["host_ingress"]["ports"]
+    assert sorted((g["network"], g["status"]) for g in doc["gossip"]) == [
+        ("ingress", "consistent"), ("ov2", "consistent")]
+    record("healthy_gossip_seconds", round(elapsed, 1))
+    assert elapsed < 180
+
+
+def test_fleet_finds_a_fault_on_node3_only(ssd_image):
+    ns, inject, undo = faults(facts(3))["mark-missing"]
+    sh(3, in_ns(ns, inject))
+    try:
+        code, doc, elapsed = fleet("--settle 1")
+        text = container(1, "--all-nodes --settle 1")
+    finally:
+        sh(3, in_ns(ns, undo))
+    assert code == 1, doc
+    assert statuses(doc) == {"node1": "consistent", "node2": "consistent", "node3": "inconsistent"}
+    node3 = next(n for n in doc["nodes"] if n["hostname"] == "node3")
+    assert {f["check"] for f in node3["report"]["findings"]} == {"mark-missing"}
+    assert text[0] == 1
+    rows = {line.split()[0]: line.split()[1:] for line in text[1].splitlines()
+            if line.startswith("node")}
+    assert rows["node3"][:2] == ["FAIL", "1"] and rows["node1"][0] == rows["node2"][0] == "OK"
+    record("fault_seconds", round(elapsed, 1))
+    record("fault_text", text[1])
+
+
+def test_fleet_names_a_node_whose_dockerd_is_stopped(ssd_image):
+    sh(3, STOP_DOCKERD)
+    try:
+        code, doc, elapsed = fleet("--timeout 60")
+        nagios = container(1, "--all-nodes --nagios --timeout 60")
+    finally:
+        sh(3, START_DOCKERD)
+        wait(1, "docker node ls --format '{{.Hostname}} {{.Status}}' | grep -q 'node3 Ready'")
+        for name in SEED:  # swarm moved node3's tasks away: spread them back
+            sh(1, f"docker service update -d --force {name} >/dev/null")
+            wait(1, UPDATED.replace("web", name))
+        wait_converged(SEED)
+    assert code == 2, doc
+    assert statuses(doc)["node1"] == statuses(doc)["node2"] == "consistent"
+    assert statuses(doc)["node3"] in ("no-answer", "not-asked")
+    assert any(e["scope"] == "node node3" for e in doc["errors"]), doc["errors"]
+    assert nagios[0] == 1 and nagios[1].startswith("SSD WARNING - "), nagios
+    assert "node node3" in nagios[1]
+    record("stopped_node_seconds", round(elapsed, 1))
+    record("stopped_node_nagios", nagios[1])
