@@ -81,7 +81,7 @@ import subprocess
 import textwrap
 import time
 from dataclasses import dataclass, field
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
@@ -384,6 +384,12 @@ class EngineModel:
         return self.era == "per-container"
 
     @property
+    def lb_location(self) -> str:
+        """Where a network's load balancer lives: 'named' (lb_<id> / ingress_sbox, 18.09+),
+        'by-address' (18.06: a random sandbox name; found by its LB IP) or 'per-container'."""
+        return {"lb-sandbox": "named", "lb-sandbox-18.06": "by-address"}.get(self.era, "per-container")
+
+    @property
     def mark_chain(self) -> str:
         return "OUTPUT" if self.per_container else "INPUT"
 
@@ -520,6 +526,33 @@ class Finding:
                 "service": self.service, "subject": self.subject, "message": self.message,
                 "expected": self.expected, "actual": self.actual, "hint": self.hint,
                 "action": self.action, "known_issues": self.known_issues}
+
+
+@dataclass
+class LoadBalancer:
+    """Where one network's load balancer lives on this node and what it should carry."""
+    network: NetworkView
+    datapath: Datapath
+    lb_ip: str | None
+    expect_aliases: bool
+
+
+@dataclass
+class NodeState:
+    """One sample of this node, collected: all that the checks read (they do no I/O)."""
+    model: EngineModel
+    netns_dir: str
+    views: list[NetworkView]  # the networks asked about, instantiated here or not
+    lbs: list[LoadBalancer] = field(default_factory=list)  # every load balancer read
+    lb_not_found: list[str] = field(default_factory=list)  # IDs of networks whose LB was not found
+    swarm_tasks: dict[str, SwarmTask] | None = None  # /tasks: managers only
+    ingress: NetworkView | None = None  # set when ingress publishes ports: host and tasks were read
+    host: Datapath | None = None
+    gw_ip: str | None = None  # ingress_sbox's docker_gwbridge address
+    task_datapaths: dict[str, Datapath] = field(default_factory=dict)  # ingress tasks' sandboxes
+
+    def datapaths(self) -> list[Datapath]:
+        return [lb.datapath for lb in self.lbs] + ([self.host] if self.host is not None else [])
 
 
 @dataclass
@@ -1699,6 +1732,53 @@ def leftover_jobs(engine: Engine, notes: list[str]) -> None:
 # Checks: pure functions, views in, findings out. No I/O below this line until reports.
 # --------------------------------------------------------------------------------------
 
+# Every check is one function, registered with the ids it reports, the scope it runs on and the
+# parts of a namespace's datapath it reads; run_checks() runs them all on one NodeState. A part
+# that could not be read (None: no IPVS in this kernel, no iptables binary...) skips the checks
+# that need it, and the reason is already a Problem. To add a check: write fn(subject, state),
+# decorate it with @register_check, add its ids to CHECKS (and README's table).
+
+SCOPES: dict[str, Callable[[NodeState], list[tuple[Any, Datapath | None]]]] = {
+    "node": lambda st: [(st, None)],  # once per run
+    "network": lambda st: [(v, None) for v in st.views if v.instantiated],
+    "lb": lambda st: [(lb, lb.datapath) for lb in st.lbs],  # each load-balancer namespace
+    "datapath": lambda st: [(dp, dp) for dp in st.datapaths()],  # every namespace read, host too
+    "host": lambda st: [(st.host, st.host)] if st.host is not None and st.ingress is not None else [],
+    "ingress-tasks": lambda st: [(st.ingress, None)] if st.ingress is not None else [],
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    ids: tuple[str, ...]
+    scope: str
+    needs: tuple[str, ...]  # Datapath fields it reads: ipvs, rules, addresses, sysctls
+    run: Callable[[Any, NodeState], list[Finding]]
+
+
+REGISTRY: list[Check] = []
+
+
+def register_check(*ids: str, scope: str, needs: tuple[str, ...] = ()):
+    unknown = [i for i in ids if i not in CHECKS] + ([scope] if scope not in SCOPES else [])
+    if unknown:
+        raise ValueError(f"register_check: unknown check id or scope {unknown}")
+
+    def register(fn: Callable[[Any, NodeState], list[Finding]]):
+        REGISTRY.append(Check(ids, scope, needs, fn))
+        return fn
+    return register
+
+
+def run_checks(state: NodeState) -> list[Finding]:
+    findings: list[Finding] = []
+    for check in REGISTRY:
+        for subject, dp in SCOPES[check.scope](state):
+            if dp is None or all(getattr(dp, part) is not None for part in check.needs):
+                findings += check.run(subject, state)
+    return findings
+
+
 def _hint_ipvs(ns_path: str, service: str | None) -> str:
     cmd = f"nsenter --net={ns_path} ipvsadm -Ln"
     return f"{cmd}; docker service update --force {service}" if service else cmd
@@ -1709,10 +1789,11 @@ def _hint_rules(ns_path: str | None, table: str) -> str:
     return f"{prefix}iptables-save -t {table}"
 
 
-def check_fwmark_duplicates(networks: list[NetworkView]) -> list[Finding]:
+@register_check("fwmark-duplicate", scope="node")
+def check_fwmark_duplicates(_: NodeState, state: NodeState) -> list[Finding]:
     """Every (network, service) pair of this node must have its own LocalLBIndex."""
     owners: dict[int, list[tuple[str, str]]] = {}
-    for net in networks:
+    for net in state.views:
         for svc in net.services.values():
             if svc.fwmark and svc.vip and svc.tasks:
                 owners.setdefault(svc.fwmark, []).append((net.name, svc.name))
@@ -1733,11 +1814,12 @@ def lb_namespace_name(view: NetworkView) -> str:
     return "ingress_sbox" if view.ingress else f"lb_{view.id[:9]}"
 
 
-def check_lb_namespace_present(view: NetworkView, model: EngineModel, netns_dir: str,
-                               found: bool) -> list[Finding]:
+@register_check("lb-namespace-missing", scope="network")
+def check_lb_namespace_present(view: NetworkView, state: NodeState) -> list[Finding]:
     """Since 18.06 a network with VIP services has one LB namespace on every node that has it."""
-    if found or model.per_container or not view.vip_services():
+    if view.id not in state.lb_not_found or state.model.per_container or not view.vip_services():
         return []
+    netns_dir = state.netns_dir
     name = lb_namespace_name(view)
     path = os.path.join(netns_dir, name)
     return [Finding("lb-namespace-missing", f"network {view.name} has VIP services but no "
@@ -1746,41 +1828,56 @@ def check_lb_namespace_present(view: NetworkView, model: EngineModel, netns_dir:
                     hint=f"ls {netns_dir}; docker network inspect -v {view.name}")]
 
 
-@dataclass
-class LoadBalancer:
-    """Where one network's load balancer lives on this node and what it should carry."""
-    network: NetworkView
-    datapath: Datapath
-    lb_ip: str | None
-    expect_aliases: bool
+IPVS_IDS = ("ipvs-service-missing", "ipvs-service-stale", "ipvs-service-config", "ipvs-backend-missing",
+            "ipvs-backend-stale", "ipvs-backend-weight", "ipvs-backend-forwarding")
 
 
-def check_load_balancer(lb: LoadBalancer, model: EngineModel,
-                        swarm_tasks: dict[str, SwarmTask] | None) -> list[Finding]:
-    """Compare one LB namespace (lb_<id>, ingress_sbox or an era-A container) with the view."""
-    net, dp = lb.network, lb.datapath
-    findings: list[Finding] = []
-    where = {"network": net.name, "namespace": dp.name}
-    services = net.vip_services()
-    if dp.ipvs is not None:
-        findings += _check_ipvs(net, dp, services, swarm_tasks)
-    if dp.rules is not None:
-        findings += _check_vip_marks(net, dp, services, model.mark_chain)
-        if net.ingress:
-            findings += _check_port_marks(net, dp, services)
-        if not net.dsr and services and dp.ipvs is not None:
-            # The SNAT rule needs the kernel's ipvs match: where IPVS is missing it cannot exist.
-            findings += _check_snat(net, dp, lb.lb_ip)
-    if lb.expect_aliases and dp.addresses is not None:
-        findings += _check_aliases(net, dp, services, lb.lb_ip)
-    if dp.ipvs is not None and dp.sysctls is not None and services:
-        for name, want in model.lb_sysctls(nat_mode=not net.dsr).items():
-            have = dp.sysctls.get(name)
-            if have != want:
-                findings.append(Finding(
-                    "sysctl", f"net.ipv4.vs.{name} is {have} in {dp.name}, engine "
-                    f"{model.version} sets {want}", subject=name, expected=want, actual=have,
-                    hint=f"nsenter --net={dp.path} sysctl net.ipv4.vs", **where))
+@register_check(*IPVS_IDS, scope="lb", needs=("ipvs",))
+def check_ipvs(lb: LoadBalancer, state: NodeState) -> list[Finding]:
+    """Each VIP service's IPVS firewall-mark service and its destinations, and no others."""
+    return _check_ipvs(lb.network, lb.datapath, lb.network.vip_services(), state.swarm_tasks)
+
+
+@register_check("mark-missing", "mark-stale", "mark-conflict", scope="lb", needs=("rules",))
+def check_marks(lb: LoadBalancer, state: NodeState) -> list[Finding]:
+    """The MARK rules of each VIP, and in ingress of each published port."""
+    net, dp, services = lb.network, lb.datapath, lb.network.vip_services()
+    findings = _check_vip_marks(net, dp, services, state.model.mark_chain)
+    if net.ingress:
+        findings += _check_port_marks(net, dp, services)
+    return findings
+
+
+@register_check("snat-missing", scope="lb", needs=("rules", "ipvs"))
+def check_snat(lb: LoadBalancer, state: NodeState) -> list[Finding]:
+    """NAT mode's SNAT rule (it needs the kernel's ipvs match: without IPVS it cannot exist)."""
+    if lb.network.dsr or not lb.network.vip_services():
+        return []
+    return _check_snat(lb.network, lb.datapath, lb.lb_ip)
+
+
+@register_check("vip-alias-missing", "vip-alias-stale", scope="lb", needs=("addresses",))
+def check_aliases(lb: LoadBalancer, state: NodeState) -> list[Finding]:
+    """Each VIP as a /32 alias on the load-balancer interface (not in per-container era)."""
+    if not lb.expect_aliases:
+        return []
+    return _check_aliases(lb.network, lb.datapath, lb.network.vip_services(), lb.lb_ip)
+
+
+@register_check("sysctl", scope="lb", needs=("ipvs", "sysctls"))
+def check_sysctls(lb: LoadBalancer, state: NodeState) -> list[Finding]:
+    """The IPVS sysctls this engine version sets in its load-balancer namespaces."""
+    net, dp, model = lb.network, lb.datapath, state.model
+    if not net.vip_services():
+        return []
+    findings = []
+    for name, want in model.lb_sysctls(nat_mode=not net.dsr).items():
+        have = (dp.sysctls or {}).get(name)
+        if have != want:
+            findings.append(Finding(
+                "sysctl", f"net.ipv4.vs.{name} is {have} in {dp.name}, engine "
+                f"{model.version} sets {want}", network=net.name, namespace=dp.name, subject=name,
+                expected=want, actual=have, hint=f"nsenter --net={dp.path} sysctl net.ipv4.vs"))
     return findings
 
 
@@ -2021,7 +2118,8 @@ def _check_aliases(net: NetworkView, dp: Datapath, services: list[ServiceView],
     return findings
 
 
-def check_split_brain(dp: Datapath) -> list[Finding]:
+@register_check("iptables-split-brain", scope="datapath")
+def check_split_brain(dp: Datapath, state: NodeState) -> list[Finding]:
     if len(dp.backends_with_docker_chains) < 2:
         return []
     return [Finding("iptables-split-brain", f"Docker chains exist in both iptables backends "
@@ -2043,9 +2141,12 @@ def published_ports(ingress: NetworkView) -> PortUsers:
     return out
 
 
-def check_host_ingress(ingress: NetworkView, host: Datapath, gw_ip: str | None,
-                       model: EngineModel) -> list[Finding]:
+@register_check("ingress-dnat-missing", "ingress-dnat-stale", "ingress-dnat-target",
+                "ingress-filter-missing", "ingress-jump-missing", scope="host", needs=("rules",))
+def check_host_ingress(host: Datapath, state: NodeState) -> list[Finding]:
     """The host's DOCKER-INGRESS DNAT/filter rules and the jumps into them."""
+    ingress, gw_ip, model = state.ingress, state.gw_ip, state.model
+    assert ingress is not None  # the host scope runs only with ingress publishing ports
     rules = host.rules or {}
     where = {"network": ingress.name, "namespace": "host"}
     ports = published_ports(ingress)
@@ -2118,9 +2219,10 @@ def _check_ingress_jumps(rules: Ruleset, model: EngineModel, where: dict) -> lis
     return findings
 
 
-def check_task_redirects(ingress: NetworkView, task_datapaths: dict[str, Datapath]
-                         ) -> list[Finding]:
+@register_check("task-redirect-missing", scope="ingress-tasks")
+def check_task_redirects(ingress: NetworkView, state: NodeState) -> list[Finding]:
     """Each local task on ingress: nat PREROUTING -d <ip> --dport P -j REDIRECT --to-ports T."""
+    task_datapaths = state.task_datapaths
     findings = []
     by_endpoint = {t.endpoint_id: (svc, t) for svc in ingress.vip_services() for t in svc.tasks}
     for key, dp in task_datapaths.items():
@@ -2317,15 +2419,14 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
         if ipv6:
             notes.append(f"network {view.name}: service(s) {', '.join(ipv6)} have an IPv6 VIP; "
                          "libnetwork's load balancer is IPv4-only, so ssd does not check them")
-    findings: list[Finding] = check_fwmark_duplicates(views)
+    state = NodeState(model, collector.netns_dir, views, swarm_tasks=swarm_tasks)
     results: list[NetworkResult] = []
     blind = why_blind(collector, node, views)
     if blind:
         problems.append(Problem(blind[0], blind[1]))
         for view in views:
             results.append(NetworkResult(view, None, False, "not checked: " + blind[0]))
-        return RunResult(node, results, findings, problems, notes, [], False)
-    lbs: list[LoadBalancer] = []
+        return RunResult(node, results, run_checks(state), problems, notes, [], False)
     ingress_dp: Datapath | None = None
     for view in views:
         if not view.instantiated:
@@ -2334,7 +2435,7 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
             continue
         planned = plan_load_balancers(collector, view, model, problems)
         if not planned:
-            findings += check_lb_namespace_present(view, model, collector.netns_dir, found=False)
+            state.lb_not_found.append(view.id)
             results.append(NetworkResult(view, None, True))
             continue
         result = NetworkResult(view, ", ".join(os.path.basename(p) for p, _ in planned), True)
@@ -2346,30 +2447,25 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
                 continue
             _datapath_problems(dp, f"network {view.name}", problems)
             result.partial |= dp.partial
-            findings += check_split_brain(dp)
-            lbs.append(LoadBalancer(view, dp, lb_ip, expect_aliases=not model.per_container))
+            state.lbs.append(LoadBalancer(view, dp, lb_ip, expect_aliases=not model.per_container))
             if view.ingress:
                 ingress_dp = dp
         results.append(result)
-    for lb in lbs:
-        findings += check_load_balancer(lb, model, swarm_tasks)
 
     host_ports: list[tuple[str, str]] = []
-    host_checked = False
     ingress = next((v for v in views if v.ingress and v.instantiated), None)
     if ingress is not None and published_ports(ingress):
-        host = collector.datapath("", want_ipvs=False)
-        _datapath_problems(host, "host", problems)
-        findings += check_split_brain(host)
-        if host.rules is not None:
-            host_checked = True
-            gw_ip = gateway_ip(collector, ingress_dp, ingress)
-            findings += check_host_ingress(ingress, host, gw_ip, model)
+        state.ingress = ingress
+        state.host = collector.datapath("", want_ipvs=False)
+        _datapath_problems(state.host, "host", problems)
+        if state.host.rules is not None:
+            state.gw_ip = gateway_ip(collector, ingress_dp, ingress)
             host_ports = [(users[0][1].label(), ", ".join(s.name for s, _ in users))
                           for _, users in sorted(published_ports(ingress).items(),
                                                  key=lambda kv: (kv[0][1], kv[0][0] or ""))]
-        findings += check_task_redirects(ingress, read_task_datapaths(collector, ingress, problems))
-    return RunResult(node, results, findings, problems, notes, host_ports, host_checked)
+        state.task_datapaths = read_task_datapaths(collector, ingress, problems)
+    host_checked = state.host is not None and state.host.rules is not None
+    return RunResult(node, results, run_checks(state), problems, notes, host_ports, host_checked)
 
 
 def why_blind(collector: Collector, node: NodeInfo, views: list[NetworkView]
@@ -2412,10 +2508,10 @@ def plan_load_balancers(collector: Collector, view: NetworkView, model: EngineMo
     """(namespace path, LB IP) pairs to read for this network on this engine."""
     lb_ep = view.lb_endpoint
     lb_ip = lb_ep.ip if lb_ep else None
-    if view.ingress or model.era == "lb-sandbox":
+    if view.ingress or model.lb_location == "named":
         path = collector.ns_path(lb_namespace_name(view))
         return [(path, lb_ip)] if collector.ns_exists(path) else []
-    if model.era == "lb-sandbox-18.06":
+    if model.lb_location == "by-address":
         path = collector.find_lb_by_address(lb_ip) if lb_ip else None
         return [(path, lb_ip)] if path else []
     # Era A: every local container of the network is its own load balancer.

@@ -28,16 +28,16 @@ class Node:
         self.swarm_tasks = ssd.build_swarm_tasks(tasks_json()) if manager else None
         self.model = MODEL
 
+    def state(self) -> ssd.NodeState:
+        """What run_once would collect from this node, for the same runner it uses."""
+        lbs = [ssd.LoadBalancer(view, dp, view.lb_endpoint.ip, expect_aliases=not self.model.per_container)
+               for view, dp in ((self.ov2, self.lb), (self.ingress, self.sbox))]
+        return ssd.NodeState(self.model, "/var/run/docker/netns", [self.ov2, self.ingress], lbs,
+                             swarm_tasks=self.swarm_tasks, ingress=self.ingress, host=self.host,
+                             gw_ip="172.18.0.2", task_datapaths=self.tasks)
+
     def findings(self) -> list[ssd.Finding]:
-        out = ssd.check_fwmark_duplicates([self.ov2, self.ingress])
-        for view, dp in ((self.ov2, self.lb), (self.ingress, self.sbox)):
-            lb = ssd.LoadBalancer(view, dp, view.lb_endpoint.ip, expect_aliases=True)
-            out += ssd.check_load_balancer(lb, self.model, self.swarm_tasks)
-            out += ssd.check_split_brain(dp)
-        out += ssd.check_host_ingress(self.ingress, self.host, "172.18.0.2", self.model)
-        out += ssd.check_split_brain(self.host)
-        out += ssd.check_task_redirects(self.ingress, self.tasks)
-        return out
+        return ssd.run_checks(self.state())
 
 
 def checks(findings: list[ssd.Finding]) -> list[str]:
@@ -319,13 +319,15 @@ def test_filter_reply_rule_in_either_spelling():
 
 
 def test_lb_namespace_missing():
-    view = network_view("ov2")
-    (finding,) = ssd.check_lb_namespace_present(view, MODEL, "/var/run/docker/netns", found=False)
+    node = Node()
+    state = node.state()
+    state.lbs = [lb for lb in state.lbs if lb.network is not node.ov2]
+    state.lb_not_found = [node.ov2.id]
+    (finding,) = ssd.run_checks(state)
     assert finding.check == "lb-namespace-missing"
     assert finding.expected == "/var/run/docker/netns/lb_oc6rqvyvp"
-    assert ssd.check_lb_namespace_present(view, MODEL, "/var/run/docker/netns", found=True) == []
-    old = ssd.engine_model("17.06.2-ce")
-    assert ssd.check_lb_namespace_present(view, old, "/var/run/docker/netns", found=False) == []
+    state.model = ssd.engine_model("17.06.2-ce")  # every container is its own load balancer
+    assert "lb-namespace-missing" not in checks(ssd.run_checks(state))
 
 
 def test_per_container_era_checks_output_chain_and_no_aliases():
@@ -336,11 +338,13 @@ def test_per_container_era_checks_output_chain_and_no_aliases():
             r.chain = "OUTPUT"
         dp.rules["mangle"]["OUTPUT"] = dp.rules["mangle"].pop("INPUT")
         dp.addresses["eth0"] = [("10.0.1.6", 24)]
-    lb = ssd.LoadBalancer(node.ov2, node.lb, "10.0.1.6", expect_aliases=False)
-    assert ssd.check_load_balancer(lb, node.model, node.swarm_tasks) == []
+    state = node.state()
+    state.lbs, state.host, state.ingress = state.lbs[:1], None, None  # ov2 only
+    state.lbs[0].lb_ip = "10.0.1.6"
+    assert ssd.run_checks(state) == []
     node.lb.rules["mangle"]["INPUT"] = node.lb.rules["mangle"].pop("OUTPUT")
     # Marks in INPUT are not where an 18.03 engine puts them: the VIP mark is missing.
-    assert checks(ssd.check_load_balancer(lb, node.model, node.swarm_tasks)) == ["mark-missing"] * 2  # s1, web
+    assert checks(ssd.run_checks(state)) == ["mark-missing"] * 2  # s1, web
 
 
 # --- engine versions --------------------------------------------------------------------
@@ -572,3 +576,34 @@ def test_known_issue_lines():
     fixed = {k["ref"]: k for k in ssd.known_issues("ingress-dnat-missing", "29.7.0")}
     assert ssd.known_issue_line(fixed["moby#51656"]) == \
         "not moby#51656: this engine has its fix (29.7.0 (moby#51657))"
+
+
+# --- the registry: every check declared once, run by one runner ----------------------------
+
+def test_every_check_id_is_registered_exactly_once():
+    registered = [i for check in ssd.REGISTRY for i in check.ids]
+    assert sorted(registered) == sorted(ssd.CHECKS)
+
+
+def test_a_part_that_could_not_be_read_skips_only_the_checks_that_need_it():
+    node = Node()
+    for dp in (node.lb, node.sbox):
+        dp.ipvs = None  # no IPVS in this kernel: the run says so once, as a Problem
+    drop_rules(node.lb, "mangle", "INPUT", "--set-xmark 0x101")
+    assert checks(node.findings()) == ["mark-missing"]  # marks still checked, no IPVS-based finding
+
+
+def test_a_new_check_is_one_function_and_its_registration(monkeypatch):
+    monkeypatch.setattr(ssd, "REGISTRY", list(ssd.REGISTRY))
+    monkeypatch.setitem(ssd.CHECKS, "toy-check", ssd.CheckInfo("a toy", "nothing"))
+    seen = []
+
+    @ssd.register_check("toy-check", scope="lb", needs=("addresses",))
+    def toy(lb, state):
+        seen.append(lb.datapath.name)
+        return [ssd.Finding("toy-check", "found", namespace=lb.datapath.name)]
+    node = Node()
+    node.sbox.addresses = None
+    assert checks(node.findings()) == ["toy-check"] and seen == [OV2_NS]
+    with pytest.raises(ValueError):
+        ssd.register_check("no-such-id", scope="lb")

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from labkit import ENGINE, SWARMLAB, lab
 
+from ssd import engine_model
+
 pytestmark = pytest.mark.lab
 
 NODES = (1, 2, 3)
@@ -86,7 +88,7 @@ def facts(node: int) -> NodeFacts:
 
 
 def filter_jump_chain() -> str:
-    return "DOCKER-FORWARD" if ENGINE == "28.5" else "FORWARD"
+    return engine_model(f"{ENGINE}.0").filter_jump_chain  # the engine model decides, not the test
 
 
 SBOX = "/var/run/docker/netns/ingress_sbox"
