@@ -2737,6 +2737,11 @@ def fleet_live(args: argparse.Namespace) -> FleetResult:
     if not image:
         raise CheckError("--all-nodes runs ssd on every node as a swarm service: pass --image IMAGE, "
                          "an ssd image every node has or can pull")
+    api = str(engine.api.api_version)
+    if tuple(int(x) for x in api.split(".")[:2]) < (1, 41):
+        raise CheckError(f"--all-nodes needs Engine API 1.41 (Docker 20.10) or newer, to give its "
+                         f"service the capabilities a datapath read needs; this one speaks {api}: "
+                         "run ssd on each node instead")
     notes: list[str] = []
     problems: list[Problem] = []
     leftover_jobs(engine, notes)

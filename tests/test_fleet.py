@@ -264,6 +264,14 @@ def test_misuse_is_one_line(tmp_path, args, message):
     assert not (tmp_path / "ssd.prom").exists()
 
 
+def test_engine_older_than_api_1_41_is_refused(fake):
+    fake.routes["/version"]["ApiVersion"] = "1.40"
+    swarm = FakeSwarm(fake, healthy)
+    proc = fleet(fake)
+    assert proc.returncode == 2 and "needs Engine API 1.41" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and not swarm.created
+
+
 def test_worker_is_refused(fake):
     FakeSwarm(fake, healthy)
     fake.routes["/info"]["Swarm"]["ControlAvailable"] = False
