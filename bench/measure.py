@@ -2,18 +2,21 @@
 # Copyright 2026 The ssd authors. Licensed under the Apache License, Version 2.0.
 """measure - time ssd and the floor on one laid-out size, inside a lab VM.
 
-    measure.py EXEC_ROOT REPS
+    measure.py EXEC_ROOT REPS [profile]
 
 Serves EXEC_ROOT/routes.json as the Engine API on EXEC_ROOT/api.sock (a stand-in: the real
 engine cannot host 10,000 tasks in a VM), then runs, REPS times each and alternately: ssd's
 full check (it must find the laid-out state consistent), the floor (floor.py), and the bare
 `import docker` of ssd's start-up. Prints one JSON line: wall times (s) and peak
-resident memory (KiB, from wait4) per run.
+resident memory (KiB, from wait4) per run. With 'profile', one more ssd run under cProfile:
+its top steps by cumulative time go into the JSON as "profile" (text).
 """
 from __future__ import annotations
 
+import io
 import json
 import os
+import pstats
 import socketserver
 import sys
 import threading
@@ -67,7 +70,16 @@ def timed(cmd: list[str], env: dict) -> tuple[float, int, int]:
     return time.monotonic() - started, usage.ru_maxrss, os.waitstatus_to_exitcode(status)
 
 
-def main(root: Path, reps: int) -> int:
+def profiled(cmd: list[str], env: dict, root: Path) -> str:
+    """The top 25 steps by cumulative time of one ssd run under cProfile."""
+    stats_file = root / "ssd.prof"
+    timed([cmd[0], "-m", "cProfile", "-o", str(stats_file), *cmd[1:]], env)
+    text = io.StringIO()
+    pstats.Stats(str(stats_file), stream=text).sort_stats("cumulative").print_stats(25)
+    return text.getvalue()
+
+
+def main(root: Path, reps: int, profile: bool = False) -> int:
     sock = str(root / "api.sock")
     server = serve(json.loads((root / "routes.json").read_text()), sock)
     env = {**os.environ, "PYTHONPATH": "/opt/ssd-pylib", "NO_COLOR": "1"}
@@ -88,6 +100,8 @@ def main(root: Path, reps: int) -> int:
                 out[f"{name}_s"].append(round(wall, 3))
                 out[f"{name}_rss_kib"].append(rss)
                 out[f"{name}_exit"].append(code)
+        if profile:
+            out["profile"] = profiled(commands["ssd"], env, root)
     finally:
         os.dup2(saved, 1)
         server.shutdown()
@@ -97,4 +111,4 @@ def main(root: Path, reps: int) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]), int(sys.argv[2])))
+    sys.exit(main(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:] == ["profile"]))
