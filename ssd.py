@@ -2731,6 +2731,8 @@ def fleet_live(args: argparse.Namespace) -> FleetResult:
         raise CheckError("--all-nodes starts a service on every node: run it on a manager")
     listing = collector.networks()
     nets = resolve_networks(listing, args.networks)
+    if not args.networks:  # the matrix's columns: overlays by name, ingress last
+        nets.sort(key=lambda n: (bool(n.get("Ingress")), n.get("Name") or ""))
     if not any(n.get("Ingress") for n in nets):  # the node check always looks at ingress too
         nets += [n for n in listing if n.get("Ingress") and n.get("Scope") == "swarm"]
     image = args.image or own_image(engine)
