@@ -253,7 +253,7 @@ KNOWN_ISSUES = (
         "process' (reported on 1.12)"),
     KnownIssue(
         "moby#45089", "https://github.com/moby/moby/issues/45089",
-        frozenset({"ingress-dnat-missing", "ingress-filter-missing", "mark-missing"}),
+        frozenset({"ingress-dnat-missing", "ingress-filter-missing"}),
         (((23, 0, 0), (999, 0, 0)),), None,
         "some published ports do not open on some nodes, different ports on different nodes "
         "(reported on 23.0.1, open)"),
