@@ -1,6 +1,7 @@
 """Tier 1: every check on the real 20.10.24 recording, healthy and with one fault each."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -607,3 +608,18 @@ def test_a_new_check_is_one_function_and_its_registration(monkeypatch):
     assert checks(node.findings()) == ["toy-check"] and seen == [OV2_NS]
     with pytest.raises(ValueError):
         ssd.register_check("no-such-id", scope="lb")
+
+
+def test_ingress_recreated_under_another_name_is_checked_as_ingress():
+    """libnetwork names the ingress sandbox ingress_sbox whatever the network's name (controller.go
+    sets sb.id = "ingress_sbox"), but its endpoint in network inspect is "<name>-sbox"."""
+    raw = copy.deepcopy(network_json("ingress"))
+    raw["Name"] = "edge"
+    raw["Containers"]["edge-sbox"] = raw["Containers"].pop("ingress-sbox")
+    node = Node()
+    node.ingress = ssd.build_network_view(raw, ssd.service_protocols(services_json()))
+    assert node.ingress.lb_endpoint is not None
+    assert ssd.lb_namespace_name(node.ingress) == "ingress_sbox"
+    assert node.findings() == []
+    drop_rules(node.sbox, "mangle", "PREROUTING", "--dport 8080")
+    assert checks(node.findings()) == ["mark-missing"]
