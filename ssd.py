@@ -3254,7 +3254,7 @@ def render_fleet_nagios(result: FleetResult) -> str:
         if len(result.problems) > 1:
             summary += f" (and {len(result.problems) - 1} more)"
     return nagios_line(state, summary, {
-        "findings": f"{len(findings)};;1;0", "nodes": sum(n.asked for n in result.nodes),
+        "findings": f"{len(findings)};;1;0", "nodes": len(result.nodes),
         "nodes_answered": len(answered), "nodes_failed": len({label for label, _ in findings}),
         "not_checked": len(result.problems), "time": f"{result.seconds:.2f}s"})
 
