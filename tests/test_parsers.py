@@ -1,6 +1,7 @@
 """Tier 1: iptables-save text of both backends, and IPVS netlink messages as the kernel sends them."""
 from __future__ import annotations
 
+import dataclasses
 import errno
 import socket
 import struct
@@ -200,6 +201,19 @@ def test_dest_without_its_family_takes_the_services():
     assert ssd.decode_ipvs_dest(payload).address == "253.0.0.0"  # what an IPv4 reading would give
 
 
+@pytest.mark.parametrize("order", [(4, 3, 2, 1, 11), (1, 2, 11, 3, 4), (2, 1, 3, 4, 11)])
+def test_dest_in_another_layout_reads_the_same(order):
+    """The fast path reads the kernel's layout in place; any other order takes the general
+    path, with the same result (and pyroute2, the reference, agrees)."""
+    attrs = {1: nla(1, addr16("fd00::2:7")), 2: nla(2, struct.pack(">H", 8080)),
+             3: nla(3, struct.pack("I", 2)), 4: nla(4, struct.pack("I", 5)),
+             11: nla(11, struct.pack("H", socket.AF_INET6))}
+    message = genl(8, 2, b"".join(attrs[k] for k in order))
+    dest = lean(message)
+    assert dest == ssd.IpvsDest(address="fd00::2:7", port=8080, weight=5, forwarding="Tunnel")
+    assert dest == reference(message)
+
+
 def test_truncated_attributes_keep_what_was_whole():
     whole = nla(1, b"abcd") + nla(2, b"ef")
     assert ssd.nla_parse(whole + struct.pack("HH", 40, 3) + b"xy") == {1: b"abcd", 2: b"ef"}
@@ -255,3 +269,10 @@ def test_generic_netlink_on_this_kernel():
         assert "no IPVS" in str(exc)
     else:
         assert isinstance(table, list)
+
+
+def test_ipvs_raw_is_asdict():
+    """The snapshot form of an IPVS service, written by hand for speed, is dataclasses.asdict's."""
+    svc = ssd.IpvsService(2, 256, 0, None, 0, "rr", 2, 0,
+                          [ssd.IpvsDest("10.0.1.3", 0, 1, "Masq"), ssd.IpvsDest("fd00::1", 80, 0, "Route")])
+    assert ssd.ipvs_raw(svc) == dataclasses.asdict(svc)
