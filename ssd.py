@@ -279,7 +279,7 @@ def known_issues(check: str, engine_version: str) -> list[dict]:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PublishedPort:
     published: int
     target: int
@@ -289,7 +289,7 @@ class PublishedPort:
         return f"{self.published}/{self.protocol or 'any'}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TaskView:
     name: str
     endpoint_id: str
@@ -317,7 +317,7 @@ class ServiceView:
         return bool(self.vip and ":" in self.vip)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LocalEndpoint:
     key: str  # container ID, or lb-<net> / ingress-sbox for load-balancer sandboxes
     name: str
@@ -356,7 +356,7 @@ class NetworkView:
 STOPPING_STATES = frozenset({"shutdown", "remove", "orphaned", "failed", "rejected"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SwarmTask:
     id: str
     service: str
@@ -405,7 +405,7 @@ class EngineModel:
         return want
 
 
-@dataclass
+@dataclass(slots=True)
 class IpvsDest:
     address: str
     port: int
@@ -413,7 +413,7 @@ class IpvsDest:
     forwarding: str
 
 
-@dataclass
+@dataclass(slots=True)
 class IpvsService:
     family: int
     fwmark: int
@@ -1390,9 +1390,12 @@ class Collector:
     run on its snapshot see the same data.
     """
 
-    def __init__(self, engine: Engine | None, exec_root: str) -> None:
+    def __init__(self, engine: Engine | None, exec_root: str, record_api: bool = True) -> None:
         self.engine = engine
         self.exec_root = exec_root
+        # The API responses are kept only for a snapshot (or an answer that carries them): at
+        # 20,000 tasks they are the largest thing a run holds, and the views keep what checks use.
+        self.record_api = record_api
         self.netns_dir = os.path.join(exec_root, "netns")
         self.backends = iptables_backends() if engine is not None else {}
         self.samples: list[dict] = []
@@ -1419,7 +1422,8 @@ class Collector:
     # Each read goes through _api/_lookup/_namespace: live here, replayed by SnapshotCollector.
     def _api(self, key: str, method: str, *args: str) -> Any:
         value = project(getattr(self.engine, method)(*args), API_SHAPES[method])
-        self.sample["api"][key] = value
+        if self.record_api:
+            self.sample["api"][key] = value
         return value
 
     def _lookup(self, key: str, fetch) -> Any:
@@ -3505,7 +3509,7 @@ def run_check(args: argparse.Namespace) -> tuple[RunResult, dict | None]:
             raise SnapshotError(f"{source} is not a usable ssd snapshot: damaged data "
                                 f"({type(exc).__name__}: {_short(exc)})") from exc
         return result, None
-    collector = Collector(Engine(args.host), args.exec_root)
+    collector = Collector(Engine(args.host), args.exec_root, record_api=bool(args.snapshot))
     node, result = check_node(collector, args.networks, args.settle, live=True)
     doc = snapshot_document(collector, node, args.networks, args.settle) if args.snapshot else None
     return result, doc
