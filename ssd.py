@@ -3555,6 +3555,20 @@ def interrupted(args: argparse.Namespace, line: str) -> int:
     return 2
 
 
+def job_interrupted(args: argparse.Namespace, what: str) -> int:
+    """Ctrl-C or SIGTERM in a run that started a service: say whether it is gone."""
+    if NodeJob.not_removed:
+        failure = NodeJob.not_removed[0]
+        return interrupted(args, f"ssd: interrupted; could not remove {failure}: docker service rm "
+                           + failure.split(":")[0])
+    return interrupted(args, f"ssd: interrupted (its {what} was removed)")
+
+
+def print_problems(problems: list[Problem]) -> None:
+    for problem in problems:
+        print(f"ssd: not checked: {problem.scope}: {problem.message}", file=sys.stderr)
+
+
 def emit(text: str) -> None:
     """Write to stdout; a reader that went away (ssd ... | head -1) is not an error of ssd's."""
     try:
@@ -3614,12 +3628,8 @@ def main_gossip(args: argparse.Namespace, mode: str) -> int:
     except CheckError as exc:
         return fail(args, str(exc))
     except KeyboardInterrupt:
-        if NodeJob.not_removed:
-            return interrupted(args, f"ssd: interrupted; could not remove {NodeJob.not_removed[0]}: "
-                               "docker service rm " + NodeJob.not_removed[0].split(":")[0])
-        return interrupted(args, "ssd: interrupted (its gossip service was removed)")
-    for problem in result.problems:
-        print(f"ssd: not checked: {problem.scope}: {problem.message}", file=sys.stderr)
+        return job_interrupted(args, "gossip service")
+    print_problems(result.problems)
     if args.nagios:
         emit(render_gossip_nagios(result))
         answered = sum(n.status == "answered" for n in result.nodes)
@@ -3686,12 +3696,8 @@ def main_fleet(args: argparse.Namespace) -> int:
     except CheckError as exc:
         return fail(args, str(exc))
     except KeyboardInterrupt:
-        if NodeJob.not_removed:
-            return interrupted(args, f"ssd: interrupted; could not remove {NodeJob.not_removed[0]}: "
-                               "docker service rm " + NodeJob.not_removed[0].split(":")[0])
-        return interrupted(args, "ssd: interrupted (its service was removed)")
-    for problem in result.problems:
-        print(f"ssd: not checked: {problem.scope}: {problem.message}", file=sys.stderr)
+        return job_interrupted(args, "service")
+    print_problems(result.problems)
     if args.nagios:
         emit(render_fleet_nagios(result))
         return NAGIOS_CODES[nagios_state(fleet_status(result), any(n.report for n in result.nodes))]
@@ -3752,8 +3758,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"({type(exc).__name__}: {_short(exc)})")
     except KeyboardInterrupt:
         return interrupted(args, "ssd: interrupted")
-    for problem in result.problems:
-        print(f"ssd: not checked: {problem.scope}: {problem.message}", file=sys.stderr)
+    print_problems(result.problems)
     emit(report)
     if args.nagios:
         return NAGIOS_CODES[run_nagios_state(result)]
