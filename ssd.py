@@ -83,6 +83,7 @@ from typing import Any, ClassVar
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 DEFAULT_EXEC_ROOT = "/var/run/docker"
+DEFAULT_VXLAN_PORT = 4789
 AF_INET = 2
 FIRST_FWMARK = 256  # libnetwork's fwMarkCtr starts here and only grows
 
@@ -178,6 +179,38 @@ CHECKS: dict[str, CheckInfo] = {
     "task-redirect-missing": CheckInfo(
         "A local task on the ingress network lacks its REDIRECT rule from published to target port.",
         "That task drops routing-mesh traffic; `docker service update --force <service>`."),
+    "overlay-namespace-missing": CheckInfo(
+        "A network with endpoints on this node has no overlay namespace (<epoch>-<network id[:10]>).",
+        "Its local tasks cannot reach other nodes; remove the network's local tasks (or restart "
+        "dockerd) so that the namespace is created again."),
+    "overlay-vxlan-config": CheckInfo(
+        "The network's VXLAN device is missing, down, or its VNI, UDP port, bridge, MTU or flags "
+        "differ from what the engine sets.",
+        "Cross-node traffic on that network is lost or fragmented; restart dockerd (it recreates the "
+        "namespace when the network's last local endpoint leaves)."),
+    "overlay-neighbor-missing": CheckInfo(
+        "A remote endpoint that NetworkDB lists has no permanent neighbour entry on the VXLAN device.",
+        "This node cannot reach that task (moby#52661); `docker service update --force <service>` "
+        "announces it again; else restart dockerd."),
+    "overlay-neighbor-stale": CheckInfo(
+        "A permanent neighbour entry on the VXLAN device is no current remote endpoint (or is a local "
+        "one).",
+        "Traffic to that IP goes to a dead or wrong endpoint (moby#35401); restart dockerd, or "
+        "`ip neigh del` it in the overlay namespace."),
+    "overlay-fdb-missing": CheckInfo(
+        "A remote endpoint's MAC has no permanent FDB entry towards its node on the VXLAN device.",
+        "Frames to that task are flooded or lost (moby#52661); `docker service update --force "
+        "<service>`; else restart dockerd."),
+    "overlay-fdb-stale": CheckInfo(
+        "A permanent FDB entry on the VXLAN device belongs to no current endpoint, or points to a node "
+        "that is no peer of the network.",
+        "A reused IP may be sent to the wrong machine (moby#35807); restart dockerd, or `bridge fdb "
+        "del` it in the overlay namespace."),
+    "overlay-fdb-wrong-node": CheckInfo(
+        "The FDB entry of a remote endpoint points to another node than the one NetworkDB says "
+        "hosts it.",
+        "Packets for that task go to the wrong node (moby#49908); `docker service update --force "
+        "<service>`; else restart dockerd on this node."),
     "iptables-split-brain": CheckInfo(
         "Docker's chains appear in both the legacy and the nf_tables iptables backend (moby#46636).",
         "Make dockerd and every firewall tool use one backend (update-alternatives), then restart dockerd."),
@@ -336,6 +369,13 @@ class NetworkView:
     services: dict[str, ServiceView]
     endpoints: dict[str, LocalEndpoint]
     instantiated: bool
+    # What the overlay layer is built from (Options, Peers, and Services[""]: endpoints of no
+    # service, i.e. plain containers on attachable networks and, up to 24.x, load balancers).
+    vnis: list[int] = field(default_factory=list)  # one per IPv4 subnet, in IPAM order
+    mtu: int | None = None  # com.docker.network.driver.mtu
+    encrypted: bool = False
+    peers: list[tuple[str, str]] = field(default_factory=list)  # NetworkDB's (node name, IP)
+    others: list[TaskView] = field(default_factory=list)
 
     @property
     def lb_key(self) -> str:
@@ -346,6 +386,12 @@ class NetworkView:
     @property
     def lb_endpoint(self) -> LocalEndpoint | None:
         return self.endpoints.get(self.lb_key)
+
+    def all_endpoints(self) -> Iterator[TaskView]:
+        """Every endpoint NetworkDB lists on this network: service tasks and the rest."""
+        for svc in self.services.values():
+            yield from svc.tasks
+        yield from self.others
 
     def vip_services(self) -> list[ServiceView]:
         return [s for s in self.services.values() if s.vip and s.tasks and not s.ipv6]
@@ -494,6 +540,41 @@ class Datapath:
         return self.ipvs is None or self.rules is None
 
 
+@dataclass(frozen=True, slots=True)
+class Link:
+    index: int
+    name: str
+    kind: str | None
+    mtu: int
+    master: int | None
+    up: bool
+    vxlan: dict | None  # vni, port, learning, proxy, l2miss, l3miss
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbour:
+    """A row of a VXLAN device: an ARP neighbour (ip -> mac) or an FDB entry (mac -> dst)."""
+    device: str
+    ip: str | None  # the neighbour's IP, or the FDB entry's destination VTEP
+    mac: str | None
+    permanent: bool
+    self_: bool
+
+
+@dataclass
+class OverlayDatapath:
+    """What one overlay network's namespace holds. None: not read (see error)."""
+    path: str
+    name: str
+    links: list[Link] | None
+    neighbours: list[Neighbour] | None
+    fdb: list[Neighbour] | None
+    error: str | None = None
+
+    def vxlans(self) -> list[Link]:
+        return [link for link in self.links or [] if link.kind == "vxlan"]
+
+
 @dataclass
 class Finding:
     check: str
@@ -510,6 +591,10 @@ class Finding:
     @property
     def key(self) -> tuple:
         return (self.check, self.network, self.namespace, self.service, self.subject)
+
+    @property
+    def overlay(self) -> bool:
+        return self.check.startswith("overlay-")
 
     @property
     def action(self) -> str | None:
@@ -547,6 +632,10 @@ class NodeState:
     host: Datapath | None = None
     gw_ip: str | None = None  # ingress_sbox's docker_gwbridge address
     task_datapaths: dict[str, Datapath] = field(default_factory=dict)  # ingress tasks' sandboxes
+    # Overlay namespaces by network ID (None: not read in this run, e.g. a format-1 snapshot).
+    overlays: dict[str, OverlayDatapath | None] | None = None
+    data_path_port: int | None = None  # the VXLAN port: known on a manager; None on a worker
+    node_addr: str | None = None  # /info Swarm.NodeAddr
 
     def datapaths(self) -> list[Datapath]:
         return [lb.datapath for lb in self.lbs] + ([self.host] if self.host is not None else [])
@@ -721,6 +810,8 @@ class NodeInfo:
     manager: bool
     engine: EngineModel
     firewall: str = ""  # GET /info FirewallBackend.Driver (28.x+): iptables, nftables, +firewalld
+    data_path_port: int | None = None  # the VXLAN UDP port, known on managers (/info Swarm.Cluster)
+    addr: str | None = None  # /info Swarm.NodeAddr: the address the node advertises
 
 
 def read_node(engine: Engine | Collector) -> NodeInfo:
@@ -731,9 +822,15 @@ def read_node(engine: Engine | Collector) -> NodeInfo:
         raise CheckError(f"this daemon is not in swarm mode (swarm state {state or 'inactive'!r}); "
                          "ssd checks swarm service load balancing")
     version = engine.version().get("Version") or info.get("ServerVersion") or ""
+    manager = bool(swarm.get("ControlAvailable"))
+    cluster = swarm.get("Cluster") or {}
     return NodeInfo(id=swarm.get("NodeID", ""), hostname=info.get("Name", ""),
-                    manager=bool(swarm.get("ControlAvailable")), engine=engine_model(version),
-                    firewall=str((info.get("FirewallBackend") or {}).get("Driver") or ""))
+                    manager=manager, engine=engine_model(version),
+                    firewall=str((info.get("FirewallBackend") or {}).get("Driver") or ""),
+                    # 0 or absent (API < 1.40): swarm's default port.
+                    data_path_port=(int(cluster.get("DataPathPort") or DEFAULT_VXLAN_PORT)
+                                    if manager and "Cluster" in swarm else None),
+                    addr=swarm.get("NodeAddr") or None)
 
 
 def resolve_networks(listing: list[dict], wanted: list[str], absent: list[str] | None = None
@@ -843,6 +940,10 @@ def port_changes(services: list[dict] | None) -> dict[str, str]:
     return out
 
 
+VXLAN_ID_OPTION = "com.docker.network.driver.overlay.vxlanid_list"  # one VNI per subnet
+MTU_OPTION = "com.docker.network.driver.mtu"
+
+
 def build_network_view(raw: dict, protocols: dict[str, dict] | None,
                        changes: dict[str, str] | None = None) -> NetworkView:
     endpoints = {}
@@ -851,13 +952,15 @@ def build_network_view(raw: dict, protocols: dict[str, dict] | None,
         endpoints[key] = LocalEndpoint(key=key, name=ep.get("Name", ""),
                                        endpoint_id=ep.get("EndpointID", ""), ip=ip, prefixlen=prefixlen)
     services = {}
+    others: list[TaskView] = []
     for name, svc in (raw.get("Services") or {}).items():
-        if not name:  # plain containers (and <= 24.x LB endpoints): not a service
-            continue
         tasks = [TaskView(name=t.get("Name", ""), endpoint_id=t.get("EndpointID", ""),
                           ip=(t.get("EndpointIP") or "").split("/")[0],
                           host_ip=(t.get("Info") or {}).get("Host IP"))
                  for t in svc.get("Tasks") or []]
+        if not name:  # plain containers (and <= 24.x LB endpoints): not a service
+            others = tasks
+            continue
         services[name] = ServiceView(
             name=name, vip=_vip(svc.get("VIP")), fwmark=int(svc.get("LocalLBIndex") or 0),
             ports=parse_ports(svc.get("Ports"), (protocols or {}).get(name) if protocols is not None
@@ -865,10 +968,16 @@ def build_network_view(raw: dict, protocols: dict[str, dict] | None,
             tasks=tasks, ports_changed=(changes or {}).get(name))
     subnets = [c["Subnet"] for c in ((raw.get("IPAM") or {}).get("Config") or [])
                if c.get("Subnet") and ":" not in c["Subnet"]]
+    options = raw.get("Options") or {}
+    vnis = [int(v) for v in str(options.get(VXLAN_ID_OPTION) or "").split(",") if v.strip().isdigit()]
+    mtu = str(options.get(MTU_OPTION) or "")
     return NetworkView(
         id=raw.get("Id", ""), name=raw.get("Name", ""), ingress=bool(raw.get("Ingress")),
-        dsr="dsr" in (raw.get("Options") or {}), subnets=subnets, services=services,
-        endpoints=endpoints, instantiated=bool(raw.get("Containers")) or bool(raw.get("Services")))
+        dsr="dsr" in options, subnets=subnets, services=services,
+        endpoints=endpoints, instantiated=bool(raw.get("Containers")) or bool(raw.get("Services")),
+        vnis=vnis, mtu=int(mtu) if mtu.isdigit() else None, encrypted="encrypted" in options,
+        peers=[(p.get("Name", ""), p.get("IP", "")) for p in raw.get("Peers") or [] if p.get("IP")],
+        others=others)
 
 
 def build_swarm_tasks(raw: list[dict] | None) -> dict[str, SwarmTask] | None:
@@ -1274,6 +1383,78 @@ def read_sysctls() -> dict[str, int] | None:
     return values
 
 
+# --- netlink: an overlay network's namespace (VXLAN device, neighbours, FDB) ------------
+# libnetwork's overlay driver keeps, per network and node, one namespace with a bridge (the
+# subnet's gateway) and a VXLAN device enslaved to it, and programs every remote endpoint
+# twice (drivers/overlay/peerdb.go peerAddOp): a permanent neighbour (endpoint IP -> MAC) and a
+# permanent `self` FDB entry (MAC -> the VTEP address of the endpoint's node) on the VXLAN device.
+
+RTM_GETNEIGH = 30
+IFLA_ADDRESS, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO = 1, 4, 10, 18
+IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+VXLAN_FLAG_ATTRS = {"learning": 7, "proxy": 11, "l2miss": 13, "l3miss": 14}  # IFLA_VXLAN_*, u8
+IFLA_VXLAN_ID, IFLA_VXLAN_PORT = 1, 15
+NDA_DST, NDA_LLADDR = 1, 2
+AF_BRIDGE = 7
+NUD_PERMANENT, NTF_SELF = 0x80, 0x02
+IFF_UP = 0x1
+_NDMSG = struct.Struct("=B3xiHBB")  # family, ifindex, state, flags, type
+
+
+def _mac(raw: bytes | None) -> str | None:
+    return ":".join(f"{b:02x}" for b in raw) if raw else None
+
+
+def decode_link(msg: bytes) -> dict:
+    """One RTM_NEWLINK message: what the overlay check reads of an interface."""
+    _, _, index, flags, _ = _IFINFOMSG.unpack_from(msg)
+    attrs = nla_parse(msg, _IFINFOMSG.size)
+    info = nla_parse(attrs.get(IFLA_LINKINFO, b""))
+    kind = info.get(IFLA_INFO_KIND, b"").split(b"\0", 1)[0].decode(errors="replace") or None
+    link = {"index": index, "name": attrs.get(IFLA_IFNAME, b"").split(b"\0", 1)[0].decode(errors="replace"),
+            "kind": kind, "mtu": _u(attrs, IFLA_MTU), "master": _u(attrs, IFLA_MASTER) or None,
+            "up": bool(flags & IFF_UP), "mac": _mac(attrs.get(IFLA_ADDRESS)), "vxlan": None}
+    if kind == "vxlan":
+        data = nla_parse(info.get(IFLA_INFO_DATA, b""))
+        link["vxlan"] = {"vni": _u(data, IFLA_VXLAN_ID), "port": _u(data, IFLA_VXLAN_PORT, ">H"),
+                         **{name: bool(_u(data, kind_, "=B")) for name, kind_ in VXLAN_FLAG_ATTRS.items()}}
+    return link
+
+
+def decode_neighbour(msg: bytes) -> dict:
+    """One RTM_NEWNEIGH message: an ARP neighbour (AF_INET) or an FDB entry (AF_BRIDGE)."""
+    _, index, state, flags, _ = _NDMSG.unpack_from(msg)
+    attrs = nla_parse(msg, _NDMSG.size)
+    dst = attrs.get(NDA_DST)
+    return {"ifindex": index, "dst": _ip(dst, socket.AF_INET6 if dst and len(dst) == 16 else AF_INET),
+            "mac": _mac(attrs.get(NDA_LLADDR)), "permanent": bool(state & NUD_PERMANENT),
+            "self": bool(flags & NTF_SELF)}
+
+
+def read_overlay() -> dict:
+    """Links, IPv4 neighbours and bridge FDB of the current thread's namespace, as plain data."""
+    with NetlinkSocket(NETLINK_ROUTE) as sock:
+        links = [decode_link(m) for m in
+                 sock.request(RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0), dump=True)]
+        vxlans = {link["index"] for link in links if link["kind"] == "vxlan"}
+        # Only rows on VXLAN devices: the bridge's learned rows for local veths are not programmed.
+        def on_vxlan(family: int) -> list[dict]:
+            rows = (decode_neighbour(m) for m in
+                    sock.request(RTM_GETNEIGH, _NDMSG.pack(family, 0, 0, 0, 0), dump=True))
+            return [r for r in rows if r["ifindex"] in vxlans]
+        return {"error": None, "links": links, "neighbours": on_vxlan(AF_INET), "fdb": on_vxlan(AF_BRIDGE)}
+
+
+def read_overlay_namespace(path: str) -> dict:
+    try:
+        with entered_netns(path):
+            return read_overlay()
+    except FileNotFoundError:
+        return {"error": f"namespace {path} does not exist (it may have vanished mid-run)"}
+    except OSError as exc:
+        return {"error": f"cannot read namespace {path}: {exc.strerror or _short(exc)}"}
+
+
 def read_namespace(path: str, backends: dict[str, str], want_ipvs: bool = True) -> dict:
     """Everything ssd compares, read inside one namespace ("": this one), as plain JSON data.
 
@@ -1337,10 +1518,26 @@ def datapath_from_raw(path: str, raw: dict) -> Datapath:
         ipvs_missing=bool(raw.get("ipvs_missing")))
 
 
+def overlay_from_raw(path: str, raw: dict) -> OverlayDatapath:
+    links = None if raw.get("links") is None else [
+        Link(index=int(x["index"]), name=str(x["name"]), kind=x.get("kind"), mtu=int(x.get("mtu") or 0),
+             master=x.get("master"), up=bool(x.get("up")), vxlan=x.get("vxlan")) for x in raw["links"]]
+    names = {link.index: link.name for link in links or []}
+
+    def rows(key: str) -> list[Neighbour] | None:
+        if raw.get(key) is None:
+            return None
+        return [Neighbour(device=names.get(r["ifindex"], str(r["ifindex"])), ip=r.get("dst"),
+                          mac=r.get("mac"), permanent=bool(r.get("permanent")), self_=bool(r.get("self")))
+                for r in raw[key]]
+    return OverlayDatapath(path=path, name=os.path.basename(path), links=links,
+                           neighbours=rows("neighbours"), fdb=rows("fdb"), error=raw.get("error"))
+
+
 # --- what a run reads, live or from a snapshot ------------------------------------------
 
 SNAPSHOT_FORMAT = "ssd-snapshot"
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2 (0.2): overlay namespaces. Format 1 is still read (no overlay checks).
 
 # The parts of each Engine API response the checks use, and all a snapshot keeps: no
 # container environments, labels, mounts or secrets. True keeps a value whole; a dict
@@ -1348,7 +1545,8 @@ SNAPSHOT_VERSION = 1
 _TASK_ENTRY = {"Name": True, "EndpointID": True, "EndpointIP": True, "Info": True}
 API_SHAPES: dict[str, Any] = {
     "info": {"Name": True, "ServerVersion": True, "FirewallBackend": {"Driver": True},
-             "Swarm": {"LocalNodeState": True, "NodeID": True, "ControlAvailable": True}},
+             "Swarm": {"LocalNodeState": True, "NodeID": True, "ControlAvailable": True,
+                       "NodeAddr": True, "Cluster": {"DataPathPort": True}}},
     "version": {"Version": True, "ApiVersion": True},
     "networks": [{"Id": True, "Name": True, "Scope": True, "Driver": True, "Ingress": True}],
     "network": {"Id": True, "Name": True, "Scope": True, "Driver": True, "Ingress": True,
@@ -1484,6 +1682,25 @@ class Collector:
     def datapath(self, path: str, want_ipvs: bool = True) -> Datapath:
         return datapath_from_raw(path, self._namespace(path, want_ipvs))
 
+    has_overlays = True  # False: a format-1 snapshot, taken before ssd read overlay namespaces
+
+    def _overlay(self, path: str) -> dict | None:
+        raw = self.reusable.get(path) or read_overlay_namespace(path)
+        self.sample["namespaces"][path] = raw
+        return raw
+
+    def overlay_path(self, view: NetworkView) -> str | None:
+        """The overlay driver's namespace of a network: <epoch>-<network id[:10]>."""
+        pattern = re.compile(r"(\d+)-" + re.escape(view.id[:10]))
+        matches = [pattern.fullmatch(name) for name in self.netns_names() or []]
+        found = [(int(m.group(1)), m.group(0)) for m in matches if m]
+        return self.ns_path(max(found)[1]) if found else None  # the newest epoch
+
+    def overlay(self, path: str) -> OverlayDatapath | None:
+        """None: this source has no overlay state (a format-1 snapshot)."""
+        raw = self._overlay(path)
+        return None if raw is None else overlay_from_raw(path, raw)
+
 
 class SnapshotCollector(Collector):
     """Replays the reads of a snapshot: the same run, on the data of another moment or node."""
@@ -1495,6 +1712,7 @@ class SnapshotCollector(Collector):
         self.backends = {}
         self.recorded = snapshot["samples"]
         self.source = source
+        self.has_overlays = snapshot.get("version", 1) >= 2
         self.samples = []
         self.new_sample()
 
@@ -1524,6 +1742,9 @@ class SnapshotCollector(Collector):
         if not isinstance(raw, dict):
             raise self._missing(f"namespace {path or 'host'}")
         return raw
+
+    def _overlay(self, path: str) -> dict | None:
+        return self._namespace(path, False)
 
 
 # --- gossip-consistency: every node's view, collected by a short-lived job ---------------
@@ -1793,9 +2014,12 @@ SCOPES: dict[str, Callable[[NodeState], list[tuple[Any, Datapath | None]]]] = {
     "node": lambda st: [(st, None)],  # once per run
     "network": lambda st: [(v, None) for v in st.views if v.instantiated],
     "lb": lambda st: [(lb, lb.datapath) for lb in st.lbs],  # each load-balancer namespace
-    "datapath": lambda st: [(dp, dp) for dp in st.datapaths()],  # every namespace read, host too
+    "datapath": lambda st: [(dp, dp) for dp in st.datapaths()],  # every LB namespace read, host too
     "host": lambda st: [(st.host, st.host)] if st.host is not None and st.ingress is not None else [],
     "ingress-tasks": lambda st: [(st.ingress, None)] if st.ingress is not None else [],
+    # each overlay namespace read, with its network's view
+    "overlay": lambda st: [((v, ov), ov) for v in st.views for ov in [(st.overlays or {}).get(v.id)]
+                           if ov is not None and ov.error is None],
 }
 
 
@@ -1803,7 +2027,7 @@ SCOPES: dict[str, Callable[[NodeState], list[tuple[Any, Datapath | None]]]] = {
 class Check:
     ids: tuple[str, ...]
     scope: str
-    needs: tuple[str, ...]  # Datapath fields it reads: ipvs, rules, addresses, sysctls
+    needs: tuple[str, ...]  # fields of the scope's datapath it reads (ipvs, rules...; links, fdb...)
     run: Callable[[Any, NodeState], list[Finding]]
 
 
@@ -2169,6 +2393,183 @@ def _check_aliases(net: NetworkView, dp: Datapath, services: list[ServiceView],
     return findings
 
 
+# --- the overlay layer: VXLAN device, neighbours and FDB against NetworkDB ----------------
+
+def vxlan_mtu(view: NetworkView) -> int:
+    """drivers/overlay maxMTU(): the network's MTU (1500) less VXLAN, and ESP when encrypted."""
+    mtu = (view.mtu or 1500) - 50
+    if view.encrypted:
+        mtu -= 26
+        mtu -= mtu % 4
+    return mtu
+
+
+def local_vteps(view: NetworkView, state: NodeState) -> set[str]:
+    """This node's VTEP addresses: its advertise address, and the Host IP NetworkDB gives its
+    own endpoints (the data-path address, when --data-path-addr sets one)."""
+    mine = {ep.endpoint_id for ep in view.endpoints.values()}
+    return {t.host_ip for t in view.all_endpoints() if t.endpoint_id in mine and t.host_ip} | (
+        {state.node_addr} if state.node_addr else set())
+
+
+def remote_endpoints(view: NetworkView, state: NodeState) -> dict[str, TaskView]:
+    """IP -> endpoint for every endpoint NetworkDB places on another node: what the overlay
+    driver must have programmed here (its peer table, drivers/overlay/joinleave.go)."""
+    mine = {ep.endpoint_id for ep in view.endpoints.values()}
+    local_ips = {ep.ip for ep in view.endpoints.values()}
+    vteps = local_vteps(view, state)
+    return {t.ip: t for t in view.all_endpoints()
+            if t.endpoint_id not in mine and t.ip not in local_ips and t.host_ip
+            and t.host_ip not in vteps}
+
+
+def _overlay_finding(check: str, message: str, view: NetworkView, ov: OverlayDatapath,
+                     subject: str | None, expected: Any, actual: Any, service: str | None = None,
+                     what: str = "ip neigh show; bridge fdb show") -> Finding:
+    hint = "; ".join(f"nsenter --net={ov.path} {cmd.strip()}" for cmd in what.split(";"))
+    return Finding(check, message, network=view.name, namespace=ov.name, service=service,
+                   subject=subject, expected=expected, actual=actual, hint=hint)
+
+
+@register_check("overlay-namespace-missing", scope="network")
+def check_overlay_namespace(view: NetworkView, state: NodeState) -> list[Finding]:
+    if state.overlays is None or view.id not in state.overlays or state.overlays[view.id] is not None:
+        return []
+    return [Finding("overlay-namespace-missing",
+                    f"network {view.name} has {len(view.endpoints)} endpoint(s) on this node but no "
+                    f"overlay namespace *-{view.id[:10]} in {state.netns_dir}",
+                    network=view.name, namespace=f"*-{view.id[:10]}", subject=view.id[:12],
+                    expected="the overlay driver's namespace", actual="absent",
+                    hint=f"ls {state.netns_dir}; docker network inspect -v {view.name}")]
+
+
+@register_check("overlay-vxlan-config", scope="overlay", needs=("links",))
+def check_vxlan_config(subject: tuple[NetworkView, OverlayDatapath], state: NodeState) -> list[Finding]:
+    view, ov = subject
+    devices = {link.vxlan["vni"]: link for link in ov.vxlans() if link.vxlan}
+    masters = {link.index: link for link in ov.links or []}
+    findings = []
+
+    def bad(what: str, device: str, expected: Any, actual: Any) -> None:
+        findings.append(_overlay_finding(
+            "overlay-vxlan-config", f"network {view.name}: VXLAN device {device} {what}: expected "
+            f"{expected}, found {actual}", view, ov, f"{device} {what.split()[0]}", expected, actual,
+            what="ip -d link show"))
+    for vni in view.vnis:
+        link = devices.get(vni)
+        if link is None:
+            bad("VNI", "(none)", vni, sorted(devices) or "no VXLAN device")
+            continue
+        if state.data_path_port is not None and link.vxlan["port"] != state.data_path_port:
+            bad("UDP port", link.name, state.data_path_port, link.vxlan["port"])
+        master = masters.get(link.master or -1)
+        if master is None or master.kind != "bridge":
+            bad("bridge", link.name, "enslaved to the subnet's bridge",
+                master.name if master else "no master")
+        if link.mtu != vxlan_mtu(view):
+            bad("MTU", link.name, vxlan_mtu(view), link.mtu)
+        off = sorted(k for k in VXLAN_FLAG_ATTRS if not link.vxlan.get(k))
+        if off:
+            bad("flags", link.name, "learning proxy l2miss l3miss", "without " + " ".join(off))
+        if not link.up:
+            bad("state", link.name, "up", "down")
+    for vni, link in sorted(devices.items()):
+        if view.vnis and vni not in view.vnis:
+            bad("VNI", link.name, " or ".join(map(str, view.vnis)), vni)
+    return findings
+
+
+OVERLAY_PEER_IDS = ("overlay-neighbor-missing", "overlay-neighbor-stale", "overlay-fdb-missing",
+                    "overlay-fdb-stale", "overlay-fdb-wrong-node")
+
+
+@register_check(*OVERLAY_PEER_IDS, scope="overlay", needs=("neighbours", "fdb"))
+def check_overlay_peers(subject: tuple[NetworkView, OverlayDatapath], state: NodeState) -> list[Finding]:
+    """Every remote endpoint: a permanent neighbour (IP -> MAC) and a permanent self FDB entry
+    (MAC -> its node's VTEP) on the VXLAN device; nothing else but one unlisted endpoint per
+    peer node (its load balancer or ingress-sbox endpoint, which NetworkDB's endpoint table
+    does not list since 25.0, nor the ingress sandbox's ever)."""
+    view, ov = subject
+    remote = remote_endpoints(view, state)
+    owner = {t.ip: svc.name for svc in view.services.values() for t in svc.tasks}
+    neighbours = {n.ip: n for n in ov.neighbours or [] if n.permanent and n.ip}
+    fdb = {f.mac: f for f in ov.fdb or [] if f.permanent and f.self_ and f.mac and f.ip}
+    findings = []
+    explained: set[str] = set()
+    for ip, task in sorted(remote.items(), key=lambda kv: ipaddress.ip_address(kv[0])):
+        where = f"network {view.name}: {_endpoint_label(task, owner)} ({ip}) on node {task.host_ip}"
+        neigh = neighbours.get(ip)
+        if neigh is None:
+            # Its FDB row, if left, is not stale: overlay MACs are 02:42 + the IP (ov_endpoint.go).
+            explained.add(mac_from_ip(ip))
+            findings.append(_overlay_finding(
+                "overlay-neighbor-missing", f"{where} has no permanent neighbour entry on the VXLAN "
+                "device", view, ov, ip, f"{ip} lladdr <its MAC> PERMANENT", "absent", owner.get(ip)))
+            continue
+        explained.add(neigh.mac or "")
+        entry = fdb.get(neigh.mac or "")
+        if entry is None:
+            findings.append(_overlay_finding(
+                "overlay-fdb-missing", f"{where} (MAC {neigh.mac}) has no permanent FDB entry towards "
+                f"{task.host_ip}", view, ov, ip, f"{neigh.mac} dst {task.host_ip} self permanent",
+                "absent", owner.get(ip)))
+        elif entry.ip != task.host_ip:
+            findings.append(_overlay_finding(
+                "overlay-fdb-wrong-node", f"{where}: its FDB entry (MAC {neigh.mac}) points to "
+                f"{entry.ip}, not to {task.host_ip}", view, ov, ip, task.host_ip, entry.ip, owner.get(ip)))
+    findings += _stale_peers(view, ov, state, remote, neighbours, fdb, explained)
+    return findings
+
+
+def mac_from_ip(ip: str) -> str:
+    """The MAC libnetwork gives an endpoint with none set (netutils.GenerateMACFromIP)."""
+    return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.ip_address(ip).packed[-4:])
+
+
+def _endpoint_label(task: TaskView, owner: dict[str, str]) -> str:
+    return f"task {task.name}" if task.ip in owner else f"endpoint {task.name or task.endpoint_id[:12]}"
+
+
+def _stale_peers(view: NetworkView, ov: OverlayDatapath, state: NodeState, remote: dict[str, TaskView],
+                 neighbours: dict[str, Neighbour], fdb: dict[str, Neighbour], explained: set[str]
+                 ) -> list[Finding]:
+    local_ips = {ep.ip for ep in view.endpoints.values()}
+    vteps = local_vteps(view, state)
+    peers = {ip for _, ip in view.peers} | {t.host_ip for t in view.all_endpoints() if t.host_ip}
+    # One unlisted endpoint per remote peer node: its load balancer, unless NetworkDB lists that
+    # (<= 24.x list it among the endpoints of no service, named <network>-endpoint).
+    listed_lb = {t.host_ip for t in view.others if t.name.endswith("-endpoint")}
+    allowance = peers - vteps - listed_lb
+    findings = []
+    for ip, neigh in sorted(neighbours.items(), key=lambda kv: ipaddress.ip_address(kv[0])):
+        if ip in remote:
+            continue
+        entry = fdb.get(neigh.mac or "")
+        dst = entry.ip if entry else None
+        if ip not in local_ips and dst in allowance:
+            allowance.discard(dst)
+            explained.add(neigh.mac or "")
+            continue
+        why = ("is a local endpoint, programmed as remote" if ip in local_ips else
+               "is no endpoint NetworkDB lists" + (f" (FDB: node {dst})" if dst else ""))
+        findings.append(_overlay_finding(
+            "overlay-neighbor-stale", f"network {view.name}: permanent neighbour {ip} (MAC {neigh.mac}) "
+            f"on {neigh.device} {why}", view, ov, ip, "no entry", f"{ip} lladdr {neigh.mac}"))
+        explained.add(neigh.mac or "")  # one finding for the pair
+    for mac, entry in sorted(fdb.items()):
+        if mac in explained:
+            continue
+        if entry.ip in vteps or entry.ip not in peers:
+            why = (f"points to this node ({entry.ip})" if entry.ip in vteps else
+                   f"points to {entry.ip}, which is no peer of the network in NetworkDB")
+        else:
+            why = f"(towards {entry.ip}) belongs to no endpoint NetworkDB lists"
+        findings.append(_overlay_finding(
+            "overlay-fdb-stale", f"network {view.name}: permanent FDB entry {mac} on {entry.device} {why}",
+            view, ov, mac, "no entry", f"{mac} dst {entry.ip}"))
+    return findings
+
+
 @register_check("iptables-split-brain", scope="datapath")
 def check_split_brain(dp: Datapath, state: NodeState) -> list[Finding]:
     if len(dp.backends_with_docker_chains) < 2:
@@ -2417,6 +2818,15 @@ class NetworkResult:
     checked: bool
     note: str | None = None
     partial: bool = False  # some of its datapath (IPVS, iptables) could not be read
+    overlay: OverlaySummary | None = None  # None: its overlay namespace was not looked at
+
+
+@dataclass
+class OverlaySummary:
+    namespace: str | None  # None: not found
+    checked: bool
+    remote_endpoints: int = 0
+    remote_nodes: int = 0
 
 
 @dataclass
@@ -2471,7 +2881,8 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
         if ipv6:
             notes.append(f"network {view.name}: service(s) {', '.join(ipv6)} have an IPv6 VIP; "
                          "libnetwork's load balancer is IPv4-only, so ssd does not check them")
-    state = NodeState(model, collector.netns_dir, views, swarm_tasks=swarm_tasks)
+    state = NodeState(model, collector.netns_dir, views, swarm_tasks=swarm_tasks,
+                      data_path_port=node.data_path_port, node_addr=node.addr)
     results: list[NetworkResult] = []
     blind = why_blind(collector, node, views)
     if blind:
@@ -2503,6 +2914,9 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
             if view.ingress:
                 ingress_dp = dp
         results.append(result)
+    state.overlays = read_overlays(collector, views, problems, notes)
+    for result in results:
+        result.overlay = overlay_summary(result.view, state)
 
     host_ports: list[tuple[str, str]] = []
     ingress = next((v for v in views if v.ingress and v.instantiated), None)
@@ -2518,6 +2932,34 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
         state.task_datapaths = read_task_datapaths(collector, ingress, problems)
     host_checked = state.host is not None and state.host.rules is not None
     return RunResult(node, results, run_checks(state), problems, notes, host_ports, host_checked)
+
+
+def read_overlays(collector: Collector, views: list[NetworkView], problems: list[Problem],
+                  notes: list[str]) -> dict[str, OverlayDatapath | None] | None:
+    """Each network's overlay namespace, by network ID (None: no such namespace here)."""
+    if not collector.has_overlays:
+        notes.append("this snapshot (format 1) holds no overlay namespaces: overlay checks skipped")
+        return None
+    out: dict[str, OverlayDatapath | None] = {}
+    for view in views:
+        if not view.instantiated or not view.endpoints:
+            continue
+        path = collector.overlay_path(view)
+        ov = collector.overlay(path) if path else None
+        if ov is not None and ov.error:
+            problems.append(Problem(f"network {view.name}", f"{ov.error}; overlay checks skipped"))
+        out[view.id] = ov
+    return out
+
+
+def overlay_summary(view: NetworkView, state: NodeState) -> OverlaySummary | None:
+    if state.overlays is None or view.id not in state.overlays:
+        return None
+    ov = state.overlays[view.id]
+    remote = remote_endpoints(view, state)
+    return OverlaySummary(namespace=ov.name if ov else None, checked=ov is not None and not ov.error,
+                          remote_endpoints=len(remote),
+                          remote_nodes=len({t.host_ip for t in remote.values()}))
 
 
 def why_blind(collector: Collector, node: NodeInfo, views: list[NetworkView]
@@ -2857,13 +3299,20 @@ NETWORK_WIDE = frozenset({"lb-namespace-missing", "snat-missing"})
 def service_status(result: RunResult, net: NetworkResult, svc: ServiceView) -> str:
     if not svc.vip or svc.ipv6:
         return "skipped"
-    mine = [f for f in result.findings if f.network == net.view.name and f.namespace != "host"]
+    mine = [f for f in result.findings if f.network == net.view.name and f.namespace != "host"
+            and not f.overlay]
     if any(f.service == svc.name or (f.service is None and f.check in NETWORK_WIDE
                                      and svc in net.view.vip_services()) for f in mine):
         return "fail"
     if not net.checked or net.partial:
         return "error"
     return "ok"
+
+
+def overlay_status(result: RunResult, net: NetworkResult) -> str:
+    if any(f.overlay and f.network == net.view.name for f in result.findings):
+        return "fail"
+    return "ok" if net.overlay and net.overlay.checked else "error"
 
 
 def overall_status(result: RunResult) -> str:
@@ -2888,6 +3337,10 @@ def to_json(result: RunResult) -> dict:
             "services": [{"name": s.name, "vip": s.vip, "fwmark": s.fwmark,
                           "status": service_status(result, n, s)}
                          for s in sorted(n.view.services.values(), key=lambda s: s.name)],
+            "overlay": None if n.overlay is None else {
+                "namespace": n.overlay.namespace, "checked": n.overlay.checked,
+                "status": overlay_status(result, n), "remote_endpoints": n.overlay.remote_endpoints,
+                "remote_nodes": n.overlay.remote_nodes},
         } for n in result.networks],
         "host_ingress": {"checked": result.host_checked, "ports": [label for label, _ in result.host_ports]},
         "findings": [f.to_json() for f in result.findings],
@@ -3066,7 +3519,7 @@ def render_text(result: RunResult, paint: Painter, quiet: bool, verbose: bool) -
 def _render_network(result: RunResult, net: NetworkResult, paint: Painter, quiet: bool,
                     verbose: bool, used: set[int]) -> list[str]:
     name = net.view.name
-    mine = [f for f in result.findings if f.network == name and f.namespace != "host"]
+    mine = [f for f in result.findings if f.network == name and f.namespace != "host" and not f.overlay]
     header = f"Verifying LB programming for network {name}"
     header += f" (netns {net.namespace})" if net.namespace else ""
     block: list[str] = []
@@ -3095,9 +3548,27 @@ def _render_network(result: RunResult, net: NetworkResult, paint: Painter, quiet
     rest = [f for f in mine if id(f) not in used]
     used.update(id(f) for f in rest)
     block += _render_findings(rest, verbose)
-    if quiet and not block:
+    lines = [header, *block] if block or not quiet else []
+    return lines + _render_overlay(result, net, paint, quiet, verbose, used)
+
+
+def _render_overlay(result: RunResult, net: NetworkResult, paint: Painter, quiet: bool,
+                    verbose: bool, used: set[int]) -> list[str]:
+    ov = net.overlay
+    if ov is None:
         return []
-    return [header, *block]
+    mine = [f for f in result.findings if f.overlay and f.network == net.view.name]
+    used.update(id(f) for f in mine)
+    status = overlay_status(result, net)
+    if quiet and status != "fail":
+        return []
+    label = {"ok": paint("OK", "ok"), "fail": paint("FAIL", "fail"),
+             "error": paint("INCOMPLETE (see stderr)", "error")}[status]
+    header = f"Verifying overlay for network {net.view.name}"
+    header += f" (netns {ov.namespace})" if ov.namespace else ""
+    nodes = f"{ov.remote_nodes} other node{'s' if ov.remote_nodes != 1 else ''}"
+    return [header, f"{ov.remote_endpoints} remote endpoints on {nodes}... {label}",
+            *_render_findings(mine, verbose)]
 
 
 def _render_findings(findings: list[Finding], verbose: bool) -> list[str]:
@@ -3462,7 +3933,7 @@ def load_snapshot(path: str) -> dict:
         raise SnapshotError(f"{path} is snapshot format {version} (written by ssd "
                             f"{doc.get('ssd_version', '?')}); this ssd {__version__} reads format "
                             f"{SNAPSHOT_VERSION}: use a newer ssd")
-    _expect(version == SNAPSHOT_VERSION, path, f"unknown format version {version}")
+    _expect(version in (1, SNAPSHOT_VERSION), path, f"unknown format version {version}")
     _expect(isinstance(doc.get("exec_root"), str), path, '"exec_root" missing or not a string')
     networks = doc.get("networks")
     _expect(isinstance(networks, list) and all(isinstance(n, str) for n in networks), path,

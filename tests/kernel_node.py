@@ -20,6 +20,7 @@ from recorded import ONE_NODE, save_format, text
 ROOT = Path(__file__).resolve().parents[1]
 LB_NAMESPACES = ("lb_oc6rqvyvp", "ingress_sbox")
 TASK_NAMESPACES = ("096d4a69176a", "a75afa981e5f", "fa51c6f34b00", "8a5be7db5257", "72c299b351d1")
+OVERLAY_NAMESPACES = ("1-oc6rqvyvpk", "1-vilwkwmrxy")  # the overlay driver's: ov2, ingress
 
 
 def sh(*args: str, ns: str | None = None, check: bool = True, stdin: str | None = None) -> str:
@@ -28,6 +29,16 @@ def sh(*args: str, ns: str | None = None, check: bool = True, stdin: str | None 
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
     return proc.stdout
+
+
+def vxlan_device(ns: str) -> dict:
+    """The recorded overlay namespace's VXLAN device and bridge, from its `ip -d addr`."""
+    dump = text(f"netns-{ns}-ip-addr.txt")
+    vx = re.search(r"vxlan0@\S+ .*? mtu (\d+) .*?\n.*?\n\s+vxlan id (\d+) .*?dstport (\d+) (.*?)\n", dump)
+    bridge = re.search(r"inet (\S+) .*? br0$", dump, re.M)
+    return {"mtu": vx.group(1), "vni": vx.group(2), "port": vx.group(3),
+            "flags": [f for f in vx.group(4).split() if f in ("proxy", "l2miss", "l3miss")],
+            "gateway": bridge.group(1)}
 
 
 def interfaces(ns: str) -> dict[str, list[str]]:
@@ -67,7 +78,27 @@ class KernelNode:
             # The kernel here lacks the ipvs match, as it lacks IPVS: those rules cannot exist.
             rules = "\n".join(line for line in save_format(name).splitlines() if "-m ipvs" not in line)
             sh("iptables-nft-restore", ns=path, stdin=rules + "\n")
+        for name in OVERLAY_NAMESPACES:
+            self.create_overlay(name)
         return self
+
+    def create_overlay(self, name: str, **change: str) -> None:
+        """The overlay namespace as the driver builds it: br0 with the gateway, vxlan0 in it
+        (learning on, as netlink creates it; the recording's iproute2 prints only `nolearning`)."""
+        dev = {**vxlan_device(name), **change}
+        path = self.ns(name)
+        if path not in self.bound:
+            self._bind(path)
+        # No IPv6 link-local addresses: their DAD would change the state the read-only test compares.
+        sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1",
+           ns=path)
+        sh("ip", "link", "add", "br0", "type", "bridge", ns=path)
+        sh("ip", "addr", "add", dev["gateway"], "dev", "br0", ns=path)
+        sh("ip", "link", "add", "vxlan0", "mtu", dev["mtu"], "type", "vxlan", "id", dev["vni"],
+           "dstport", dev["port"], "learning", *dev["flags"], ns=path)
+        sh("ip", "link", "set", "vxlan0", "master", "br0", ns=path)
+        for ifname in ("br0", "vxlan0"):
+            sh("ip", "link", "set", ifname, "up", ns=path)
 
     def _bind(self, path: str) -> None:
         Path(path).touch()

@@ -18,6 +18,7 @@ from fake_engine import FakeEngine
 from kernel_node import KernelNode, sh
 
 LB = "lb_oc6rqvyvp"
+OV2_OVERLAY = "1-oc6rqvyvpk"  # the overlay driver's namespace of ov2
 WEB1_NS = "8a5be7db5257"
 
 
@@ -109,6 +110,11 @@ FAULTS = {
                                            "80"),
     "iptables-split-brain": lambda n: sh("iptables-legacy", "-t", "filter", "-N", "DOCKER-USER",
                                          ns=n.host),
+    "overlay-neighbor-stale": lambda n: sh("ip", "neigh", "add", "10.0.1.200", "lladdr", "02:42:0a:00:01:c8",
+                                           "dev", "vxlan0", "nud", "permanent", ns=n.ns(OV2_OVERLAY)),
+    "overlay-fdb-stale": lambda n: sh("bridge", "fdb", "add", "02:42:0a:00:01:c9", "dev", "vxlan0", "dst",
+                                      "192.168.77.7", "self", "permanent", ns=n.ns(OV2_OVERLAY)),
+    "overlay-vxlan-config": lambda n: sh("ip", "link", "set", "vxlan0", "mtu", "1400", ns=n.ns(OV2_OVERLAY)),
 }
 
 
@@ -266,6 +272,55 @@ def test_lb_namespace_missing(node, engine):
     assert {s["name"]: s["status"] for s in ov2["services"]} == {"s1": "fail", "web": "fail"}
     proc = node.ssd(engine.url, "--settle", "0", "ov2")
     assert "service s1... FAIL" in proc.stdout and "service s1... OK" not in proc.stdout
+
+
+def test_overlay_namespace_missing(node, engine):
+    subprocess.run(["umount", node.ns(OV2_OVERLAY)], check=True)
+    node.bound.remove(node.ns(OV2_OVERLAY))
+    (node.netns_dir / OV2_OVERLAY).unlink()
+    code, doc, _ = run_json(node, engine, "ov2")
+    assert code == 1 and [f["check"] for f in doc["findings"]] == ["overlay-namespace-missing"]
+    ov2 = next(n for n in doc["networks"] if n["name"] == "ov2")
+    assert ov2["overlay"]["status"] == "fail" and ov2["overlay"]["namespace"] is None
+
+
+def test_overlay_with_another_vni_is_found(node, engine):
+    """The VXLAN device recreated with a VNI the network does not own (a second network's)."""
+    for ifname in ("vxlan0", "br0"):
+        sh("ip", "link", "del", ifname, ns=node.ns(OV2_OVERLAY))
+    node.create_overlay(OV2_OVERLAY, vni="4200")
+    code, doc, _ = run_json(node, engine, "ov2")
+    assert code == 1 and {f["check"] for f in doc["findings"]} == {"overlay-vxlan-config"}
+    assert [f["actual"] for f in doc["findings"]] == [[4200], 4200]  # 4097 absent; 4200 foreign
+
+
+def test_overlay_read_as_iproute2_reads_it(node):
+    """ssd's rtnetlink reader of VXLAN devices, neighbours and FDB against iproute2's JSON."""
+    import ssd
+    ns = node.ns(OV2_OVERLAY)
+    for i in range(3):
+        ip, mac = f"10.0.1.{50 + i}", f"02:42:0a:00:01:{50 + i:02x}"
+        sh("ip", "neigh", "add", ip, "lladdr", mac, "dev", "vxlan0", "nud", "permanent", ns=ns)
+        sh("bridge", "fdb", "add", mac, "dev", "vxlan0", "dst", f"192.168.9.{i + 1}", "self", "permanent", ns=ns)
+    raw = ssd.read_overlay_namespace(ns)
+    assert raw["error"] is None
+    links = {x["ifname"]: x for x in json.loads(sh("ip", "-j", "-d", "link", "show", ns=ns))}
+    for link in raw["links"]:
+        ref = links[link["name"]]
+        assert (link["index"], link["mtu"], link["up"]) == (ref["ifindex"], ref["mtu"], "UP" in ref["flags"])
+        assert link["kind"] == ref.get("linkinfo", {}).get("info_kind")
+        if link["kind"] == "vxlan":
+            data = ref["linkinfo"]["info_data"]
+            assert link["vxlan"] == {"vni": data["id"], "port": data["port"], "learning": data["learning"],
+                                     "proxy": data["proxy"], "l2miss": data["l2miss"], "l3miss": data["l3miss"]}
+            assert links[ref["master"]]["ifindex"] == link["master"]
+    neigh = {(x["dst"], x["lladdr"], "PERMANENT" in x["state"])
+             for x in json.loads(sh("ip", "-j", "neigh", "show", "dev", "vxlan0", ns=ns))}
+    assert {(r["dst"], r["mac"], r["permanent"]) for r in raw["neighbours"]} == neigh and len(neigh) == 3
+    fdb = {(x["mac"], x.get("dst"), "permanent" in x.get("state", ""), "self" in x.get("flags", []))
+           for x in json.loads(sh("bridge", "-j", "fdb", "show", "dev", "vxlan0", ns=ns))}
+    assert {(r["mac"], r["dst"], r["permanent"], r["self"]) for r in raw["fdb"]} == fdb
+    assert sum(1 for r in raw["fdb"] if r["self"] and r["dst"]) == 3
 
 
 @pytest.mark.parametrize("state", ["missing", "empty"])

@@ -63,7 +63,7 @@ def test_snapshot_holds_what_was_read_and_no_secrets(node, engine, tmp_path):
     raw = snap.read_text()
     assert SECRET not in raw
     doc = json.loads(raw)
-    assert doc["format"] == "ssd-snapshot" and doc["version"] == 1
+    assert doc["format"] == "ssd-snapshot" and doc["version"] == 2
     assert doc["node"]["engine_version"] == "20.10.24+dfsg1" and doc["node"]["era"] == "lb-sandbox"
     sample = doc["samples"][0]
     assert {"GET /info", "GET /version", "GET /networks", "GET /services", "GET /tasks"} <= set(sample["api"])
@@ -71,6 +71,9 @@ def test_snapshot_holds_what_was_read_and_no_secrets(node, engine, tmp_path):
     assert "-A INPUT -d 10.0.1.2/32 -j MARK --set-xmark 0x102/0xffffffff" in lb["iptables"]["nf_tables"]
     assert ["10.0.1.2", 32] in lb["addresses"]["eth0"]
     assert "*nat" in sample["namespaces"]["host"]["iptables"]["nf_tables"]
+    overlay = sample["namespaces"][str(node.netns_dir / "1-oc6rqvyvpk")]
+    vxlan = next(link for link in overlay["links"] if link["name"] == "vxlan0")
+    assert vxlan["vxlan"]["vni"] == 4097 and vxlan["master"] is not None
 
 
 def test_snapshot_to_stdout_replaces_the_report(node, engine):
@@ -139,9 +142,9 @@ def test_truncated_snapshot(good_snapshot, tmp_path):
 
 def test_snapshot_from_a_newer_ssd(good_snapshot, tmp_path):
     path = tmp_path / "new.json"
-    path.write_text(json.dumps({**good_snapshot, "version": 2, "ssd_version": "9.0"}))
+    path.write_text(json.dumps({**good_snapshot, "version": 3, "ssd_version": "9.0"}))
     line = one_line_error(ssd_from("--from", str(path), "--json"))
-    assert "format 2" in line and "newer ssd" in line
+    assert "format 3" in line and "newer ssd" in line
 
 
 def test_missing_snapshot_file(tmp_path):

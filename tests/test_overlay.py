@@ -1,0 +1,283 @@
+"""Tier 1: the overlay checks on real 28.5.2 snapshots, healthy and with one fault each.
+
+The fixtures are `ssd ov2 --snapshot -` of node1 (manager) and node2 (worker) of the lab's
+3-node swarm, seeded, with a standalone container (`docker run --network ov2`) on node3. Each
+fault edits the recorded overlay namespace into what the kernel would hold after it: the rows
+are the kernel's own (RTM_NEWNEIGH of the VXLAN device), so the edit removes, re-points or adds
+one, as `ip neigh` / `bridge fdb` would.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+import ssd
+
+FIXTURES = Path(__file__).parent / "fixtures"
+OV2_ID = "pgt602lciopl6tkmdz0l85c64"
+NODE_ADDR = {1: "10.99.0.1", 2: "10.99.0.2"}
+
+
+def snapshot(node: int) -> dict:
+    return json.loads((FIXTURES / f"snapshot-28.5-node{node}.json").read_text())
+
+
+def run(doc: dict) -> ssd.RunResult:
+    _, result = ssd.check_node(ssd.SnapshotCollector(doc, "fixture"), [], 0, live=False)
+    return result
+
+
+def sample(doc: dict) -> dict:
+    return doc["samples"][0]
+
+
+def overlay_ns(doc: dict, net_id: str = OV2_ID) -> dict:
+    return sample(doc)["namespaces"][f"/var/run/docker/netns/1-{net_id[:10]}"]
+
+
+def vxlan(ns: dict) -> dict:
+    return next(link for link in ns["links"] if link["kind"] == "vxlan")
+
+
+def ov2_tasks(doc: dict) -> list[dict]:
+    services = sample(doc)["api"][f"GET /networks/{OV2_ID}"]["Services"]
+    return [dict(t, service=name) for name, svc in services.items() for t in svc["Tasks"]]
+
+
+def remote_task(doc: dict, node: int, service: str = "s1") -> dict:
+    return next(t for t in ov2_tasks(doc) if t["service"] == service
+                and t["Info"]["Host IP"] != NODE_ADDR[node])
+
+
+def neighbour(ns: dict, ip: str) -> dict:
+    return next(r for r in ns["neighbours"] if r["dst"] == ip)
+
+
+def fdb_row(ns: dict, mac: str) -> dict:
+    return next(r for r in ns["fdb"] if r["mac"] == mac and r["self"])
+
+
+def checks(result: ssd.RunResult) -> list[str]:
+    return sorted(f.check for f in result.findings)
+
+
+# --- faults, each as the kernel would show it -----------------------------------------------
+
+def _neighbour_deleted(doc: dict, node: int) -> str:
+    ns, task = overlay_ns(doc), remote_task(doc, node)
+    ns["neighbours"].remove(neighbour(ns, task["EndpointIP"]))
+    return task["EndpointIP"]
+
+
+def _fdb_deleted(doc: dict, node: int) -> str:
+    ns, task = overlay_ns(doc), remote_task(doc, node)
+    ns["fdb"].remove(fdb_row(ns, neighbour(ns, task["EndpointIP"])["mac"]))
+    return task["EndpointIP"]
+
+
+def _fdb_repointed(doc: dict, node: int) -> str:
+    ns, task = overlay_ns(doc), remote_task(doc, node)
+    row = fdb_row(ns, neighbour(ns, task["EndpointIP"])["mac"])
+    row["dst"] = next(ip for ip in ("10.99.0.1", "10.99.0.2", "10.99.0.3")
+                      if ip not in (NODE_ADDR[node], task["Info"]["Host IP"]))
+    return task["EndpointIP"]
+
+
+def _stale_neighbour(doc: dict, node: int) -> str:
+    ns = overlay_ns(doc)
+    ns["neighbours"].append({"ifindex": vxlan(ns)["index"], "dst": "10.0.1.200",
+                             "mac": "02:42:0a:00:01:c8", "permanent": True, "self": False})
+    return "10.0.1.200"
+
+
+def _fdb_to_a_stranger(doc: dict, node: int) -> str:
+    ns = overlay_ns(doc)
+    ns["fdb"].append({"ifindex": vxlan(ns)["index"], "dst": "10.99.0.77", "mac": "02:42:0a:00:01:c9",
+                      "permanent": True, "self": True})
+    return "02:42:0a:00:01:c9"
+
+
+def _wrong_mtu(doc: dict, node: int) -> str:
+    vxlan(overlay_ns(doc))["mtu"] = 1500
+    return "vxlan0 MTU"
+
+
+def _namespace_gone(doc: dict, node: int) -> str:
+    listing = sample(doc)["lookups"]["netns-dir"]
+    listing.remove(f"1-{OV2_ID[:10]}")
+    return OV2_ID[:12]
+
+
+FAULTS = {
+    "overlay-neighbor-missing": _neighbour_deleted,
+    "overlay-fdb-missing": _fdb_deleted,
+    "overlay-fdb-wrong-node": _fdb_repointed,
+    "overlay-neighbor-stale": _stale_neighbour,
+    "overlay-fdb-stale": _fdb_to_a_stranger,
+    "overlay-vxlan-config": _wrong_mtu,
+    "overlay-namespace-missing": _namespace_gone,
+}
+
+
+def test_every_overlay_check_has_a_fault_here():
+    assert set(FAULTS) == {c for c in ssd.CHECKS if c.startswith("overlay-")}
+
+
+@pytest.mark.parametrize("node", [1, 2])
+def test_healthy_nodes_are_silent_and_count_what_they_checked(node):
+    result = run(snapshot(node))
+    assert result.findings == [] and result.problems == []
+    ov2 = next(n for n in result.networks if n.view.name == "ov2")
+    # 12 service tasks, 4 of them local, plus the standalone container on node3.
+    assert (ov2.overlay.remote_endpoints, ov2.overlay.remote_nodes) == (9, 2)
+    assert ov2.overlay.namespace == f"1-{OV2_ID[:10]}" and ov2.overlay.checked
+
+
+@pytest.mark.parametrize("node", [1, 2])
+@pytest.mark.parametrize("check", sorted(FAULTS))
+def test_fault_fires_its_check_and_only_it(check, node):
+    doc = snapshot(node)
+    subject = FAULTS[check](doc, node)
+    result = run(doc)
+    assert checks(result) == [check], [f.message for f in result.findings]
+    (finding,) = result.findings
+    assert finding.network == "ov2" and finding.subject == subject
+    assert finding.hint and finding.action and finding.overlay
+
+
+def test_finding_names_task_node_and_what_is_there():
+    doc = snapshot(2)
+    ip = _fdb_repointed(doc, 2)
+    (finding,) = run(doc).findings
+    task = remote_task(snapshot(2), 2)
+    assert task["Name"] in finding.message and task["Info"]["Host IP"] in finding.message
+    assert finding.expected == task["Info"]["Host IP"] and finding.actual != finding.expected
+    assert finding.service == "s1" and ip in finding.message
+    assert finding.namespace == f"1-{OV2_ID[:10]}" and "bridge fdb show" in finding.hint
+
+
+def test_missing_neighbour_of_a_standalone_container_is_found():
+    """Plain containers on attachable networks are in NetworkDB too (Services[""])."""
+    doc = snapshot(1)
+    standalone = next(t for t in ov2_tasks(doc) if t["service"] == "")
+    ns = overlay_ns(doc)
+    ns["neighbours"].remove(neighbour(ns, standalone["EndpointIP"]))
+    (finding,) = run(doc).findings
+    assert finding.check == "overlay-neighbor-missing" and "standalone" in finding.message
+
+
+def test_a_second_unlisted_endpoint_towards_one_node_is_stale():
+    """One unlisted endpoint per peer is its load balancer; a second one is not explained."""
+    doc = snapshot(2)
+    ns = overlay_ns(doc)
+    ns["neighbours"].append({"ifindex": vxlan(ns)["index"], "dst": "10.0.1.201", "mac": "02:42:0a:00:01:c9",
+                             "permanent": True, "self": False})
+    ns["fdb"].append({"ifindex": vxlan(ns)["index"], "dst": "10.99.0.3", "mac": "02:42:0a:00:01:c9",
+                      "permanent": True, "self": True})
+    assert checks(run(doc)) == ["overlay-neighbor-stale"]
+
+
+def test_a_local_endpoint_programmed_as_remote_is_stale():
+    doc = snapshot(2)
+    ns = overlay_ns(doc)
+    local = next(t for t in ov2_tasks(doc) if t["Info"]["Host IP"] == NODE_ADDR[2])
+    ns["neighbours"].append({"ifindex": vxlan(ns)["index"], "dst": local["EndpointIP"],
+                             "mac": ssd.mac_from_ip(local["EndpointIP"]), "permanent": True, "self": False})
+    (finding,) = run(doc).findings
+    assert finding.check == "overlay-neighbor-stale" and "local endpoint" in finding.message
+
+
+def test_learned_and_bridge_rows_are_not_programmed_state():
+    """The VXLAN device learns (Learning: true) and the bridge keeps its own rows: not stale."""
+    doc = snapshot(2)
+    ns = overlay_ns(doc)
+    index = vxlan(ns)["index"]
+    ns["fdb"] += [{"ifindex": index, "dst": "10.99.0.9", "mac": "02:42:0a:00:01:ca", "permanent": False,
+                   "self": True},
+                  {"ifindex": index, "dst": None, "mac": "aa:bb:cc:00:00:01", "permanent": True, "self": False}]
+    ns["neighbours"].append({"ifindex": index, "dst": "10.0.1.202", "mac": "02:42:0a:00:01:ca",
+                             "permanent": False, "self": False})
+    assert run(doc).findings == []
+
+
+def test_vxlan_port_is_checked_on_a_manager_only():
+    for node, expected in ((1, ["overlay-vxlan-config"]), (2, [])):
+        doc = snapshot(node)
+        vxlan(overlay_ns(doc))["vxlan"]["port"] = 4790
+        assert checks(run(doc)) == expected, node
+
+
+@pytest.mark.parametrize("change", [
+    lambda link: link["vxlan"].update(vni=4200),
+    lambda link: link["vxlan"].update(proxy=False),
+    lambda link: link.update(up=False),
+    lambda link: link.update(master=None),
+])
+def test_vxlan_device_config(change):
+    doc = snapshot(1)
+    change(vxlan(overlay_ns(doc)))
+    assert set(checks(run(doc))) == {"overlay-vxlan-config"}
+
+
+def test_vxlan_mtu_follows_the_network_options():
+    view = ssd.NetworkView("x", "x", False, False, [], {}, {}, True)
+    assert ssd.vxlan_mtu(view) == 1450
+    view.mtu = 9000
+    assert ssd.vxlan_mtu(view) == 8950
+    view.mtu, view.encrypted = None, True
+    assert ssd.vxlan_mtu(view) == 1424  # 1450 - 26 ESP bytes, rounded down to a multiple of 4
+
+
+def test_mac_from_ip_is_libnetworks():
+    assert ssd.mac_from_ip("10.0.1.5") == "02:42:0a:00:01:05"
+
+
+def test_json_reports_each_networks_overlay():
+    doc = snapshot(2)
+    _fdb_deleted(doc, 2)
+    report = ssd.to_json(run(doc))
+    ov2 = next(n for n in report["networks"] if n["name"] == "ov2")
+    assert ov2["overlay"] == {"namespace": f"1-{OV2_ID[:10]}", "checked": True, "status": "fail",
+                              "remote_endpoints": 9, "remote_nodes": 2}
+    assert all(s["status"] == "ok" for s in ov2["services"])  # the load balancers are right
+    ingress = next(n for n in report["networks"] if n["name"] == "ingress")
+    assert ingress["overlay"]["status"] == "ok"
+
+
+def test_text_report_has_an_overlay_block():
+    doc = snapshot(2)
+    _stale_neighbour(doc, 2)
+    text = ssd.render_text(run(doc), ssd.Painter(False), quiet=False, verbose=False)
+    assert f"Verifying overlay for network ov2 (netns 1-{OV2_ID[:10]})" in text
+    assert "9 remote endpoints on 2 other nodes... FAIL" in text
+    assert "overlay-neighbor-stale: network ov2: permanent neighbour 10.0.1.200" in text
+    assert max(len(line) for line in text.splitlines() if not line.startswith("    next:")) <= 80
+
+
+def test_snapshot_of_format_1_is_checked_without_the_overlay():
+    doc = json.loads((FIXTURES / "snapshot-26.1-node1.json").read_text())
+    assert doc["version"] == 1
+    result = run(doc)
+    assert result.findings == [] and any("format 1" in n for n in result.notes)
+    assert all(n.overlay is None for n in result.networks)
+    assert all(n["overlay"] is None for n in ssd.to_json(result)["networks"])
+
+
+def test_overlay_namespace_that_vanished_is_not_checked_not_a_fault():
+    doc = snapshot(2)
+    path = f"/var/run/docker/netns/1-{OV2_ID[:10]}"
+    sample(doc)["namespaces"][path] = {"error": f"namespace {path} does not exist (it may have vanished)"}
+    result = run(doc)
+    assert result.findings == [] and any("vanished" in p.message for p in result.problems)
+    assert ssd.overall_status(result) == "incomplete"
+
+
+def test_fixture_is_what_the_tests_assume():
+    doc = snapshot(2)
+    assert copy.deepcopy(doc) == doc and sample(doc)["api"]["GET /info"]["Swarm"]["NodeAddr"] == "10.99.0.2"
+    assert len([t for t in ov2_tasks(doc) if t["service"] == ""]) == 1
+    assert vxlan(overlay_ns(doc))["vxlan"] == {"vni": 4097, "port": 4789, "learning": True, "proxy": True,
+                                                "l2miss": True, "l3miss": True}
