@@ -105,6 +105,10 @@ class CheckError(Exception):
 class CheckInfo:
     meaning: str
     action: str
+    # Which layer disagrees with the one above it: "kernel" (the datapath differs from this
+    # node's NetworkDB view), "overlay" (the VXLAN layer differs from it), "networkdb" (the view
+    # contradicts itself).
+    layer: str = "kernel"
 
 
 # The check ids are part of the product: README lists them, --json carries them and
@@ -116,7 +120,8 @@ CHECKS: dict[str, CheckInfo] = {
         "leaving and re-joining the network (or restarting dockerd) recreates it."),
     "fwmark-duplicate": CheckInfo(
         "Two services of this node share a LocalLBIndex (firewall mark).",
-        "Traffic for one VIP reaches the other's tasks; `docker service update --force` one of them."),
+        "Traffic for one VIP reaches the other's tasks; `docker service update --force` one of them.",
+        layer="networkdb"),
     "ipvs-service-missing": CheckInfo(
         "A VIP service's LocalLBIndex has no IPVS firewall-mark service.",
         "`docker service update --force <service>` reprograms it; inspect with `ipvsadm -Ln`."),
@@ -182,35 +187,40 @@ CHECKS: dict[str, CheckInfo] = {
     "overlay-namespace-missing": CheckInfo(
         "A network with endpoints on this node has no overlay namespace (<epoch>-<network id[:10]>).",
         "Its local tasks cannot reach other nodes; remove the network's local tasks (or restart "
-        "dockerd) so that the namespace is created again."),
+        "dockerd) so that the namespace is created again.", layer="overlay"),
     "overlay-vxlan-config": CheckInfo(
         "The network's VXLAN device is missing, down, or its VNI, UDP port, bridge, MTU or flags "
         "differ from what the engine sets.",
         "Cross-node traffic on that network is lost or fragmented; restart dockerd (it recreates the "
-        "namespace when the network's last local endpoint leaves)."),
+        "namespace when the network's last local endpoint leaves).", layer="overlay"),
     "overlay-neighbor-missing": CheckInfo(
         "A remote endpoint that NetworkDB lists has no permanent neighbour entry on the VXLAN device.",
         "This node cannot reach that task (moby#52661); `docker service update --force <service>` "
-        "announces it again; else restart dockerd."),
+        "announces it again; else restart dockerd.", layer="overlay"),
     "overlay-neighbor-stale": CheckInfo(
         "A permanent neighbour entry on the VXLAN device is no current remote endpoint (or is a local "
         "one).",
         "Traffic to that IP goes to a dead or wrong endpoint (moby#35401); restart dockerd, or "
-        "`ip neigh del` it in the overlay namespace."),
+        "`ip neigh del` it in the overlay namespace.", layer="overlay"),
     "overlay-fdb-missing": CheckInfo(
         "A remote endpoint's MAC has no permanent FDB entry towards its node on the VXLAN device.",
         "Frames to that task are flooded or lost (moby#52661); `docker service update --force "
-        "<service>`; else restart dockerd."),
+        "<service>`; else restart dockerd.", layer="overlay"),
     "overlay-fdb-stale": CheckInfo(
         "A permanent FDB entry on the VXLAN device belongs to no current endpoint, or points to a node "
         "that is no peer of the network.",
         "A reused IP may be sent to the wrong machine (moby#35807); restart dockerd, or `bridge fdb "
-        "del` it in the overlay namespace."),
+        "del` it in the overlay namespace.", layer="overlay"),
     "overlay-fdb-wrong-node": CheckInfo(
         "The FDB entry of a remote endpoint points to another node than the one NetworkDB says "
         "hosts it.",
         "Packets for that task go to the wrong node (moby#49908); `docker service update --force "
-        "<service>`; else restart dockerd on this node."),
+        "<service>`; else restart dockerd on this node.", layer="overlay"),
+    "overlay-esp-missing": CheckInfo(
+        "An encrypted overlay has remote endpoints on a node this node has no ESP state (SA out, SA in) "
+        "or IPsec policy for.",
+        "Traffic to that node on encrypted networks is dropped (moby#30727, #30766); allow ESP (IP "
+        "protocol 50) between the nodes, then restart dockerd.", layer="overlay"),
     "iptables-split-brain": CheckInfo(
         "Docker's chains appear in both the legacy and the nf_tables iptables backend (moby#46636).",
         "Make dockerd and every firewall tool use one backend (update-alternatives), then restart dockerd."),
@@ -597,6 +607,11 @@ class Finding:
         return self.check.startswith("overlay-")
 
     @property
+    def layer(self) -> str:
+        info = CHECKS.get(self.check)
+        return info.layer if info else "kernel"
+
+    @property
     def action(self) -> str | None:
         info = CHECKS.get(self.check)
         if info is None:
@@ -604,9 +619,9 @@ class Finding:
         return info.action.replace("<service>", self.service) if self.service else info.action
 
     def to_json(self) -> dict:
-        return {"check": self.check, "network": self.network, "namespace": self.namespace,
-                "service": self.service, "subject": self.subject, "message": self.message,
-                "expected": self.expected, "actual": self.actual, "hint": self.hint,
+        return {"check": self.check, "layer": self.layer, "network": self.network,
+                "namespace": self.namespace, "service": self.service, "subject": self.subject,
+                "message": self.message, "expected": self.expected, "actual": self.actual, "hint": self.hint,
                 "action": self.action, "known_issues": self.known_issues}
 
 
@@ -635,6 +650,7 @@ class NodeState:
     # Overlay namespaces by network ID (None: not read in this run, e.g. a format-1 snapshot).
     overlays: dict[str, OverlayDatapath | None] | None = None
     data_path_port: int | None = None  # the VXLAN port: known on a manager; None on a worker
+    xfrm: dict | None = None  # the node's IPsec state, read when a network is encrypted
     node_addr: str | None = None  # /info Swarm.NodeAddr
 
     def datapaths(self) -> list[Datapath]:
@@ -958,7 +974,7 @@ def build_network_view(raw: dict, protocols: dict[str, dict] | None,
                           ip=(t.get("EndpointIP") or "").split("/")[0],
                           host_ip=(t.get("Info") or {}).get("Host IP"))
                  for t in svc.get("Tasks") or []]
-        if not name:  # plain containers (and <= 24.x LB endpoints): not a service
+        if not name:  # plain containers (and, on 20.10, ingress LB endpoints): not a service
             others = tasks
             continue
         services[name] = ServiceView(
@@ -1445,6 +1461,47 @@ def read_overlay() -> dict:
         return {"error": None, "links": links, "neighbours": on_vxlan(AF_INET), "fdb": on_vxlan(AF_BRIDGE)}
 
 
+# Encrypted overlays (drivers/overlay/encryption.go): in the node's own namespace, per remote
+# node, ESP security associations (out: primary key; in: one per key) and one outbound policy
+# for UDP to the VXLAN port, marked 0xD0C4E3 by the network's mangle rule.
+NETLINK_XFRM = 6
+XFRM_MSG_GETSA, XFRM_MSG_GETPOLICY = 0x12, 0x15
+XFRMA_MARK = 21
+IPPROTO_ESP, XFRM_POLICY_OUT = 50, 1
+OVERLAY_ESP_MARK = 0xD0C4E3
+# xfrm_usersa_info: id.daddr, id.spi, id.proto, saddr, family; xfrm_userpolicy_info: sel.daddr,
+# sel.saddr, sel.dport, sel.family, sel.proto, dir.
+_XFRM_SA = struct.Struct("=56x16s4sB3x16s116xH")
+_XFRM_POLICY = struct.Struct("=16s16s2s6xH2xB115xB")
+
+
+def decode_xfrm_state(msg: bytes) -> dict:
+    dst, spi, proto, src, family = _XFRM_SA.unpack_from(msg)
+    return {"src": _ip(src, family), "dst": _ip(dst, family), "spi": int.from_bytes(spi, "big"),
+            "proto": proto}
+
+
+def decode_xfrm_policy(msg: bytes) -> dict:
+    dst, src, dport, family, proto, direction = _XFRM_POLICY.unpack_from(msg)
+    mark = nla_parse(msg, 168).get(XFRMA_MARK)  # after the 168-byte xfrm_userpolicy_info
+    return {"src": _ip(src, family), "dst": _ip(dst, family), "dport": int.from_bytes(dport, "big"),
+            "proto": proto, "dir": direction,
+            "mark": struct.unpack_from("=I", mark)[0] if mark and len(mark) >= 4 else None}
+
+
+def read_xfrm() -> dict:
+    """The IPsec state of this namespace (the node's own), as plain data; never raises."""
+    try:
+        with NetlinkSocket(NETLINK_XFRM) as sock:
+            states = [decode_xfrm_state(m) for m in sock.request(XFRM_MSG_GETSA, b"", dump=True)
+                      if len(m) >= _XFRM_SA.size]
+            policies = [decode_xfrm_policy(m) for m in sock.request(XFRM_MSG_GETPOLICY, b"", dump=True)
+                        if len(m) >= _XFRM_POLICY.size]
+        return {"error": None, "states": states, "policies": policies}
+    except OSError as exc:
+        return {"error": f"cannot read the IPsec (xfrm) state: {exc.strerror or _short(exc)}"}
+
+
 def read_overlay_namespace(path: str) -> dict:
     try:
         with entered_netns(path):
@@ -1607,7 +1664,7 @@ class Collector:
         last = self.samples[-1]["namespaces"] if self.samples else {}
         self.reusable = {} if reread is None or None in reread else {
             key: raw for key, raw in last.items()
-            if (key if key == "host" else os.path.basename(key)) not in reread}
+            if ("host" if key in ("host", "xfrm") else os.path.basename(key)) not in reread}
         self.samples.append({"api": {}, "namespaces": {}, "lookups": {}})
 
     @property
@@ -1696,6 +1753,12 @@ class Collector:
         found = [(int(m.group(1)), m.group(0)) for m in matches if m]
         return self.ns_path(max(found)[1]) if found else None  # the newest epoch
 
+    def xfrm(self) -> dict | None:
+        """The node's IPsec state (encrypted overlays). None: this source did not record it."""
+        raw = self.reusable.get("xfrm") or read_xfrm()
+        self.sample["namespaces"]["xfrm"] = raw
+        return raw
+
     def overlay(self, path: str) -> OverlayDatapath | None:
         """None: this source has no overlay state (a format-1 snapshot)."""
         raw = self._overlay(path)
@@ -1745,6 +1808,9 @@ class SnapshotCollector(Collector):
 
     def _overlay(self, path: str) -> dict | None:
         return self._namespace(path, False)
+
+    def xfrm(self) -> dict | None:
+        return self.sample["namespaces"].get("xfrm")
 
 
 # --- gossip-consistency: every node's view, collected by a short-lived job ---------------
@@ -2483,12 +2549,36 @@ OVERLAY_PEER_IDS = ("overlay-neighbor-missing", "overlay-neighbor-stale", "overl
                     "overlay-fdb-stale", "overlay-fdb-wrong-node")
 
 
+@register_check("overlay-esp-missing", scope="network")
+def check_overlay_esp(view: NetworkView, state: NodeState) -> list[Finding]:
+    """An encrypted network: every node it has remote endpoints on needs, in this node's own
+    namespace, an ESP SA towards it, one from it, and the outbound policy marked 0xD0C4E3."""
+    if not view.encrypted or not state.xfrm or state.xfrm.get("error"):
+        return []
+    states = [x for x in state.xfrm.get("states") or [] if x.get("proto") == IPPROTO_ESP]
+    policies = [p for p in state.xfrm.get("policies") or []
+                if p.get("dir") == XFRM_POLICY_OUT and p.get("mark") == OVERLAY_ESP_MARK]
+    findings = []
+    for vtep in sorted({t.host_ip for t in remote_endpoints(view, state).values() if t.host_ip}):
+        lacking = [what for what, present in (
+            ("ESP SA out", any(x.get("dst") == vtep for x in states)),
+            ("ESP SA in", any(x.get("src") == vtep for x in states)),
+            ("IPsec policy out", any(p.get("dst") == vtep for p in policies))) if not present]
+        if lacking:
+            findings.append(Finding(
+                "overlay-esp-missing", f"network {view.name} is encrypted, but this node has no "
+                f"{', no '.join(lacking)} for node {vtep}", network=view.name, namespace="host",
+                subject=vtep, expected=["ESP SA out", "ESP SA in", "IPsec policy out"], actual=lacking,
+                hint="ip xfrm state; ip xfrm policy; iptables-save -t mangle | grep 0xd0c4e3"))
+    return findings
+
+
 @register_check(*OVERLAY_PEER_IDS, scope="overlay", needs=("neighbours", "fdb"))
 def check_overlay_peers(subject: tuple[NetworkView, OverlayDatapath], state: NodeState) -> list[Finding]:
     """Every remote endpoint: a permanent neighbour (IP -> MAC) and a permanent self FDB entry
     (MAC -> its node's VTEP) on the VXLAN device; nothing else but one unlisted endpoint per
-    peer node (its load balancer or ingress-sbox endpoint, which NetworkDB's endpoint table
-    does not list since 25.0, nor the ingress sandbox's ever)."""
+    peer node (its load balancer or ingress-sbox endpoint, which network inspect does not list,
+    but for ingress on 20.10)."""
     view, ov = subject
     remote = remote_endpoints(view, state)
     owner = {t.ip: svc.name for svc in view.services.values() for t in svc.tasks}
@@ -2537,7 +2627,7 @@ def _stale_peers(view: NetworkView, ov: OverlayDatapath, state: NodeState, remot
     vteps = local_vteps(view, state)
     peers = {ip for _, ip in view.peers} | {t.host_ip for t in view.all_endpoints() if t.host_ip}
     # One unlisted endpoint per remote peer node: its load balancer, unless NetworkDB lists that
-    # (<= 24.x list it among the endpoints of no service, named <network>-endpoint).
+    # (20.10 lists ingress's among the endpoints of no service, as ingress-endpoint).
     listed_lb = {t.host_ip for t in view.others if t.name.endswith("-endpoint")}
     allowance = peers - vteps - listed_lb
     findings = []
@@ -2915,6 +3005,12 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
                 ingress_dp = dp
         results.append(result)
     state.overlays = read_overlays(collector, views, problems, notes)
+    if state.overlays is not None and any(v.encrypted and v.id in state.overlays for v in views):
+        state.xfrm = collector.xfrm()
+        if state.xfrm is None:
+            notes.append("this snapshot holds no IPsec state: the encrypted overlays' ESP was not checked")
+        elif state.xfrm.get("error"):
+            problems.append(Problem("host", f"{state.xfrm['error']}; ESP checks skipped"))
     for result in results:
         result.overlay = overlay_summary(result.view, state)
 
@@ -3743,6 +3839,8 @@ def render_fleet(result: FleetResult, paint: Painter, quiet: bool, verbose: bool
         lines += [f"  not checked: {e.get('scope')}: {e.get('message')}" for e in errors if verbose]
     for g in result.gossip:
         lines += gossip_verdict_lines(g, paint)
+    for line in layer_lines(result):
+        lines += textwrap.wrap(line, width=80, subsequent_indent="      ")
     if not quiet:
         for note in result.notes:
             lines += textwrap.wrap(f"note: {note}", width=80, subsequent_indent="      ")
@@ -3757,6 +3855,29 @@ def render_fleet(result: FleetResult, paint: Painter, quiet: bool, verbose: bool
         summary += f", {len(result.problems)} not checked"
     lines.append(summary)
     return "\n".join(lines) + "\n"
+
+
+def layer_lines(result: FleetResult) -> list[str]:
+    """With --gossip: which layer disagrees, per network whose overlay check fired somewhere.
+
+    Both speak of the same peers (NetworkDB's Peers of the network, and the Host IP it gives
+    each endpoint): gossip compares them between nodes, the overlay check compares one node's
+    NetworkDB with its kernel. The kernel follows its own node's NetworkDB, so a gossip
+    difference is the one to fix first."""
+    out = []
+    for g in result.gossip:
+        nodes = sorted({n.label for n in result.nodes for f in _report_findings(n.report or {})
+                        if f.overlay and f.network == g.network})
+        if not nodes:
+            continue
+        if g.differences:
+            out.append(f"layers: on {g.network}, NetworkDB differs between nodes (gossip) and the overlay "
+                       f"differs from NetworkDB on {', '.join(nodes)}: the kernel follows its node's "
+                       "NetworkDB, so fix the gossip difference first")
+        else:
+            out.append(f"layers: on {g.network}, every node's NetworkDB agrees (gossip); the kernel's "
+                       f"overlay differs from it on {', '.join(nodes)} only")
+    return out
 
 
 def render_fleet_nagios(result: FleetResult) -> str:

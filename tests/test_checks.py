@@ -148,6 +148,15 @@ def test_fault_fires_its_check_and_only_it(check):
     assert check in ssd.CHECKS
 
 
+def test_every_finding_says_which_layer_disagrees():
+    node = Node()
+    FAULTS["mark-missing"](node)
+    _shared_fwmark(node)
+    layers = {f.check: f.to_json()["layer"] for f in node.findings()}
+    assert layers["mark-missing"] == "kernel" and layers["fwmark-duplicate"] == "networkdb"
+    assert {i.layer for i in ssd.CHECKS.values()} == {"kernel", "networkdb", "overlay"}
+
+
 def test_every_check_id_has_a_fault_test():
     # lb-namespace-missing: tests/test_node_kernel.py; the overlay ids: tests/test_overlay.py.
     overlay = {c for c in ssd.CHECKS if c.startswith("overlay-")}

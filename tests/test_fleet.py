@@ -206,6 +206,47 @@ def test_gossip_divergence_is_resampled_by_gossip_services(fake):
     assert not swarm.services
 
 
+def with_overlay_finding(answer: str) -> str:
+    """node3's report with one overlay finding on ov2 (as the overlay check words it)."""
+    doc = json.loads(answer)
+    finding = ssd.Finding("overlay-fdb-missing", "network ov2: task s1.1 (10.0.1.5) on node 10.99.0.1 "
+                          "(MAC 02:42:0a:00:01:05) has no permanent FDB entry towards 10.99.0.1",
+                          network="ov2", namespace="1-" + NETS["ov2"][:10], service="s1", subject="10.0.1.5")
+    doc["report"]["findings"].append(finding.to_json())
+    doc["report"]["status"] = "inconsistent"
+    return json.dumps(doc)
+
+
+@pytest.mark.parametrize("gossip_differs", [False, True])
+def test_gossip_and_overlay_say_which_layer_disagrees(fake, gossip_differs):
+    view = json.loads(HEALTHY)["gossip"][NETS["ov2"]]
+    other = copy.deepcopy(view["state"])
+    other["peers"] = other["peers"][:-1]
+    diverged = {**view, "state": other, "digest": ssd.gossip_digest(other)}
+
+    def answer(node, sample):
+        if sample == 0:
+            doc = json.loads(with_overlay_finding(HEALTHY) if node.startswith("n3") else HEALTHY)
+            if node.startswith("n3") and gossip_differs:
+                doc["gossip"][NETS["ov2"]] = diverged
+            return "complete", json.dumps(doc), ""
+        hashed = diverged if node.startswith("n3") and gossip_differs else view
+        return "complete", json.dumps({**hashed, "node": {"id": node, "hostname": NODES[node]}}), ""
+    FakeSwarm(fake, answer)
+    proc = fleet(fake, "--gossip")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    text = " ".join(proc.stdout.split())
+    node3 = next(h for n, h in NODES.items() if n.startswith("n3"))
+    if gossip_differs:
+        assert (f"layers: on ov2, NetworkDB differs between nodes (gossip) and the overlay differs from "
+                f"NetworkDB on {node3}: the kernel follows its node's NetworkDB, so fix the gossip "
+                "difference first") in text
+    else:
+        assert (f"layers: on ov2, every node's NetworkDB agrees (gossip); the kernel's overlay differs "
+                f"from it on {node3} only") in text
+    assert "layers: on ingress" not in text
+
+
 def test_snapshot_dir_holds_every_node_and_replays(fake, tmp_path):
     def answer(node, sample):
         text = member_answer(drop_backend if node.startswith("n3") else None, snapshot=True)

@@ -396,3 +396,20 @@ def test_nagios_partly_checked_is_warning_and_a_fault_critical(node, engine):
     proc = node.ssd(engine.url, "--nagios", "--settle", "0", "ov2")
     assert proc.returncode == 2 and proc.stdout.startswith("SSD CRITICAL - 1 inconsistency on node ")
     assert "vip-alias-missing" in proc.stdout
+
+
+def test_ipsec_policies_read_as_the_kernel_holds_them(node):
+    """The xfrm reader on real policies (this kernel has no ESP, so SAs are proven in the lab)."""
+    import ssd
+    for i, peer in enumerate(("10.99.0.2", "10.99.0.3")):
+        sh("ip", "xfrm", "policy", "add", "src", "10.99.0.1/32", "dst", f"{peer}/32", "proto", "udp", "dport",
+           "4789", "dir", "out", "mark", "0xd0c4e3", "mask", "0xffffffff", "tmpl", "src", "10.99.0.1", "dst",
+           peer, "proto", "esp", "spi", hex(0x100 + i), "reqid", "13681891", "mode", "transport", ns=node.host)
+    sh("ip", "xfrm", "policy", "add", "src", "10.99.0.1/32", "dst", "10.99.0.4/32", "dir", "in", ns=node.host)
+    with ssd.entered_netns(node.host):
+        raw = ssd.read_xfrm()
+    assert raw["error"] is None and raw["states"] == []
+    assert sorted(raw["policies"], key=lambda p: p["dst"]) == [
+        {"src": "10.99.0.1", "dst": "10.99.0.2", "dport": 4789, "proto": 17, "dir": 1, "mark": 0xD0C4E3},
+        {"src": "10.99.0.1", "dst": "10.99.0.3", "dport": 4789, "proto": 17, "dir": 1, "mark": 0xD0C4E3},
+        {"src": "10.99.0.1", "dst": "10.99.0.4", "dport": 0, "proto": 0, "dir": 0, "mark": None}]

@@ -123,7 +123,8 @@ FAULTS = {
 
 
 def test_every_overlay_check_has_a_fault_here():
-    assert set(FAULTS) == {c for c in ssd.CHECKS if c.startswith("overlay-")}
+    # overlay-esp-missing: the encrypted tests at the end.
+    assert set(FAULTS) | {"overlay-esp-missing"} == {c for c in ssd.CHECKS if c.startswith("overlay-")}
 
 
 @pytest.mark.parametrize("node", [1, 2])
@@ -243,6 +244,7 @@ def test_json_reports_each_networks_overlay():
     assert ov2["overlay"] == {"namespace": f"1-{OV2_ID[:10]}", "checked": True, "status": "fail",
                               "remote_endpoints": 9, "remote_nodes": 2}
     assert all(s["status"] == "ok" for s in ov2["services"])  # the load balancers are right
+    assert [(f["check"], f["layer"]) for f in report["findings"]] == [("overlay-fdb-missing", "overlay")]
     ingress = next(n for n in report["networks"] if n["name"] == "ingress")
     assert ingress["overlay"]["status"] == "ok"
 
@@ -281,3 +283,54 @@ def test_fixture_is_what_the_tests_assume():
     assert len([t for t in ov2_tasks(doc) if t["service"] == ""]) == 1
     assert vxlan(overlay_ns(doc))["vxlan"] == {"vni": 4097, "port": 4789, "learning": True, "proxy": True,
                                                 "l2miss": True, "l3miss": True}
+
+
+# --- encrypted overlays: ESP state and policy per remote node ---------------------------------
+
+def encrypted(node: int, missing: tuple[str, str] | None = None) -> dict:
+    """The snapshot with ov2 made encrypted: the option, the VXLAN MTU the driver then sets, and
+    the IPsec state it programs towards each node with remote endpoints (encryption.go)."""
+    doc = snapshot(node)
+    sample(doc)["api"][f"GET /networks/{OV2_ID}"]["Options"]["encrypted"] = ""
+    vxlan(overlay_ns(doc))["mtu"] = 1424
+    me = NODE_ADDR[node]
+    states, policies = [], []
+    for peer in sorted({"10.99.0.1", "10.99.0.2", "10.99.0.3"} - {me}):
+        states += [{"src": me, "dst": peer, "spi": 1, "proto": 50}, {"src": peer, "dst": me, "spi": 2, "proto": 50}]
+        policies.append({"src": me, "dst": peer, "dport": 4789, "proto": 17, "dir": 1, "mark": 0xD0C4E3})
+    if missing == ("state", "out"):
+        states = [s for s in states if s["dst"] != "10.99.0.3"]
+    elif missing == ("policy", "out"):
+        policies = [p for p in policies if p["dst"] != "10.99.0.3"]
+    sample(doc)["namespaces"]["xfrm"] = {"error": None, "states": states, "policies": policies}
+    return doc
+
+
+@pytest.mark.parametrize("node", [1, 2])
+def test_encrypted_overlay_with_its_esp_state_is_silent(node):
+    assert run(encrypted(node)).findings == []
+
+
+@pytest.mark.parametrize("missing,lacking", [(("state", "out"), ["ESP SA out"]),
+                                             (("policy", "out"), ["IPsec policy out"])])
+def test_encrypted_overlay_without_esp_towards_a_node(missing, lacking):
+    (finding,) = run(encrypted(2, missing)).findings
+    assert finding.check == "overlay-esp-missing" and finding.subject == "10.99.0.3"
+    assert finding.actual == lacking and "10.99.0.3" in finding.message and finding.namespace == "host"
+
+
+def test_encrypted_overlay_mtu_is_the_drivers():
+    doc = encrypted(1)
+    vxlan(overlay_ns(doc))["mtu"] = 1450  # what an unencrypted network would have
+    assert checks(run(doc)) == ["overlay-vxlan-config"]
+
+
+def test_esp_not_recorded_or_not_readable_is_not_a_fault():
+    doc = encrypted(2)
+    del sample(doc)["namespaces"]["xfrm"]
+    result = run(doc)
+    assert result.findings == [] and any("IPsec" in n for n in result.notes)
+    doc = encrypted(2)
+    sample(doc)["namespaces"]["xfrm"] = {"error": "cannot read the IPsec (xfrm) state: Protocol not supported"}
+    result = run(doc)
+    assert result.findings == [] and any("ESP checks skipped" in p.message for p in result.problems)

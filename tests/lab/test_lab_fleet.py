@@ -53,6 +53,7 @@ def test_fleet_healthy_with_gossip(ssd_image):
         assert report["node"]["hostname"] == node["hostname"]
         ov2 = next(n for n in report["networks"] if n["name"] == "ov2")
         assert ov2["checked"] and ov2["namespace"].startswith("lb_"), report
+        assert ov2["overlay"]["status"] == "ok" and ov2["overlay"]["remote_nodes"] == 2, report
         # (a worker has no /services: it cannot tell web's protocol, and says 8080/any)
         assert report["host_ingress"]["checked"] and report["host_ingress"]["ports"][0].startswith("8080/")
     assert sorted((g["network"], g["status"]) for g in doc["gossip"]) == [
@@ -97,7 +98,14 @@ def test_fleet_names_a_node_whose_dockerd_is_stopped(ssd_image):
             wait(1, UPDATED.replace("web", name))
         wait_converged(SEED)
     assert code == 2, doc
+    # A real event for the overlay layer: node3 gone while the others had remote endpoints there.
+    # Each node's kernel must still match its own NetworkDB (whatever both say of node3's tasks).
     assert statuses(doc)["node1"] == statuses(doc)["node2"] == "consistent"
+    for node in doc["nodes"]:
+        if node["hostname"] in ("node1", "node2"):
+            ov2 = next(n for n in node["report"]["networks"] if n["name"] == "ov2")
+            assert ov2["overlay"]["status"] == "ok", ov2
+            record(f"stopped_node_overlay_{node['hostname']}", ov2["overlay"])
     assert statuses(doc)["node3"] in ("no-answer", "not-asked")
     assert any(e["scope"] == "node node3" for e in doc["errors"]), doc["errors"]
     assert nagios[0] == 1 and nagios[1].startswith("SSD WARNING - "), nagios

@@ -118,3 +118,35 @@ def test_text_report_shows_the_overlay_on_the_manager(standalone):
     text = sh(1, "PYTHONPATH=/opt/ssd-pylib python3 /lab/repo/ssd.py --settle 0 ov2")
     assert f"Verifying overlay for network ov2 (netns {facts(1).ns.rsplit('/', 1)[1]})" in text
     assert "remote endpoints on 2 other nodes... OK" in text
+
+
+ENCRYPTED = "ovenc"
+
+
+def test_encrypted_overlay_esp_state(standalone):
+    """An encrypted network with a task on every node: silent everywhere (the ESP SAs and policies
+    decoded as the kernel holds them); node2's outbound policy towards node3 deleted: found on
+    node2 only. Removing the network afterwards takes the rest of its IPsec state away."""
+    sh(1, f"docker network create -d overlay --opt encrypted {ENCRYPTED} >/dev/null && docker service create -d "
+          f"--name enc --mode global --network {ENCRYPTED} --no-resolve-image bb:latest sleep 1000000 >/dev/null")
+    try:
+        for node in NODES:
+            wait(node, f"[ $(docker network inspect -v {ENCRYPTED} --format '{{{{json .Services}}}}' "
+                       "| grep -o EndpointIP | wc -l) = 3 ]")
+            wait(node, "ip xfrm policy | grep -q 0xd0c4e3")
+        for node, (code, doc, stderr) in ssd_everywhere("--settle", "2", ENCRYPTED).items():
+            assert code == 0, (node, doc["findings"], doc["errors"], stderr)
+            overlay = next(n for n in doc["networks"] if n["name"] == ENCRYPTED)["overlay"]
+            assert overlay["status"] == "ok" and overlay["remote_nodes"] == 2, (node, overlay)
+        node3 = json.loads(sh(3, "docker info --format '{{json .Swarm}}'"))["NodeAddr"]
+        sh(2, f"ip xfrm policy delete src {facts(2).addr}/32 dst {node3}/32 proto udp dport 4789 dir out "
+              "mark 0xd0c4e3 mask 0xffffffff")
+        results = ssd_everywhere("--settle", "1", ENCRYPTED)
+        code, doc, _ = results[2]
+        assert code == 1 and [(f["check"], f["subject"]) for f in doc["findings"]] == [
+            ("overlay-esp-missing", node3)], doc["findings"]
+        assert doc["findings"][0]["actual"] == ["IPsec policy out"]
+        assert results[1][0] == 0 and results[3][0] == 0, (results[1][1]["findings"], results[3][1]["findings"])
+    finally:
+        sh(1, f"docker service rm enc >/dev/null; for _ in $(seq 60); do docker network rm {ENCRYPTED} "
+              ">/dev/null 2>&1 && exit 0; sleep 1; done; exit 1")
