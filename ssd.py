@@ -221,6 +221,34 @@ CHECKS: dict[str, CheckInfo] = {
         "or IPsec policy for.",
         "Traffic to that node on encrypted networks is dropped (moby#30727, #30766); allow ESP (IP "
         "protocol 50) between the nodes, then restart dockerd.", layer="overlay"),
+    "swarm-task-missing": CheckInfo(
+        "A task swarm runs on the network (past the convergence window) is not in this node's "
+        "NetworkDB.",
+        "This node neither load-balances nor resolves that task (moby#41885, #53141); `docker service "
+        "update --force <service>`; if the node's gossip is cut, run gossip-consistency.",
+        layer="networkdb"),
+    "networkdb-task-zombie": CheckInfo(
+        "NetworkDB on this node lists a task swarm says has stopped, or runs on a node that is down, "
+        "past the convergence window.",
+        "Requests still go to a dead task (moby#35548, #41885); it should leave with its node's "
+        "entries; else `docker service update --force <service>` or restart dockerd on this node.",
+        layer="networkdb"),
+    "duplicate-ip": CheckInfo(
+        "Two endpoints of one network hold the same IP in this node's NetworkDB (tasks, VIPs or the "
+        "load balancer).",
+        "Half the traffic for that IP goes to the wrong endpoint (moby#33795, #41576, #36797); "
+        "`docker service update --force` the newer service, or remove the stale endpoint.",
+        layer="networkdb"),
+    "task-ip-mismatch": CheckInfo(
+        "A task's IP in NetworkDB differs from the address swarm allocated it on the network.",
+        "Its entry is stale (a reused endpoint); `docker service update --force <service>`.",
+        layer="networkdb"),
+    "vip-mismatch": CheckInfo(
+        "A service's VIP in NetworkDB differs from the one swarm allocated on the network, or swarm "
+        "holds two VIPs for it there.",
+        "Clients of the VIP reach nothing or the wrong service (moby#26733); "
+        "`docker service update --force <service>`, else recreate the service.",
+        layer="networkdb"),
     "iptables-split-brain": CheckInfo(
         "Docker's chains appear in both the legacy and the nf_tables iptables backend (moby#46636).",
         "Make dockerd and every firewall tool use one backend (update-alternatives), then restart dockerd."),
@@ -418,10 +446,22 @@ class SwarmTask:
     service: str
     desired_state: str
     state: str
+    node_id: str = ""
+    since: float | None = None  # Status.Timestamp: when it reached its state (epoch seconds)
+    addresses: dict[str, str] = field(default_factory=dict)  # network ID -> its IP there
 
     @property
     def stopping(self) -> bool:
         return self.desired_state in STOPPING_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class SwarmNode:
+    id: str
+    hostname: str
+    state: str  # ready, down, unknown, disconnected
+    addr: str
+    since: float | None = None  # UpdatedAt: the last change of the node object (its state, say)
 
 
 @dataclass
@@ -643,6 +683,10 @@ class NodeState:
     lbs: list[LoadBalancer] = field(default_factory=list)  # every load balancer read
     lb_not_found: list[str] = field(default_factory=list)  # IDs of networks whose LB was not found
     swarm_tasks: dict[str, SwarmTask] | None = None  # /tasks: managers only
+    swarm_nodes: dict[str, SwarmNode] | None = None  # /nodes: managers only
+    service_vips: dict[str, dict[str, list[str]]] | None = None  # /services' VIPs: managers only
+    service_names: dict[str, str] | None = None  # /services: service ID -> name
+    now: float | None = None  # when the sample was read: task ages are judged against it
     ingress: NetworkView | None = None  # set when ingress publishes ports: host and tasks were read
     host: Datapath | None = None
     gw_ip: str | None = None  # ingress_sbox's docker_gwbridge address
@@ -806,6 +850,12 @@ class Engine:
 
     def tasks(self) -> list[dict]:
         return self.call("GET /tasks", self.api.tasks)
+
+    def nodes(self) -> list[dict] | None:
+        try:
+            return self.call("GET /nodes", self.api.nodes)
+        except self.errors.NotFound:  # only a manager serves it; judged without node states then
+            return None
 
     def container(self, cid: str) -> dict | None:
         try:
@@ -1001,8 +1051,49 @@ def build_swarm_tasks(raw: list[dict] | None) -> dict[str, SwarmTask] | None:
         return None
     return {t["ID"]: SwarmTask(id=t["ID"], service=t.get("ServiceID", ""),
                                desired_state=t.get("DesiredState", ""),
-                               state=(t.get("Status") or {}).get("State", ""))
+                               state=(t.get("Status") or {}).get("State", ""),
+                               node_id=t.get("NodeID") or "",
+                               since=parse_timestamp((t.get("Status") or {}).get("Timestamp")),
+                               addresses={(a.get("Network") or {}).get("ID", ""):
+                                          str((a.get("Addresses") or [""])[0]).split("/")[0]
+                                          for a in t.get("NetworksAttachments") or []})
             for t in raw if t.get("ID")}
+
+
+def parse_timestamp(value: str | None) -> float | None:
+    """An Engine API time (RFC 3339, nanoseconds) as epoch seconds; None if absent or unparsable."""
+    if not value or value.startswith("0001-"):
+        return None
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", value)
+    if not m:
+        return None
+    import datetime  # only managers' runs read task times
+    stamp = datetime.datetime.fromisoformat(m.group(1) + (m.group(3) if m.group(3) != "Z" else "+00:00"))
+    return stamp.timestamp() + float("0." + (m.group(2) or "0"))
+
+
+def build_swarm_nodes(raw: list[dict] | None) -> dict[str, SwarmNode] | None:
+    if raw is None:
+        return None
+    return {n["ID"]: SwarmNode(id=n["ID"], hostname=(n.get("Description") or {}).get("Hostname", ""),
+                               state=(n.get("Status") or {}).get("State", ""),
+                               addr=(n.get("Status") or {}).get("Addr", ""),
+                               since=parse_timestamp(n.get("UpdatedAt")))
+            for n in raw if n.get("ID")}
+
+
+def build_service_vips(raw: list[dict] | None) -> dict[str, dict[str, list[str]]] | None:
+    """Service name -> network ID -> the VIPs swarm allocated it there (/services)."""
+    if raw is None:
+        return None
+    out: dict[str, dict[str, list[str]]] = {}
+    for svc in raw:
+        name = (svc.get("Spec") or {}).get("Name", "")
+        for vip in (svc.get("Endpoint") or {}).get("VirtualIPs") or []:
+            addr = str(vip.get("Addr") or "").split("/")[0]
+            if addr and ":" not in addr:
+                out.setdefault(name, {}).setdefault(vip.get("NetworkID", ""), []).append(addr)
+    return out
 
 
 # --- namespaces -----------------------------------------------------------------------
@@ -1615,7 +1706,10 @@ API_SHAPES: dict[str, Any] = {
                   "PreviousSpec": {"EndpointSpec": {"Ports": True}},
                   "Endpoint": {"Ports": True, "VirtualIPs": True}}],
     "tasks": [{"ID": True, "ServiceID": True, "NodeID": True, "DesiredState": True,
-               "Status": {"State": True}}],
+               "Status": {"State": True, "Timestamp": True},
+               "NetworksAttachments": [{"Network": {"ID": True}, "Addresses": True}]}],
+    "nodes": [{"ID": True, "UpdatedAt": True, "Description": {"Hostname": True},
+               "Status": {"State": True, "Addr": True}}],
     "container": {"Id": True, "NetworkSettings": {"SandboxKey": True}},
 }
 
@@ -1709,6 +1803,13 @@ class Collector:
     def tasks(self) -> list[dict]:
         return self._api("GET /tasks", "tasks")
 
+    def nodes(self) -> list[dict] | None:
+        return self._api("GET /nodes", "nodes")
+
+    def clock(self) -> float | None:
+        """When this sample was read (recorded: a replay judges task ages as of then)."""
+        return self._lookup("clock", time.time)
+
     def container(self, cid: str) -> dict | None:
         return self._api(f"GET /containers/{cid}", "container", cid)
 
@@ -1797,8 +1898,13 @@ class SnapshotCollector(Collector):
         if key not in self.sample["lookups"]:
             if key == "netns-dir":  # snapshots before 0.2 did not record it: they saw it
                 return ["(not recorded)"]
+            if key == "clock":  # nor the clock before the orchestrator checks: then unknown
+                return None
             raise self._missing(key)
         return self.sample["lookups"][key]
+
+    def nodes(self) -> list[dict] | None:
+        return self.sample["api"].get("GET /nodes")  # not recorded before the orchestrator checks
 
     def _namespace(self, path: str, want_ipvs: bool) -> dict:
         raw = self.sample["namespaces"].get(path or "host")
@@ -2459,6 +2565,143 @@ def _check_aliases(net: NetworkView, dp: Datapath, services: list[ServiceView],
     return findings
 
 
+# --- the orchestrator and NetworkDB: swarm's tasks and VIPs against this node's view ---------
+# On a manager, /tasks and /services say what swarm runs; network inspect -v what NetworkDB on
+# this node holds. Swarm and NetworkDB converge asynchronously: a task is judged only once its
+# state is older than the window (its Status.Timestamp against the sample's clock).
+
+CONVERGENCE_WINDOW = 60.0  # seconds
+
+
+def _settled(task: SwarmTask, state: NodeState) -> bool:
+    return task.since is not None and state.now is not None and state.now - task.since >= CONVERGENCE_WINDOW
+
+
+def _node_label(state: NodeState, node_id: str) -> str:
+    node = (state.swarm_nodes or {}).get(node_id)
+    return f"{node.hostname} ({node.state})" if node else node_id[:12] or "no node"
+
+
+def _orchestrator_finding(check: str, message: str, view: NetworkView, service: str | None,
+                          subject: str, expected: Any, actual: Any) -> Finding:
+    return Finding(check, message, network=view.name, service=service, subject=subject, expected=expected,
+                   actual=actual, hint=f"docker service ps {service or '<service>'} --no-trunc; "
+                                       f"docker network inspect -v {view.name}")
+
+
+@register_check("swarm-task-missing", "task-ip-mismatch", scope="network")
+def check_swarm_tasks(view: NetworkView, state: NodeState) -> list[Finding]:
+    """Every task swarm runs on the network, settled, on a node that is up: NetworkDB lists it,
+    at the address swarm allocated it."""
+    if state.swarm_tasks is None:
+        return []
+    listed = {t.task_id: (svc.name, t) for svc in view.services.values() for t in svc.tasks}
+    findings = []
+    for task in sorted(state.swarm_tasks.values(), key=lambda t: t.id):
+        ip = task.addresses.get(view.id)
+        node = (state.swarm_nodes or {}).get(task.node_id)
+        if not ip or task.state != "running" or task.stopping or not _settled(task, state) or (
+                node is not None and node.state != "ready"):
+            continue
+        service = (state.service_names or {}).get(task.service)
+        entry = listed.get(task.id)
+        if entry is None:
+            findings.append(_orchestrator_finding(
+                "swarm-task-missing", f"network {view.name}: swarm runs task {task.id[:12]} "
+                f"{'of ' + service + ' ' if service else ''}on {_node_label(state, task.node_id)} at {ip}, "
+                "but NetworkDB on this node does not list it", view, service, ip, "listed", "absent"))
+        elif entry[1].ip != ip:
+            findings.append(_orchestrator_finding(
+                "task-ip-mismatch", f"network {view.name}: task {entry[1].name} is at {ip} for swarm but "
+                f"at {entry[1].ip} in NetworkDB", view, entry[0], entry[1].ip, ip, entry[1].ip))
+    return findings
+
+
+@register_check("networkdb-task-zombie", scope="network")
+def check_zombies(view: NetworkView, state: NodeState) -> list[Finding]:
+    """A task NetworkDB still lists, that swarm says stopped (or whose node is down), settled."""
+    if state.swarm_tasks is None:
+        return []
+    findings = []
+    for svc in sorted(view.services.values(), key=lambda s: s.name):
+        for entry in svc.tasks:
+            task = state.swarm_tasks.get(entry.task_id)
+            if task is None or not _settled(task, state):
+                continue  # unknown to swarm: see zombie_notes (no time to judge it by)
+            node = (state.swarm_nodes or {}).get(task.node_id)
+            if task.state in TERMINAL:
+                why = f"swarm says it is {task.state} (desired {task.desired_state})"
+            elif node is not None and node.state == "down" and node.since is not None and \
+                    state.now - node.since >= CONVERGENCE_WINDOW:
+                why = f"its node {node.hostname} is down"
+            else:
+                continue
+            findings.append(_orchestrator_finding(
+                "networkdb-task-zombie", f"network {view.name}: NetworkDB on this node lists task "
+                f"{entry.name} ({entry.ip}), but {why}", view, svc.name, entry.ip, "not listed",
+                f"{entry.name} {entry.ip}"))
+    return findings
+
+
+def zombie_notes(views: list[NetworkView], state: NodeState) -> list[str]:
+    """Tasks NetworkDB lists that swarm does not know at all: a service just removed (they
+    leave within seconds), or tasks left behind (20.10 keeps a removed job's running tasks)."""
+    if state.swarm_tasks is None:
+        return []
+    notes = []
+    for view in views:
+        unknown = sorted(t.name for svc in view.services.values() for t in svc.tasks
+                         if t.task_id not in state.swarm_tasks)
+        if unknown:
+            notes.append(f"network {view.name}: NetworkDB lists {len(unknown)} task(s) swarm does not know "
+                         f"({', '.join(unknown[:3])}{', ...' if len(unknown) > 3 else ''}): their service "
+                         "was removed; if they stay, they are orphans (docker ps on their node)")
+    return notes
+
+
+@register_check("duplicate-ip", scope="network")
+def check_duplicate_ips(view: NetworkView, state: NodeState) -> list[Finding]:
+    owners: dict[str, dict[str, str]] = {}  # IP -> endpoint ID (or "vip:<service>") -> label
+
+    def hold(ip: str | None, key: str, label: str) -> None:
+        if ip:
+            owners.setdefault(ip, {}).setdefault(key, label)
+    for svc in view.services.values():
+        hold(svc.vip, f"vip:{svc.name}", f"VIP of {svc.name}")
+        for t in svc.tasks:
+            hold(t.ip, t.endpoint_id or t.name, f"task {t.name}")
+    for t in view.others:
+        hold(t.ip, t.endpoint_id or t.name, f"endpoint {t.name or t.endpoint_id[:12]}")
+    lb = view.lb_endpoint
+    if lb:
+        hold(lb.ip, lb.endpoint_id or view.lb_key, f"this node's load balancer {view.lb_key}")
+    findings = []
+    for ip, who in sorted(owners.items()):
+        if len(who) > 1:
+            labels = sorted(who.values())
+            findings.append(Finding(
+                "duplicate-ip", f"network {view.name}: {ip} is held by {' and '.join(labels)}",
+                network=view.name, subject=ip, expected="one endpoint", actual=labels,
+                hint=f"docker network inspect -v {view.name}"))
+    return findings
+
+
+@register_check("vip-mismatch", scope="network")
+def check_vips(view: NetworkView, state: NodeState) -> list[Finding]:
+    if state.service_vips is None:
+        return []
+    findings = []
+    for svc in sorted(view.services.values(), key=lambda s: s.name):
+        swarm = state.service_vips.get(svc.name, {}).get(view.id)
+        if not swarm or not svc.vip or svc.ipv6:
+            continue
+        if len(swarm) > 1 or svc.vip not in swarm:
+            findings.append(_orchestrator_finding(
+                "vip-mismatch", f"network {view.name}: service {svc.name} has VIP {svc.vip} in NetworkDB, "
+                f"swarm allocated it {', '.join(swarm)}", view, svc.name, svc.vip, swarm, svc.vip))
+    return findings
+
+
 # --- the overlay layer: VXLAN device, neighbours and FDB against NetworkDB ----------------
 
 def vxlan_mtu(view: NetworkView) -> int:
@@ -2944,13 +3187,14 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
         notes.append(f"network {term!r} is not instantiated on this node: nothing to check here (a "
                      "worker lists only the swarm networks its tasks use; a manager would tell an "
                      "unknown name from one with no task here)")
-    raw_services = raw_tasks = None
+    raw_services = raw_tasks = raw_nodes = None
     if node.manager:
-        raw_services, raw_tasks = collector.services(), collector.tasks()
+        raw_services, raw_tasks, raw_nodes = collector.services(), collector.tasks(), collector.nodes()
     else:
         notes.append("worker node: no /services or /tasks here, so a weight-0 backend cannot be "
-                     "told from a draining task (tolerated), and published-port protocols are "
-                     "unknown (any protocol accepted)")
+                     "told from a draining task (tolerated), published-port protocols are "
+                     "unknown (any protocol accepted), and swarm's tasks and VIPs are not compared "
+                     "with NetworkDB (run ssd on a manager for that)")
     protocols = service_protocols(raw_services) if node.manager else None
     swarm_tasks = build_swarm_tasks(raw_tasks)
 
@@ -2972,6 +3216,10 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
             notes.append(f"network {view.name}: service(s) {', '.join(ipv6)} have an IPv6 VIP; "
                          "libnetwork's load balancer is IPv4-only, so ssd does not check them")
     state = NodeState(model, collector.netns_dir, views, swarm_tasks=swarm_tasks,
+                      swarm_nodes=build_swarm_nodes(raw_nodes), service_vips=build_service_vips(raw_services),
+                      service_names=None if raw_services is None else
+                      {s.get("ID", ""): (s.get("Spec") or {}).get("Name", "") for s in raw_services},
+                      now=collector.clock() if node.manager else None,
                       data_path_port=node.data_path_port, node_addr=node.addr)
     results: list[NetworkResult] = []
     blind = why_blind(collector, node, views)
@@ -3004,6 +3252,7 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
             if view.ingress:
                 ingress_dp = dp
         results.append(result)
+    notes += zombie_notes([v for v in views if v.instantiated], state)
     state.overlays = read_overlays(collector, views, problems, notes)
     if state.overlays is not None and any(v.encrypted and v.id in state.overlays for v in views):
         state.xfrm = collector.xfrm()

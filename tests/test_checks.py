@@ -158,9 +158,12 @@ def test_every_finding_says_which_layer_disagrees():
 
 
 def test_every_check_id_has_a_fault_test():
-    # lb-namespace-missing: tests/test_node_kernel.py; the overlay ids: tests/test_overlay.py.
+    # lb-namespace-missing: tests/test_node_kernel.py; the overlay ids: tests/test_overlay.py;
+    # swarm against NetworkDB: tests/test_orchestrator.py.
     overlay = {c for c in ssd.CHECKS if c.startswith("overlay-")}
-    assert set(FAULTS) | {"lb-namespace-missing"} | overlay == set(ssd.CHECKS)
+    orchestrator = {"swarm-task-missing", "networkdb-task-zombie", "duplicate-ip", "task-ip-mismatch",
+                    "vip-mismatch"}
+    assert set(FAULTS) | {"lb-namespace-missing"} | overlay | orchestrator == set(ssd.CHECKS)
 
 
 # --- what each finding says, and the near misses that must stay silent -------------------

@@ -1,0 +1,190 @@
+"""Tier 1: swarm's tasks and VIPs against NetworkDB, on a real 28.5.2 manager's snapshot.
+
+The fixture is tests/fixtures/snapshot-28.5-node1.json (`ssd ov2 --snapshot -` on the lab's
+manager, seeded, with a standalone container on node3): /tasks with their attachments and
+times, /nodes, /services and the sample's clock. Each fault edits one side (swarm's, or the
+node's NetworkDB view) the way the failure it stands for leaves it. Duplicate IPs and foreign
+VIPs cannot be made on demand on a real engine: they are proven here only.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import ssd
+
+FIXTURE = Path(__file__).parent / "fixtures" / "snapshot-28.5-node1.json"
+OV2_ID = "pgt602lciopl6tkmdz0l85c64"
+
+
+def snapshot() -> dict:
+    return json.loads(FIXTURE.read_text())
+
+
+def api(doc: dict) -> dict:
+    return doc["samples"][0]["api"]
+
+
+def run(doc: dict) -> ssd.RunResult:
+    _, result = ssd.check_node(ssd.SnapshotCollector(doc, "fixture"), [], 0, live=False)
+    return result
+
+
+def checks(result: ssd.RunResult) -> list[str]:
+    return sorted(f.check for f in result.findings)
+
+
+def ov2_services(doc: dict) -> dict:
+    return api(doc)[f"GET /networks/{OV2_ID}"]["Services"]
+
+
+def swarm_task(doc: dict, task_id: str) -> dict:
+    return next(t for t in api(doc)["GET /tasks"] if t["ID"] == task_id)
+
+
+def listed(doc: dict, service: str = "s1", on: str = "10.99.0.1") -> dict:
+    """A task of service NetworkDB lists on ov2, hosted on node `on` (default: node1, this node)."""
+    return next(t for t in ov2_services(doc)[service]["Tasks"] if t["Info"]["Host IP"] == on)
+
+
+def task_id(entry: dict) -> str:
+    return entry["Name"].rsplit(".", 1)[-1]
+
+
+def node_id(doc: dict, hostname: str) -> str:
+    return next(n["ID"] for n in api(doc)["GET /nodes"] if n["Description"]["Hostname"] == hostname)
+
+
+def clock(doc: dict) -> float:
+    return doc["samples"][0]["lookups"]["clock"]
+
+
+def stamp(epoch: float) -> str:
+    import datetime
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_recorded_manager_is_silent_and_has_what_the_checks_read():
+    doc = snapshot()
+    result = run(doc)
+    assert result.findings == [] and result.problems == []
+    state = ssd.build_swarm_tasks(api(doc)["GET /tasks"])
+    running = [t for t in state.values() if t.state == "running" and OV2_ID in t.addresses]
+    assert len(running) == 12 and all(t.since and clock(doc) - t.since > ssd.CONVERGENCE_WINDOW for t in running)
+
+
+def test_task_swarm_runs_but_networkdb_lacks_is_found():
+    doc = snapshot()
+    entry = listed(doc, on="10.99.0.2")
+    ov2_services(doc)["s1"]["Tasks"].remove(entry)
+    result = run(doc)
+    missing = [f for f in result.findings if f.check == "swarm-task-missing"]
+    assert len(missing) == 1 and missing[0].subject == entry["EndpointIP"]
+    assert task_id(entry)[:12] in missing[0].message and "node2 (ready)" in missing[0].message
+    assert missing[0].service == "s1" and missing[0].layer == "networkdb"
+
+
+def test_task_within_the_convergence_window_is_not_judged():
+    doc = snapshot()
+    entry = listed(doc, on="10.99.0.2")
+    ov2_services(doc)["s1"]["Tasks"].remove(entry)
+    swarm_task(doc, task_id(entry))["Status"]["Timestamp"] = stamp(clock(doc) - 5)
+    assert "swarm-task-missing" not in checks(run(doc))
+
+
+def test_task_ip_differs_between_swarm_and_networkdb():
+    doc = snapshot()
+    entry = listed(doc)
+    attachment = swarm_task(doc, task_id(entry))["NetworksAttachments"][0]
+    attachment["Addresses"] = ["10.0.1.240/24"]
+    (finding,) = run(doc).findings
+    assert finding.check == "task-ip-mismatch" and finding.expected == "10.0.1.240"
+    assert finding.actual == entry["EndpointIP"].split("/")[0]
+
+
+@pytest.mark.parametrize("how", ["stopped", "node-down"])
+def test_zombie_that_swarm_stopped_or_whose_node_is_down(how):
+    doc = snapshot()
+    entry = listed(doc, on="10.99.0.3")
+    task = swarm_task(doc, task_id(entry))
+    if how == "stopped":
+        task["DesiredState"], task["Status"]["State"] = "shutdown", "shutdown"
+        task["Status"]["Timestamp"] = stamp(clock(doc) - 600)
+        words = "swarm says it is shutdown"
+    else:
+        node = next(n for n in api(doc)["GET /nodes"] if n["ID"] == task["NodeID"])
+        node["Status"]["State"], node["UpdatedAt"] = "down", stamp(clock(doc) - 600)
+        words = "its node node3 is down"
+    result = run(doc)
+    zombies = [f for f in result.findings if f.check == "networkdb-task-zombie"]
+    assert entry["Name"] in " ".join(f.message for f in zombies) and words in zombies[0].message
+    assert "swarm-task-missing" not in checks(result)  # a down node's tasks are not expected
+
+
+def test_node_just_down_is_within_the_window():
+    doc = snapshot()
+    node = next(n for n in api(doc)["GET /nodes"] if n["Description"]["Hostname"] == "node3")
+    node["Status"]["State"], node["UpdatedAt"] = "down", stamp(clock(doc) - 10)
+    assert run(doc).findings == []
+
+
+def test_tasks_swarm_does_not_know_are_a_note():
+    """A removed service's tasks leave NetworkDB within seconds; 20.10 leaves a removed job's
+    running tasks behind. With no time to judge them by, they are a note, not a finding."""
+    doc = snapshot()
+    gone = {t["ID"] for t in api(doc)["GET /tasks"] if t["ServiceID"] == next(
+        s["ID"] for s in api(doc)["GET /services"] if s["Spec"]["Name"] == "s3")}
+    api(doc)["GET /tasks"] = [t for t in api(doc)["GET /tasks"] if t["ID"] not in gone]
+    result = run(doc)
+    assert result.findings == []
+    assert any("NetworkDB lists 3 task(s) swarm does not know" in n for n in result.notes)
+
+
+def test_duplicate_ip_between_two_tasks():
+    doc = snapshot()
+    a, b = listed(doc, "s1", on="10.99.0.3"), listed(doc, "s2", on="10.99.0.3")
+    b["EndpointIP"] = a["EndpointIP"]
+    result = run(doc)
+    dup = [f for f in result.findings if f.check == "duplicate-ip"]
+    assert len(dup) == 1 and dup[0].subject == a["EndpointIP"]
+    assert a["Name"] in dup[0].message and b["Name"] in dup[0].message
+
+
+def test_duplicate_ip_between_a_task_and_this_nodes_load_balancer():
+    doc = snapshot()
+    lb_ip = api(doc)[f"GET /networks/{OV2_ID}"]["Containers"]["lb-ov2"]["IPv4Address"].split("/")[0]
+    entry = listed(doc, "s2", on="10.99.0.3")
+    entry["EndpointIP"] = lb_ip
+    dup = [f for f in run(doc).findings if f.check == "duplicate-ip"]
+    assert len(dup) == 1 and "this node's load balancer lb-ov2" in dup[0].message
+
+
+@pytest.mark.parametrize("vips", [["10.0.1.99/24"], ["10.0.1.2/24", "10.0.1.98/24"]])
+def test_vip_differs_between_swarm_and_networkdb(vips):
+    doc = snapshot()
+    s1 = next(s for s in api(doc)["GET /services"] if s["Spec"]["Name"] == "s1")
+    s1["Endpoint"]["VirtualIPs"] = [{"Addr": v, "NetworkID": OV2_ID} for v in vips]
+    (finding,) = run(doc).findings
+    assert finding.check == "vip-mismatch" and finding.service == "s1" and finding.subject == "10.0.1.2"
+    assert finding.expected == [v.split("/")[0] for v in vips]
+
+
+def test_a_worker_says_it_cannot_compare_swarm():
+    doc = json.loads((FIXTURE.parent / "snapshot-28.5-node2.json").read_text())
+    result = run(doc)
+    assert result.findings == [] and any("run ssd on a manager" in n for n in result.notes)
+
+
+def test_snapshot_without_a_clock_judges_no_task_age():
+    doc = snapshot()
+    del doc["samples"][0]["lookups"]["clock"]
+    ov2_services(doc)["s1"]["Tasks"].remove(listed(doc, on="10.99.0.2"))
+    assert "swarm-task-missing" not in checks(run(doc))
+
+
+def test_timestamps_parse_as_the_engine_writes_them():
+    assert ssd.parse_timestamp("2026-11-29T22:52:39.338203138Z") == pytest.approx(1795992759.338203, abs=1e-5)
+    assert ssd.parse_timestamp("2026-11-29T23:52:39+01:00") == ssd.parse_timestamp("2026-11-29T22:52:39Z")
+    assert ssd.parse_timestamp("0001-01-01T00:00:00Z") is None and ssd.parse_timestamp("soon") is None
