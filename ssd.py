@@ -13,7 +13,10 @@ service's VIP, fwmark and tasks are: GET /networks/{id}?verbose=true, and on man
 
 in the place the engine version really programs them: one load-balancer namespace per
 network (lb_<network id[:9]>) and ingress_sbox since Docker 18.06, every container
-sandbox before. It never changes anything: it only reads.
+sandbox before. One layer down it checks each overlay network's namespace (the VXLAN
+device, a neighbour and an FDB entry per remote endpoint, ESP state when encrypted); one
+layer up, on a manager, that NetworkDB holds the tasks and VIPs swarm runs. It never
+changes anything: it only reads.
 
 On a manager it also looks at the whole swarm through one short-lived global service that
 runs ssd on every node and is always removed: `NETWORK gossip-consistency` compares every
@@ -645,6 +648,11 @@ class Finding:
     @property
     def overlay(self) -> bool:
         return self.check.startswith("overlay-")
+
+    @property
+    def swarm(self) -> bool:
+        """Swarm against NetworkDB: not about the load balancer of the service it names."""
+        return self.check in SWARM_CHECKS
 
     @property
     def layer(self) -> str:
@@ -2589,6 +2597,10 @@ def _orchestrator_finding(check: str, message: str, view: NetworkView, service: 
                                        f"docker network inspect -v {view.name}")
 
 
+SWARM_CHECKS = frozenset({"swarm-task-missing", "task-ip-mismatch", "networkdb-task-zombie", "duplicate-ip",
+                          "vip-mismatch"})
+
+
 @register_check("swarm-task-missing", "task-ip-mismatch", scope="network")
 def check_swarm_tasks(view: NetworkView, state: NodeState) -> list[Finding]:
     """Every task swarm runs on the network, settled, on a node that is up: NetworkDB lists it,
@@ -3152,6 +3164,7 @@ class NetworkResult:
     note: str | None = None
     partial: bool = False  # some of its datapath (IPVS, iptables) could not be read
     overlay: OverlaySummary | None = None  # None: its overlay namespace was not looked at
+    swarm: tuple[int, int] | None = None  # (tasks, VIPs) swarm has on it; None: not a manager
 
 
 @dataclass
@@ -3262,6 +3275,10 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
             problems.append(Problem("host", f"{state.xfrm['error']}; ESP checks skipped"))
     for result in results:
         result.overlay = overlay_summary(result.view, state)
+        if state.swarm_tasks is not None and result.view.instantiated:
+            result.swarm = (sum(1 for t in state.swarm_tasks.values() if result.view.id in t.addresses
+                                and t.state == "running" and not t.stopping),
+                            sum(1 for vips in (state.service_vips or {}).values() if result.view.id in vips))
 
     host_ports: list[tuple[str, str]] = []
     ingress = next((v for v in views if v.ingress and v.instantiated), None)
@@ -3645,7 +3662,7 @@ def service_status(result: RunResult, net: NetworkResult, svc: ServiceView) -> s
     if not svc.vip or svc.ipv6:
         return "skipped"
     mine = [f for f in result.findings if f.network == net.view.name and f.namespace != "host"
-            and not f.overlay]
+            and not f.overlay and not f.swarm]
     if any(f.service == svc.name or (f.service is None and f.check in NETWORK_WIDE
                                      and svc in net.view.vip_services()) for f in mine):
         return "fail"
@@ -3682,6 +3699,8 @@ def to_json(result: RunResult) -> dict:
             "services": [{"name": s.name, "vip": s.vip, "fwmark": s.fwmark,
                           "status": service_status(result, n, s)}
                          for s in sorted(n.view.services.values(), key=lambda s: s.name)],
+            "swarm": None if n.swarm is None else {
+                "status": swarm_status(result, n), "tasks": n.swarm[0], "vips": n.swarm[1]},
             "overlay": None if n.overlay is None else {
                 "namespace": n.overlay.namespace, "checked": n.overlay.checked,
                 "status": overlay_status(result, n), "remote_endpoints": n.overlay.remote_endpoints,
@@ -3864,7 +3883,8 @@ def render_text(result: RunResult, paint: Painter, quiet: bool, verbose: bool) -
 def _render_network(result: RunResult, net: NetworkResult, paint: Painter, quiet: bool,
                     verbose: bool, used: set[int]) -> list[str]:
     name = net.view.name
-    mine = [f for f in result.findings if f.network == name and f.namespace != "host" and not f.overlay]
+    mine = [f for f in result.findings if f.network == name and f.namespace != "host" and not f.overlay
+            and not f.swarm]
     header = f"Verifying LB programming for network {name}"
     header += f" (netns {net.namespace})" if net.namespace else ""
     block: list[str] = []
@@ -3894,7 +3914,27 @@ def _render_network(result: RunResult, net: NetworkResult, paint: Painter, quiet
     used.update(id(f) for f in rest)
     block += _render_findings(rest, verbose)
     lines = [header, *block] if block or not quiet else []
-    return lines + _render_overlay(result, net, paint, quiet, verbose, used)
+    return (lines + _render_swarm(result, net, paint, quiet, verbose, used)
+            + _render_overlay(result, net, paint, quiet, verbose, used))
+
+
+def swarm_status(result: RunResult, net: NetworkResult) -> str:
+    return "fail" if any(f.swarm and f.network == net.view.name for f in result.findings) else "ok"
+
+
+def _render_swarm(result: RunResult, net: NetworkResult, paint: Painter, quiet: bool,
+                  verbose: bool, used: set[int]) -> list[str]:
+    if net.swarm is None:
+        return []
+    mine = [f for f in result.findings if f.swarm and f.network == net.view.name]
+    used.update(id(f) for f in mine)
+    status = swarm_status(result, net)
+    if quiet and status != "fail":
+        return []
+    label = paint("FAIL", "fail") if mine else paint("OK", "ok")
+    tasks, vips = net.swarm
+    return [f"Comparing swarm with NetworkDB for network {net.view.name}",
+            f"{tasks} running tasks, {vips} VIPs... {label}", *_render_findings(mine, verbose)]
 
 
 def _render_overlay(result: RunResult, net: NetworkResult, paint: Painter, quiet: bool,
@@ -3916,12 +3956,20 @@ def _render_overlay(result: RunResult, net: NetworkResult, paint: Painter, quiet
             *_render_findings(mine, verbose)]
 
 
+LAYER_TEXT = {  # which layer disagrees, and with which (the JSON's "layer")
+    "kernel": "kernel, against NetworkDB on this node",
+    "overlay": "overlay (VXLAN), against NetworkDB on this node",
+    "networkdb": "NetworkDB on this node, against swarm (or itself)",
+}
+
+
 def _render_findings(findings: list[Finding], verbose: bool) -> list[str]:
     lines = []
     for f in findings:
         lines += textwrap.wrap(f"{f.check}: {f.message}", width=80, initial_indent="  ",
                                subsequent_indent="      ", break_long_words=False,
                                break_on_hyphens=False)
+        lines.append(f"    layer: {LAYER_TEXT.get(f.layer, f.layer)}")
         if verbose:
             lines.append(f"    expected: {json.dumps(f.expected)}")
             lines.append(f"    found:    {json.dumps(f.actual)}")

@@ -105,6 +105,12 @@ class KernelNode:
         sh("unshare", f"--net={path}", "true")
         self.bound.append(path)
 
+    def remove(self, name: str) -> None:
+        """Take one namespace away, as dockerd does when it deletes a sandbox."""
+        subprocess.run(["umount", self.ns(name)], check=True)
+        self.bound.remove(self.ns(name))
+        (self.netns_dir / name).unlink()
+
     def destroy(self) -> None:
         for path in reversed(self.bound):
             subprocess.run(["umount", "-l", path], capture_output=True, check=False)

@@ -263,9 +263,7 @@ def test_namespace_vanished_mid_run(node, engine):
 
 
 def test_lb_namespace_missing(node, engine):
-    subprocess.run(["umount", node.ns(LB)], check=True)
-    node.bound.remove(node.ns(LB))
-    (node.netns_dir / LB).unlink()
+    node.remove(LB)
     code, doc, _ = run_json(node, engine, "ov2")
     assert code == 1 and [f["check"] for f in doc["findings"]] == ["lb-namespace-missing"]
     ov2 = next(n for n in doc["networks"] if n["name"] == "ov2")
@@ -275,9 +273,7 @@ def test_lb_namespace_missing(node, engine):
 
 
 def test_overlay_namespace_missing(node, engine):
-    subprocess.run(["umount", node.ns(OV2_OVERLAY)], check=True)
-    node.bound.remove(node.ns(OV2_OVERLAY))
-    (node.netns_dir / OV2_OVERLAY).unlink()
+    node.remove(OV2_OVERLAY)
     code, doc, _ = run_json(node, engine, "ov2")
     assert code == 1 and [f["check"] for f in doc["findings"]] == ["overlay-namespace-missing"]
     ov2 = next(n for n in doc["networks"] if n["name"] == "ov2")

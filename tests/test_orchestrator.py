@@ -188,3 +188,24 @@ def test_timestamps_parse_as_the_engine_writes_them():
     assert ssd.parse_timestamp("2026-11-29T22:52:39.338203138Z") == pytest.approx(1795992759.338203, abs=1e-5)
     assert ssd.parse_timestamp("2026-11-29T23:52:39+01:00") == ssd.parse_timestamp("2026-11-29T22:52:39Z")
     assert ssd.parse_timestamp("0001-01-01T00:00:00Z") is None and ssd.parse_timestamp("soon") is None
+
+
+def test_text_report_names_the_layers_that_disagree():
+    doc = snapshot()
+    ov2_services(doc)["s1"]["Tasks"].remove(listed(doc, on="10.99.0.2"))
+    text = ssd.render_text(run(doc), ssd.Painter(False), quiet=False, verbose=False)
+    assert "swarm-task-missing: network ov2: swarm runs task" in text
+    assert "    layer: NetworkDB on this node, against swarm (or itself)\n" in text
+
+
+def test_json_and_service_status_keep_the_layers_apart():
+    doc = snapshot()
+    entry = listed(doc)
+    swarm_task(doc, task_id(entry))["NetworksAttachments"][0]["Addresses"] = ["10.0.1.240/24"]
+    report = ssd.to_json(run(doc))
+    assert [f["check"] for f in report["findings"]] == ["task-ip-mismatch"]
+    ov2 = next(n for n in report["networks"] if n["name"] == "ov2")
+    assert ov2["swarm"] == {"status": "fail", "tasks": 12, "vips": 4}
+    assert next(s for s in ov2["services"] if s["name"] == "s1")["status"] == "ok"  # its load balancer
+    worker = json.loads((FIXTURE.parent / "snapshot-28.5-node2.json").read_text())
+    assert all(n["swarm"] is None for n in ssd.to_json(run(worker))["networks"])

@@ -256,6 +256,7 @@ def test_text_report_has_an_overlay_block():
     assert f"Verifying overlay for network ov2 (netns 1-{OV2_ID[:10]})" in text
     assert "9 remote endpoints on 2 other nodes... FAIL" in text
     assert "overlay-neighbor-stale: network ov2: permanent neighbour 10.0.1.200" in text
+    assert "    layer: overlay (VXLAN), against NetworkDB on this node\n" in text
     assert max(len(line) for line in text.splitlines() if not line.startswith("    next:")) <= 80
 
 

@@ -141,6 +141,15 @@ def in_ns(ns: str, script: str) -> str:
     return f"nsenter --net={ns} sh -c '{script}'" if ns else script
 
 
+def with_fault(node: int, ns: str, inject: str, undo: str, *args: str) -> dict[int, tuple[int, dict, str]]:
+    """ssd on every node while the fault is in place on one; undone whatever happens."""
+    sh(node, in_ns(ns, inject))
+    try:
+        return ssd_everywhere(*args)
+    finally:
+        sh(node, in_ns(ns, undo))
+
+
 # --- healthy ----------------------------------------------------------------------------
 
 def test_healthy_swarm_is_consistent_on_every_node(swarm):
@@ -188,11 +197,7 @@ def test_real_fault_found_on_its_node_only(swarm, fault):
     if fault not in table:
         pytest.skip(f"node{node} runs no web task")  # the scheduler may leave a node without one
     ns, inject, undo = table[fault]
-    sh(node, in_ns(ns, inject))
-    try:
-        results = ssd_everywhere("--settle", "1", "ov2")
-    finally:
-        sh(node, in_ns(ns, undo))
+    results = with_fault(node, ns, inject, undo, "--settle", "1", "ov2")
     code, doc, _ = results[node]
     check = fault.split("/")[0]
     assert code == 1 and check in {f["check"] for f in doc["findings"]}, doc["findings"]

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 
 import pytest
-from test_lab import NODES, in_ns, sh, ssd_everywhere
+from test_lab import NODES, sh, ssd_everywhere, with_fault
 
 pytestmark = pytest.mark.lab
 
@@ -97,11 +97,7 @@ def test_healthy_overlay_is_silent_on_every_node(standalone):
 def test_overlay_fault_found_on_its_node_only(standalone, node, fault):
     inject, undo = faults(facts(node))[fault]
     ns = facts(node).ns
-    sh(node, in_ns(ns, inject))
-    try:
-        results = ssd_everywhere("--settle", "1", "ov2")
-    finally:
-        sh(node, in_ns(ns, undo))
+    results = with_fault(node, ns, inject, undo, "--settle", "1", "ov2")
     code, doc, _ = results[node]
     check = fault.split("/")[0]
     assert code == 1 and {f["check"] for f in doc["findings"]} == {check}, doc["findings"]
