@@ -4,10 +4,11 @@
 
     floor.py SOCKET EXEC_ROOT
 
-Dumps, for every namespace layout.py made, `ipvsadm -Ln` and `iptables-save` (run with
-nsenter, as a person would), and fetches the Engine API responses ssd uses (version, info,
-networks, each network's verbose inspect, services, tasks) over the unix socket. Output is
-discarded; only the cost counts. Standard library only, so its start-up is as cheap as it gets.
+Dumps, for every namespace layout.py made, `ipvsadm -Ln` and `iptables-save` (and in the
+overlay namespaces `ip -d link`, `ip neigh`, `bridge fdb`), run with nsenter as a person would,
+and fetches the Engine API responses ssd uses (version, info, networks, each network's verbose
+inspect, services, tasks) over the unix socket. Output is discarded; only the cost counts.
+Standard library only, so its start-up is as cheap as it gets.
 """
 from __future__ import annotations
 
@@ -45,6 +46,11 @@ def main(sock: str, root: Path) -> int:
     for ns in (root / "namespaces").read_text().split():
         enter = ["nsenter", f"--net={root / 'netns' / ns}"]
         for cmd in (["ipvsadm", "-Ln"], ["iptables-save"]):
+            subprocess.run(enter + cmd, check=True, stdout=subprocess.DEVNULL)
+    overlays = root / "overlays"
+    for ns in overlays.read_text().split() if overlays.exists() else []:
+        enter = ["nsenter", f"--net={root / 'netns' / ns}"]
+        for cmd in (["ip", "-d", "link", "show"], ["ip", "neigh", "show"], ["bridge", "fdb", "show"]):
             subprocess.run(enter + cmd, check=True, stdout=subprocess.DEVNULL)
     return 0
 

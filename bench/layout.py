@@ -10,9 +10,11 @@ Runs inside a lab VM (a real kernel with IPVS), as root, with the standard libra
 For each network it makes the load-balancer namespace libnetwork would (lb_<id[:9]>, under
 DIR/netns): an interface holding the LB address and one /32 alias per VIP, one IPVS
 firewall-mark service per VIP with its backends (ipvsadm-restore), the mangle MARK and nat
-SNAT rules (iptables-restore) and the IPVS sysctls. DIR/routes.json is the matching control
-plane (network inspect, services, tasks) for standin.py to serve: a real engine cannot host
-10,000 tasks in a VM.
+SNAT rules (iptables-restore) and the IPVS sysctls; and the overlay driver's namespace
+(1-<id[:10]>): a bridge, a VXLAN device with the network's VNI, and for every task (each on
+one of REMOTE_NODES other nodes, as most tasks are in a big swarm) a permanent neighbour and
+a permanent FDB entry. DIR/routes.json is the matching control plane (network inspect,
+services, tasks) for standin.py to serve: a real engine cannot host 10,000 tasks in a VM.
 """
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ import sys
 from pathlib import Path
 
 FIRST_FWMARK = 256
+FIRST_VNI = 4097
+THIS_NODE = "10.99.0.1"
+REMOTE_NODES = [f"10.99.0.{i}" for i in range(2, 6)]
 
 
 def sh(*args: str, stdin: str | None = None) -> None:
@@ -49,6 +54,7 @@ def build(n: int, m: int, k: int, rng: random.Random) -> tuple[list[dict], dict]
         name = f"bench{net}"
         lb_ip = addr(net, 65000)
         plan = {"id": net_id, "name": name, "ns": f"lb_{net_id[:9]}", "lb_ip": lb_ip,
+                "overlay_ns": f"1-{net_id[:10]}", "vni": FIRST_VNI + net,
                 "subnet": f"10.{net + 1}.0.0/16", "services": []}
         inspect_services = {}
         nxt = 2
@@ -61,8 +67,9 @@ def build(n: int, m: int, k: int, rng: random.Random) -> tuple[list[dict], dict]
             task_entries = []
             for j, ip in enumerate(backends):
                 task_id = ident(rng)
+                host = REMOTE_NODES[j % len(REMOTE_NODES)]
                 task_entries.append({"Name": f"{svc_name}.{j + 1}.{task_id}", "EndpointID": ident(rng, 64),
-                                     "EndpointIP": ip, "Info": {"Host IP": "10.99.0.1"}})
+                                     "EndpointIP": ip, "Info": {"Host IP": host}})
                 tasks.append({"ID": task_id, "ServiceID": svc_id, "NodeID": "benchnode",
                               "DesiredState": "running", "Status": {"State": "running"}})
             inspect_services[svc_name] = {"VIP": vip, "LocalLBIndex": mark, "Ports": [],
@@ -72,8 +79,9 @@ def build(n: int, m: int, k: int, rng: random.Random) -> tuple[list[dict], dict]
             mark += 1
         networks.append((plan, {
             "Id": net_id, "Name": name, "Scope": "swarm", "Driver": "overlay", "Ingress": False,
-            "Options": {}, "IPAM": {"Config": [{"Subnet": plan["subnet"]}]},
-            "Peers": [{"Name": "benchnode", "IP": "10.99.0.1"}],
+            "Options": {"com.docker.network.driver.overlay.vxlanid_list": str(plan["vni"])},
+            "IPAM": {"Config": [{"Subnet": plan["subnet"]}]},
+            "Peers": [{"Name": f"node{i}", "IP": ip} for i, ip in enumerate([THIS_NODE, *REMOTE_NODES])],
             "Containers": {f"lb-{name}": {"Name": f"{name}-endpoint", "EndpointID": ident(rng, 64),
                                           "IPv4Address": f"{lb_ip}/16"}},
             "Services": inspect_services}))
@@ -81,7 +89,8 @@ def build(n: int, m: int, k: int, rng: random.Random) -> tuple[list[dict], dict]
         "/_ping": "OK",
         "/version": {"Version": "28.5.2", "ApiVersion": "1.51", "MinAPIVersion": "1.24"},
         "/info": {"Name": "benchnode", "ServerVersion": "28.5.2",
-                  "Swarm": {"LocalNodeState": "active", "NodeID": "benchnode", "ControlAvailable": True}},
+                  "Swarm": {"LocalNodeState": "active", "NodeID": "benchnode", "ControlAvailable": True,
+                            "NodeAddr": THIS_NODE, "Cluster": {"DataPathPort": 4789}}},
         "/networks": [{key: raw[key] for key in ("Id", "Name", "Scope", "Driver", "Ingress")}
                       for _, raw in networks],
         "/services": services, "/tasks": tasks,
@@ -116,6 +125,30 @@ def program(plan: dict, netns_dir: Path) -> None:
         sh(*run, "sysctl", "-qw", f"net.ipv4.vs.{name}={value}")
 
 
+def mac(ip: str) -> str:
+    return "02:42:" + ":".join(f"{int(b):02x}" for b in ip.split("."))
+
+
+def program_overlay(plan: dict) -> None:
+    ns = plan["overlay_ns"]
+    sh("ip", "netns", "add", ns)
+    run = ["ip", "netns", "exec", ns]
+    gateway = plan["subnet"].replace(".0.0/16", ".0.1/16")
+    lines = ["link add br0 type bridge", f"addr add {gateway} dev br0",
+             f"link add vxlan0 mtu 1450 type vxlan id {plan['vni']} dstport 4789 "
+             "learning proxy l2miss l3miss",
+             "link set vxlan0 master br0", "link set br0 up", "link set vxlan0 up"]
+    fdb = []
+    for svc in plan["services"]:
+        for j, ip in enumerate(svc["backends"]):
+            node = REMOTE_NODES[j % len(REMOTE_NODES)]
+            lines.append(f"neigh add {ip} lladdr {mac(ip)} dev vxlan0 nud permanent")
+            fdb.append(f"fdb add {mac(ip)} dev vxlan0 dst {node} self permanent")
+    sh(*run, "ip", "-batch", "-", stdin="\n".join(lines) + "\n")
+    if fdb:
+        sh(*run, "bridge", "-batch", "-", stdin="\n".join(fdb) + "\n")
+
+
 def up(n: int, m: int, k: int, root: Path) -> None:
     down(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -125,16 +158,18 @@ def up(n: int, m: int, k: int, root: Path) -> None:
         (root / "netns").symlink_to("/run/netns")  # ssd reads EXEC_ROOT/netns/<name>
     for plan in plans:
         program(plan, root / "netns")
+        program_overlay(plan)
     (root / "routes.json").write_text(json.dumps(routes))
     (root / "namespaces").write_text("\n".join(p["ns"] for p in plans) + "\n")
+    (root / "overlays").write_text("\n".join(p["overlay_ns"] for p in plans) + "\n")
 
 
 def down(root: Path) -> None:
-    listing = root / "namespaces"
-    if listing.exists():
-        for ns in listing.read_text().split():
-            subprocess.run(["ip", "netns", "del", ns], check=False, stderr=subprocess.DEVNULL)
-        listing.unlink()
+    for listing in (root / "namespaces", root / "overlays"):
+        if listing.exists():
+            for ns in listing.read_text().split():
+                subprocess.run(["ip", "netns", "del", ns], check=False, stderr=subprocess.DEVNULL)
+            listing.unlink()
 
 
 def main(argv: list[str]) -> int:
