@@ -2834,7 +2834,12 @@ def check_overlay_peers(subject: tuple[NetworkView, OverlayDatapath], state: Nod
     (MAC -> its node's VTEP) on the VXLAN device; nothing else but one unlisted endpoint per
     peer node (its load balancer or ingress-sbox endpoint, which network inspect does not list,
     but for ingress on 20.10)."""
-    view, ov = subject
+    return peer_verdicts(*subject, state)[0]
+
+
+def peer_verdicts(view: NetworkView, ov: OverlayDatapath, state: NodeState
+                  ) -> tuple[list[Finding], list[str]]:
+    """The peer check's findings, and the unlisted entries a worker cannot judge."""
     remote = remote_endpoints(view, state)
     owner = {t.ip: svc.name for svc in view.services.values() for t in svc.tasks}
     neighbours = {n.ip: n for n in ov.neighbours or [] if n.permanent and n.ip}
@@ -2862,8 +2867,9 @@ def check_overlay_peers(subject: tuple[NetworkView, OverlayDatapath], state: Nod
             findings.append(_overlay_finding(
                 "overlay-fdb-wrong-node", f"{where}: its FDB entry (MAC {neigh.mac}) points to "
                 f"{entry.ip}, not to {task.host_ip}", view, ov, ip, task.host_ip, entry.ip, owner.get(ip)))
-    findings += _stale_peers(view, ov, state, remote, neighbours, fdb, explained)
-    return findings
+    unverifiable: list[str] = []
+    findings += _stale_peers(view, ov, state, remote, neighbours, fdb, explained, unverifiable)
+    return findings, unverifiable
 
 
 def mac_from_ip(ip: str) -> str:
@@ -2876,9 +2882,15 @@ def _endpoint_label(task: TaskView, owner: dict[str, str]) -> str:
 
 
 def _stale_peers(view: NetworkView, ov: OverlayDatapath, state: NodeState, remote: dict[str, TaskView],
-                 neighbours: dict[str, Neighbour], fdb: dict[str, Neighbour], explained: set[str]
-                 ) -> list[Finding]:
+                 neighbours: dict[str, Neighbour], fdb: dict[str, Neighbour], explained: set[str],
+                 unverifiable: list[str]) -> list[Finding]:
+    """Entries no listed endpoint explains. NetworkDB lists a task only once it is started (or,
+    with a health check, healthy: executor controller.go activateServiceBinding), while the
+    overlay programs it from its join: a manager explains such an entry by swarm's task at that
+    address; a worker cannot, and reports it as unverifiable rather than stale."""
     local_ips = {ep.ip for ep in view.endpoints.values()}
+    being_born = {ip for t in (state.swarm_tasks or {}).values() if t.state not in TERMINAL
+                  for ip in [t.addresses.get(view.id)] if ip}
     vteps = local_vteps(view, state)
     peers = {ip for _, ip in view.peers} | {t.host_ip for t in view.all_endpoints() if t.host_ip}
     # One unlisted endpoint per remote peer node: its load balancer, unless NetworkDB lists that
@@ -2891,8 +2903,15 @@ def _stale_peers(view: NetworkView, ov: OverlayDatapath, state: NodeState, remot
             continue
         entry = fdb.get(neigh.mac or "")
         dst = entry.ip if entry else None
+        if ip not in local_ips and dst in peers - vteps and ip in being_born:
+            explained.add(neigh.mac or "")
+            continue
         if ip not in local_ips and dst in allowance:
             allowance.discard(dst)
+            explained.add(neigh.mac or "")
+            continue
+        if ip not in local_ips and dst in peers - vteps and state.swarm_tasks is None:
+            unverifiable.append(ip)
             explained.add(neigh.mac or "")
             continue
         why = ("is a local endpoint, programmed as remote" if ip in local_ips else
@@ -3173,6 +3192,7 @@ class OverlaySummary:
     checked: bool
     remote_endpoints: int = 0
     remote_nodes: int = 0
+    unverifiable: list[str] = field(default_factory=list)  # unlisted entries a worker cannot judge
 
 
 @dataclass
@@ -3275,6 +3295,12 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
             problems.append(Problem("host", f"{state.xfrm['error']}; ESP checks skipped"))
     for result in results:
         result.overlay = overlay_summary(result.view, state)
+        if result.overlay and result.overlay.unverifiable:
+            ips = result.overlay.unverifiable
+            notes.append(f"network {result.view.name}: {len(ips)} endpoint(s) on other nodes are programmed "
+                         f"in the overlay but not listed by NetworkDB ({', '.join(ips[:3])}"
+                         f"{', ...' if len(ips) > 3 else ''}): tasks starting or waiting for their health "
+                         "check, or stale entries; only a manager (/tasks) can tell which")
         if state.swarm_tasks is not None and result.view.instantiated:
             result.swarm = (sum(1 for t in state.swarm_tasks.values() if result.view.id in t.addresses
                                 and t.state == "running" and not t.stopping),
@@ -3319,9 +3345,11 @@ def overlay_summary(view: NetworkView, state: NodeState) -> OverlaySummary | Non
         return None
     ov = state.overlays[view.id]
     remote = remote_endpoints(view, state)
+    unverifiable = peer_verdicts(view, ov, state)[1] if ov and not ov.error and ov.neighbours is not None \
+        and ov.fdb is not None else []
     return OverlaySummary(namespace=ov.name if ov else None, checked=ov is not None and not ov.error,
                           remote_endpoints=len(remote),
-                          remote_nodes=len({t.host_ip for t in remote.values()}))
+                          remote_nodes=len({t.host_ip for t in remote.values()}), unverifiable=unverifiable)
 
 
 def why_blind(collector: Collector, node: NodeInfo, views: list[NetworkView]

@@ -170,15 +170,40 @@ def test_missing_neighbour_of_a_standalone_container_is_found():
     assert finding.check == "overlay-neighbor-missing" and "standalone" in finding.message
 
 
-def test_a_second_unlisted_endpoint_towards_one_node_is_stale():
-    """One unlisted endpoint per peer is its load balancer; a second one is not explained."""
-    doc = snapshot(2)
+def unlisted_endpoint_on_node3(doc: dict) -> None:
     ns = overlay_ns(doc)
     ns["neighbours"].append({"ifindex": vxlan(ns)["index"], "dst": "10.0.1.201", "mac": "02:42:0a:00:01:c9",
                              "permanent": True, "self": False})
     ns["fdb"].append({"ifindex": vxlan(ns)["index"], "dst": "10.99.0.3", "mac": "02:42:0a:00:01:c9",
                       "permanent": True, "self": True})
+
+
+def test_a_second_unlisted_endpoint_towards_one_node_is_stale_on_a_manager():
+    """One unlisted endpoint per peer is its load balancer; a second one is not explained."""
+    doc = snapshot(1)
+    unlisted_endpoint_on_node3(doc)
     assert checks(run(doc)) == ["overlay-neighbor-stale"]
+
+
+def test_a_task_still_starting_is_programmed_before_it_is_listed():
+    """NetworkDB lists a task once it started (or is healthy); the overlay programs it at join.
+    A manager finds swarm's task at that address: no finding (seen on 20.10 during updates)."""
+    doc = snapshot(1)
+    unlisted_endpoint_on_node3(doc)
+    starting = copy.deepcopy(sample(doc)["api"]["GET /tasks"][0])
+    starting.update(ID="startingtask0000000000000", DesiredState="running")
+    starting["Status"]["State"] = "starting"
+    starting["NetworksAttachments"] = [{"Network": {"ID": OV2_ID}, "Addresses": ["10.0.1.201/24"]}]
+    sample(doc)["api"]["GET /tasks"].append(starting)
+    assert run(doc).findings == []
+
+
+def test_a_worker_cannot_judge_unlisted_endpoints_of_live_peers():
+    doc = snapshot(2)
+    unlisted_endpoint_on_node3(doc)
+    result = run(doc)
+    assert result.findings == []
+    assert any("1 endpoint(s) on other nodes are programmed" in n and "10.0.1.201" in n for n in result.notes)
 
 
 def test_a_local_endpoint_programmed_as_remote_is_stale():
