@@ -110,7 +110,7 @@ class CheckInfo:
     action: str
     # Which layer disagrees with the one above it: "kernel" (the datapath differs from this
     # node's NetworkDB view), "overlay" (the VXLAN layer differs from it), "networkdb" (the view
-    # contradicts itself).
+    # contradicts itself), "dns" (the embedded resolver's answers differ from it).
     layer: str = "kernel"
 
 
@@ -255,6 +255,32 @@ CHECKS: dict[str, CheckInfo] = {
     "iptables-split-brain": CheckInfo(
         "Docker's chains appear in both the legacy and the nf_tables iptables backend (moby#46636).",
         "Make dockerd and every firewall tool use one backend (update-alternatives), then restart dockerd."),
+    "dns-resolver-rules": CheckInfo(
+        "A container's namespace lacks the nat rules that send 127.0.0.11:53 (UDP or TCP) to dockerd's "
+        "embedded resolver and back.",
+        "Name lookups in that container fail or hang; restarting the container recreates its sandbox "
+        "and the rules (`docker service update --force <service>` for a task).", layer="dns"),
+    "dns-resolver-silent": CheckInfo(
+        "The embedded resolver (127.0.0.11) did not answer from inside a container of the network.",
+        "Every lookup in that container times out; check the container's resolver rules "
+        "(dns-resolver-rules), then restart the container (a task: `docker service update --force "
+        "<service>`); if all containers are silent, restart dockerd.", layer="dns"),
+    "dns-name-missing": CheckInfo(
+        "The embedded DNS has no A record for a service name, alias or `tasks.<name>` while NetworkDB "
+        "on this node lists running tasks of the service (NXDOMAIN with live tasks, moby#53141).",
+        "Clients cannot find the service by name although its IPs work; `docker service update "
+        "--force <service>` re-registers its names; if many names are gone, restart dockerd.",
+        layer="dns"),
+    "dns-answer-stale": CheckInfo(
+        "The embedded DNS answers, for a service name or `tasks.<name>`, an address NetworkDB on this "
+        "node does not give it (a removed task, an old VIP: moby#36797).",
+        "Clients reach a dead or foreign address part of the time; `docker service update --force "
+        "<service>`; if it stays, restart dockerd on this node.", layer="dns"),
+    "dns-answer-incomplete": CheckInfo(
+        "The embedded DNS leaves out, for a service name or `tasks.<name>`, an address NetworkDB on "
+        "this node gives it (a running task, the VIP); draining tasks are allowed to be missing.",
+        "Clients never reach that task by DNS; `docker service update --force <service>`.",
+        layer="dns"),
 }
 
 
@@ -629,6 +655,17 @@ class OverlayDatapath:
 
 
 @dataclass
+class DnsProbe:
+    """One network's embedded DNS, asked from inside one local container's namespace."""
+    container: str  # the container's name
+    path: str  # its network namespace
+    other_networks: list[str]  # its other networks: a name there can answer first
+    rules: Ruleset | None  # its nat table (the resolver's DNAT/SNAT); None: not readable
+    # qname -> {"rcode": "NOERROR", "ips": [...]} or {"error": "timeout"}; None: not recorded
+    answers: dict[str, dict] | None
+
+
+@dataclass
 class Finding:
     check: str
     message: str
@@ -648,6 +685,11 @@ class Finding:
     @property
     def overlay(self) -> bool:
         return self.check.startswith("overlay-")
+
+    @property
+    def dns(self) -> bool:
+        """The embedded resolver against NetworkDB: not about the service's load balancer."""
+        return self.check.startswith("dns-")
 
     @property
     def swarm(self) -> bool:
@@ -705,6 +747,8 @@ class NodeState:
     xfrm: dict | None = None  # the node's IPsec state, read when a network is encrypted
     node_addr: str | None = None  # /info Swarm.NodeAddr
     memo: dict = field(default_factory=dict)  # what two checks or reports derive alike, once
+    dns: dict[str, DnsProbe] | None = None  # by network ID: what its embedded DNS answered here
+    service_aliases: dict[str, dict[str, list[str]]] | None = None  # managers: name -> net ID -> aliases
 
     def datapaths(self) -> list[Datapath]:
         return [lb.datapath for lb in self.lbs] + ([self.host] if self.host is not None else [])
@@ -805,7 +849,8 @@ def engine_model(version: str) -> EngineModel:
     return EngineModel(version=version, release=release, era=era, known=release < (30, 0, 0))
 
 
-REQUIREMENTS = {"docker": "docker>=7.1,<8", "prometheus_client": "prometheus_client>=0.20,<1"}
+REQUIREMENTS = {"docker": "docker>=7.1,<8", "prometheus_client": "prometheus_client>=0.20,<1",
+                "dns": "dnspython>=2.6,<3"}
 
 
 def require(package: str) -> Any:
@@ -813,7 +858,7 @@ def require(package: str) -> Any:
     try:
         return importlib.import_module(package)
     except ImportError as exc:
-        raise CheckError(f"the Python package {REQUIREMENTS[package]!r} is missing or broken "
+        raise CheckError(f"the Python package {REQUIREMENTS[package.split('.')[0]]!r} is missing or broken "
                          f"({_short(exc)}): pip install -r requirements.txt, or use the "
                          "container") from exc
 
@@ -1102,6 +1147,21 @@ def build_service_vips(raw: list[dict] | None) -> dict[str, dict[str, list[str]]
             addr = str(vip.get("Addr") or "").split("/")[0]
             if addr and ":" not in addr:
                 out.setdefault(name, {}).setdefault(vip.get("NetworkID", ""), []).append(addr)
+    return out
+
+
+def build_service_aliases(raw: list[dict] | None) -> dict[str, dict[str, list[str]]] | None:
+    """Service name -> network (ID, or name as a spec may say) -> its DNS aliases there (/services)."""
+    if raw is None:
+        return None
+    out: dict[str, dict[str, list[str]]] = {}
+    for svc in raw:
+        spec = svc.get("Spec") or {}
+        # TaskTemplate.Networks since API 1.25; Spec.Networks is the deprecated older place.
+        for net in (spec.get("TaskTemplate") or {}).get("Networks") or spec.get("Networks") or []:
+            aliases = [str(a) for a in net.get("Aliases") or [] if a]
+            if aliases:
+                out.setdefault(spec.get("Name", ""), {})[net.get("Target", "")] = aliases
     return out
 
 
@@ -1691,6 +1751,59 @@ def overlay_from_raw(path: str, raw: dict) -> OverlayDatapath:
                            neighbours=rows("neighbours"), fdb=rows("fdb"), error=raw.get("error"))
 
 
+# --- the embedded DNS: asked inside a container's namespace --------------------------------
+
+DNS_RESOLVER = "127.0.0.11"  # libnetwork's resolver, DNAT-ed to dockerd in every container namespace
+DNS_TIMEOUT = 1.0  # seconds per try: the resolver answers its own names at once
+DNS_TRIES = 2
+
+
+def ask_resolver(path: str, names: list[str]) -> dict:
+    """A records of names, asked of 127.0.0.11 inside the namespace at path (queries only).
+
+    A resolver that does not answer one name within DNS_TRIES x DNS_TIMEOUT is not asked the
+    others: the whole probe stays bounded when it is gone.
+    """
+    message, query, rcode = require("dns.message"), require("dns.query"), require("dns.rcode")
+    exception, rdatatype = require("dns.exception"), require("dns.rdatatype")
+
+    def ask(name: str) -> dict:
+        question = message.make_query(name + ".", rdatatype.A)  # absolute: no search domains
+        failure = "timeout"
+        for _ in range(DNS_TRIES):
+            try:
+                # The resolver truncates long UDP answers (a large tasks.<name>): TCP then.
+                answer, _tcp = query.udp_with_fallback(question, DNS_RESOLVER, timeout=DNS_TIMEOUT)
+            except exception.Timeout:
+                continue
+            except OSError as exc:
+                failure = exc.strerror or _short(exc)
+                continue
+            except exception.DNSException as exc:
+                return {"error": f"unreadable answer: {_short(exc)}"}
+            ips = sorted({rd.address for rrset in answer.answer if rrset.rdtype == rdatatype.A
+                          for rd in rrset})
+            return {"rcode": rcode.to_text(answer.rcode()), "ips": ips}
+        return {"error": f"no answer ({failure})", "silent": True}
+
+    out: dict[str, Any] = {"error": None, "answers": {}}
+    try:
+        with entered_netns(path):
+            silent = None
+            for name in names:
+                if silent:
+                    out["answers"][name] = {"error": f"not asked: {silent}"}
+                    continue
+                out["answers"][name] = ask(name)
+                if out["answers"][name].get("silent"):
+                    silent = f"the resolver gave no answer for {name}"
+    except FileNotFoundError:
+        out["error"] = f"namespace {path} does not exist (it may have vanished mid-run)"
+    except OSError as exc:
+        out["error"] = f"cannot enter namespace {path}: {exc.strerror or _short(exc)}"
+    return out
+
+
 # --- what a run reads, live or from a snapshot ------------------------------------------
 
 SNAPSHOT_FORMAT = "ssd-snapshot"
@@ -1711,7 +1824,9 @@ API_SHAPES: dict[str, Any] = {
                 "Containers": {"*": {"Name": True, "EndpointID": True, "IPv4Address": True}},
                 "Services": {"*": {"VIP": True, "LocalLBIndex": True, "Ports": True,
                                    "Tasks": [_TASK_ENTRY]}}},
-    "services": [{"ID": True, "Spec": {"Name": True, "EndpointSpec": {"Ports": True}},
+    "services": [{"ID": True, "Spec": {"Name": True, "EndpointSpec": {"Ports": True},
+                                       "TaskTemplate": {"Networks": [{"Target": True, "Aliases": True}]},
+                                       "Networks": [{"Target": True, "Aliases": True}]},
                   "PreviousSpec": {"EndpointSpec": {"Ports": True}},
                   "Endpoint": {"Ports": True, "VirtualIPs": True}}],
     "tasks": [{"ID": True, "ServiceID": True, "NodeID": True, "DesiredState": True,
@@ -1719,7 +1834,8 @@ API_SHAPES: dict[str, Any] = {
                "NetworksAttachments": [{"Network": {"ID": True}, "Addresses": True}]}],
     "nodes": [{"ID": True, "UpdatedAt": True, "Description": {"Hostname": True},
                "Status": {"State": True, "Addr": True}}],
-    "container": {"Id": True, "NetworkSettings": {"SandboxKey": True}},
+    "container": {"Id": True, "Name": True,
+                  "NetworkSettings": {"SandboxKey": True, "Networks": {"*": {"NetworkID": True}}}},
 }
 
 
@@ -1850,6 +1966,7 @@ class Collector:
         return datapath_from_raw(path, self._namespace(path, want_ipvs))
 
     has_overlays = True  # False: a format-1 snapshot, taken before ssd read overlay namespaces
+    has_dns = True  # False: a snapshot taken before ssd asked the embedded DNS
 
     def _overlay(self, path: str) -> dict | None:
         raw = self.reusable.get(path) or read_overlay_namespace(path)
@@ -1874,6 +1991,10 @@ class Collector:
         raw = self._overlay(path)
         return None if raw is None else overlay_from_raw(path, raw)
 
+    def dns(self, path: str, names: list[str]) -> dict | None:
+        """What the embedded resolver answers inside the namespace at path. None: not recorded."""
+        return self._lookup(f"dns {path}", lambda: ask_resolver(path, names))
+
 
 class SnapshotCollector(Collector):
     """Replays the reads of a snapshot: the same run, on the data of another moment or node."""
@@ -1886,6 +2007,7 @@ class SnapshotCollector(Collector):
         self.recorded = snapshot["samples"]
         self.source = source
         self.has_overlays = snapshot.get("version", 1) >= 2
+        self.has_dns = any(k.startswith("dns ") for k in (self.recorded[0].get("lookups") or {}))
         self.samples = []
         self.new_sample()
 
@@ -1907,7 +2029,7 @@ class SnapshotCollector(Collector):
         if key not in self.sample["lookups"]:
             if key == "netns-dir":  # snapshots before 0.2 did not record it: they saw it
                 return ["(not recorded)"]
-            if key == "clock":  # nor the clock before the orchestrator checks: then unknown
+            if key == "clock" or key.startswith("dns "):  # nor these before the checks that read them
                 return None
             raise self._missing(key)
         return self.sample["lookups"][key]
@@ -2198,6 +2320,8 @@ SCOPES: dict[str, Callable[[NodeState], list[tuple[Any, Datapath | None]]]] = {
     "datapath": lambda st: [(dp, dp) for dp in st.datapaths()],  # every LB namespace read, host too
     "host": lambda st: [(st.host, st.host)] if st.host is not None and st.ingress is not None else [],
     "ingress-tasks": lambda st: [(st.ingress, None)] if st.ingress is not None else [],
+    # each network whose embedded DNS was asked, with what it answered
+    "dns": lambda st: [((v, p), p) for v in st.views for p in [(st.dns or {}).get(v.id)] if p is not None],
     # each overlay namespace read, with its network's view
     "overlay": lambda st: [((v, ov), ov) for v in st.views for ov in [(st.overlays or {}).get(v.id)]
                            if ov is not None and ov.error is None],
@@ -2952,6 +3076,152 @@ def _stale_peers(view: NetworkView, ov: OverlayDatapath, state: NodeState, remot
     return findings
 
 
+# --- the embedded DNS: what the resolver answers against NetworkDB on this node -------------
+# libnetwork (service_common.go addEndpointNameResolution) registers, per network, <service> and
+# each alias -> the VIP (dnsrr: every task IP), tasks.<service> and tasks.<alias> -> every task IP,
+# from the same endpoint table `docker network inspect -v` lists; a task being stopped is first
+# disabled (its records removed, NetworkDB keeps it at IPVS weight 0 until it is gone).
+
+RESOLVER_CHAINS = (("OUTPUT", "DOCKER_OUTPUT", "-d"), ("POSTROUTING", "DOCKER_POSTROUTING", "-d"))
+
+
+def dns_names(view: NetworkView, state: NodeState) -> list[str]:
+    """The names to ask the resolver for on this network (the same list live and in replay)."""
+    return list(dns_expectations(view, state))
+
+
+def service_aliases(svc: ServiceView, view: NetworkView, state: NodeState) -> list[str]:
+    by_net = (state.service_aliases or {}).get(svc.name) or {}
+    return by_net.get(view.id) or by_net.get(view.name) or []
+
+
+def draining_ips(view: NetworkView, state: NodeState) -> set[str]:
+    """Task IPs being taken out of service: weight 0 in this node's load balancer of the network,
+    or (managers) a task swarm no longer runs. Their records may already be gone."""
+    ips = {d.address for lb in state.lbs if lb.network.id == view.id for svc in lb.datapath.ipvs or []
+           for d in svc.dests if d.weight == 0}
+    for svc in view.services.values():
+        for task in svc.tasks:
+            known = (state.swarm_tasks or {}).get(task.task_id)
+            if known is not None and (known.stopping or known.state != "running"):
+                ips.add(task.ip)
+    return ips
+
+
+def dns_expectations(view: NetworkView, state: NodeState
+                     ) -> dict[str, tuple[ServiceView, set[str], set[str]]]:
+    """qname -> (service, the addresses it must answer, those it may leave out: draining tasks)."""
+    memo = state.memo.setdefault("dns", {})
+    if view.id in memo:
+        return memo[view.id]
+    draining = draining_ips(view, state)
+    out: dict[str, tuple[ServiceView, set[str], set[str]]] = {}
+    for svc in sorted(view.services.values(), key=lambda s: s.name):
+        task_ips = {t.ip for t in svc.tasks if t.ip}
+        if not task_ips or svc.ipv6:
+            continue
+        # A dnsrr service has no load balancer to show a task being stopped: only swarm (a
+        # manager) can tell one from a lost record; a worker judges only stale answers for it.
+        excused = task_ips if not svc.vip and state.swarm_tasks is None else task_ips & draining
+        # The VIP's name goes with the last task taken out of service.
+        by_name = ({svc.vip}, {svc.vip} if excused == task_ips else set()) if svc.vip else (task_ips, excused)
+        for name in [svc.name, *service_aliases(svc, view, state)]:
+            out.setdefault(name.lower(), (svc, *by_name))
+            out.setdefault(f"tasks.{name}".lower(), (svc, task_ips, excused))
+    memo[view.id] = out
+    return out
+
+
+def _dns_finding(check: str, message: str, view: NetworkView, probe: DnsProbe, service: str | None,
+                 subject: str, expected: Any, actual: Any) -> Finding:
+    return Finding(check, message, network=view.name, namespace=os.path.basename(probe.path),
+                   service=service, subject=subject, expected=expected, actual=actual,
+                   hint=f"nsenter --net={probe.path} dig +short @{DNS_RESOLVER} {subject}; "
+                        f"docker network inspect -v {view.name}")
+
+
+@register_check("dns-resolver-rules", scope="dns", needs=("rules",))
+def check_resolver_rules(subject: tuple[NetworkView, DnsProbe], state: NodeState) -> list[Finding]:
+    """nat OUTPUT -d 127.0.0.11 -> DOCKER_OUTPUT: DNAT :53 -> the resolver's port, per protocol;
+    POSTROUTING -> DOCKER_POSTROUTING: SNAT the answers back to :53 (libnetwork resolver_unix.go)."""
+    view, probe = subject
+    nat = (probe.rules or {}).get("nat", {})
+    resolver = f"{DNS_RESOLVER}/32"
+    missing = [f"-A {chain} -d {resolver} -j {target}" for chain, target, _ in RESOLVER_CHAINS
+               if not any(r.target == target and r.dst == resolver for r in nat.get(chain, []))]
+    for proto in ("udp", "tcp"):
+        dnat = [r for r in nat.get("DOCKER_OUTPUT", []) if r.target == "DNAT" and r.proto == proto
+                and r.dst == resolver and r.port("--dport") == 53]
+        if not dnat:
+            missing.append(f"-A DOCKER_OUTPUT -d {resolver} -p {proto} --dport 53 -j DNAT "
+                           f"--to-destination {DNS_RESOLVER}:<port>")
+            continue
+        port = (dnat[0].get("--to-destination") or "").rpartition(":")[2]
+        if not any(r.target == "SNAT" and r.proto == proto and _network(r.get("-s")) == resolver
+                   and r.get("--sport") == port for r in nat.get("DOCKER_POSTROUTING", [])):
+            missing.append(f"-A DOCKER_POSTROUTING -s {resolver} -p {proto} --sport {port} -j SNAT "
+                           "--to-source :53")
+    if not missing:
+        return []
+    udp_broken = any(" -j DOCKER_" in m or " -p udp " in m for m in missing)
+    rules = [r.text for chain in ("OUTPUT", "POSTROUTING", "DOCKER_OUTPUT", "DOCKER_POSTROUTING")
+             for r in nat.get(chain, [])]
+    return [Finding("dns-resolver-rules",
+                    f"container {probe.container} (namespace {os.path.basename(probe.path)}) on network "
+                    f"{view.name} lacks {len(missing)} of the resolver's nat rules: "
+                    + ("name lookups there fail" if udp_broken else "lookups over TCP (long answers) fail"),
+                    network=view.name, namespace=os.path.basename(probe.path), subject=probe.container,
+                    expected=missing, actual=rules, hint=_hint_rules(probe.path, "nat"))]
+
+
+@register_check("dns-resolver-silent", "dns-name-missing", "dns-answer-stale", "dns-answer-incomplete",
+                scope="dns", needs=("answers",))
+def check_dns_answers(subject: tuple[NetworkView, DnsProbe], state: NodeState) -> list[Finding]:
+    view, probe = subject
+    answers = probe.answers or {}
+    findings = []
+    silent = [name for name, a in answers.items() if a.get("silent")]
+    if silent:
+        findings.append(_dns_finding(
+            "dns-resolver-silent", f"the embedded DNS ({DNS_RESOLVER}) did not answer {silent[0]} in "
+            f"container {probe.container} on network {view.name} within {DNS_TRIES} tries of "
+            f"{DNS_TIMEOUT:g} s: no name of the network resolves there", view, probe, None, silent[0],
+            "an answer", answers[silent[0]].get("error")))
+    subnets = [ipaddress.ip_network(net) for net in view.subnets]
+    for name, (svc, expected, excused) in dns_expectations(view, state).items():
+        answer = answers.get(name)
+        if answer is None or answer.get("error"):
+            continue  # not asked (a silent resolver), or not recorded
+        got = set(answer.get("ips") or [])
+        if probe.other_networks and got and not any(
+                ipaddress.ip_address(ip) in net for ip in got for net in subnets):
+            continue  # the container's other network answered this name first: not this one's
+        where = f"in container {probe.container} on network {view.name}"
+        required = expected - excused
+        if not got:
+            if required:
+                findings.append(_dns_finding(
+                    "dns-name-missing", f"the embedded DNS answers {answer.get('rcode')} with no address "
+                    f"for {name} {where}, but NetworkDB on this node lists {len(svc.tasks)} task(s) of "
+                    f"service {svc.name}", view, probe, svc.name, name, sorted(required),
+                    answer.get("rcode")))
+            continue
+        stale, lacking = sorted(got - expected), sorted(required - got)
+        what = "its VIP" if svc.vip and not name.startswith("tasks.") else "its running tasks' addresses"
+        if stale:
+            findings.append(_dns_finding(
+                "dns-answer-stale", f"the embedded DNS answers {', '.join(stale)} for {name} {where}; "
+                f"NetworkDB on this node gives service {svc.name} no such address ({what}: "
+                f"{', '.join(sorted(expected))})", view, probe, svc.name, name, sorted(expected),
+                sorted(got)))
+        if lacking:
+            findings.append(_dns_finding(
+                "dns-answer-incomplete", f"the embedded DNS leaves out {', '.join(lacking)} for {name} "
+                f"{where}: NetworkDB on this node lists it for service {svc.name} ({what})", view, probe,
+                svc.name, name, sorted(expected), sorted(got)))
+    return findings
+
+
 @register_check("iptables-split-brain", scope="datapath")
 def check_split_brain(dp: Datapath, state: NodeState) -> list[Finding]:
     if len(dp.backends_with_docker_chains) < 2:
@@ -3202,6 +3472,7 @@ class NetworkResult:
     partial: bool = False  # some of its datapath (IPVS, iptables) could not be read
     overlay: OverlaySummary | None = None  # None: its overlay namespace was not looked at
     swarm: tuple[int, int] | None = None  # (tasks, VIPs) swarm has on it; None: not a manager
+    dns: DnsProbe | None = None  # None: its embedded DNS was not asked here
 
 
 @dataclass
@@ -3244,8 +3515,9 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
     else:
         notes.append("worker node: no /services or /tasks here, so a weight-0 backend cannot be "
                      "told from a draining task (tolerated), published-port protocols are "
-                     "unknown (any protocol accepted), and swarm's tasks and VIPs are not compared "
-                     "with NetworkDB (run ssd on a manager for that)")
+                     "unknown (any protocol accepted), swarm's tasks and VIPs are not compared "
+                     "with NetworkDB, services' DNS aliases are not asked for and a dnsrr "
+                     "service's name may lack a task (run ssd on a manager for those)")
     protocols = service_protocols(raw_services) if node.manager else None
     swarm_tasks = build_swarm_tasks(raw_tasks)
 
@@ -3268,6 +3540,7 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
                          "libnetwork's load balancer is IPv4-only, so ssd does not check them")
     state = NodeState(model, collector.netns_dir, views, swarm_tasks=swarm_tasks,
                       swarm_nodes=build_swarm_nodes(raw_nodes), service_vips=build_service_vips(raw_services),
+                      service_aliases=build_service_aliases(raw_services),
                       service_names=None if raw_services is None else
                       {s.get("ID", ""): (s.get("Spec") or {}).get("Name", "") for s in raw_services},
                       now=collector.clock() if node.manager else None,
@@ -3311,7 +3584,9 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
             notes.append("this snapshot holds no IPsec state: the encrypted overlays' ESP was not checked")
         elif state.xfrm.get("error"):
             problems.append(Problem("host", f"{state.xfrm['error']}; ESP checks skipped"))
+    state.dns = read_dns(collector, views, state, problems, notes)
     for result in results:
+        result.dns = (state.dns or {}).get(result.view.id)
         result.overlay = overlay_summary(result.view, state)
         if result.overlay and result.overlay.unverifiable:
             ips = result.overlay.unverifiable
@@ -3356,6 +3631,66 @@ def read_overlays(collector: Collector, views: list[NetworkView], problems: list
             problems.append(Problem(f"network {view.name}", f"{ov.error}; overlay checks skipped"))
         out[view.id] = ov
     return out
+
+
+DNS_CANDIDATES = 5  # local containers looked at to find one on no other network
+
+
+def read_dns(collector: Collector, views: list[NetworkView], state: NodeState, problems: list[Problem],
+             notes: list[str]) -> dict[str, DnsProbe] | None:
+    """Each network's embedded DNS, asked from one local container (by network ID)."""
+    if not collector.has_dns:
+        notes.append("this snapshot holds no answers of the embedded DNS: DNS checks skipped")
+        return None
+    ingress_names = {v.name for v in views if v.ingress}
+    out: dict[str, DnsProbe] = {}
+    unasked = []
+    for view in views:
+        names = dns_names(view, state) if view.instantiated and not view.ingress else []
+        if not names:
+            continue  # ingress has no service discovery (libnetwork addSvcRecords)
+        probe = dns_probe(collector, view, ingress_names, names, problems)
+        if probe is None:
+            unasked.append(view.name)
+        else:
+            out[view.id] = probe
+    if unasked:
+        notes.append(f"network(s) {', '.join(unasked)}: no container of the network runs here, and "
+                     "the embedded DNS answers only inside containers: DNS not asked on this node")
+    return out
+
+
+def dns_probe(collector: Collector, view: NetworkView, ingress_names: set[str], names: list[str],
+              problems: list[Problem]) -> DnsProbe | None:
+    """Ask from a container on this network only where one runs here: the resolver answers a name
+    from the first of the container's networks that has it."""
+    best: tuple[dict, list[str]] | None = None
+    keys = sorted((k for k in view.endpoints if k != view.lb_key and not k.startswith("lb-")
+                   and k != "ingress-sbox"), key=lambda k: view.endpoints[k].name)
+    for key in keys[:DNS_CANDIDATES]:
+        info = collector.container(key) or {}
+        settings = info.get("NetworkSettings") or {}
+        if not settings.get("SandboxKey"):
+            continue  # stopped since the network was inspected
+        others = sorted(n for n in settings.get("Networks") or {}
+                        if n != view.name and n not in ingress_names)
+        if best is None or len(others) < len(best[1]):
+            best = (info, others)
+        if not others:
+            break
+    if best is None:
+        return None
+    info, others = best
+    path = collector.ns_path(os.path.basename(info["NetworkSettings"]["SandboxKey"]))
+    name = str(info.get("Name") or path).lstrip("/")
+    dp = collector.datapath(path, want_ipvs=False)
+    raw = collector.dns(path, names) if not dp.error else {"error": dp.error}
+    if raw is not None and raw.get("error"):
+        if "does not exist" not in raw["error"]:  # a container that stopped mid-run: nothing to ask
+            problems.append(Problem(f"network {view.name}", f"{raw['error']}; its DNS not asked"))
+        return None
+    return DnsProbe(container=name, path=path, other_networks=others, rules=dp.rules,
+                    answers=None if raw is None else raw.get("answers") or {})
 
 
 def overlay_summary(view: NetworkView, state: NodeState) -> OverlaySummary | None:
@@ -3708,7 +4043,7 @@ def service_status(result: RunResult, net: NetworkResult, svc: ServiceView) -> s
     if not svc.vip or svc.ipv6:
         return "skipped"
     mine = [f for f in result.findings if f.network == net.view.name and f.namespace != "host"
-            and not f.overlay and not f.swarm]
+            and not f.overlay and not f.swarm and not f.dns]
     if any(f.service == svc.name or (f.service is None and f.check in NETWORK_WIDE
                                      and svc in net.view.vip_services()) for f in mine):
         return "fail"
@@ -3747,6 +4082,9 @@ def to_json(result: RunResult) -> dict:
                          for s in sorted(n.view.services.values(), key=lambda s: s.name)],
             "swarm": None if n.swarm is None else {
                 "status": swarm_status(result, n), "tasks": n.swarm[0], "vips": n.swarm[1]},
+            "dns": None if n.dns is None or n.dns.answers is None else {
+                "container": n.dns.container, "namespace": os.path.basename(n.dns.path),
+                "names": len(n.dns.answers), "status": dns_status(result, n)},
             "overlay": None if n.overlay is None else {
                 "namespace": n.overlay.namespace, "checked": n.overlay.checked,
                 "status": overlay_status(result, n), "remote_endpoints": n.overlay.remote_endpoints,
@@ -3930,7 +4268,7 @@ def _render_network(result: RunResult, net: NetworkResult, paint: Painter, quiet
                     verbose: bool, used: set[int]) -> list[str]:
     name = net.view.name
     mine = [f for f in result.findings if f.network == name and f.namespace != "host" and not f.overlay
-            and not f.swarm]
+            and not f.swarm and not f.dns]
     header = f"Verifying LB programming for network {name}"
     header += f" (netns {net.namespace})" if net.namespace else ""
     block: list[str] = []
@@ -3961,6 +4299,7 @@ def _render_network(result: RunResult, net: NetworkResult, paint: Painter, quiet
     block += _render_findings(rest, verbose)
     lines = [header, *block] if block or not quiet else []
     return (lines + _render_swarm(result, net, paint, quiet, verbose, used)
+            + _render_dns(result, net, paint, quiet, verbose, used)
             + _render_overlay(result, net, paint, quiet, verbose, used))
 
 
@@ -3981,6 +4320,27 @@ def _render_swarm(result: RunResult, net: NetworkResult, paint: Painter, quiet: 
     tasks, vips = net.swarm
     return [f"Comparing swarm with NetworkDB for network {net.view.name}",
             f"{tasks} running tasks, {vips} VIPs... {label}", *_render_findings(mine, verbose)]
+
+
+def dns_status(result: RunResult, net: NetworkResult) -> str:
+    if any(f.dns and f.network == net.view.name for f in result.findings):
+        return "fail"
+    return "ok" if net.dns is not None and net.dns.answers is not None else "error"
+
+
+def _render_dns(result: RunResult, net: NetworkResult, paint: Painter, quiet: bool,
+                verbose: bool, used: set[int]) -> list[str]:
+    probe = net.dns
+    if probe is None or probe.answers is None:
+        return []
+    mine = [f for f in result.findings if f.dns and f.network == net.view.name]
+    used.update(id(f) for f in mine)
+    if quiet and not mine:
+        return []
+    label = paint("FAIL", "fail") if mine else paint("OK", "ok")
+    where = probe.container if len(probe.container) <= 40 else probe.container[:37] + "..."
+    return [f"Asking the embedded DNS for network {net.view.name}",
+            f"{len(probe.answers)} names, in container {where}... {label}", *_render_findings(mine, verbose)]
 
 
 def _render_overlay(result: RunResult, net: NetworkResult, paint: Painter, quiet: bool,
@@ -4006,6 +4366,7 @@ LAYER_TEXT = {  # which layer disagrees, and with which (the JSON's "layer")
     "kernel": "kernel, against NetworkDB on this node",
     "overlay": "overlay (VXLAN), against NetworkDB on this node",
     "networkdb": "NetworkDB on this node, against swarm (or itself)",
+    "dns": "embedded DNS, against NetworkDB on this node",
 }
 
 
@@ -4019,8 +4380,10 @@ def _render_findings(findings: list[Finding], verbose: bool) -> list[str]:
         if verbose:
             lines.append(f"    expected: {json.dumps(f.expected)}")
             lines.append(f"    found:    {json.dumps(f.actual)}")
-        if f.hint:
-            lines.append(f"    next: {f.hint}")
+        if f.hint:  # wrapped only where it must be: a command is copied from here
+            lines += textwrap.wrap(f"next: {f.hint}", width=80, initial_indent="    ",
+                                   subsequent_indent="      ", break_long_words=False,
+                                   break_on_hyphens=False)
         if f.action:
             lines += textwrap.wrap(f"fix: {f.action}", width=80, initial_indent="    ",
                                    subsequent_indent="      ", break_long_words=False,

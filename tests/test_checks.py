@@ -154,13 +154,14 @@ def test_every_finding_says_which_layer_disagrees():
     _shared_fwmark(node)
     layers = {f.check: f.to_json()["layer"] for f in node.findings()}
     assert layers["mark-missing"] == "kernel" and layers["fwmark-duplicate"] == "networkdb"
-    assert {i.layer for i in ssd.CHECKS.values()} == {"kernel", "networkdb", "overlay"}
+    assert {i.layer for i in ssd.CHECKS.values()} == {"kernel", "networkdb", "overlay", "dns"}
 
 
 def test_every_check_id_has_a_fault_test():
     # lb-namespace-missing: tests/test_node_kernel.py; the overlay ids: tests/test_overlay.py;
-    # swarm against NetworkDB: tests/test_orchestrator.py.
-    overlay = {c for c in ssd.CHECKS if c.startswith("overlay-")}
+    # swarm against NetworkDB: tests/test_orchestrator.py; the embedded DNS: tests/test_dns.py
+    # (and tier 2, tests/test_node_kernel.py).
+    overlay = {c for c in ssd.CHECKS if c.startswith(("overlay-", "dns-"))}
     orchestrator = {"swarm-task-missing", "networkdb-task-zombie", "duplicate-ip", "task-ip-mismatch",
                     "vip-mismatch"}
     assert set(FAULTS) | {"lb-namespace-missing"} | overlay | orchestrator == set(ssd.CHECKS)

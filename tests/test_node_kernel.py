@@ -20,6 +20,7 @@ from kernel_node import KernelNode, sh
 LB = "lb_oc6rqvyvp"
 OV2_OVERLAY = "1-oc6rqvyvpk"  # the overlay driver's namespace of ov2
 WEB1_NS = "8a5be7db5257"
+S1_NS = "096d4a69176a"  # s1.1's sandbox: the first container of ov2 by name, where ssd asks the DNS
 
 
 def run_json(node: KernelNode, engine: FakeEngine, *args: str) -> tuple[int, dict, str]:
@@ -115,6 +116,14 @@ FAULTS = {
     "overlay-fdb-stale": lambda n: sh("bridge", "fdb", "add", "02:42:0a:00:01:c9", "dev", "vxlan0", "dst",
                                       "192.168.77.7", "self", "permanent", ns=n.ns(OV2_OVERLAY)),
     "overlay-vxlan-config": lambda n: sh("ip", "link", "set", "vxlan0", "mtu", "1400", ns=n.ns(OV2_OVERLAY)),
+    # The embedded DNS: the recorded resolver rules restored for real, a resolver behind them.
+    "dns-resolver-rules": lambda n: ipt(n, S1_NS, "-t", "nat", "-D", "DOCKER_OUTPUT", "-d", "127.0.0.11/32",
+                                        "-p", "tcp", "-m", "tcp", "--dport", "53", "-j", "DNAT",
+                                        "--to-destination", "127.0.0.11:45069"),
+    "dns-resolver-silent": lambda n: n.resolvers[S1_NS].stop(),
+    "dns-name-missing": lambda n: n.resolvers[S1_NS].records.pop("tasks.web"),
+    "dns-answer-stale": lambda n: n.resolvers[S1_NS].records["s1"].append("10.0.1.200"),
+    "dns-answer-incomplete": lambda n: n.resolvers[S1_NS].records["tasks.s1"].remove("10.0.1.4"),
 }
 
 
