@@ -11,6 +11,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from labkit import ENGINE, lab
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that leave the lab changed (a node frozen and thawed) run after all others."""
+    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
+
+
 @pytest.fixture(scope="session")
 def swarm():
     if os.environ.get("SWARMLAB_REUSE"):  # developing the tests: a lab left up and seeded by hand
