@@ -12,7 +12,7 @@ from labkit import ENGINE, lab
 
 
 def pytest_collection_modifyitems(items):
-    """Tests that leave the lab changed (a node frozen and thawed) run after all others."""
+    """Tests that leave the lab changed (a node killed) run after all others."""
     items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
 
 

@@ -4,10 +4,11 @@ Two services join the seed here: dnsa (aliases dbalias and other) and rr (endpoi
 3 replicas each, so that every node runs containers of ov2 whose resolver ssd asks. Healthy, every
 node is silent; the resolver's DNAT rule deleted in the namespace ssd asks from is found there,
 on that node only, in the dns layer; a task container killed behind swarm's back and a node
-frozen hard (its QEMU stopped: no leave, no goodbye, as a power cut) are followed run by run:
-what each layer shows, and when it clears, is kept in lab/state/layers.json. The frozen node
-is thawed at the end; that test runs last in the session (tests/lab/conftest.py), as swarm
-does not move tasks back to a node that returns.
+killed hard (its QEMU killed: no leave, no goodbye, as a power cut) are followed run by run:
+what each layer shows, and when it clears, is kept in lab/state/layers.json. The killed node does
+not come back: that test runs last in the session (tests/lab/conftest.py). (Freezing the VM
+with SIGSTOP and thawing it was tried: a 5-minute freeze came back, a 9-minute one left the
+emulated guest's timers dead.)
 """
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ def discovery(swarm):
     yield
     sh(1, f"docker service rm {' '.join(EXTRA)} >/dev/null")
     for node in NODES:
-        wait(node, f'[ "$({LB_DESTS})" = {SEED_DESTS} ]')
+        if Path(f"/proc/{qemu_group(node)}").exists():  # not a node killed by the last test
+            wait(node, f'[ "$({LB_DESTS})" = {SEED_DESTS} ]')
 
 
 def ov2(doc: dict) -> dict:
@@ -196,40 +198,30 @@ def node3_listed() -> bool:
 
 
 @pytest.mark.disruptive
-def test_node_frozen_hard_then_back(swarm):
-    """node3's QEMU stopped (SIGSTOP): its kernel and dockerd vanish mid-flight, as in a power cut.
-    node1 (manager) and node2 (worker) are checked while swarm and NetworkDB notice, and after.
-    Swarm moves node3's tasks away and does not bring them back: this runs last in the session."""
-    os.killpg(qemu_group(3), signal.SIGSTOP)
-    frozen, marks = time.monotonic(), {}
-    try:
-        def progress() -> bool:
-            now = round(time.monotonic() - frozen, 1)
-            if "networkdb_dropped_node3_s" not in marks and not node3_listed():
-                marks["networkdb_dropped_node3_s"] = now
-            if "swarm_down_s" not in marks and "Down" in sh(1, "docker node ls --format '{{.Hostname}} "
-                                                               "{{.Status}}' | grep node3"):
-                marks["swarm_down_s"] = now
-            return len(marks) == 2 and now > marks["swarm_down_s"] + 30
-        runs = timeline((1, 2), 240, until=progress)
-        sh(1, MOVED_AWAY)
-        after = {n: ssd(n, "ov2") for n in (1, 2)}
-    finally:
-        os.killpg(qemu_group(3), signal.SIGCONT)
-    thawed = time.monotonic()
-    wait(1, "docker node ls --format '{{.Hostname}} {{.Status}}' | grep -q 'node3 Ready'", 300)
-    marks["node3_ready_again_after_thaw_s"] = round(time.monotonic() - thawed, 1)
-    sh(1, CONVERGED)
-    back = ssd_everywhere("ov2", "--settle", "5")
-    record("node_frozen", {"engine": after[1][1]["node"]["engine_version"], **marks, "runs": runs,
-                           "after": {f"node{n}": v[1]["findings"] for n, v in after.items()},
-                           "back": {f"node{n}": v[1]["findings"] for n, v in back.items()}})
+def test_node_killed_hard(swarm):
+    """node3's QEMU killed (SIGKILL): its kernel and dockerd vanish mid-flight, as in a power cut,
+    with no leave and no goodbye. node1 (manager) and node2 (worker) are checked while swarm and
+    NetworkDB notice, and after. node3 does not come back: this runs last in the session."""
+    os.killpg(qemu_group(3), signal.SIGKILL)
+    killed, marks = time.monotonic(), {}
+
+    def progress() -> bool:
+        now = round(time.monotonic() - killed, 1)
+        if "networkdb_dropped_node3_s" not in marks and not node3_listed():
+            marks["networkdb_dropped_node3_s"] = now
+        if "swarm_down_s" not in marks and "Down" in sh(1, "docker node ls --format '{{.Hostname}} "
+                                                           "{{.Status}}' | grep node3"):
+            marks["swarm_down_s"] = now
+        return len(marks) == 2 and now > marks["swarm_down_s"] + 30
+    runs = timeline((1, 2), 240, until=progress)
+    sh(1, MOVED_AWAY)
+    marks["tasks_moved_away_s"] = round(time.monotonic() - killed, 1)
+    after = {n: ssd(n, "ov2") for n in (1, 2)}
+    record("node_killed", {"engine": after[1][1]["node"]["engine_version"], **marks, "runs": runs,
+                           "after": {f"node{n}": v[1]["findings"] for n, v in after.items()}})
     assert marks.keys() >= {"networkdb_dropped_node3_s", "swarm_down_s"}, (marks, runs)
     for node, (code, doc, stderr) in after.items():
         assert code == 0, (node, doc["findings"], doc["errors"], stderr)
         assert ov2(doc)["overlay"]["remote_nodes"] == 1  # node3's endpoints left every layer here
-    # While node3 was frozen, no layer may blame the kernel or the overlay for what it still held.
+    # While node3 was gone, no layer may blame the kernel or the overlay for what it still held.
     assert all(not f.startswith(("kernel:", "overlay:")) for run in runs for f in run["findings"]), runs
-    for node, (code, doc, stderr) in back.items():
-        assert code == 0, (node, doc["findings"], doc["errors"], stderr)
-
