@@ -4380,10 +4380,9 @@ def _render_findings(findings: list[Finding], verbose: bool) -> list[str]:
         if verbose:
             lines.append(f"    expected: {json.dumps(f.expected)}")
             lines.append(f"    found:    {json.dumps(f.actual)}")
-        if f.hint:  # wrapped only where it must be: a command is copied from here
-            lines += textwrap.wrap(f"next: {f.hint}", width=80, initial_indent="    ",
-                                   subsequent_indent="      ", break_long_words=False,
-                                   break_on_hyphens=False)
+        if f.hint:  # one command per line, never broken: they are copied from here
+            first, *more = f.hint.split("; ")
+            lines += [f"    next: {first}", *(f"      {command}" for command in more)]
         if f.action:
             lines += textwrap.wrap(f"fix: {f.action}", width=80, initial_indent="    ",
                                    subsequent_indent="      ", break_long_words=False,
