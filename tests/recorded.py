@@ -121,3 +121,13 @@ def tasks_json(desired: str = "running", state: str = "running") -> list[dict]:
 MODEL = ssd.engine_model("20.10.24+dfsg1")
 SANDBOX_OF = {line.split()[0]: line.split()[2].rsplit("/", 1)[1]
               for line in (ONE_NODE / "container-sandbox-map.txt").read_text().splitlines()}
+
+
+def replay(doc: dict) -> ssd.RunResult:
+    """A snapshot checked as `ssd --from` checks it (no settling: the recorded samples only)."""
+    _, result = ssd.check_node(ssd.SnapshotCollector(doc, "fixture"), [], 0, live=False)
+    return result
+
+
+def check_ids(result: ssd.RunResult) -> list[str]:
+    return sorted(f.check for f in result.findings)

@@ -16,21 +16,13 @@ from pathlib import Path
 import pytest
 
 import ssd
+from recorded import replay as run, check_ids as checks
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def snapshot(node: str = "node1") -> dict:
     return json.loads((FIXTURES / f"snapshot-28.5-dns-{node}.json").read_text())
-
-
-def run(doc: dict) -> ssd.RunResult:
-    _, result = ssd.check_node(ssd.SnapshotCollector(doc, "fixture"), [], 0, live=False)
-    return result
-
-
-def checks(result: ssd.RunResult) -> list[str]:
-    return sorted(f.check for f in result.findings)
 
 
 def answers(doc: dict) -> dict:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import ssd
+from recorded import replay as run, check_ids as checks
 
 FIXTURE = Path(__file__).parent / "fixtures" / "snapshot-28.5-node1.json"
 OV2_ID = "pgt602lciopl6tkmdz0l85c64"
@@ -25,15 +26,6 @@ def snapshot() -> dict:
 
 def api(doc: dict) -> dict:
     return doc["samples"][0]["api"]
-
-
-def run(doc: dict) -> ssd.RunResult:
-    _, result = ssd.check_node(ssd.SnapshotCollector(doc, "fixture"), [], 0, live=False)
-    return result
-
-
-def checks(result: ssd.RunResult) -> list[str]:
-    return sorted(f.check for f in result.findings)
 
 
 def ov2_services(doc: dict) -> dict:

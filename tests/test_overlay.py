@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import ssd
+from recorded import replay as run, check_ids as checks
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OV2_ID = "pgt602lciopl6tkmdz0l85c64"
@@ -23,11 +24,6 @@ NODE_ADDR = {1: "10.99.0.1", 2: "10.99.0.2"}
 
 def snapshot(node: int) -> dict:
     return json.loads((FIXTURES / f"snapshot-28.5-node{node}.json").read_text())
-
-
-def run(doc: dict) -> ssd.RunResult:
-    _, result = ssd.check_node(ssd.SnapshotCollector(doc, "fixture"), [], 0, live=False)
-    return result
 
 
 def sample(doc: dict) -> dict:
@@ -58,10 +54,6 @@ def neighbour(ns: dict, ip: str) -> dict:
 
 def fdb_row(ns: dict, mac: str) -> dict:
     return next(r for r in ns["fdb"] if r["mac"] == mac and r["self"])
-
-
-def checks(result: ssd.RunResult) -> list[str]:
-    return sorted(f.check for f in result.findings)
 
 
 # --- faults, each as the kernel would show it -----------------------------------------------
