@@ -2,8 +2,8 @@
 
 Two services join the seed here: dnsa (aliases dbalias and other) and rr (endpoint mode dnsrr),
 3 replicas each, so that every node runs containers of ov2 whose resolver ssd asks. Healthy, every
-node is silent; the resolver's DNAT rule deleted in the namespace ssd asks from is found there,
-on that node only, in the dns layer; a task container killed behind swarm's back and a node
+node is silent; the resolver's DNAT rule deleted in the namespace ssd asks from on a worker is
+found there, on that node only, in the dns layer; a task container killed behind swarm's back and a node
 killed hard (its QEMU killed: no leave, no goodbye, as a power cut) are followed run by run:
 what each layer shows, and when it clears, is kept in lab/state/layers.json. The killed node does
 not come back: that test runs last in the session (tests/lab/conftest.py). (Freezing the VM
@@ -91,8 +91,8 @@ def resolver_rule(node: int, ns: str, proto: str) -> str:
     return next(r for r in rules if r.startswith("-A DOCKER_OUTPUT") and f"-p {proto}" in r and "DNAT" in r)
 
 
-@pytest.mark.parametrize("node", [2, 1])
-def test_resolver_dnat_removed_is_found_in_that_namespace(discovery, node):
+def test_resolver_dnat_removed_is_found_in_that_namespace(discovery):
+    node = 2  # a worker (the manager asks the same way, and its healthy run is above)
     _, doc, _ = ssd(node, "ov2")
     ns = f"/var/run/docker/netns/{ov2(doc)['dns']['namespace']}"
     rule = resolver_rule(node, ns, "udp")
@@ -165,7 +165,7 @@ def test_task_killed_behind_swarms_back(discovery):
         time.sleep(8)  # the probe is watching
         sh(2, f"docker kill {name} >/dev/null")
         killed = time.monotonic()
-        runs = timeline((1, 2), 30)
+        runs = timeline((1, 2), 20)
         lines = probe.result().split("\n")
     lines = [x for x in lines if x.strip()]
     assert lines and lines[0].split()[1:] == ["1", "running", "1"], lines[:3]  # held before the kill
@@ -212,7 +212,7 @@ def test_node_killed_hard(swarm):
         if "swarm_down_s" not in marks and "Down" in sh(1, "docker node ls --format '{{.Hostname}} "
                                                            "{{.Status}}' | grep node3"):
             marks["swarm_down_s"] = now
-        return len(marks) == 2 and now > marks["swarm_down_s"] + 30
+        return len(marks) == 2 and now > marks["swarm_down_s"] + 15
     runs = timeline((1, 2), 240, until=progress)
     sh(1, MOVED_AWAY)
     marks["tasks_moved_away_s"] = round(time.monotonic() - killed, 1)
