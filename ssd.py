@@ -1764,8 +1764,11 @@ def ask_resolver(path: str, names: list[str]) -> dict:
     A resolver that does not answer one name within DNS_TRIES x DNS_TIMEOUT is not asked the
     others: the whole probe stays bounded when it is gone.
     """
-    message, query, rcode = require("dns.message"), require("dns.query"), require("dns.rcode")
-    exception, rdatatype = require("dns.exception"), require("dns.rdatatype")
+    try:
+        message, query, rcode = require("dns.message"), require("dns.query"), require("dns.rcode")
+        exception, rdatatype = require("dns.exception"), require("dns.rdatatype")
+    except CheckError as exc:  # the other layers are still checked: this one is reported unasked
+        return {"error": str(exc), "answers": {}}
 
     def ask(name: str) -> dict:
         question = message.make_query(name + ".", rdatatype.A)  # absolute: no search domains

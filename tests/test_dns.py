@@ -269,3 +269,23 @@ def test_a_worker_judges_only_stale_answers_for_a_dnsrr_service():
     assert any("dnsrr" in note for note in result.notes)
     edit_answers(doc, "rr", {"rcode": "NOERROR", "ips": [*ips, "10.0.1.252"]})
     assert checks(run(doc)) == ["dns-answer-stale"]
+
+
+def test_without_dnspython_the_dns_is_not_asked_and_the_rest_is_checked(monkeypatch):
+    def missing(package):
+        if package.startswith("dns"):
+            raise ssd.CheckError(f"the Python package {ssd.REQUIREMENTS['dns']!r} is missing or broken")
+        return __import__(package)
+    monkeypatch.setattr(ssd, "require", missing)
+    raw = ssd.ask_resolver("/nonexistent-netns", ["s1"])
+    assert raw["answers"] == {} and "dnspython" in raw["error"]
+    collector = ssd.Collector(None, "/var/run/docker")
+    problems: list[ssd.Problem] = []
+    view = ssd.NetworkView(id="n1", name="ov2", ingress=False, dsr=False, subnets=[], services={},
+                           endpoints={"c1": ssd.LocalEndpoint("c1", "s1.1.a", "e1", "10.0.1.3", 24)},
+                           instantiated=True)
+    collector.container = lambda key: {"Name": "/s1.1.a", "NetworkSettings": {
+        "SandboxKey": "/var/run/docker/netns/abc", "Networks": {"ov2": {}}}}
+    collector.datapath = lambda path, want_ipvs=True: ssd.datapath_from_raw(path, {"iptables": {}})
+    assert ssd.dns_probe(collector, view, set(), ["s1"], problems) is None
+    assert len(problems) == 1 and "dnspython" in problems[0].message
