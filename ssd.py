@@ -3136,10 +3136,13 @@ def dns_expectations(view: NetworkView, state: NodeState
 
 
 def _dns_finding(check: str, message: str, view: NetworkView, probe: DnsProbe, service: str | None,
-                 subject: str, expected: Any, actual: Any) -> Finding:
+                 name: str, expected: Any, actual: Any, address: str | None = None) -> Finding:
+    # One finding per wrong address: the two samples of a run must show the same one to count,
+    # and tasks arriving or leaving between reading NetworkDB and asking the DNS differ each time.
     return Finding(check, message, network=view.name, namespace=os.path.basename(probe.path),
-                   service=service, subject=subject, expected=expected, actual=actual,
-                   hint=f"nsenter --net={probe.path} dig +short @{DNS_RESOLVER} {subject}; "
+                   service=service, subject=f"{name} {address}" if address else name,
+                   expected=expected, actual=actual,
+                   hint=f"nsenter --net={probe.path} dig +short @{DNS_RESOLVER} {name}; "
                         f"docker network inspect -v {view.name}")
 
 
@@ -3211,17 +3214,17 @@ def check_dns_answers(subject: tuple[NetworkView, DnsProbe], state: NodeState) -
             continue
         stale, lacking = sorted(got - expected), sorted(required - got)
         what = "its VIP" if svc.vip and not name.startswith("tasks.") else "its running tasks' addresses"
-        if stale:
+        for ip in stale:
             findings.append(_dns_finding(
-                "dns-answer-stale", f"the embedded DNS answers {', '.join(stale)} for {name} {where}; "
-                f"NetworkDB on this node gives service {svc.name} no such address ({what}: "
+                "dns-answer-stale", f"the embedded DNS answers {ip} for {name} {where}; NetworkDB on "
+                f"this node gives service {svc.name} no such address ({what}: "
                 f"{', '.join(sorted(expected))})", view, probe, svc.name, name, sorted(expected),
-                sorted(got)))
-        if lacking:
+                sorted(got), ip))
+        for ip in lacking:
             findings.append(_dns_finding(
-                "dns-answer-incomplete", f"the embedded DNS leaves out {', '.join(lacking)} for {name} "
-                f"{where}: NetworkDB on this node lists it for service {svc.name} ({what})", view, probe,
-                svc.name, name, sorted(expected), sorted(got)))
+                "dns-answer-incomplete", f"the embedded DNS leaves out {ip} for {name} {where}: "
+                f"NetworkDB on this node lists it for service {svc.name} ({what})", view, probe,
+                svc.name, name, sorted(expected), sorted(got), ip))
     return findings
 
 

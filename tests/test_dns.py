@@ -134,10 +134,15 @@ def test_a_wrong_vip_is_stale_and_incomplete():
     assert checks(run(doc)) == ["dns-answer-incomplete", "dns-answer-stale"]
 
 
-def test_a_dnsrr_name_answering_one_ip_is_incomplete():
+def test_a_dnsrr_name_answering_one_ip_is_incomplete_once_per_address():
+    """One finding per address left out: a run's two samples must agree on the address."""
     doc = snapshot()
-    edit_answers(doc, "rr", {"rcode": "NOERROR", "ips": task_ips(doc, "rr")[:1]})
-    assert checks(run(doc)) == ["dns-answer-incomplete"]
+    ips = task_ips(doc, "rr")
+    edit_answers(doc, "rr", {"rcode": "NOERROR", "ips": ips[:1]})
+    result = run(doc)
+    assert checks(result) == ["dns-answer-incomplete"] * 2
+    assert sorted(f.subject for f in result.findings) == [f"rr {ip}" for ip in sorted(ips[1:])]
+    assert all(f.hint.endswith("@127.0.0.11 rr; docker network inspect -v ov2") for f in result.findings)
 
 
 def test_a_silent_resolver_is_one_finding_not_one_per_name():
