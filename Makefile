@@ -5,7 +5,8 @@
 # make test-fast: the lint gate and tiers 1 and 2 only (about a minute).
 # make lab-image: only the lab tests that need the ssd image (container form, gossip-consistency).
 # make soak:      the soak (tests/lab/test_lab_soak.py): ssd during churn on every node, ~20 min.
-# make lab-all:   every lab test on every engine the lab knows (20.10, 26.1, 28.5), the soak included.
+# make lab-all:   every lab test on every engine the lab knows (20.10, 26.1, 28.5), the soak and the
+#                 real events (a task killed, a node killed: tests/lab/test_lab_layers.py) included.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -20,7 +21,7 @@ install:
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
 
 test: test-fast
-	$(PY) -m pytest -q --durations=12 -m "lab and not soak" tests/lab
+	$(PY) -m pytest -q --durations=12 -m "lab and not soak and not events" tests/lab
 
 # make lab-image: the container form and gossip-consistency in the lab (node1 builds the Dockerfile).
 lab-image:

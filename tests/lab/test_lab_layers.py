@@ -149,6 +149,7 @@ def first_change(lines: list[str]) -> dict[str, float | None]:
     return seen
 
 
+@pytest.mark.events
 def test_task_killed_behind_swarms_back(discovery):
     """docker kill on a worker: the container dies, the engine takes its endpoint out of NetworkDB
     and the DNS, swarm sees the task fail and starts another. node1 watches each layer every
@@ -197,6 +198,7 @@ def node3_listed() -> bool:
     return any(t["Info"]["Host IP"] == "10.99.0.3" for s in ov2_seen["Services"].values() for t in s["Tasks"])
 
 
+@pytest.mark.events
 @pytest.mark.disruptive
 def test_node_killed_hard(swarm):
     """node3's QEMU killed (SIGKILL): its kernel and dockerd vanish mid-flight, as in a power cut,
