@@ -73,6 +73,7 @@ import ipaddress
 import json
 import math
 import re
+import select
 import shlex
 import shutil
 import socket
@@ -1756,55 +1757,102 @@ def overlay_from_raw(path: str, raw: dict) -> OverlayDatapath:
 DNS_RESOLVER = "127.0.0.11"  # libnetwork's resolver, DNAT-ed to dockerd in every container namespace
 DNS_TIMEOUT = 1.0  # seconds per try: the resolver answers its own names at once
 DNS_TRIES = 2
+DNS_WINDOW = 64  # questions in flight at once: a burst of thousands would overflow a socket buffer
 
 
 def ask_resolver(path: str, names: list[str]) -> dict:
     """A records of names, asked of 127.0.0.11 inside the namespace at path (queries only).
 
-    A resolver that does not answer one name within DNS_TRIES x DNS_TIMEOUT is not asked the
-    others: the whole probe stays bounded when it is gone.
+    The names are asked together on one UDP socket (DNS_WINDOW in flight), each DNS_TRIES times
+    at most, DNS_TIMEOUT apart: the resolver answers the names it holds at once, and forwards
+    the others upstream (20.10's forward can outlast any sensible wait). A name left unanswered
+    while others were answered is marked "unanswered"; only a resolver that answered nothing
+    is "silent". A truncated answer (a large tasks.<name>) is asked again over TCP.
     """
     try:
-        message, query, rcode = require("dns.message"), require("dns.query"), require("dns.rcode")
-        exception, rdatatype = require("dns.exception"), require("dns.rdatatype")
+        dns_modules = {m: require(f"dns.{m}") for m in ("message", "query", "rcode", "exception", "rdatatype",
+                                                         "flags")}
     except CheckError as exc:  # the other layers are still checked: this one is reported unasked
         return {"error": str(exc), "answers": {}}
-
-    def ask(name: str) -> dict:
-        question = message.make_query(name + ".", rdatatype.A)  # absolute: no search domains
-        failure = "timeout"
-        for _ in range(DNS_TRIES):
-            try:
-                # The resolver truncates long UDP answers (a large tasks.<name>): TCP then.
-                answer, _tcp = query.udp_with_fallback(question, DNS_RESOLVER, timeout=DNS_TIMEOUT)
-            except exception.Timeout:
-                continue
-            except OSError as exc:
-                failure = exc.strerror or _short(exc)
-                continue
-            except exception.DNSException as exc:
-                return {"error": f"unreadable answer: {_short(exc)}"}
-            ips = sorted({rd.address for rrset in answer.answer if rrset.rdtype == rdatatype.A
-                          for rd in rrset})
-            return {"rcode": rcode.to_text(answer.rcode()), "ips": ips}
-        return {"error": f"no answer ({failure})", "silent": True}
-
     out: dict[str, Any] = {"error": None, "answers": {}}
     try:
         with entered_netns(path):
-            silent = None
-            for name in names:
-                if silent:
-                    out["answers"][name] = {"error": f"not asked: {silent}"}
-                    continue
-                out["answers"][name] = ask(name)
-                if out["answers"][name].get("silent"):
-                    silent = f"the resolver gave no answer for {name}"
+            out["answers"] = _ask_all(names, dns_modules)
     except FileNotFoundError:
         out["error"] = f"namespace {path} does not exist (it may have vanished mid-run)"
     except OSError as exc:
         out["error"] = f"cannot enter namespace {path}: {exc.strerror or _short(exc)}"
-    return out
+    return {"error": out["error"], "answers": {n: out["answers"][n] for n in names if n in out["answers"]}}
+
+
+def _ask_all(names: list[str], dns: dict[str, Any]) -> dict[str, dict]:
+    answers: dict[str, dict] = {}
+    queue: list[tuple[str, Any, int]] = []  # (name, question, tries so far), asked in order
+    for name in reversed(names):
+        try:
+            queue.append((name, dns["message"].make_query(name + ".", dns["rdatatype"].A), 0))  # absolute
+        except dns["exception"].DNSException as exc:  # a label over 63 characters, say
+            answers[name] = {"error": f"not asked: not a name DNS can carry ({_short(exc)})"}
+    inflight: dict[int, tuple[str, Any, int, float]] = {}  # query id -> (name, question, tries, deadline)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # made here: it lives in the namespace
+        sock.setblocking(False)
+        while queue or inflight:
+            while queue and len(inflight) < DNS_WINDOW:
+                name, question, tries = queue.pop()
+                while question.id in inflight:  # ids are random: keep them apart
+                    question.id = (question.id + 1) & 0xFFFF
+                with contextlib.suppress(OSError):  # no route, say: that try is lost, as on the wire
+                    sock.sendto(question.to_wire(), (DNS_RESOLVER, 53))
+                inflight[question.id] = (name, question, tries + 1, time.monotonic() + DNS_TIMEOUT)
+            wait = max(0.0, min(d for *_, d in inflight.values()) - time.monotonic())
+            if select.select([sock], [], [], wait)[0]:
+                _read_answers(sock, inflight, answers, dns)
+            now = time.monotonic()
+            for qid, (name, question, tries, deadline) in list(inflight.items()):
+                if deadline <= now:
+                    del inflight[qid]
+                    if tries < DNS_TRIES:
+                        queue.append((name, question, tries))
+                    else:
+                        answers[name] = {"error": f"no answer in {DNS_TRIES} tries of {DNS_TIMEOUT:g} s"}
+            if not any("rcode" in a for a in answers.values()) and any(
+                    a["error"].startswith("no answer") for a in answers.values()):
+                for name, *_ in [*queue, *inflight.values()]:  # a silent resolver: bounded at one name's wait
+                    answers[name] = {"error": "not asked: the resolver answered nothing"}
+                break
+    unanswered = [n for n, a in answers.items() if a.get("error", "").startswith("no answer")]
+    mark = "silent" if not any("rcode" in a for a in answers.values()) else "unanswered"
+    for name in unanswered:
+        answers[name][mark] = True
+    return answers
+
+
+def _read_answers(sock: socket.socket, inflight: dict, answers: dict[str, dict], dns: dict[str, Any]) -> None:
+    while True:
+        try:
+            wire, peer = sock.recvfrom(65535)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # an ICMP error for one of the questions: its try times out
+            continue
+        try:
+            response = dns["message"].from_wire(wire)
+        except dns["exception"].DNSException:
+            continue  # not an answer to read: its question times out and is asked again
+        entry = inflight.get(response.id)
+        if peer[0] != DNS_RESOLVER or entry is None or not entry[1].is_response(response):
+            continue
+        del inflight[response.id]
+        name, question = entry[0], entry[1]
+        if response.flags & dns["flags"].TC:  # the whole answer only fits a TCP one
+            try:
+                response = dns["query"].tcp(question, DNS_RESOLVER, timeout=DNS_TIMEOUT)
+            except (dns["exception"].DNSException, OSError) as exc:
+                answers[name] = {"error": f"truncated over UDP, and over TCP: {_short(exc)}"}
+                continue
+        ips = sorted({rd.address for rrset in response.answer if rrset.rdtype == dns["rdatatype"].A
+                      for rd in rrset})
+        answers[name] = {"rcode": dns["rcode"].to_text(response.rcode()), "ips": ips}
 
 
 # --- what a run reads, live or from a snapshot ------------------------------------------
@@ -3111,14 +3159,31 @@ def draining_ips(view: NetworkView, state: NodeState) -> set[str]:
     return ips
 
 
-def dns_expectations(view: NetworkView, state: NodeState
-                     ) -> dict[str, tuple[ServiceView, set[str], set[str]]]:
-    """qname -> (service, the addresses it must answer, those it may leave out: draining tasks)."""
+@dataclass
+class NameRecord:
+    """What the resolver must answer for one name on one network: the union of what every service
+    registers under it (two services may share an alias; a stack's short name is an alias)."""
+    services: list[ServiceView]
+    expected: set[str]  # the addresses registered under the name
+    excused: set[str]  # those it may leave out: tasks being drained
+
+    @property
+    def label(self) -> str:
+        return ", ".join(s.name for s in self.services)
+
+    @property
+    def service(self) -> str | None:
+        """The service a finding names; None when the name belongs to several."""
+        return self.services[0].name if len(self.services) == 1 else None
+
+
+def dns_expectations(view: NetworkView, state: NodeState) -> dict[str, NameRecord]:
+    """qname -> what the resolver must answer for it, from the services NetworkDB lists here."""
     memo = state.memo.setdefault("dns", {})
     if view.id in memo:
         return memo[view.id]
     draining = draining_ips(view, state)
-    out: dict[str, tuple[ServiceView, set[str], set[str]]] = {}
+    out: dict[str, NameRecord] = {}
     for svc in sorted(view.services.values(), key=lambda s: s.name):
         task_ips = {t.ip for t in svc.tasks if t.ip}
         if not task_ips or svc.ipv6:
@@ -3129,10 +3194,27 @@ def dns_expectations(view: NetworkView, state: NodeState
         # The VIP's name goes with the last task taken out of service.
         by_name = ({svc.vip}, {svc.vip} if excused == task_ips else set()) if svc.vip else (task_ips, excused)
         for name in [svc.name, *service_aliases(svc, view, state)]:
-            out.setdefault(name.lower(), (svc, *by_name))
-            out.setdefault(f"tasks.{name}".lower(), (svc, task_ips, excused))
+            for qname, (expected, may_lack) in ((name.lower(), by_name),
+                                                (f"tasks.{name}".lower(), (task_ips, excused))):
+                record = out.setdefault(qname, NameRecord([], set(), set()))
+                if svc not in record.services:
+                    record.services.append(svc)
+                record.expected |= expected
+                record.excused |= may_lack
     memo[view.id] = out
     return out
+
+
+def held_addresses(view: NetworkView, state: NodeState) -> set[str]:
+    """Every address something on the network holds: task and other endpoints NetworkDB lists,
+    VIPs (NetworkDB's and, on a manager, swarm's), this node's endpoints. A task's hostname, a
+    container's name and a --network-alias answer such an address too, and NetworkDB does not say
+    under which names: an answer holding one of them is not stale, an address nothing holds is."""
+    held = {t.ip for t in view.all_endpoints() if t.ip}
+    held |= {s.vip for s in view.services.values() if s.vip}
+    held |= {e.ip for e in view.endpoints.values() if e.ip}
+    held |= {ip for by_net in (state.service_vips or {}).values() for ip in by_net.get(view.id, [])}
+    return held
 
 
 def _dns_finding(check: str, message: str, view: NetworkView, probe: DnsProbe, service: str | None,
@@ -3189,42 +3271,68 @@ def check_dns_answers(subject: tuple[NetworkView, DnsProbe], state: NodeState) -
     silent = [name for name, a in answers.items() if a.get("silent")]
     if silent:
         findings.append(_dns_finding(
-            "dns-resolver-silent", f"the embedded DNS ({DNS_RESOLVER}) did not answer {silent[0]} in "
-            f"container {probe.container} on network {view.name} within {DNS_TRIES} tries of "
-            f"{DNS_TIMEOUT:g} s: no name of the network resolves there", view, probe, None, silent[0],
-            "an answer", answers[silent[0]].get("error")))
+            "dns-resolver-silent", f"the embedded DNS ({DNS_RESOLVER}) answered none of the {len(answers)} "
+            f"name(s) asked in container {probe.container} on network {view.name} ({silent[0]} first) "
+            f"within {DNS_TRIES} tries of {DNS_TIMEOUT:g} s: no name of the network resolves there", view,
+            probe, None, silent[0], "an answer", answers[silent[0]].get("error")))
     subnets = [ipaddress.ip_network(net) for net in view.subnets]
-    for name, (svc, expected, excused) in dns_expectations(view, state).items():
+    held = held_addresses(view, state)
+    for name, record in dns_expectations(view, state).items():
         answer = answers.get(name)
-        if answer is None or answer.get("error"):
-            continue  # not asked (a silent resolver), or not recorded
-        got = set(answer.get("ips") or [])
-        if probe.other_networks and got and not any(
-                ipaddress.ip_address(ip) in net for ip in got for net in subnets):
-            continue  # the container's other network answered this name first: not this one's
-        where = f"in container {probe.container} on network {view.name}"
-        required = expected - excused
-        if not got:
-            if required:
-                findings.append(_dns_finding(
-                    "dns-name-missing", f"the embedded DNS answers {answer.get('rcode')} with no address "
-                    f"for {name} {where}, but NetworkDB on this node lists {len(svc.tasks)} task(s) of "
-                    f"service {svc.name}", view, probe, svc.name, name, sorted(required),
-                    answer.get("rcode")))
+        required = record.expected - record.excused
+        if answer is not None and answer.get("unanswered") and required:
+            findings.append(_dns_finding(
+                "dns-name-missing", f"the embedded DNS gave no answer for {name} in container "
+                f"{probe.container} on network {view.name} while it answered the network's other names: "
+                f"it holds no record of it and asks upstream servers, but NetworkDB on this node lists "
+                f"{_tasks_of(record)}", view, probe, record.service, name, sorted(required),
+                answer.get("error")))
             continue
-        stale, lacking = sorted(got - expected), sorted(required - got)
-        what = "its VIP" if svc.vip and not name.startswith("tasks.") else "its running tasks' addresses"
-        for ip in stale:
-            findings.append(_dns_finding(
-                "dns-answer-stale", f"the embedded DNS answers {ip} for {name} {where}; NetworkDB on "
-                f"this node gives service {svc.name} no such address ({what}: "
-                f"{', '.join(sorted(expected))})", view, probe, svc.name, name, sorted(expected),
-                sorted(got), ip))
-        for ip in lacking:
-            findings.append(_dns_finding(
-                "dns-answer-incomplete", f"the embedded DNS leaves out {ip} for {name} {where}: "
-                f"NetworkDB on this node lists it for service {svc.name} ({what})", view, probe,
-                svc.name, name, sorted(expected), sorted(got), ip))
+        if answer is None or answer.get("error"):
+            continue  # not asked (a silent resolver, a name DNS cannot carry), or not recorded
+        findings += _judge_answer(name, record, answer, view, probe, subnets, held)
+    return findings
+
+
+def _tasks_of(record: NameRecord) -> str:
+    tasks = sum(len(s.tasks) for s in record.services)
+    return f"{tasks} task(s) of service {record.label}" if len(record.services) == 1 else \
+        f"{tasks} task(s) of services {record.label}"
+
+
+def _judge_answer(name: str, record: NameRecord, answer: dict, view: NetworkView, probe: DnsProbe,
+                  subnets: list, held: set[str]) -> list[Finding]:
+    got = set(answer.get("ips") or [])
+    if probe.other_networks and got and not any(
+            ipaddress.ip_address(ip) in net for ip in got for net in subnets):
+        return []  # the container's other network answered this name first: not this one's
+    where = f"in container {probe.container} on network {view.name}"
+    required = record.expected - record.excused
+    if not got:
+        if not required:
+            return []
+        return [_dns_finding(
+            "dns-name-missing", f"the embedded DNS answers {answer.get('rcode')} with no address for {name} "
+            f"{where}, but NetworkDB on this node lists {_tasks_of(record)}", view, probe, record.service,
+            name, sorted(required), answer.get("rcode"))]
+    vip_name = any(s.vip for s in record.services) and not name.startswith("tasks.")
+    what = "VIP" if vip_name else "running tasks' addresses"
+    whose = f"service {record.label}" if len(record.services) == 1 else f"services {record.label}"
+    findings = []
+    # An address another endpoint of the network holds may be that endpoint's own name (a
+    # task's hostname, a container name, an alias): the resolver answers the union. Stale is
+    # an address nothing on the network holds.
+    for ip in sorted(got - record.expected - held):
+        findings.append(_dns_finding(
+            "dns-answer-stale", f"the embedded DNS answers {ip} for {name} {where}; nothing NetworkDB on "
+            f"this node lists on the network holds that address ({whose}, {what}: "
+            f"{', '.join(sorted(record.expected))})", view, probe, record.service, name,
+            sorted(record.expected), sorted(got), ip))
+    for ip in sorted(required - got):
+        findings.append(_dns_finding(
+            "dns-answer-incomplete", f"the embedded DNS leaves out {ip} for {name} {where}: NetworkDB on "
+            f"this node lists it for {whose} ({what})", view, probe, record.service, name,
+            sorted(record.expected), sorted(got), ip))
     return findings
 
 

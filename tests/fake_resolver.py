@@ -37,6 +37,7 @@ def libnetwork_records(network: dict) -> dict[str, list[str]]:
 class FakeResolver:
     def __init__(self, ns_path: str, udp_port: int, tcp_port: int, records: dict[str, list[str]]) -> None:
         self.records = records  # edited by the tests: the faults
+        self.forwarded: set[str] = set()  # names it holds no record of and asks upstream, in vain
         with ssd.entered_netns(ns_path):  # the sockets belong to the namespace they are made in
             self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self.udp.bind((ssd.DNS_RESOLVER, udp_port))
@@ -48,10 +49,12 @@ class FakeResolver:
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
-    def answer(self, wire: bytes) -> bytes:
+    def answer(self, wire: bytes) -> bytes | None:
         query = dns.message.from_wire(wire)
         response = dns.message.make_response(query)
         question = query.question[0]
+        if question.name.to_text(omit_final_dot=True).lower() in self.forwarded:
+            return None  # the upstream server never answers (an air-gapped host)
         ips = self.records.get(question.name.to_text(omit_final_dot=True).lower())
         if ips:
             response.answer.append(dns.rrset.from_text_list(question.name, 600, "IN", "A", ips))
@@ -66,13 +69,17 @@ class FakeResolver:
                 return
             if self.udp in ready:
                 wire, peer = self.udp.recvfrom(65535)
-                self.udp.sendto(self.answer(wire), peer)
+                reply = self.answer(wire)
+                if reply is not None:
+                    self.udp.sendto(reply, peer)
             if self.tcp in ready:
                 conn, _ = self.tcp.accept()
                 with conn:
                     conn.settimeout(2)
                     query, _ = dns.query.receive_tcp(conn)
-                    dns.query.send_tcp(conn, self.answer(query.to_wire()))
+                    reply = self.answer(query.to_wire())
+                    if reply is not None:
+                        dns.query.send_tcp(conn, reply)
 
     def stop(self) -> None:
         """The resolver goes silent: its sockets close, the namespace's rules stay."""

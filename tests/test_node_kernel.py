@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+import ssd
 from fake_engine import FakeEngine
 from kernel_node import KernelNode, sh
 
@@ -137,6 +138,32 @@ def test_real_fault_is_found(node, engine, check):
     for finding in doc["findings"]:
         assert finding["message"] and finding["hint"] and finding["namespace"]
         assert finding["network"] or check == "iptables-split-brain"  # a node-wide fault
+
+
+def test_a_name_forwarded_upstream_is_missing_and_the_rest_still_asked(node, engine):
+    """20.10's resolver forwards a name it holds no record of, and the forward may never come
+    back: that name is missing, the resolver is not silent, and every other name is judged."""
+    node.resolvers[S1_NS].forwarded.add("tasks.web")
+    node.resolvers[S1_NS].records["s1"].append("10.0.1.200")  # a stale answer asked after it
+    started = time.monotonic()
+    code, doc, stderr = run_json(node, engine, "ov2")
+    assert code == 1, (doc, stderr)
+    assert sorted((f["check"], f["subject"]) for f in doc["findings"]) == [
+        ("dns-answer-stale", "s1 10.0.1.200"), ("dns-name-missing", "tasks.web")], doc["findings"]
+    missing = next(f for f in doc["findings"] if f["check"] == "dns-name-missing")
+    assert "no answer" in missing["message"] and "other names" in missing["message"]
+    # Asked together: the unanswered name costs one wait of DNS_TRIES x DNS_TIMEOUT, not one each.
+    assert time.monotonic() - started < 2 * ssd.DNS_TRIES * ssd.DNS_TIMEOUT + 8
+
+
+def test_a_name_dns_cannot_carry_is_not_asked_and_the_rest_are(node):
+    """An alias longer than 63 characters (swarm does not validate aliases): one line, no crash."""
+    long_alias = "a" * 70
+    with_tasks = ssd.ask_resolver(node.ns(S1_NS), [long_alias, "tasks.s1", "s1"])
+    assert with_tasks["error"] is None
+    assert with_tasks["answers"][long_alias]["error"].startswith("not asked: not a name DNS can carry")
+    assert with_tasks["answers"]["s1"] == {"rcode": "NOERROR", "ips": ["10.0.1.2"]}
+    assert with_tasks["answers"]["tasks.s1"]["ips"]
 
 
 def test_failing_service_is_shown_with_its_evidence(node, engine):
