@@ -142,8 +142,9 @@ CHECKS: dict[str, CheckInfo] = {
         "An IPVS destination is no task of the service (maybe of another service).",
         "Requests go to a dead or foreign task; `docker service update --force <service>`."),
     "ipvs-backend-weight": CheckInfo(
-        "A destination has weight 0 though its task should receive traffic, or weight 1 though "
-        "swarm is stopping it (moby#41896).",
+        "A destination has weight 0 though its task should receive traffic (not a task failing its "
+        "health check, which its executor disables before swarm stops it), or weight 1 though swarm is "
+        "stopping it (moby#41896).",
         "Check the task with `docker service ps`; `docker service update --force <service>`."),
     "ipvs-backend-forwarding": CheckInfo(
         "A destination's forwarding method is not Masq (Route on networks created with -o dsr).",
@@ -253,6 +254,11 @@ CHECKS: dict[str, CheckInfo] = {
         "Clients of the VIP reach nothing or the wrong service (moby#26733); "
         "`docker service update --force <service>`, else recreate the service.",
         layer="networkdb"),
+    "networkdb-peer-missing": CheckInfo(
+        "NetworkDB on this node lists an endpoint with no Host IP: the overlay has no peer record for it "
+        "(moby#35671), so no neighbour or FDB entry leads to it while load balancers still send it traffic.",
+        "Connections to that task fail part of the time; `docker service update --force <service>` gives it "
+        "a new endpoint; if it comes back, restart dockerd on the node that runs it.", layer="networkdb"),
     "iptables-split-brain": CheckInfo(
         "Docker's chains appear in both the legacy and the nf_tables iptables backend (moby#46636).",
         "Make dockerd and every firewall tool use one backend (update-alternatives), then restart dockerd."),
@@ -262,19 +268,23 @@ CHECKS: dict[str, CheckInfo] = {
         "Name lookups in that container fail or hang; restarting the container recreates its sandbox "
         "and the rules (`docker service update --force <service>` for a task).", layer="dns"),
     "dns-resolver-silent": CheckInfo(
-        "The embedded resolver (127.0.0.11) did not answer from inside a container of the network.",
+        "The embedded resolver (127.0.0.11) answered none of the names asked from inside a container of the "
+        "network.",
         "Every lookup in that container times out; check the container's resolver rules "
         "(dns-resolver-rules), then restart the container (a task: `docker service update --force "
         "<service>`); if all containers are silent, restart dockerd.", layer="dns"),
     "dns-name-missing": CheckInfo(
         "The embedded DNS has no A record for a service name, alias or `tasks.<name>` while NetworkDB "
-        "on this node lists running tasks of the service (NXDOMAIN with live tasks, moby#53141).",
+        "on this node lists running tasks of the service (NXDOMAIN with live tasks, moby#53141; or no "
+        "answer at all while it answers the network's other names: it forwards names it does not hold).",
         "Clients cannot find the service by name although its IPs work; `docker service update "
         "--force <service>` re-registers its names; if many names are gone, restart dockerd.",
         layer="dns"),
     "dns-answer-stale": CheckInfo(
-        "The embedded DNS answers, for a service name or `tasks.<name>`, an address NetworkDB on this "
-        "node does not give it (a removed task, an old VIP: moby#36797).",
+        "The embedded DNS answers, for a service name, alias or `tasks.<name>`, an address that nothing "
+        "NetworkDB on this node lists on the network holds (a removed task, an old VIP: moby#36797). A "
+        "name answers every address registered under it: a task's hostname or a container name that "
+        "equals a service name adds that endpoint's address.",
         "Clients reach a dead or foreign address part of the time; `docker service update --force "
         "<service>`; if it stays, restart dockerd on this node.", layer="dns"),
     "dns-answer-incomplete": CheckInfo(
@@ -479,6 +489,7 @@ class SwarmTask:
     node_id: str = ""
     since: float | None = None  # Status.Timestamp: when it reached its state (epoch seconds)
     addresses: dict[str, str] = field(default_factory=dict)  # network ID -> its IP there
+    container_id: str = ""  # Status.ContainerStatus.ContainerID: its container on its node
 
     @property
     def stopping(self) -> bool:
@@ -750,6 +761,11 @@ class NodeState:
     memo: dict = field(default_factory=dict)  # what two checks or reports derive alike, once
     dns: dict[str, DnsProbe] | None = None  # by network ID: what its embedded DNS answered here
     service_aliases: dict[str, dict[str, list[str]]] | None = None  # managers: name -> net ID -> aliases
+    # Managers: services whose spec declares a health check -> their stop grace period (seconds).
+    health_checked: dict[str, float] | None = None
+    # Tasks of this node at weight 0 while swarm runs them -> their container's health
+    # ("unhealthy", "healthy", "starting"; "" with no health check; None: container gone).
+    local_health: dict[str, str | None] = field(default_factory=dict)
 
     def datapaths(self) -> list[Datapath]:
         return [lb.datapath for lb in self.lbs] + ([self.host] if self.host is not None else [])
@@ -1109,6 +1125,8 @@ def build_swarm_tasks(raw: list[dict] | None) -> dict[str, SwarmTask] | None:
                                state=(t.get("Status") or {}).get("State", ""),
                                node_id=t.get("NodeID") or "",
                                since=parse_timestamp((t.get("Status") or {}).get("Timestamp")),
+                               container_id=((t.get("Status") or {}).get("ContainerStatus") or {}).get(
+                                   "ContainerID") or "",
                                addresses={(a.get("Network") or {}).get("ID", ""):
                                           str((a.get("Addresses") or [""])[0]).split("/")[0]
                                           for a in t.get("NetworksAttachments") or []})
@@ -1163,6 +1181,29 @@ def build_service_aliases(raw: list[dict] | None) -> dict[str, dict[str, list[st
             aliases = [str(a) for a in net.get("Aliases") or [] if a]
             if aliases:
                 out.setdefault(spec.get("Name", ""), {})[net.get("Target", "")] = aliases
+    return out
+
+
+DEFAULT_STOP_GRACE = 10.0  # seconds: swarmkit's default stop grace period
+
+
+def build_health_checked(raw: list[dict] | None) -> dict[str, float] | None:
+    """Service name -> its stop grace period, for services whose spec declares a health check.
+
+    A task failing its health check is disabled (IPVS weight 0, its tasks.<name> and dnsrr
+    records removed), then its container stopped within the grace period, while swarm still
+    reports it running (the executor's controller.go: Wait -> checkHealth -> Shutdown). A
+    health check of the image itself is not in the spec: only the task's own node sees it.
+    """
+    if raw is None:
+        return None
+    out: dict[str, float] = {}
+    for svc in raw:
+        spec = (svc.get("Spec") or {}).get("TaskTemplate", {}).get("ContainerSpec") or {}
+        test = (spec.get("Healthcheck") or {}).get("Test") or []
+        if test and test[0] != "NONE":
+            grace = spec.get("StopGracePeriod")
+            out[(svc.get("Spec") or {}).get("Name", "")] = grace / 1e9 if grace else DEFAULT_STOP_GRACE
     return out
 
 
@@ -1876,16 +1917,18 @@ API_SHAPES: dict[str, Any] = {
                 "Services": {"*": {"VIP": True, "LocalLBIndex": True, "Ports": True,
                                    "Tasks": [_TASK_ENTRY]}}},
     "services": [{"ID": True, "Spec": {"Name": True, "EndpointSpec": {"Ports": True},
-                                       "TaskTemplate": {"Networks": [{"Target": True, "Aliases": True}]},
+                                       "TaskTemplate": {"Networks": [{"Target": True, "Aliases": True}],
+                                                        "ContainerSpec": {"Healthcheck": True,
+                                                                          "StopGracePeriod": True}},
                                        "Networks": [{"Target": True, "Aliases": True}]},
                   "PreviousSpec": {"EndpointSpec": {"Ports": True}},
                   "Endpoint": {"Ports": True, "VirtualIPs": True}}],
     "tasks": [{"ID": True, "ServiceID": True, "NodeID": True, "DesiredState": True,
-               "Status": {"State": True, "Timestamp": True},
+               "Status": {"State": True, "Timestamp": True, "ContainerStatus": {"ContainerID": True}},
                "NetworksAttachments": [{"Network": {"ID": True}, "Addresses": True}]}],
     "nodes": [{"ID": True, "UpdatedAt": True, "Description": {"Hostname": True},
                "Status": {"State": True, "Addr": True}}],
-    "container": {"Id": True, "Name": True,
+    "container": {"Id": True, "Name": True, "State": {"Health": {"Status": True}},
                   "NetworkSettings": {"SandboxKey": True, "Networks": {"*": {"NetworkID": True}}}},
 }
 
@@ -2466,7 +2509,7 @@ IPVS_IDS = ("ipvs-service-missing", "ipvs-service-stale", "ipvs-service-config",
 @register_check(*IPVS_IDS, scope="lb", needs=("ipvs",))
 def check_ipvs(lb: LoadBalancer, state: NodeState) -> list[Finding]:
     """Each VIP service's IPVS firewall-mark service and its destinations, and no others."""
-    return _check_ipvs(lb.network, lb.datapath, lb.network.vip_services(), state.swarm_tasks)
+    return _check_ipvs(lb.network, lb.datapath, lb.network.vip_services(), state)
 
 
 @register_check("mark-missing", "mark-stale", "mark-conflict", scope="lb", needs=("rules",))
@@ -2512,8 +2555,8 @@ def check_sysctls(lb: LoadBalancer, state: NodeState) -> list[Finding]:
     return findings
 
 
-def _check_ipvs(net: NetworkView, dp: Datapath, services: list[ServiceView],
-                swarm_tasks: dict[str, SwarmTask] | None) -> list[Finding]:
+def _check_ipvs(net: NetworkView, dp: Datapath, services: list[ServiceView], node: NodeState
+                ) -> list[Finding]:
     findings: list[Finding] = []
     where = {"network": net.name, "namespace": dp.name}
     by_mark = {s.fwmark: s for s in dp.ipvs or [] if s.fwmark}
@@ -2551,7 +2594,7 @@ def _check_ipvs(net: NetworkView, dp: Datapath, services: list[ServiceView],
                         "persistent": bool(ipvs.flags & IP_VS_SVC_F_PERSISTENT),
                         "timeout": ipvs.timeout},
                 hint=_hint_ipvs(dp.path, svc.name), **where))
-        findings += _check_backends(svc, ipvs, owner_of_ip, want_fwd, swarm_tasks, dp, where)
+        findings += _check_backends(svc, ipvs, owner_of_ip, want_fwd, node, dp, where)
     wanted = {s.fwmark for s in services}
     for ipvs in dp.ipvs or []:
         if ipvs.fwmark and ipvs.fwmark in wanted:
@@ -2566,9 +2609,9 @@ def _check_ipvs(net: NetworkView, dp: Datapath, services: list[ServiceView],
 
 
 def _check_backends(svc: ServiceView, ipvs: IpvsService, owner_of_ip: dict[str, str],
-                    want_fwd: str, swarm_tasks: dict[str, SwarmTask] | None, dp: Datapath,
-                    where: dict) -> list[Finding]:
+                    want_fwd: str, node: NodeState, dp: Datapath, where: dict) -> list[Finding]:
     findings = []
+    swarm_tasks = node.swarm_tasks
     dests = {d.address: d for d in ipvs.dests}
     for task in svc.tasks:
         dest = dests.get(task.ip)
@@ -2586,7 +2629,7 @@ def _check_backends(svc: ServiceView, ipvs: IpvsService, owner_of_ip: dict[str, 
                 f"of FWM {svc.fwmark}{after}", service=svc.name, subject=task.ip,
                 expected=task.ip, actual=sorted(dests), hint=_hint_ipvs(dp.path, svc.name), **where))
             continue
-        findings += _check_weight(svc, task, dest, swarm_tasks, dp, where)
+        findings += _check_weight(svc, task, dest, node, dp, where)
         if dest.forwarding != want_fwd:
             findings.append(Finding(
                 "ipvs-backend-forwarding", f"task {task.name} ({task.ip}) in FWM {svc.fwmark} "
@@ -2604,16 +2647,21 @@ def _check_backends(svc: ServiceView, ipvs: IpvsService, owner_of_ip: dict[str, 
     return findings
 
 
-def _check_weight(svc: ServiceView, task: TaskView, dest: IpvsDest,
-                  swarm_tasks: dict[str, SwarmTask] | None, dp: Datapath, where: dict
-                  ) -> list[Finding]:
-    """Weight 1 carries traffic; weight 0 is a task swarm is stopping (18.03.1+)."""
-    state = (swarm_tasks or {}).get(task.task_id)
+def _check_weight(svc: ServiceView, task: TaskView, dest: IpvsDest, node: NodeState, dp: Datapath,
+                  where: dict) -> list[Finding]:
+    """Weight 1 carries traffic; weight 0 is a task swarm is stopping (18.03.1+), or one failing
+    its health check that the executor has disabled and is stopping (swarm says running)."""
+    state = (node.swarm_tasks or {}).get(task.task_id)
     stopping = state is not None and state.stopping
     if dest.weight not in (0, 1):
         wrong = f"weight {dest.weight}, the engine only sets 0 or 1"
     elif dest.weight == 0 and state is not None and not stopping and state.state == "running":
+        if health_drain(task, svc.name, node):
+            return []  # said in a note (health_notes)
         wrong = "weight 0 though swarm wants it running"
+        if task.task_id in node.local_health:
+            health = node.local_health[task.task_id] or "without a health check"
+            wrong += f" (its container on this node is {health})"
     elif dest.weight == 1 and stopping and state.state == "running":
         wrong = f"weight 1 though swarm is stopping it (desired state {state.desired_state})"
     else:
@@ -2623,6 +2671,40 @@ def _check_weight(svc: ServiceView, task: TaskView, dest: IpvsDest,
                     f"{wrong}", service=svc.name, subject=task.ip, expected=expected,
                     actual=dest.weight, hint=f"docker service ps {svc.name}; "
                     + _hint_ipvs(dp.path, svc.name), **where)]
+
+
+def health_drain(task: TaskView, service: str, node: NodeState) -> str | None:
+    """Why a task swarm runs may be disabled (weight 0, its records removed) for failing its
+    health check, or None. Its own node's container health decides; elsewhere the service's
+    declared health check makes it possible, for as long as the stop grace period."""
+    if task.task_id in node.local_health:
+        return "its container on this node is unhealthy" if node.local_health[task.task_id] == "unhealthy" \
+            else None
+    grace = (node.health_checked or {}).get(service)
+    if grace is None:
+        return None
+    return (f"service {service} has a health check: a task failing it is taken out of service before "
+            f"swarm stops it, within its stop grace period ({grace:g} s)")
+
+
+def health_notes(state: NodeState) -> list[str]:
+    """The backends at weight 0 that swarm still runs, excused as failing their health check."""
+    notes = []
+    for lb in state.lbs:
+        for svc in lb.network.vip_services():
+            ipvs = next((s for s in lb.datapath.ipvs or [] if s.fwmark == svc.fwmark), None)
+            zero = {d.address for d in (ipvs.dests if ipvs else []) if d.weight == 0}
+            for task in svc.tasks:
+                known = (state.swarm_tasks or {}).get(task.task_id)
+                if task.ip not in zero or known is None or known.stopping or known.state != "running":
+                    continue
+                why = health_drain(task, svc.name, state)
+                if why:
+                    notes.append(f"network {lb.network.name}: task {task.name} ({task.ip}) is at weight 0 in "
+                                 f"{lb.datapath.name} while swarm says it runs: {why}. If it stays so "
+                                 f"longer, see docker service ps {svc.name} and its container's "
+                                 "State.Health (docker inspect, on its node)")
+    return notes
 
 
 def _marks_in(rules: Ruleset, table: str, chain: str) -> list[Rule]:
@@ -2774,7 +2856,7 @@ def _orchestrator_finding(check: str, message: str, view: NetworkView, service: 
 
 
 SWARM_CHECKS = frozenset({"swarm-task-missing", "task-ip-mismatch", "networkdb-task-zombie", "duplicate-ip",
-                          "vip-mismatch"})
+                          "vip-mismatch", "networkdb-peer-missing"})
 
 
 @register_check("swarm-task-missing", "task-ip-mismatch", scope="network")
@@ -2871,6 +2953,27 @@ def check_duplicate_ips(view: NetworkView, state: NodeState) -> list[Finding]:
                 "duplicate-ip", f"network {view.name}: {ip} is held by {' and '.join(labels)}",
                 network=view.name, subject=ip, expected="one endpoint", actual=labels,
                 hint=f"docker network inspect -v {view.name}"))
+    return findings
+
+
+@register_check("networkdb-peer-missing", scope="network")
+def check_peer_records(view: NetworkView, state: NodeState) -> list[Finding]:
+    """Every endpoint NetworkDB lists carries the Host IP of its node's peer record. A peer record
+    is published before the endpoint's entry and withdrawn after it: one without it is no
+    transient (a finding must still show in both samples of a run to count)."""
+    owner = {t.endpoint_id: svc.name for svc in view.services.values() for t in svc.tasks}
+    findings = []
+    for task in sorted(view.all_endpoints(), key=lambda t: (t.name, t.ip)):
+        if task.host_ip:
+            continue
+        service = owner.get(task.endpoint_id)
+        findings.append(Finding(
+            "networkdb-peer-missing", f"network {view.name}: NetworkDB on this node lists "
+            f"{'task' if service else 'endpoint'} {task.name or task.endpoint_id[:12]} ({task.ip}) with no "
+            "Host IP: no overlay peer record leads to it, so no node programs a neighbour or FDB entry "
+            "towards it while load balancers send it traffic (moby#35671)", network=view.name,
+            service=service, subject=task.ip, expected="a Host IP (its node's peer record)", actual=None,
+            hint=f"docker network inspect -v {view.name}; docker service ps {service or '<service>'}"))
     return findings
 
 
@@ -3156,6 +3259,8 @@ def draining_ips(view: NetworkView, state: NodeState) -> set[str]:
             known = (state.swarm_tasks or {}).get(task.task_id)
             if known is not None and (known.stopping or known.state != "running"):
                 ips.add(task.ip)
+            elif not svc.vip and health_drain(task, svc.name, state):
+                ips.add(task.ip)  # no load balancer shows it disabled: its health check may have
     return ips
 
 
@@ -3655,6 +3760,7 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
     state = NodeState(model, collector.netns_dir, views, swarm_tasks=swarm_tasks,
                       swarm_nodes=build_swarm_nodes(raw_nodes), service_vips=build_service_vips(raw_services),
                       service_aliases=build_service_aliases(raw_services),
+                      health_checked=build_health_checked(raw_services),
                       service_names=None if raw_services is None else
                       {s.get("ID", ""): (s.get("Spec") or {}).get("Name", "") for s in raw_services},
                       now=collector.clock() if node.manager else None,
@@ -3691,6 +3797,8 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
                 ingress_dp = dp
         results.append(result)
     notes += zombie_notes([v for v in views if v.instantiated], state)
+    read_local_health(collector, state, node)
+    notes += health_notes(state)
     state.overlays = read_overlays(collector, views, problems, notes)
     if state.overlays is not None and any(v.encrypted and v.id in state.overlays for v in views):
         state.xfrm = collector.xfrm()
@@ -3727,6 +3835,25 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
         state.task_datapaths = read_task_datapaths(collector, ingress, problems)
     host_checked = state.host is not None and state.host.rules is not None
     return RunResult(node, results, run_checks(state), problems, notes, host_ports, host_checked)
+
+
+def read_local_health(collector: Collector, state: NodeState, node: NodeInfo) -> None:
+    """Managers: the health of this node's containers whose backend is at weight 0 while swarm
+    runs their task. An unhealthy one is being stopped by its executor; a healthy one is a fault."""
+    if state.swarm_tasks is None:
+        return
+    for lb in state.lbs:
+        zero = {d.address for svc in lb.datapath.ipvs or [] for d in svc.dests if d.weight == 0}
+        for svc in lb.network.vip_services():
+            for task in svc.tasks:
+                known = state.swarm_tasks.get(task.task_id)
+                if task.ip not in zero or known is None or known.node_id != node.id or known.stopping \
+                        or known.state != "running" or not known.container_id \
+                        or task.task_id in state.local_health:
+                    continue
+                info = collector.container(known.container_id)
+                state.local_health[task.task_id] = None if info is None else \
+                    str(((info.get("State") or {}).get("Health") or {}).get("Status") or "")
 
 
 def read_overlays(collector: Collector, views: list[NetworkView], problems: list[Problem],
@@ -4423,10 +4550,12 @@ def swarm_status(result: RunResult, net: NetworkResult) -> str:
 
 def _render_swarm(result: RunResult, net: NetworkResult, paint: Painter, quiet: bool,
                   verbose: bool, used: set[int]) -> list[str]:
-    if net.swarm is None:
-        return []
     mine = [f for f in result.findings if f.swarm and f.network == net.view.name]
     used.update(id(f) for f in mine)
+    if net.swarm is None:  # a worker: NetworkDB's view is still checked against itself
+        return [f"Checking NetworkDB's view of network {net.view.name}",
+                f"{sum(1 for _ in net.view.all_endpoints())} endpoints... {paint('FAIL', 'fail')}",
+                *_render_findings(mine, verbose)] if mine else []
     status = swarm_status(result, net)
     if quiet and status != "fail":
         return []

@@ -158,13 +158,13 @@ def test_every_finding_says_which_layer_disagrees():
 
 
 def test_every_check_id_has_a_fault_test():
-    # lb-namespace-missing: tests/test_node_kernel.py; the overlay ids: tests/test_overlay.py;
-    # swarm against NetworkDB: tests/test_orchestrator.py; the embedded DNS: tests/test_dns.py
-    # (and tier 2, tests/test_node_kernel.py).
-    overlay = {c for c in ssd.CHECKS if c.startswith(("overlay-", "dns-"))}
-    orchestrator = {"swarm-task-missing", "networkdb-task-zombie", "duplicate-ip", "task-ip-mismatch",
-                    "vip-mismatch"}
-    assert set(FAULTS) | {"lb-namespace-missing"} | overlay | orchestrator == set(ssd.CHECKS)
+    """The ids FAULTS does not break here are broken by name in another module: the overlay in
+    test_overlay.py, swarm against NetworkDB in test_orchestrator.py, the embedded DNS in
+    test_dns.py, real deployments in test_deployments.py, lb-namespace-missing in tier 2."""
+    here = Path(__file__).resolve()
+    others = "\n".join(p.read_text() for p in here.parent.glob("test_*.py") if p != here)
+    untested = [c for c in ssd.CHECKS if c not in FAULTS and f'"{c}"' not in others]
+    assert untested == []
 
 
 # --- what each finding says, and the near misses that must stay silent -------------------

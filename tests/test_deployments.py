@@ -1,0 +1,248 @@
+"""Tier 1: real deployments (issue 22) on the real 28.5.2 recordings of a manager and a worker.
+
+Each test edits the recording the way a real deployment pattern leaves a node: a compose
+`hostname:` or a stack's alias answering beside a VIP, two services sharing an alias, a task
+failing its health check (disabled while swarm still says running). Each says what must stay
+silent, and the edit beside it that must still be found.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+import ssd
+from recorded import check_ids, replay
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def snapshot(node: str = "node1") -> dict:
+    return json.loads((FIXTURES / f"snapshot-28.5-dns-{node}.json").read_text())
+
+
+def api(doc: dict, key: str):
+    return doc["samples"][0]["api"][key]
+
+
+def ov2(doc: dict) -> dict:
+    return next(v for k, v in doc["samples"][0]["api"].items()
+                if k.startswith("GET /networks/") and v.get("Name") == "ov2")
+
+
+def task_ips(doc: dict, service: str) -> list[str]:
+    return sorted(t["EndpointIP"] for t in ov2(doc)["Services"][service]["Tasks"])
+
+
+def vip(doc: dict, service: str) -> str:
+    return ov2(doc)["Services"][service]["VIP"].split("/")[0]
+
+
+def set_answer(doc: dict, name: str, ips: list[str]) -> None:
+    for sample in doc["samples"]:
+        for key, probe in sample["lookups"].items():
+            if key.startswith("dns "):
+                probe["answers"][name] = {"rcode": "NOERROR", "ips": sorted(ips)}
+
+
+def service_spec(doc: dict, name: str) -> dict:
+    return next(s for s in api(doc, "GET /services") if s["Spec"]["Name"] == name)["Spec"]
+
+
+def add_alias(doc: dict, service: str, alias: str) -> None:
+    for net in service_spec(doc, service)["TaskTemplate"]["Networks"]:
+        if net["Target"] == ov2(doc)["Id"]:
+            net.setdefault("Aliases", []).append(alias)
+
+
+# --- a name answers the union of what is registered under it ---------------------------------
+
+@pytest.mark.parametrize("node", ["node1", "node2"])
+def test_a_service_name_that_is_also_a_task_hostname_answers_vip_and_task_ips(node):
+    """compose `hostname: s1` on service s1: s1 answers its VIP and every task's address."""
+    doc = snapshot(node)
+    set_answer(doc, "s1", [vip(doc, "s1"), *task_ips(doc, "s1")])
+    assert replay(doc).findings == []
+
+
+def test_a_hostname_answers_another_services_task_too():
+    """A task's hostname may equal another service's name: its address is held on the network."""
+    doc = snapshot()
+    set_answer(doc, "s2", [vip(doc, "s2"), task_ips(doc, "s3")[0]])
+    assert replay(doc).findings == []
+
+
+def test_an_address_nothing_on_the_network_holds_is_still_stale():
+    doc = snapshot()
+    set_answer(doc, "s2", [vip(doc, "s2"), "10.0.1.250"])
+    result = replay(doc)
+    assert check_ids(result) == ["dns-answer-stale"]
+    assert result.findings[0].subject == "s2 10.0.1.250"
+    assert "nothing NetworkDB on this node lists on the network holds" in result.findings[0].message
+
+
+def test_an_alias_shared_by_two_services_answers_both_vips():
+    """Two services with one alias: the resolver answers both VIPs; both are expected."""
+    doc = snapshot()
+    add_alias(doc, "s1", "shared")
+    add_alias(doc, "s2", "shared")
+    set_answer(doc, "shared", [vip(doc, "s1"), vip(doc, "s2")])
+    set_answer(doc, "tasks.shared", [*task_ips(doc, "s1"), *task_ips(doc, "s2")])
+    assert replay(doc).findings == []
+    set_answer(doc, "shared", [vip(doc, "s1")])  # one of them lost: incomplete, naming both services
+    result = replay(doc)
+    assert check_ids(result) == ["dns-answer-incomplete"]
+    finding = result.findings[0]
+    assert finding.subject == f"shared {vip(doc, 's2')}" and finding.service is None
+    assert "services s1, s2" in finding.message
+
+
+def test_a_stack_short_name_alias_is_expected_on_the_manager():
+    """docker stack deploy adds each service's short name as an alias on its networks."""
+    doc = snapshot()
+    add_alias(doc, "s3", "short")
+    set_answer(doc, "short", [vip(doc, "s3")])
+    set_answer(doc, "tasks.short", task_ips(doc, "s3"))
+    assert replay(doc).findings == []
+
+
+# --- a task failing its health check -----------------------------------------------------
+
+NODE1 = "flk6d7zmjwfttz6k1pr9h66wq"  # the manager's node ID in the recording
+
+
+def running_task(doc: dict, service: str, on_node: str | None = None) -> tuple[dict, str]:
+    """A running task of service (on the node given) and its address on ov2."""
+    sid = next(s["ID"] for s in api(doc, "GET /services") if s["Spec"]["Name"] == service)
+    listed = {t["Name"].rsplit(".", 1)[-1]: t["EndpointIP"] for t in ov2(doc)["Services"][service]["Tasks"]}
+    task = next(t for t in api(doc, "GET /tasks") if t["ServiceID"] == sid and t["ID"] in listed
+                and t["Status"]["State"] == "running" and (on_node is None or t["NodeID"] == on_node))
+    return task, listed[task["ID"]]
+
+
+def disable(doc: dict, ip: str) -> None:
+    """The executor disabled the task's binding: weight 0 in every load balancer of ov2."""
+    for sample in doc["samples"]:
+        for key, raw in sample["namespaces"].items():
+            if "/lb_" in key:
+                for svc in raw["ipvs"]:
+                    for dest in svc["dests"]:
+                        if dest["address"] == ip:
+                            dest["weight"] = 0
+
+
+def declare_health_check(doc: dict, service: str, grace_ns: int | None = None) -> None:
+    spec = service_spec(doc, service)["TaskTemplate"].setdefault("ContainerSpec", {})
+    spec["Healthcheck"] = {"Test": ["CMD-SHELL", "test -e /tmp/ok"], "Interval": 2_000_000_000}
+    if grace_ns is not None:
+        spec["StopGracePeriod"] = grace_ns
+
+
+def test_a_disabled_task_of_a_service_without_health_check_is_still_found():
+    doc = snapshot()
+    _, ip = running_task(doc, "s1", on_node="o0wngrps05lifxc8ilpjj6psz")
+    disable(doc, ip)
+    result = replay(doc)
+    assert check_ids(result) == ["ipvs-backend-weight"]
+    assert "weight 0 though swarm wants it running" in result.findings[0].message
+
+
+def test_a_remote_task_failing_its_health_check_is_a_note_not_a_finding():
+    doc = snapshot()
+    _, ip = running_task(doc, "s1", on_node="o0wngrps05lifxc8ilpjj6psz")
+    disable(doc, ip)
+    declare_health_check(doc, "s1", grace_ns=30_000_000_000)
+    result = replay(doc)
+    assert result.findings == []
+    [note] = [n for n in result.notes if "weight 0" in n]
+    assert ip in note and "health check" in note and "30 s" in note and "docker service ps s1" in note
+
+
+def local_container(doc: dict, task: dict, health: str | None) -> None:
+    cid = "c0ffee" + task["ID"]
+    task["Status"]["ContainerStatus"] = {"ContainerID": cid}
+    state = {"Health": {"Status": health}} if health else {}
+    doc["samples"][0]["api"][f"GET /containers/{cid}"] = {"Id": cid, "Name": "/x", "State": state}
+
+
+@pytest.mark.parametrize("health, found", [("unhealthy", False), ("healthy", True), (None, True)])
+def test_a_local_task_at_weight_zero_is_judged_by_its_containers_health(health, found):
+    """On the task's own node the container's health decides, health check declared or not."""
+    doc = snapshot()
+    task, ip = running_task(doc, "s1", on_node=NODE1)
+    disable(doc, ip)
+    declare_health_check(doc, "s1")
+    local_container(doc, task, health)
+    result = replay(doc)
+    assert check_ids(result) == (["ipvs-backend-weight"] if found else [])
+    if found:
+        assert f"its container on this node is {health or 'without a health check'}" in \
+            result.findings[0].message
+    else:
+        assert any("its container on this node is unhealthy" in n for n in result.notes)
+
+
+def test_a_dnsrr_task_failing_its_health_check_may_lack_its_record_on_a_manager():
+    """A dnsrr service has no load balancer to show the task disabled; its records go first."""
+    doc = snapshot()
+    ips = task_ips(doc, "rr")
+    set_answer(doc, "rr", ips[1:])
+    set_answer(doc, "tasks.rr", ips[1:])
+    assert check_ids(replay(doc)) == ["dns-answer-incomplete", "dns-answer-incomplete"]
+    declare_health_check(doc, "rr")
+    assert replay(doc).findings == []
+
+
+def test_health_checks_are_read_from_the_service_spec():
+    services = [
+        {"Spec": {"Name": "a", "TaskTemplate": {"ContainerSpec": {"Healthcheck": {"Test": ["CMD", "true"]},
+                                                                  "StopGracePeriod": 5_000_000_000}}}},
+        {"Spec": {"Name": "b", "TaskTemplate": {"ContainerSpec": {"Healthcheck": {"Test": ["NONE"]}}}}},
+        {"Spec": {"Name": "c", "TaskTemplate": {"ContainerSpec": {}}}},
+        {"Spec": {"Name": "d", "TaskTemplate": {"ContainerSpec": {"Healthcheck": {"Test": ["CMD-SHELL", "x"]}}}}},
+    ]
+    assert ssd.build_health_checked(services) == {"a": 5.0, "d": ssd.DEFAULT_STOP_GRACE}
+    assert ssd.build_health_checked(None) is None
+
+
+def test_the_snapshot_keeps_what_the_health_rule_reads():
+    shapes = ssd.API_SHAPES
+    assert shapes["services"][0]["Spec"]["TaskTemplate"]["ContainerSpec"] == {
+        "Healthcheck": True, "StopGracePeriod": True}
+    assert shapes["tasks"][0]["Status"]["ContainerStatus"] == {"ContainerID": True}
+    assert shapes["container"]["State"] == {"Health": {"Status": True}}
+    kept = ssd.project({"State": {"Health": {"Status": "unhealthy", "Log": ["secret output"]}, "Pid": 1}},
+                       {"State": shapes["container"]["State"]})
+    assert kept == {"State": {"Health": {"Status": "unhealthy"}}}
+    assert copy.deepcopy(kept) == kept
+
+
+# --- an endpoint with no overlay peer record (moby#35671) -----------------------------------
+
+def drop_peer_record(doc: dict, service: str, on_node_addr: str) -> str:
+    """NetworkDB lists the task, but its node's peer record never came: no Host IP, and so no
+    neighbour or FDB row for it in any other node's overlay namespace."""
+    task = next(t for t in ov2(doc)["Services"][service]["Tasks"] if t["Info"]["Host IP"] == on_node_addr)
+    task["Info"] = {}
+    ip = task["EndpointIP"]
+    mac = ssd.mac_from_ip(ip)
+    for sample in doc["samples"]:
+        for key, raw in sample["namespaces"].items():
+            if "-h425s5xecr" in key and raw.get("neighbours") is not None:
+                raw["neighbours"] = [n for n in raw["neighbours"] if n["dst"] != ip]
+                raw["fdb"] = [f for f in raw["fdb"] if f["mac"] != mac]
+    return ip
+
+
+@pytest.mark.parametrize("node", ["node1", "node2"])
+def test_an_endpoint_without_peer_record_is_found(node):
+    doc = snapshot(node)
+    assert replay(doc).findings == []
+    ip = drop_peer_record(doc, "s2", "10.99.0.3")
+    result = replay(doc)
+    assert check_ids(result) == ["networkdb-peer-missing"]
+    finding = result.findings[0]
+    assert (finding.subject, finding.service, finding.layer, finding.network) == (ip, "s2", "networkdb", "ov2")
+    assert "no Host IP" in finding.message and "moby#35671" in finding.message
