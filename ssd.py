@@ -226,6 +226,13 @@ CHECKS: dict[str, CheckInfo] = {
         "or IPsec policy for.",
         "Traffic to that node on encrypted networks is dropped (moby#30727, #30766); allow ESP (IP "
         "protocol 50) between the nodes, then restart dockerd.", layer="overlay"),
+    "overlay-encryption-rules": CheckInfo(
+        "The host lacks an encrypted overlay's iptables rules for one of its VNIs: the mangle OUTPUT "
+        "mark 0xD0C4E3 its IPsec policy matches, or the filter INPUT rule that drops its VXLAN received "
+        "in cleartext.",
+        "Without the mark the network's traffic to other nodes is dropped; without the drop, cleartext "
+        "VXLAN is accepted. A firewall reload removes them (dockerd restores only the ingress rules): "
+        "restart dockerd on this node.", layer="overlay"),
     "swarm-task-missing": CheckInfo(
         "A task swarm runs on the network (past the convergence window) is not in this node's "
         "NetworkDB.",
@@ -689,6 +696,9 @@ class Finding:
     actual: Any = None
     hint: str | None = None
     known_issues: list[dict] = field(default_factory=list)
+    # Why swarm itself has not converged for what this finding concerns (a manager knows: the
+    # service is being updated, its tasks are starting or stopping, a node just went down).
+    converging: str | None = None
 
     @property
     def key(self) -> tuple:
@@ -724,7 +734,7 @@ class Finding:
         return {"check": self.check, "layer": self.layer, "network": self.network,
                 "namespace": self.namespace, "service": self.service, "subject": self.subject,
                 "message": self.message, "expected": self.expected, "actual": self.actual, "hint": self.hint,
-                "action": self.action, "known_issues": self.known_issues}
+                "action": self.action, "known_issues": self.known_issues, "converging": self.converging}
 
 
 @dataclass
@@ -766,6 +776,7 @@ class NodeState:
     # Tasks of this node at weight 0 while swarm runs them -> their container's health
     # ("unhealthy", "healthy", "starting"; "" with no health check; None: container gone).
     local_health: dict[str, str | None] = field(default_factory=dict)
+    updating: dict[str, str] = field(default_factory=dict)  # managers: service name -> UpdateStatus.State
 
     def datapaths(self) -> list[Datapath]:
         return [lb.datapath for lb in self.lbs] + ([self.host] if self.host is not None else [])
@@ -1182,6 +1193,18 @@ def build_service_aliases(raw: list[dict] | None) -> dict[str, dict[str, list[st
             if aliases:
                 out.setdefault(spec.get("Name", ""), {})[net.get("Target", "")] = aliases
     return out
+
+
+# An update in progress (swarm's UpdateStatus.State); "completed", "paused" and
+# "rollback_completed" are where it stays, and what the datapath must then match.
+UPDATING_STATES = frozenset({"updating", "rollback_started"})
+
+
+def build_updating(raw: list[dict] | None) -> dict[str, str]:
+    """Service name -> the state of its update, for services swarm is updating now."""
+    states = {(svc.get("Spec") or {}).get("Name", ""): str((svc.get("UpdateStatus") or {}).get("State") or "")
+              for svc in raw or []}
+    return {name: state for name, state in states.items() if state in UPDATING_STATES}
 
 
 DEFAULT_STOP_GRACE = 10.0  # seconds: swarmkit's default stop grace period
@@ -1921,7 +1944,7 @@ API_SHAPES: dict[str, Any] = {
                                                         "ContainerSpec": {"Healthcheck": True,
                                                                           "StopGracePeriod": True}},
                                        "Networks": [{"Target": True, "Aliases": True}]},
-                  "PreviousSpec": {"EndpointSpec": {"Ports": True}},
+                  "PreviousSpec": {"EndpointSpec": {"Ports": True}}, "UpdateStatus": {"State": True},
                   "Endpoint": {"Ports": True, "VirtualIPs": True}}],
     "tasks": [{"ID": True, "ServiceID": True, "NodeID": True, "DesiredState": True,
                "Status": {"State": True, "Timestamp": True, "ContainerStatus": {"ContainerID": True}},
@@ -2993,6 +3016,70 @@ def check_vips(view: NetworkView, state: NodeState) -> list[Finding]:
     return findings
 
 
+# --- converging: what swarm itself has not finished, on a manager -------------------------
+# A deployment in progress moves the datapath while ssd looks. A finding about a service swarm is
+# updating, whose tasks it is starting or stopping, or about a node that just went down or came
+# back, is kept but marked converging: its own verdict, not a page. What persists once swarm
+# says it has converged is inconsistent.
+
+STARTING_STATES = frozenset({"new", "pending", "assigned", "accepted", "preparing", "ready", "starting"})
+
+
+def converging_reason(finding: Finding, state: NodeState) -> str | None:
+    """Why swarm has not converged for what the finding concerns, or None (or not a manager)."""
+    if state.swarm_tasks is None:
+        return None
+    by_ip = state.memo.get("task-by-ip")
+    if by_ip is None:
+        by_ip = state.memo["task-by-ip"] = {t.ip: (svc.name, t) for v in state.views
+                                            for svc in v.services.values() for t in svc.tasks}
+    subject = (finding.subject or "").split()[-1] if finding.subject else ""
+    services = {finding.service} if finding.service else set()
+    if subject in by_ip:
+        services.add(by_ip[subject][0])
+    for name in sorted(services):
+        if name in state.updating:
+            return f"swarm is updating service {name} (update {state.updating[name]})"
+        moving = _moving_tasks(name, state)
+        if moving:
+            return f"swarm is still {moving} of service {name}"
+    return _node_moving(subject, by_ip, state)
+
+
+def _moving_tasks(service: str, state: NodeState) -> str | None:
+    ids = {sid for sid, name in (state.service_names or {}).items() if name == service}
+    tasks = [t for t in (state.swarm_tasks or {}).values() if t.service in ids]
+    starting = sum(1 for t in tasks if not t.stopping and t.state in STARTING_STATES)
+    stopping = sum(1 for t in tasks if t.stopping and t.state in STARTING_STATES | {"running"})
+    words = [f"{what} {n} task(s)" for what, n in (("starting", starting), ("stopping", stopping)) if n]
+    return " and ".join(words) or None
+
+
+def _node_moving(subject: str, by_ip: dict, state: NodeState) -> str | None:
+    """A node that is not ready, or changed its state within the convergence window: the
+    finding's task runs there, or the finding names the node's address."""
+    node = None
+    if subject in by_ip:
+        task = (state.swarm_tasks or {}).get(by_ip[subject][1].task_id)
+        node = (state.swarm_nodes or {}).get(task.node_id) if task else None
+    if node is None and subject:
+        node = next((n for n in (state.swarm_nodes or {}).values() if n.addr == subject), None)
+    if node is None:
+        return None
+    recent = node.since is not None and state.now is not None and state.now - node.since < CONVERGENCE_WINDOW
+    if node.state != "ready" and (recent or node.since is None):
+        return f"node {node.hostname} is {node.state}"
+    if recent:
+        return f"node {node.hostname} changed state {state.now - node.since:.0f} s ago (now {node.state})"
+    return None
+
+
+def mark_converging(findings: list[Finding], state: NodeState) -> list[Finding]:
+    for finding in findings:
+        finding.converging = converging_reason(finding, state)
+    return findings
+
+
 # --- the overlay layer: VXLAN device, neighbours and FDB against NetworkDB ----------------
 
 def vxlan_mtu(view: NetworkView) -> int:
@@ -3104,6 +3191,52 @@ def check_overlay_esp(view: NetworkView, state: NodeState) -> list[Finding]:
                 f"{', no '.join(lacking)} for node {vtep}", network=view.name, namespace="host",
                 subject=vtep, expected=["ESP SA out", "ESP SA in", "IPsec policy out"], actual=lacking,
                 hint="ip xfrm state; ip xfrm policy; iptables-save -t mangle | grep 0xd0c4e3"))
+    return findings
+
+
+def _u32_vni(rule: Rule) -> int | None:
+    """The VNI a rule matches with libnetwork's u32 test on the VXLAN header (the value after
+    '=' is the VNI shifted left by 8; iptables-save prints it in hex)."""
+    test = rule.get("--u32")
+    if not test or "=" not in test:
+        return None
+    try:
+        return int(test.rsplit("=", 1)[1].split(":")[0], 0) >> 8
+    except ValueError:
+        return None
+
+
+def encryption_rules(rules: Ruleset, vni: int) -> dict[str, bool]:
+    """Whether the host has an encrypted overlay's two rules for one VNI (drivers/overlay
+    encryption.go): mangle OUTPUT marks its VXLAN 0xD0C4E3, which the IPsec policy matches; filter
+    INPUT drops its VXLAN received in cleartext (20.10: after an ACCEPT of --pol ipsec; 23.0+: one
+    rule with --pol none, inserted first)."""
+    mark = any(r.target == "MARK" and r.mark is not None and r.mark[0] == OVERLAY_ESP_MARK
+               and _u32_vni(r) == vni for r in rules.get("mangle", {}).get("OUTPUT", []))
+    drop = any(r.target == "DROP" and _u32_vni(r) == vni and r.get("--pol") != "ipsec"
+               for r in rules.get("filter", {}).get("INPUT", []))
+    return {"mangle OUTPUT MARK 0xd0c4e3": mark, "filter INPUT DROP of cleartext VXLAN": drop}
+
+
+@register_check("overlay-encryption-rules", scope="overlay", needs=("links",))
+def check_encryption_rules(subject: tuple[NetworkView, OverlayDatapath], state: NodeState) -> list[Finding]:
+    view, ov = subject
+    if not view.encrypted or state.host is None or state.host.rules is None:
+        return []
+    findings = []
+    for vni in sorted(link.vxlan["vni"] for link in ov.vxlans() if link.vxlan):
+        lacking = [what for what, present in encryption_rules(state.host.rules, vni).items() if not present]
+        if not lacking:
+            continue
+        effect = ("its VXLAN leaves unmarked, so no IPsec policy matches it: other nodes drop it as "
+                  "cleartext" if lacking[0].startswith("mangle") else
+                  "VXLAN received in cleartext is accepted on an encrypted network")
+        findings.append(Finding(
+            "overlay-encryption-rules", f"network {view.name} is encrypted, but the host lacks the "
+            f"{' and the '.join(lacking)} rule{'s' if len(lacking) > 1 else ''} for its VNI {vni}: {effect}",
+            network=view.name, namespace="host", subject=f"VNI {vni}",
+            expected=list(encryption_rules(state.host.rules, vni)), actual=list(lacking),
+            hint="iptables-save -t mangle | grep -i 0xd0c4e3; iptables-save -t filter | grep u32"))
     return findings
 
 
@@ -3761,6 +3894,7 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
                       swarm_nodes=build_swarm_nodes(raw_nodes), service_vips=build_service_vips(raw_services),
                       service_aliases=build_service_aliases(raw_services),
                       health_checked=build_health_checked(raw_services),
+                      updating=build_updating(raw_services),
                       service_names=None if raw_services is None else
                       {s.get("ID", ""): (s.get("Spec") or {}).get("Name", "") for s in raw_services},
                       now=collector.clock() if node.manager else None,
@@ -3823,18 +3957,33 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
 
     host_ports: list[tuple[str, str]] = []
     ingress = next((v for v in views if v.ingress and v.instantiated), None)
-    if ingress is not None and published_ports(ingress):
+    publishing = ingress is not None and bool(published_ports(ingress))
+    encrypted = [v for v in views if v.encrypted and (state.overlays or {}).get(v.id) is not None]
+    if publishing or encrypted:
+        state.host = read_host(collector, problems, notes)
+    if ingress is not None and publishing and state.host is not None:
         state.ingress = ingress
-        state.host = collector.datapath("", want_ipvs=False)
-        _datapath_problems(state.host, "host", problems)
         if state.host.rules is not None:
             state.gw_ip = gateway_ip(collector, ingress_dp, ingress)
             host_ports = [(users[0][1].label(), ", ".join(s.name for s, _ in users))
                           for _, users in sorted(published_ports(ingress).items(),
                                                  key=lambda kv: (kv[0][1], kv[0][0] or ""))]
         state.task_datapaths = read_task_datapaths(collector, ingress, problems)
-    host_checked = state.host is not None and state.host.rules is not None
-    return RunResult(node, results, run_checks(state), problems, notes, host_ports, host_checked)
+    host_checked = state.ingress is not None and state.host is not None and state.host.rules is not None
+    return RunResult(node, results, mark_converging(run_checks(state), state), problems, notes, host_ports,
+                     host_checked)
+
+
+def read_host(collector: Collector, problems: list[Problem], notes: list[str]) -> Datapath | None:
+    """The node's own rules: the routing mesh's and the encrypted overlays'."""
+    try:
+        host = collector.datapath("", want_ipvs=False)
+    except SnapshotError:  # a snapshot of a node that published no port: it did not keep them
+        notes.append("this snapshot holds no host rules: the encrypted overlays' firewall rules were not "
+                     "checked")
+        return None
+    _datapath_problems(host, "host", problems)
+    return host
 
 
 def read_local_health(collector: Collector, state: NodeState, node: NodeInfo) -> None:
@@ -4301,11 +4450,13 @@ def overlay_status(result: RunResult, net: NetworkResult) -> str:
 
 def overall_status(result: RunResult) -> str:
     if result.findings:
-        return "inconsistent"
+        return "converging" if all(f.converging for f in result.findings) else "inconsistent"
     return "incomplete" if result.problems else "consistent"
 
 
-EXIT_CODES = {"consistent": 0, "inconsistent": 1, "incomplete": 2}
+# diff's: 0 consistent, 1 inconsistent, 2 could not check; 3: only findings swarm has not
+# finished converging for (a deployment in progress), to re-check once it has.
+EXIT_CODES = {"consistent": 0, "inconsistent": 1, "incomplete": 2, "converging": 3}
 
 
 def to_json(result: RunResult) -> dict:
@@ -4350,6 +4501,8 @@ def nagios_state(status: str, looked: bool) -> str:
         return "CRITICAL"
     if status == "consistent":
         return "OK"
+    if status == "converging":
+        return "WARNING"  # a deployment in progress pages no one
     return "WARNING" if looked else "UNKNOWN"
 
 
@@ -4382,7 +4535,8 @@ def render_nagios(result: RunResult, seconds: float) -> str:
     where = f"node {result.node.hostname or result.node.id[:12]}"
     if result.findings:
         many = "inconsistencies" if len(result.findings) > 1 else "inconsistency"
-        summary = (f"{len(result.findings)} {many} on {where}: "
+        moving = " while swarm converges" if overall_status(result) == "converging" else ""
+        summary = (f"{len(result.findings)} {many} on {where}{moving}: "
                    f"{_counted(f.check for f in result.findings)}")
     else:
         summary = f"{where}: {len(result.networks)} networks, {checked} services consistent"
@@ -4498,6 +4652,9 @@ def render_text(result: RunResult, paint: Painter, quiet: bool, verbose: bool) -
     count = len(result.findings)
     summary = (f"{len(result.networks)} networks, {n_services} services, "
                f"{count} inconsistenc{'y' if count == 1 else 'ies'}")
+    converging = sum(1 for f in result.findings if f.converging)
+    if converging:
+        summary += f" ({converging} while swarm converges)"
     if result.problems:
         summary += f", {len(result.problems)} not checked"
     if not quiet or result.findings or result.problems:
@@ -4620,6 +4777,9 @@ def _render_findings(findings: list[Finding], verbose: bool) -> list[str]:
                                subsequent_indent="      ", break_long_words=False,
                                break_on_hyphens=False)
         lines.append(f"    layer: {LAYER_TEXT.get(f.layer, f.layer)}")
+        if f.converging:
+            lines += textwrap.wrap(f"converging: {f.converging}; run ssd again once it is done", width=80,
+                                   initial_indent="    ", subsequent_indent="      ")
         if verbose:
             lines.append(f"    expected: {json.dumps(f.expected)}")
             lines.append(f"    found:    {json.dumps(f.actual)}")
@@ -4710,6 +4870,8 @@ def fleet_status(result: FleetResult) -> str:
     statuses = {n.status for n in result.nodes}
     if "inconsistent" in statuses or any(g.differences for g in result.gossip):
         return "inconsistent"
+    if "converging" in statuses:
+        return "converging"
     if result.problems or "incomplete" in statuses or any(g.problems for g in result.gossip):
         return "incomplete"
     return "consistent"

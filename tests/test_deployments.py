@@ -8,7 +8,10 @@ silent, and the edit beside it that must still be found.
 from __future__ import annotations
 
 import copy
+import datetime
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -246,3 +249,133 @@ def test_an_endpoint_without_peer_record_is_found(node):
     finding = result.findings[0]
     assert (finding.subject, finding.service, finding.layer, finding.network) == (ip, "s2", "networkdb", "ov2")
     assert "no Host IP" in finding.message and "moby#35671" in finding.message
+
+
+# --- an encrypted overlay's firewall rules ---------------------------------------------------
+
+# What iptables-save printed on this machine after the engine's own commands (encryption.go)
+# for VNI 4097: 23.0+ inserts one DROP with --pol none; 20.10 appends ACCEPT --pol ipsec + DROP.
+U32 = '-m u32 --u32 "0x0>>0x16&0x3c@0xc&0xffffff00=0x100100"'
+MARK = f"-A OUTPUT -p udp -m udp --dport 4789 {U32} -j MARK --set-xmark 0xd0c4e3/0xffffffff"
+DROP_NEW = f"-A INPUT -p udp -m policy --dir in --pol none -m udp --dport 4789 {U32} -j DROP"
+ACCEPT_OLD = f"-A INPUT -p udp -m policy --dir in --pol ipsec -m udp --dport 4789 {U32} -j ACCEPT"
+DROP_OLD = f"-A INPUT -p udp -m udp --dport 4789 {U32} -j DROP"
+
+
+def ruleset(mangle: list[str], filter_: list[str]) -> ssd.Ruleset:
+    text = "\n".join(["*mangle", ":OUTPUT ACCEPT [0:0]", *mangle, "COMMIT", "*filter",
+                      ":INPUT ACCEPT [0:0]", *filter_, "COMMIT"]) + "\n"
+    return ssd.parse_iptables_save(text)
+
+
+@pytest.mark.parametrize("inputs", [[DROP_NEW], [ACCEPT_OLD, DROP_OLD]], ids=["23.0+", "20.10"])
+def test_encryption_rules_are_read_in_both_engine_forms(inputs):
+    assert ssd.encryption_rules(ruleset([MARK], inputs), 4097) == {
+        "mangle OUTPUT MARK 0xd0c4e3": True, "filter INPUT DROP of cleartext VXLAN": True}
+    assert not any(ssd.encryption_rules(ruleset([MARK], inputs), 4098).values())  # another VNI
+
+
+def test_an_accept_of_ipsec_traffic_is_no_drop_and_another_mark_no_mark():
+    rules = ruleset([MARK.replace("0xd0c4e3", "0xd0c4e4")], [ACCEPT_OLD])
+    assert ssd.encryption_rules(rules, 4097) == {
+        "mangle OUTPUT MARK 0xd0c4e3": False, "filter INPUT DROP of cleartext VXLAN": False}
+
+
+# --- a deployment in progress pages no one -------------------------------------------------
+
+def lose_backend(doc: dict, ip: str) -> None:
+    for sample in doc["samples"]:
+        for key, raw in sample["namespaces"].items():
+            if "/lb_" in key:
+                for svc in raw["ipvs"]:
+                    svc["dests"] = [d for d in svc["dests"] if d["address"] != ip]
+
+
+def service(doc: dict, name: str) -> dict:
+    return next(s for s in api(doc, "GET /services") if s["Spec"]["Name"] == name)
+
+
+def ssd_from(doc: dict, tmp_path, *args: str) -> tuple[int, str]:
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps(doc))
+    proc = subprocess.run([sys.executable, str(Path(ssd.__file__)), "--from", str(path), *args],
+                          capture_output=True, text=True, check=False)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.returncode, proc.stdout
+
+
+def test_a_finding_about_a_service_being_updated_is_converging(tmp_path):
+    doc = snapshot()
+    _, ip = running_task(doc, "s1", on_node="o0wngrps05lifxc8ilpjj6psz")
+    lose_backend(doc, ip)
+    assert ssd.overall_status(replay(doc)) == "inconsistent"  # swarm is done: a fault
+    service(doc, "s1")["UpdateStatus"] = {"State": "updating"}
+    result = replay(doc)
+    assert check_ids(result) == ["ipvs-backend-missing"]
+    assert result.findings[0].converging == "swarm is updating service s1 (update updating)"
+    assert ssd.overall_status(result) == "converging"
+    code, out = ssd_from(doc, tmp_path)
+    assert code == 3 and "converging: swarm is updating service s1" in out and "while swarm converges" in out
+    code, out = ssd_from(doc, tmp_path, "--nagios")
+    assert code == 1 and out.startswith("SSD WARNING - 1 inconsistency on node node1 while swarm converges")
+    code, out = ssd_from(doc, tmp_path, "--json")
+    assert code == 3 and json.loads(out)["status"] == "converging"
+    assert json.loads(out)["findings"][0]["converging"].startswith("swarm is updating")
+
+
+def test_a_completed_or_paused_update_is_not_converging():
+    doc = snapshot()
+    _, ip = running_task(doc, "s1", on_node="o0wngrps05lifxc8ilpjj6psz")
+    lose_backend(doc, ip)
+    for state in ("completed", "paused", "rollback_completed"):
+        service(doc, "s1")["UpdateStatus"] = {"State": state}
+        assert ssd.overall_status(replay(doc)) == "inconsistent", state
+
+
+def test_tasks_swarm_is_starting_make_the_service_converging():
+    doc = snapshot()
+    _, ip = running_task(doc, "s1", on_node="o0wngrps05lifxc8ilpjj6psz")
+    lose_backend(doc, ip)
+    starting = copy.deepcopy(next(t for t in api(doc, "GET /tasks") if t["ServiceID"] == service(doc, "s1")["ID"]))
+    starting.update(ID="newtask000000000000000000", DesiredState="running")
+    starting["Status"] = {"State": "starting", "Timestamp": starting["Status"]["Timestamp"]}
+    api(doc, "GET /tasks").append(starting)
+    result = replay(doc)
+    assert result.findings[0].converging == "swarm is still starting 1 task(s) of service s1"
+    assert ssd.overall_status(result) == "converging"
+
+
+def test_one_settled_finding_beside_a_converging_one_is_inconsistent():
+    doc = snapshot()
+    _, ip1 = running_task(doc, "s1", on_node="o0wngrps05lifxc8ilpjj6psz")
+    _, ip2 = running_task(doc, "s2", on_node="o0wngrps05lifxc8ilpjj6psz")
+    lose_backend(doc, ip1)
+    lose_backend(doc, ip2)
+    service(doc, "s1")["UpdateStatus"] = {"State": "updating"}
+    result = replay(doc)
+    assert [bool(f.converging) for f in sorted(result.findings, key=lambda f: f.service)] == [True, False]
+    assert ssd.overall_status(result) == "inconsistent"
+
+
+@pytest.mark.parametrize("age, converging", [(10, True), (600, False)])
+def test_a_node_that_just_went_down_makes_its_tasks_converging(age, converging):
+    doc = snapshot()
+    _, ip = running_task(doc, "s1", on_node="o0wngrps05lifxc8ilpjj6psz")
+    lose_backend(doc, ip)
+    clock = doc["samples"][0]["lookups"]["clock"]
+    node = next(n for n in api(doc, "GET /nodes") if n["ID"] == "o0wngrps05lifxc8ilpjj6psz")
+    node["Status"]["State"] = "down"
+    node["UpdatedAt"] = datetime.datetime.fromtimestamp(clock - age, datetime.UTC).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ")
+    result = replay(doc)
+    assert bool(result.findings[0].converging) is converging
+    if converging:
+        assert "is down" in result.findings[0].converging
+
+
+def test_a_worker_cannot_tell_and_says_inconsistent():
+    doc = snapshot("node2")
+    ip = task_ips(doc, "s1")[0]
+    lose_backend(doc, ip)
+    result = replay(doc)
+    assert check_ids(result) == ["ipvs-backend-missing"] and result.findings[0].converging is None
