@@ -1931,7 +1931,7 @@ _TASK_ENTRY = {"Name": True, "EndpointID": True, "EndpointIP": True, "Info": Tru
 API_SHAPES: dict[str, Any] = {
     "info": {"Name": True, "ServerVersion": True, "FirewallBackend": {"Driver": True},
              "Swarm": {"LocalNodeState": True, "NodeID": True, "ControlAvailable": True,
-                       "NodeAddr": True, "Cluster": {"DataPathPort": True}}},
+                       "NodeAddr": True, "Cluster": {"ID": True, "DataPathPort": True}}},
     "version": {"Version": True, "ApiVersion": True},
     "networks": [{"Id": True, "Name": True, "Scope": True, "Driver": True, "Ingress": True}],
     "network": {"Id": True, "Name": True, "Scope": True, "Driver": True, "Ingress": True,
@@ -3845,6 +3845,7 @@ class RunResult:
     notes: list[str]
     host_ports: list[tuple[str, str]]  # (label, services) of the host ingress ports checked
     host_checked: bool
+    absent: list[str] = field(default_factory=list)  # names asked for that this worker does not have
 
 
 def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResult:
@@ -3941,6 +3942,9 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
         elif state.xfrm.get("error"):
             problems.append(Problem("host", f"{state.xfrm['error']}; ESP checks skipped"))
     state.dns = read_dns(collector, views, state, problems, notes)
+    if state.swarm_tasks is not None and not attachments_known(state):
+        notes.append("this snapshot's tasks carry no network attachments: swarm's tasks were not compared "
+                     "with NetworkDB")
     for result in results:
         result.dns = (state.dns or {}).get(result.view.id)
         result.overlay = overlay_summary(result.view, state)
@@ -3950,7 +3954,7 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
                          f"in the overlay but not listed by NetworkDB ({', '.join(ips[:3])}"
                          f"{', ...' if len(ips) > 3 else ''}): tasks starting or waiting for their health "
                          "check, or stale entries; only a manager (/tasks) can tell which")
-        if state.swarm_tasks is not None and result.view.instantiated:
+        if attachments_known(state) and result.view.instantiated:
             result.swarm = (sum(1 for t in state.swarm_tasks.values() if result.view.id in t.addresses
                                 and t.state == "running" and not t.stopping),
                             sum(1 for vips in (state.service_vips or {}).values() if result.view.id in vips))
@@ -3971,7 +3975,14 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
         state.task_datapaths = read_task_datapaths(collector, ingress, problems)
     host_checked = state.ingress is not None and state.host is not None and state.host.rules is not None
     return RunResult(node, results, mark_converging(run_checks(state), state), problems, notes, host_ports,
-                     host_checked)
+                     host_checked, absent)
+
+
+def attachments_known(state: NodeState) -> bool:
+    """Whether swarm's tasks say where they are attached (older snapshots kept no attachments:
+    then swarm's tasks were not compared with NetworkDB, and the report must not claim so)."""
+    tasks = state.swarm_tasks
+    return tasks is not None and (not tasks or any(t.addresses for t in tasks.values()))
 
 
 def read_host(collector: Collector, problems: list[Problem], notes: list[str]) -> Datapath | None:
@@ -4288,17 +4299,46 @@ def gossip_sampled(engine: Engine, net: dict, image: str, eligible: dict[str, st
 def gossip_from_snapshots(paths: list[str], network: str) -> GossipResult:
     """The same comparison on snapshots of several nodes: no service is started."""
     started = time.monotonic()
+    docs = [load_snapshot(path) for path in paths]  # once each: "-" is standard input
     nodes = []
-    for path in paths:
-        doc = load_snapshot(path)
+    for doc, path in zip(docs, paths, strict=True):
         try:
             nodes.append(_snapshot_view(doc, path, network))
         except SNAPSHOT_DAMAGE as exc:
             raise SnapshotError(f"{path} is not a usable ssd snapshot: damaged data "
                                 f"({type(exc).__name__}: {_short(exc)})") from exc
+    same_swarm(docs, paths, network)
     return gossip_result(network, nodes, 1, started,
                          [f"compared {len(paths)} snapshots taken at "
-                          + ", ".join(sorted({load_snapshot(p).get('taken_at', '?') for p in paths}))])
+                          + ", ".join(sorted({str(d.get('taken_at', '?')) for d in docs}))])
+
+
+def same_swarm(docs: list[dict], paths: list[str], network: str) -> None:
+    """Snapshots to compare are of different nodes of one swarm: one node twice agrees with
+    itself, and two swarms differ in everything, neither says anything about gossip."""
+    seen: dict[str, str] = {}
+    for doc, path in zip(docs, paths, strict=True):
+        node = str((doc.get("node") or {}).get("id") or "")
+        if node and node in seen:
+            raise CheckError(f"{seen[node]} and {path} are snapshots of the same node "
+                             f"({(doc.get('node') or {}).get('hostname') or node[:12]}): gossip-consistency "
+                             "compares different nodes of one swarm")
+        seen.setdefault(node, path)
+    marks: dict[tuple[str, str], str] = {}  # (what, its value) -> the first snapshot that has it
+    for doc, path in zip(docs, paths, strict=True):
+        api = doc["samples"][-1]["api"]
+        swarm = (api.get("GET /info") or {}).get("Swarm") or {}
+        cluster = str((swarm.get("Cluster") or {}).get("ID") or "")
+        listed = [n for n in api.get("GET /networks") or [] if isinstance(n, dict)
+                  and n.get("Name") == network and n.get("Scope") == "swarm"]
+        for what, value in (("swarm", cluster), ("network", str(listed[0].get("Id", "")) if listed else "")):
+            other = next((p for (w, v), p in marks.items() if w == what and v != value), None)
+            if value and other is not None:
+                why = "another swarm ID" if what == "swarm" else f"another ID for network {network}"
+                raise CheckError(f"{path} and {other} are snapshots of different swarms ({why}): "
+                                 "gossip-consistency compares the nodes of one swarm")
+            if value:
+                marks.setdefault((what, value), path)
 
 
 def _snapshot_view(doc: dict, path: str, network: str) -> GossipNode:
@@ -5210,11 +5250,21 @@ def run_check(args: argparse.Namespace) -> tuple[RunResult, dict | None]:
         except SNAPSHOT_DAMAGE as exc:
             raise SnapshotError(f"{source} is not a usable ssd snapshot: damaged data "
                                 f"({type(exc).__name__}: {_short(exc)})") from exc
-        return result, None
+        return nothing_named_compared(result, args.networks), None
     collector = Collector(Engine(args.host), args.exec_root, record_api=bool(args.snapshot))
     node, result = check_node(collector, args.networks, args.settle, live=True)
     doc = snapshot_document(collector, node, args.networks, args.settle) if args.snapshot else None
-    return result, doc
+    return nothing_named_compared(result, args.networks), doc
+
+
+def nothing_named_compared(result: RunResult, named: list[str]) -> RunResult:
+    """A worker cannot tell a mistyped network name from a network with no task here; when none
+    of the names given is here, the run compared nothing that was asked for: not consistent."""
+    if named and set(named) <= set(result.absent):
+        result.problems.append(Problem(
+            f"network {', '.join(named)}", "not on this node: a worker lists only the swarm networks "
+            "its tasks use; check the name (docker network ls on a manager) or run ssd where it has tasks"))
+    return result
 
 
 def write_snapshot(doc: dict, target: str) -> None:

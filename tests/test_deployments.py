@@ -379,3 +379,50 @@ def test_a_worker_cannot_tell_and_says_inconsistent():
     lose_backend(doc, ip)
     result = replay(doc)
     assert check_ids(result) == ["ipvs-backend-missing"] and result.findings[0].converging is None
+
+
+# --- the report never claims what it did not compare ----------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, str(Path(ssd.__file__)), *args], capture_output=True, text=True,
+                          check=False)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def test_a_network_name_a_worker_does_not_have_is_not_consistent():
+    proc = run_cli("--from", str(EXAMPLES / "healthy-node2.json"), "ov22")
+    assert proc.returncode == 2, proc.stdout
+    [line] = proc.stderr.strip().splitlines()
+    assert "network ov22" in line and "not on this node" in line and "check the name" in line
+    nagios = run_cli("--from", str(EXAMPLES / "healthy-node2.json"), "ov22", "--nagios")
+    assert not nagios.stdout.startswith("SSD OK") and nagios.returncode != 0, nagios.stdout
+    # a name the worker has, beside it: that one is compared, the other said in a note
+    mixed = run_cli("--from", str(EXAMPLES / "healthy-node2.json"), "ov2", "ov22")
+    assert mixed.returncode == 0 and "'ov22' is not instantiated on this node" in mixed.stdout
+
+
+def test_tasks_recorded_without_attachments_are_not_claimed_compared():
+    proc = run_cli("--from", str(EXAMPLES / "healthy-node1.json"), "--no-color")
+    assert proc.returncode == 0
+    assert "running tasks" not in proc.stdout, proc.stdout
+    assert "tasks carry no network attachments: swarm's tasks were not compared" in " ".join(proc.stdout.split())
+
+
+def test_one_node_twice_is_not_a_comparison():
+    one = str(EXAMPLES / "healthy-node1.json")
+    proc = run_cli("ov2", "gossip-consistency", "--from", one, "--from", one)
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert "same node" in line and "node1" in line
+
+
+def test_snapshots_of_two_swarms_are_not_a_divergence():
+    proc = run_cli("ov2", "gossip-consistency", "--from", str(EXAMPLES / "healthy-node1.json"),
+                   "--from", str(FIXTURES / "snapshot-28.5-node2.json"))
+    assert proc.returncode == 2, proc.stdout
+    [line] = proc.stderr.strip().splitlines()
+    assert "different swarms" in line
