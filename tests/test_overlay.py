@@ -115,8 +115,9 @@ FAULTS = {
 
 
 def test_every_overlay_check_has_a_fault_here():
-    # overlay-esp-missing: the encrypted tests at the end.
-    assert set(FAULTS) | {"overlay-esp-missing"} == {c for c in ssd.CHECKS if c.startswith("overlay-")}
+    # overlay-esp-missing, overlay-encryption-rules: the encrypted tests at the end.
+    assert set(FAULTS) | {"overlay-esp-missing", "overlay-encryption-rules"} == {
+        c for c in ssd.CHECKS if c.startswith("overlay-")}
 
 
 @pytest.mark.parametrize("node", [1, 2])
@@ -321,7 +322,23 @@ def encrypted(node: int, missing: tuple[str, str] | None = None) -> dict:
     elif missing == ("policy", "out"):
         policies = [p for p in policies if p["dst"] != "10.99.0.3"]
     sample(doc)["namespaces"]["xfrm"] = {"error": None, "states": states, "policies": policies}
+    vni = int(sample(doc)["api"][f"GET /networks/{OV2_ID}"]["Options"]["com.docker.network.driver.overlay.vxlanid_list"])
+    u32 = f'-m u32 --u32 "0x0>>0x16&0x3c@0xc&0xffffff00={vni << 8:#x}"'
+    rules = {"mangle": f"-A OUTPUT -p udp -m udp --dport 4789 {u32} -j MARK --set-xmark 0xd0c4e3/0xffffffff",
+             "filter": f"-A INPUT -p udp -m policy --dir in --pol none -m udp --dport 4789 {u32} -j DROP"}
+    for table, rule in rules.items():
+        if missing != ("rule", table):
+            add_host_rule(doc, table, rule)
     return doc
+
+
+def add_host_rule(doc: dict, table: str, rule: str) -> None:
+    """A rule in the host's recorded iptables-save text, as the engine adds it (encryption.go)."""
+    host = sample(doc)["namespaces"]["host"]["iptables"]
+    backend = next(b for b, text in host.items() if f"*{table}" in text)
+    head, _, tail = host[backend].partition(f"*{table}\n")
+    body, _, rest = tail.partition("COMMIT\n")
+    host[backend] = f"{head}*{table}\n{body}{rule}\nCOMMIT\n{rest}"
 
 
 @pytest.mark.parametrize("node", [1, 2])
@@ -352,3 +369,27 @@ def test_esp_not_recorded_or_not_readable_is_not_a_fault():
     sample(doc)["namespaces"]["xfrm"] = {"error": "cannot read the IPsec (xfrm) state: Protocol not supported"}
     result = run(doc)
     assert result.findings == [] and any("ESP checks skipped" in p.message for p in result.problems)
+
+
+@pytest.mark.parametrize("node", [1, 2])
+@pytest.mark.parametrize("table, lacking", [("mangle", "mangle OUTPUT MARK 0xd0c4e3"),
+                                            ("filter", "filter INPUT DROP of cleartext VXLAN")])
+def test_encrypted_overlay_without_its_firewall_rule(node, table, lacking):
+    """A firewall reload removed one of the two rules the driver writes per VNI."""
+    (finding,) = run(encrypted(node, ("rule", table))).findings
+    assert (finding.check, finding.layer, finding.namespace, finding.network) == (
+        "overlay-encryption-rules", "overlay", "host", "ov2")
+    assert finding.actual == [lacking] and lacking in finding.message
+
+
+def test_a_snapshot_without_host_rules_says_the_encryption_rules_were_not_checked():
+    doc = encrypted(2)
+    for s in doc["samples"]:
+        del s["namespaces"]["host"]
+    for net in sample(doc)["api"].values():  # nothing published: the host was not read for ingress
+        if isinstance(net, dict) and net.get("Ingress"):
+            for svc in (net.get("Services") or {}).values():
+                svc["Ports"] = []
+    result = run(doc)
+    assert not [f for f in result.findings if f.check == "overlay-encryption-rules"]
+    assert any("holds no host rules" in n for n in result.notes), result.notes

@@ -150,6 +150,16 @@ def with_fault(node: int, ns: str, inject: str, undo: str, *args: str) -> dict[i
         sh(node, in_ns(ns, undo))
 
 
+def found_only_on(node: int, verdicts: dict[int, tuple[int, dict, str]]) -> dict:
+    """Every other node is consistent and node found something: its JSON document."""
+    for other, (code, doc, stderr) in verdicts.items():
+        if other != node:
+            assert code == 0, (other, doc["findings"], stderr)
+    code, doc, stderr = verdicts[node]
+    assert code == 1, (doc["findings"], doc["errors"], stderr)
+    return doc
+
+
 # --- healthy ----------------------------------------------------------------------------
 
 def test_healthy_swarm_is_consistent_on_every_node(swarm):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from labkit import SWARMLAB
-from test_lab import CONVERGED, NODES, sh, ssd, ssd_everywhere
+from test_lab import CONVERGED, NODES, found_only_on, sh, ssd, ssd_everywhere, with_fault
 
 pytestmark = pytest.mark.lab
 
@@ -96,20 +96,13 @@ def test_resolver_dnat_removed_is_found_in_that_namespace(discovery):
     _, doc, _ = ssd(node, "ov2")
     ns = f"/var/run/docker/netns/{ov2(doc)['dns']['namespace']}"
     rule = resolver_rule(node, ns, "udp")
-    sh(node, f"nsenter --net={ns} iptables -t nat {rule.replace('-A ', '-D ', 1)}")
-    try:
-        verdicts = ssd_everywhere("ov2")
-    finally:
-        sh(node, f"nsenter --net={ns} iptables -t nat {rule.replace('-A ', '-I ', 1)}")
-    for other, (code, found, stderr) in verdicts.items():
-        if other != node:
-            assert code == 0, (other, found["findings"], stderr)
-            continue
-        assert code == 1, (found["findings"], found["errors"], stderr)
-        assert {f["check"] for f in found["findings"]} == {"dns-resolver-rules", "dns-resolver-silent"}
-        assert {(f["layer"], f["namespace"]) for f in found["findings"]} == {("dns", os.path.basename(ns))}
-        assert ov2(found)["dns"]["status"] == "fail"
-        assert all(s["status"] != "fail" for s in ov2(found)["services"])  # the LB is fine
+    verdicts = with_fault(node, ns, f"iptables -t nat {rule.replace('-A ', '-D ', 1)}",
+                          f"iptables -t nat {rule.replace('-A ', '-I ', 1)}", "ov2")
+    found = found_only_on(node, verdicts)
+    assert {f["check"] for f in found["findings"]} == {"dns-resolver-rules", "dns-resolver-silent"}
+    assert {(f["layer"], f["namespace"]) for f in found["findings"]} == {("dns", os.path.basename(ns))}
+    assert ov2(found)["dns"]["status"] == "fail"
+    assert all(s["status"] != "fail" for s in ov2(found)["services"])  # the LB is fine
     assert ssd(node, "ov2")[0] == 0  # the rule is back: silent again
 
 

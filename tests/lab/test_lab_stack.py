@@ -16,7 +16,7 @@ import time
 
 import pytest
 from labkit import lab
-from test_lab import NODES, sh, ssd, ssd_everywhere
+from test_lab import NODES, found_only_on, sh, ssd, ssd_everywhere, with_fault
 
 pytestmark = pytest.mark.lab
 
@@ -134,17 +134,10 @@ def test_encrypted_mark_rule_deleted_is_found_on_that_node_only(stack):
     node = 3
     rule = sh(node, "iptables-save -t mangle | grep -i -- '-A OUTPUT .*0xd0c4e3' | head -1").strip()
     assert rule, "no encrypted overlay's mark rule on node3"
-    sh(node, f"iptables -t mangle {rule.replace('-A ', '-D ', 1)}")
-    try:
-        verdicts = ssd_everywhere("shop_secure")
-    finally:
-        sh(node, f"iptables -t mangle {rule}")
-    for other, (code, doc, stderr) in verdicts.items():
-        if other != node:
-            assert code == 0, (other, doc["findings"], stderr)
-            continue
-        assert code == 1, (doc["findings"], doc["errors"], stderr)
-        assert {(f["check"], f["layer"], f["network"]) for f in doc["findings"]} == {
-            ("overlay-encryption-rules", "overlay", "shop_secure")}
-        assert by_name(doc)["shop_secure"]["overlay"]["status"] == "fail"
+    verdicts = with_fault(node, "", f"iptables -t mangle {rule.replace('-A ', '-D ', 1)}",
+                          f"iptables -t mangle {rule}", "shop_secure")
+    doc = found_only_on(node, verdicts)
+    assert {(f["check"], f["layer"], f["network"]) for f in doc["findings"]} == {
+        ("overlay-encryption-rules", "overlay", "shop_secure")}
+    assert by_name(doc)["shop_secure"]["overlay"]["status"] == "fail"
     assert ssd(node, "shop_secure")[0] == 0  # the rule is back: silent again
