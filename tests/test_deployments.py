@@ -426,3 +426,17 @@ def test_snapshots_of_two_swarms_are_not_a_divergence():
     assert proc.returncode == 2, proc.stdout
     [line] = proc.stderr.strip().splitlines()
     assert "different swarms" in line
+
+
+def test_prometheus_says_converging(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+    doc = snapshot()
+    _, ip = running_task(doc, "s1", on_node="o0wngrps05lifxc8ilpjj6psz")
+    lose_backend(doc, ip)
+    service(doc, "s1")["UpdateStatus"] = {"State": "rollback_started"}
+    prom = tmp_path / "ssd.prom"
+    code, _ = ssd_from(doc, tmp_path, "--prometheus", str(prom))
+    assert code == 3
+    status = {s.labels["ssd_status"]: s.value for f in text_string_to_metric_families(prom.read_text())
+              if f.name == "ssd_status" for s in f.samples}
+    assert status == {"consistent": 0, "inconsistent": 0, "incomplete": 0, "converging": 1}
