@@ -2710,23 +2710,29 @@ def health_drain(task: TaskView, service: str, node: NodeState) -> str | None:
             f"swarm stops it, within its stop grace period ({grace:g} s)")
 
 
-def health_notes(state: NodeState) -> list[str]:
-    """The backends at weight 0 that swarm still runs, excused as failing their health check."""
-    notes = []
+def disabled_while_running(state: NodeState
+                           ) -> Iterator[tuple[LoadBalancer, ServiceView, TaskView, SwarmTask]]:
+    """Backends at weight 0 in a load balancer here whose task swarm runs and does not stop."""
     for lb in state.lbs:
         for svc in lb.network.vip_services():
             ipvs = next((s for s in lb.datapath.ipvs or [] if s.fwmark == svc.fwmark), None)
             zero = {d.address for d in (ipvs.dests if ipvs else []) if d.weight == 0}
             for task in svc.tasks:
                 known = (state.swarm_tasks or {}).get(task.task_id)
-                if task.ip not in zero or known is None or known.stopping or known.state != "running":
-                    continue
-                why = health_drain(task, svc.name, state)
-                if why:
-                    notes.append(f"network {lb.network.name}: task {task.name} ({task.ip}) is at weight 0 in "
-                                 f"{lb.datapath.name} while swarm says it runs: {why}. If it stays so "
-                                 f"longer, see docker service ps {svc.name} and its container's "
-                                 "State.Health (docker inspect, on its node)")
+                if task.ip in zero and known is not None and not known.stopping and known.state == "running":
+                    yield lb, svc, task, known
+
+
+def health_notes(state: NodeState) -> list[str]:
+    """The backends at weight 0 that swarm still runs, excused as failing their health check."""
+    notes = []
+    for lb, svc, task, _ in disabled_while_running(state):
+        why = health_drain(task, svc.name, state)
+        if why:
+            notes.append(f"network {lb.network.name}: task {task.name} ({task.ip}) is at weight 0 in "
+                         f"{lb.datapath.name} while swarm says it runs: {why}. If it stays so "
+                         f"longer, see docker service ps {svc.name} and its container's "
+                         "State.Health (docker inspect, on its node)")
     return notes
 
 
@@ -4000,20 +4006,12 @@ def read_host(collector: Collector, problems: list[Problem], notes: list[str]) -
 def read_local_health(collector: Collector, state: NodeState, node: NodeInfo) -> None:
     """Managers: the health of this node's containers whose backend is at weight 0 while swarm
     runs their task. An unhealthy one is being stopped by its executor; a healthy one is a fault."""
-    if state.swarm_tasks is None:
-        return
-    for lb in state.lbs:
-        zero = {d.address for svc in lb.datapath.ipvs or [] for d in svc.dests if d.weight == 0}
-        for svc in lb.network.vip_services():
-            for task in svc.tasks:
-                known = state.swarm_tasks.get(task.task_id)
-                if task.ip not in zero or known is None or known.node_id != node.id or known.stopping \
-                        or known.state != "running" or not known.container_id \
-                        or task.task_id in state.local_health:
-                    continue
-                info = collector.container(known.container_id)
-                state.local_health[task.task_id] = None if info is None else \
-                    str(((info.get("State") or {}).get("Health") or {}).get("Status") or "")
+    for _, _, task, known in disabled_while_running(state):
+        if known.node_id != node.id or not known.container_id or task.task_id in state.local_health:
+            continue
+        info = collector.container(known.container_id)
+        state.local_health[task.task_id] = None if info is None else \
+            str(((info.get("State") or {}).get("Health") or {}).get("Status") or "")
 
 
 def read_overlays(collector: Collector, views: list[NetworkView], problems: list[Problem],
