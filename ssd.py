@@ -47,7 +47,7 @@ def _interrupted_early(signum, frame):  # replaced by Python's own handler once 
 def _refuse_old_python():
     message = "ssd needs Python {}.{} or later; this is Python {}".format(
         MIN_PYTHON[0], MIN_PYTHON[1], ".".join(str(v) for v in sys.version_info[:3]))
-    if __name__ != "__main__":
+    if not _run_as_command():
         raise ImportError(message)
     sys.stderr.write("ssd: error: " + message + " (run it with python3.11+, or use the container)\n")
     if "--json" in sys.argv[1:]:
@@ -58,7 +58,14 @@ def _refuse_old_python():
     sys.exit(2)
 
 
-if __name__ == "__main__":
+def _run_as_command():
+    """Run as ./ssd.py, python -m ssd, or the `ssd` command an install makes (whose wrapper
+    imports this module): the cases where a Ctrl-C is ours to report. An import by a test or
+    another program leaves its SIGINT alone."""
+    return __name__ == "__main__" or os.path.basename(sys.argv[0] if sys.argv else "") == "ssd"
+
+
+if _run_as_command():
     signal.signal(signal.SIGINT, _interrupted_early)
 if sys.version_info < MIN_PYTHON:
     _refuse_old_python()
@@ -87,6 +94,8 @@ from typing import Any, ClassVar
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 DEFAULT_EXEC_ROOT = "/var/run/docker"
+DEFAULT_SETTLE = 2.0  # seconds between a node check's two samples
+DEFAULT_FLEET_TIMEOUT = 120.0  # seconds the swarm-wide modes wait for every node
 DEFAULT_VXLAN_PORT = 4789
 AF_INET = 2
 FIRST_FWMARK = 256  # libnetwork's fwMarkCtr starts here and only grows
@@ -891,16 +900,110 @@ def require(package: str) -> Any:
                          "container") from exc
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the Engine API is, as Docker's own CLI resolves it: -H, else --context, else
+    DOCKER_HOST (with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH), else DOCKER_CONTEXT, else the
+    current context of the CLI's config (docker context use), else the local socket."""
+    url: str
+    tls: Any = None  # a docker.tls.TLSConfig, or None for none
+    source: str = "default"  # what chose it, for messages: -H, --context x, DOCKER_HOST ...
+
+
+def resolve_endpoint(host: str | None, context: str | None,
+                     environ: dict[str, str] | os._Environ = os.environ) -> Endpoint:
+    if host and context:
+        raise CheckError("-H and --context both say where the daemon is: give one of them")
+    docker = require("docker")
+    try:  # (the SDK reads os.environ when handed an empty mapping: never hand it one)
+        tls_env = docker.utils.kwargs_from_env(environment={"": "", **environ}).get("tls")
+    except docker.errors.TLSParameterError as exc:  # DOCKER_CERT_PATH without its files
+        where = environ.get("DOCKER_CERT_PATH") or "~/.docker"
+        raise CheckError(f"DOCKER_TLS_VERIFY/DOCKER_CERT_PATH ask for TLS: {where} must hold ca.pem, "
+                         "cert.pem and key.pem") from exc
+    if host:
+        return Endpoint(host, tls_env, "-H")
+    name = context or (None if environ.get("DOCKER_HOST") else environ.get("DOCKER_CONTEXT"))
+    source = "--context" if context else "DOCKER_CONTEXT"
+    if name is None and not environ.get("DOCKER_HOST"):
+        name, source = docker.context.config.get_current_context_name(), "docker context use"
+    if name and name != "default":
+        try:
+            found = docker.context.ContextAPI.get_context(name)
+        except docker.errors.DockerException as exc:  # a damaged meta.json
+            raise CheckError(f"cannot read Docker context {name!r}: {_short(exc)}") from exc
+        if found is None or not found.Host:
+            raise CheckError(f"no Docker context {name!r} (from {source}; docker context ls lists them)")
+        return Endpoint(found.Host, found.TLSConfig or None, f"context {name}")
+    if environ.get("DOCKER_HOST"):
+        return Endpoint(environ["DOCKER_HOST"], tls_env, "DOCKER_HOST")
+    return Endpoint(DEFAULT_HOST, tls_env)
+
+
+def why_unreachable(url: str, exc: BaseException) -> str:
+    """What to do about a daemon ssd cannot talk to, from the OS error under the SDK's layers."""
+    cause = _root_cause(exc)
+    where = url.removeprefix("unix://") if url.startswith("unix://") else url
+    if isinstance(cause, FileNotFoundError):
+        return (f"no Docker socket at {where}: is dockerd running on this node (systemctl status "
+                "docker)? Elsewhere: give -H, DOCKER_HOST or --context")
+    if isinstance(cause, PermissionError):
+        return (f"permission denied on {where}: run ssd as root (the live check also enters "
+                "network namespaces), or in the docker group to reach the API only")
+    if isinstance(cause, ConnectionRefusedError):
+        return f"connection refused at {where}: is dockerd running and listening there?"
+    if isinstance(cause, (TimeoutError, socket.timeout)):
+        return f"no answer from {where} in time: is the daemon overloaded or the address wrong?"
+    import ssl  # (only here: a TLS failure is rare and ssl is slow to import)
+    if isinstance(cause, ssl.SSLError):
+        return (f"TLS with {where} failed ({cause.reason or _short(cause)}): check DOCKER_CERT_PATH "
+                "or the context's certificates (ca.pem, cert.pem, key.pem)")
+    if isinstance(cause, socket.gaierror):
+        return f"cannot resolve the host of {where}: {cause.strerror}"
+    return f"cannot reach the Docker daemon at {where}: {_short(exc)}"
+
+
+def engine_of(args: argparse.Namespace) -> Engine:
+    return Engine(resolve_endpoint(args.host, args.context))
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The OS or TLS error under requests', urllib3's and the SDK's wrappers, else exc."""
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    while todo:
+        err = todo.pop(0)
+        if not isinstance(err, BaseException) or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, OSError) and (err.errno is not None or type(err).__module__ == "ssl"):
+            return err
+        todo += [err.__cause__, err.__context__, getattr(err, "reason", None), *err.args]
+    return exc
+
+
 class Engine:
     """The Engine API through docker-py's low-level client."""
 
-    def __init__(self, base_url: str, timeout: float = 30) -> None:
+    def __init__(self, endpoint: Endpoint | str, timeout: float = 30) -> None:
         docker = require("docker")  # imported here so --help and the pure checks need no SDK
         self.errors = docker.errors
+        self.endpoint = endpoint if isinstance(endpoint, Endpoint) else Endpoint(endpoint)
+        url = self.endpoint.url
         try:
-            self.api = docker.APIClient(base_url=base_url, version="auto", timeout=timeout)
+            self.api = docker.APIClient(base_url=url, tls=self.endpoint.tls or False,
+                                        version="auto", timeout=timeout)
+        except docker.errors.TLSParameterError as exc:
+            raise CheckError(f"TLS for {url} ({self.endpoint.source}): {_short(exc)}") from exc
         except docker.errors.DockerException as exc:
-            raise CheckError(f"cannot reach the Docker daemon at {base_url}: {_short(exc)}") from exc
+            if "paramiko" in str(exc):
+                raise CheckError(f"{url}: ssh:// needs the Python package paramiko "
+                                 "(pip install paramiko), or reach the daemon by TLS") from exc
+            raise CheckError(why_unreachable(url, exc)) from exc
+        except (ValueError, TypeError) as exc:  # urllib's parsers: a port out of range, a bad IPv6
+            raise CheckError(f"not a Docker daemon address: {url!r} (from {self.endpoint.source}): "
+                             f"{_short(exc)}; e.g. unix:///var/run/docker.sock or "
+                             "tcp://HOST:2376") from exc
 
     def call(self, what: str, fn, *args, **kwargs):
         try:
@@ -910,7 +1013,7 @@ class Engine:
         except self.errors.APIError as exc:
             raise CheckError(f"Engine API {what}: {_short(exc)}") from exc
         except Exception as exc:  # requests' connection errors and timeouts
-            raise CheckError(f"Engine API {what}: {_short(exc)}") from exc
+            raise CheckError(f"Engine API {what}: {why_unreachable(self.endpoint.url, exc)}") from exc
 
     def version(self) -> dict:
         return self.call("GET /version", self.api.version)
@@ -944,6 +1047,11 @@ class Engine:
             return self.call(f"GET /containers/{cid[:12]}/json", self.api.inspect_container, cid)
         except self.errors.NotFound:
             return None
+
+
+def count(n: int, noun: str) -> str:
+    """'1 network', '3 networks': a report reads as English, never 'node(s)'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _short(exc: BaseException) -> str:
@@ -2130,7 +2238,7 @@ class SnapshotCollector(Collector):
 
     def new_sample(self, reread: set[str | None] | None = None) -> None:
         if len(self.samples) >= len(self.recorded):
-            raise SnapshotError(f"{self.source} holds {len(self.recorded)} sample(s), no more")
+            raise SnapshotError(f"{self.source} holds {count(len(self.recorded), 'sample')}, no more")
         self.samples.append(self.recorded[len(self.samples)])
 
     def _missing(self, what: str) -> SnapshotError:
@@ -2952,7 +3060,8 @@ def zombie_notes(views: list[NetworkView], state: NodeState) -> list[str]:
         unknown = sorted(t.name for svc in view.services.values() for t in svc.tasks
                          if t.task_id not in state.swarm_tasks)
         if unknown:
-            notes.append(f"network {view.name}: NetworkDB lists {len(unknown)} task(s) swarm does not know "
+            notes.append(f"network {view.name}: NetworkDB lists {count(len(unknown), 'task')} swarm "
+                         "does not know "
                          f"({', '.join(unknown[:3])}{', ...' if len(unknown) > 3 else ''}): their service "
                          "was removed; if they stay, they are orphans (docker ps on their node)")
     return notes
@@ -3057,7 +3166,8 @@ def _moving_tasks(service: str, state: NodeState) -> str | None:
     tasks = [t for t in (state.swarm_tasks or {}).values() if t.service in ids]
     starting = sum(1 for t in tasks if not t.stopping and t.state in STARTING_STATES)
     stopping = sum(1 for t in tasks if t.stopping and t.state in STARTING_STATES | {"running"})
-    words = [f"{what} {n} task(s)" for what, n in (("starting", starting), ("stopping", stopping)) if n]
+    words = [f"{what} {count(n, 'task')}"
+             for what, n in (("starting", starting), ("stopping", stopping)) if n]
     return " and ".join(words) or None
 
 
@@ -3129,7 +3239,7 @@ def check_overlay_namespace(view: NetworkView, state: NodeState) -> list[Finding
     if state.overlays is None or view.id not in state.overlays or state.overlays[view.id] is not None:
         return []
     return [Finding("overlay-namespace-missing",
-                    f"network {view.name} has {len(view.endpoints)} endpoint(s) on this node but no "
+                    f"network {view.name} has {count(len(view.endpoints), 'endpoint')} on this node but no "
                     f"overlay namespace *-{view.id[:10]} in {state.netns_dir}",
                     network=view.name, namespace=f"*-{view.id[:10]}", subject=view.id[:12],
                     expected="the overlay driver's namespace", actual="absent",
@@ -3540,8 +3650,8 @@ def check_dns_answers(subject: tuple[NetworkView, DnsProbe], state: NodeState) -
 
 def _tasks_of(record: NameRecord) -> str:
     tasks = sum(len(s.tasks) for s in record.services)
-    return f"{tasks} task(s) of service {record.label}" if len(record.services) == 1 else \
-        f"{tasks} task(s) of services {record.label}"
+    return f"{count(tasks, 'task')} of service {record.label}" if len(record.services) == 1 else \
+        f"{count(tasks, 'task')} of services {record.label}"
 
 
 def _judge_answer(name: str, record: NameRecord, answer: dict, view: NetworkView, probe: DnsProbe,
@@ -3956,7 +4066,8 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
         result.overlay = overlay_summary(result.view, state)
         if result.overlay and result.overlay.unverifiable:
             ips = result.overlay.unverifiable
-            notes.append(f"network {result.view.name}: {len(ips)} endpoint(s) on other nodes are programmed "
+            notes.append(f"network {result.view.name}: {count(len(ips), 'endpoint')} on other nodes "
+                         f"{'is' if len(ips) == 1 else 'are'} programmed "
                          f"in the overlay but not listed by NetworkDB ({', '.join(ips[:3])}"
                          f"{', ...' if len(ips) > 3 else ''}): tasks starting or waiting for their health "
                          "check, or stale entries; only a manager (/tasks) can tell which")
@@ -4232,15 +4343,16 @@ def gossip_result(network: str, nodes: list[GossipNode], samples: int, started: 
     answered = [n.label for n in nodes if n.status == "answered"]
     if len(answered) < 2 and not problems:  # agreement needs two views: one, or none, proves nothing
         held = f"only {answered[0]} holds it" if answered else "no node holds it (no task or load balancer)"
-        problems.append(Problem(f"network {network}", f"nothing to compare: {held}, of {len(nodes)} "
-                                "node(s) asked; gossip consistency needs two nodes with the network"))
+        problems.append(Problem(f"network {network}", f"nothing to compare: {held}, of "
+                                f"{count(len(nodes), 'node')} asked; gossip consistency needs two "
+                                "nodes with the network"))
     return GossipResult(network, nodes, compare_views(nodes), samples, time.monotonic() - started,
                         notes, problems)
 
 
 def gossip_live(args: argparse.Namespace, network: str) -> GossipResult:
     started = time.monotonic()
-    engine = Engine(args.host)
+    engine = engine_of(args)
     collector = Collector(engine, args.exec_root)
     if not read_node(collector).manager:
         raise CheckError("gossip-consistency starts a service on every node: run it on a manager")
@@ -4253,12 +4365,12 @@ def gossip_live(args: argparse.Namespace, network: str) -> GossipResult:
     leftover_jobs(engine, notes)
     eligible, skipped = eligible_nodes(engine)
     notes += [node.note for node in skipped]
-    result = gossip_sampled(engine, net, image, eligible, args.timeout, started, notes)
+    result = gossip_sampled(engine, net, image, eligible, args.wait, started, notes)
     for failure in NodeJob.not_removed:
         result.problems.append(Problem("gossip service", f"could not remove {failure}; remove it "
                                        "with docker service rm " + failure.split(":")[0]))
     if args.verbose:
-        notes.append(f"{result.samples} sample(s) in {time.monotonic() - started:.1f} s")
+        notes.append(f"{count(result.samples, 'sample')} in {time.monotonic() - started:.1f} s")
     return result
 
 
@@ -4287,10 +4399,11 @@ def gossip_sampled(engine: Engine, net: dict, image: str, eligible: dict[str, st
         if sample < GOSSIP_TRIES:
             time.sleep(GOSSIP_PAUSE)
     if differed and not result.differences:
-        notes.append(f"the views differed in {differed} of {result.samples} samples and then agreed: "
+        notes.append(f"the views differed in {differed} of {count(result.samples, 'sample')} "
+                     "and then agreed: "
                      "convergence, not divergence")
     elif differed:
-        notes.append(f"the views differed in all {differed} samples over {result.seconds:.0f} s")
+        notes.append(f"the views differed in all {count(differed, 'sample')} over {result.seconds:.0f} s")
     return result
 
 
@@ -4390,7 +4503,7 @@ def fleet_node(answer: JobAnswer) -> FleetNode:
 
 def fleet_live(args: argparse.Namespace) -> FleetResult:
     started = time.monotonic()
-    engine = Engine(args.host)
+    engine = engine_of(args)
     collector = Collector(engine, args.exec_root)
     if not read_node(collector).manager:
         raise CheckError("--all-nodes starts a service on every node: run it on a manager")
@@ -4417,7 +4530,7 @@ def fleet_live(args: argparse.Namespace) -> FleetResult:
     member += [FLEET_MEMBER, "--json", "--settle", f"{args.settle:g}", "--exec-root", args.exec_root]
     if args.snapshot_dir:
         member += ["--snapshot", "-"]
-    job = NodeJob(engine, member, image, args.timeout, FLEET_PREFIX,
+    job = NodeJob(engine, member, image, args.wait, FLEET_PREFIX,
                   datapath_dir=os.path.join(args.exec_root, "netns"))
     try:
         job.start()
@@ -4433,7 +4546,7 @@ def fleet_live(args: argparse.Namespace) -> FleetResult:
     for n in nodes:
         if n.asked and n.report is None:
             problems.append(Problem(f"node {n.label}", n.reason or "no answer"))
-    gossip = [fleet_gossip(engine, net, image, eligible, args.timeout, nodes)
+    gossip = [fleet_gossip(engine, net, image, eligible, args.wait, nodes)
               for net in nets] if args.gossip else []
     for failure in NodeJob.not_removed:
         problems.append(Problem("ssd service", f"could not remove {failure}; remove it with "
@@ -4550,6 +4663,16 @@ def nagios_line(state: str, summary: str, perfdata: dict[str, int | float | str]
     return f"SSD {state} - {summary}" + (f" | {perf}" if perf else "") + "\n"
 
 
+def threshold_perf(findings: Iterable[Finding], not_checked: int) -> dict[str, str]:
+    """Perfdata whose thresholds say what the state says (label=value;warn;crit;min): the range
+    "0" alerts above 0. A persisting finding is CRITICAL, one of a converging swarm and a part
+    not checked are WARNING."""
+    found = list(findings)
+    moving = sum(1 for f in found if f.converging)
+    return {"findings": f"{len(found) - moving};;0;0", "converging": f"{moving};0;;0",
+            "not_checked": f"{not_checked};0;;0"}
+
+
 def _counted(checks: Iterable[str]) -> str:
     counts: dict[str, int] = {}
     for check in checks:
@@ -4577,27 +4700,26 @@ def render_nagios(result: RunResult, seconds: float) -> str:
         summary = (f"{len(result.findings)} {many} on {where}{moving}: "
                    f"{_counted(f.check for f in result.findings)}")
     else:
-        summary = f"{where}: {len(result.networks)} networks, {checked} services consistent"
+        summary = f"{where}: {count(len(result.networks), 'network')}, {count(checked, 'service')} consistent"
     if result.problems:
         summary += f"; not checked: {result.problems[0].scope}: {result.problems[0].message}"
         if len(result.problems) > 1:
             summary += f" (and {len(result.problems) - 1} more)"
     return nagios_line(state, summary, {
-        "findings": f"{len(result.findings)};;1;0", "services": checked,
-        "failed_services": sum(v == "fail" for v in verdicts),
-        "not_checked": len(result.problems), "time": f"{seconds:.2f}s"})
+        **threshold_perf(result.findings, len(result.problems)), "services": checked,
+        "failed_services": sum(v == "fail" for v in verdicts), "time": f"{seconds:.2f}s"})
 
 
 def render_gossip_nagios(result: GossipResult) -> str:
     answered = sum(n.status == "answered" for n in result.nodes)
     state = nagios_state(gossip_status(result), answered >= 2)
     if result.differences:
-        summary = f"network {result.network}: {len(result.differences)} differences between nodes"
+        summary = f"network {result.network}: {count(len(result.differences), 'difference')} between nodes"
     else:
-        summary = f"network {result.network}: {answered} of {len(result.nodes)} nodes agree"
+        summary = f"network {result.network}: {answered} of {count(len(result.nodes), 'node')} agree"
     if result.problems:
         summary += f"; not checked: {result.problems[0].scope}: {result.problems[0].message}"
-    return nagios_line(state, summary, {"differences": f"{len(result.differences)};;1;0",
+    return nagios_line(state, summary, {"differences": f"{len(result.differences)};;0;0",
                                         "nodes_answered": answered, "nodes": len(result.nodes),
                                         "time": f"{result.seconds:.2f}s"})
 
@@ -4614,6 +4736,13 @@ def write_prometheus(target: str, result: RunResult | None, seconds: float) -> N
     status.state(overall_status(result) if result else "incomplete")
     prom.Gauge("ssd_last_run_timestamp_seconds", "When the last ssd run ended (Unix time)",
                registry=registry).set(time.time())
+    # An alert on staleness needs when ssd last reached a verdict, which a failing run must not
+    # erase: carried over from the file this run replaces.
+    succeeded = result is not None and overall_status(result) != "incomplete"
+    last_success = time.time() if succeeded else previous_success(target)
+    if last_success is not None:
+        prom.Gauge("ssd_last_success_timestamp_seconds", "When an ssd run last reached a verdict "
+                   "(consistent, inconsistent or converging; Unix time)", registry=registry).set(last_success)
     prom.Gauge("ssd_run_duration_seconds", "How long the last ssd run took", registry=registry).set(seconds)
     not_checked = prom.Gauge("ssd_not_checked", "Parts of the node the last run could not check "
                              "(see ssd's stderr or --json errors)", registry=registry)
@@ -4621,7 +4750,7 @@ def write_prometheus(target: str, result: RunResult | None, seconds: float) -> N
     if result is None:
         not_checked.set(1)
         info.info({"version": __version__})  # the reason is on stderr: no free text in labels
-        prom.write_to_textfile(target, registry)
+        _write_metrics(prom, target, registry)
         return
     not_checked.set(len(result.problems))
     node = result.node
@@ -4643,7 +4772,25 @@ def write_prometheus(target: str, result: RunResult | None, seconds: float) -> N
             services.labels(net.view.name, verdict).set(0)
         for svc in net.view.services.values():
             services.labels(net.view.name, service_status(result, net, svc)).inc()
-    prom.write_to_textfile(target, registry)
+    _write_metrics(prom, target, registry)
+
+
+def _write_metrics(prom: Any, target: str, registry: Any) -> None:
+    if target == "-":
+        emit(prom.generate_latest(registry).decode())
+    else:
+        prom.write_to_textfile(target, registry)
+
+
+def previous_success(target: str) -> float | None:
+    if target == "-":
+        return None
+    try:
+        with open(target, encoding="utf-8") as fh:
+            found = re.search(r"^ssd_last_success_timestamp_seconds (\S+)$", fh.read(), re.MULTILINE)
+        return float(found.group(1)) if found else None
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
 
 
 class Painter:
@@ -4687,9 +4834,9 @@ def render_text(result: RunResult, paint: Painter, quiet: bool, verbose: bool) -
         for note in result.notes:
             lines += textwrap.wrap(f"note: {note}", width=80, subsequent_indent="      ")
     n_services = sum(len(n.view.services) for n in result.networks)
-    count = len(result.findings)
-    summary = (f"{len(result.networks)} networks, {n_services} services, "
-               f"{count} inconsistenc{'y' if count == 1 else 'ies'}")
+    found = len(result.findings)
+    summary = (f"{count(len(result.networks), 'network')}, {count(n_services, 'service')}, "
+               f"{found} inconsistenc{'y' if found == 1 else 'ies'}")
     converging = sum(1 for f in result.findings if f.converging)
     if converging:
         summary += f" ({converging} while swarm converges)"
@@ -4749,7 +4896,7 @@ def _render_swarm(result: RunResult, net: NetworkResult, paint: Painter, quiet: 
     used.update(id(f) for f in mine)
     if net.swarm is None:  # a worker: NetworkDB's view is still checked against itself
         return [f"Checking NetworkDB's view of network {net.view.name}",
-                f"{sum(1 for _ in net.view.all_endpoints())} endpoints... {paint('FAIL', 'fail')}",
+                f"{count(sum(1 for _ in net.view.all_endpoints()), 'endpoint')}... {paint('FAIL', 'fail')}",
                 *_render_findings(mine, verbose)] if mine else []
     status = swarm_status(result, net)
     if quiet and status != "fail":
@@ -4778,7 +4925,8 @@ def _render_dns(result: RunResult, net: NetworkResult, paint: Painter, quiet: bo
     label = paint("FAIL", "fail") if mine else paint("OK", "ok")
     where = probe.container if len(probe.container) <= 40 else probe.container[:37] + "..."
     return [f"Asking the embedded DNS for network {net.view.name}",
-            f"{len(probe.answers)} names, in container {where}... {label}", *_render_findings(mine, verbose)]
+            f"{count(len(probe.answers), 'name')}, in container {where}... {label}",
+            *_render_findings(mine, verbose)]
 
 
 def _render_overlay(result: RunResult, net: NetworkResult, paint: Painter, quiet: bool,
@@ -4883,7 +5031,7 @@ def gossip_verdict_lines(result: GossipResult, paint: Painter) -> list[str]:
     answered = [n for n in result.nodes if n.status == "answered"]
     if result.differences:
         views = len({n.digest for n in answered})
-        lines.append(f"network {result.network}: {paint('DIVERGED', 'fail')}: {len(answered)} nodes "
+        lines.append(f"network {result.network}: {paint('DIVERGED', 'fail')}: {count(len(answered), 'node')} "
                      f"hold {views} different views")
         for diff in result.differences:
             lines += textwrap.wrap(diff["message"], width=80, initial_indent="  ",
@@ -4892,13 +5040,13 @@ def gossip_verdict_lines(result: GossipResult, paint: Painter) -> list[str]:
                      "check 7946/tcp+udp between them")
     elif len(answered) < 2:
         lines.append(f"network {result.network}: {paint('NOT COMPARED', 'error')}: "
-                     f"{len(answered)} of {len(result.nodes)} node(s) hold it")
+                     f"{len(answered)} of {count(len(result.nodes), 'node')} hold it")
     else:
         state = answered[0].state or {}
         tasks = sum(len(s["tasks"]) for s in state.get("services", {}).values())
-        lines.append(f"network {result.network}: {paint('OK', 'ok')}: {len(answered)} node(s) agree "
-                     f"({len(state.get('services', {}))} services, {tasks} tasks, "
-                     f"{len(state.get('peers', []))} peers)")
+        lines.append(f"network {result.network}: {paint('OK', 'ok')}: {count(len(answered), 'node')} agree "
+                     f"({count(len(state.get('services', {})), 'service')}, {count(tasks, 'task')}, "
+                     f"{count(len(state.get('peers', [])), 'peer')})")
     return lines
 
 
@@ -4962,7 +5110,8 @@ def render_fleet(result: FleetResult, paint: Painter, quiet: bool, verbose: bool
     colour = {"OK": "ok", "-": "ok", "PARTIAL": "error", "NOT CHECKED": "error",
               "no answer": "error", "not asked": "skip"}
     asked = [n for n in result.nodes if n.asked]
-    lines = [f"Swarm check: {sum(n.report is not None for n in asked)} of {len(asked)} nodes answered "
+    answered = sum(n.report is not None for n in asked)
+    lines = [f"Swarm check: {answered} of {count(len(asked), 'node')} answered "
              f"in {result.seconds:.1f} s"]
     heads = (name.ljust(size) for (name, _), size in zip(columns, sizes, strict=True))
     lines.append(("NODE".ljust(width) + "".join(heads)).rstrip())
@@ -4994,7 +5143,7 @@ def render_fleet(result: FleetResult, paint: Painter, quiet: bool, verbose: bool
             lines += textwrap.wrap(f"note: {note}", width=80, subsequent_indent="      ")
     total = sum(len(_report_findings(n.report or {})) for n in result.nodes)
     where = sorted({n.label for n in result.nodes if _report_findings(n.report or {})})
-    summary = (f"{len(result.nodes)} nodes, {len(result.networks)} networks, {total} "
+    summary = (f"{count(len(result.nodes), 'node')}, {count(len(result.networks), 'network')}, {total} "
                f"inconsistenc{'y' if total == 1 else 'ies'}" + (f" on {', '.join(where)}" if where else ""))
     diverged = [g.network for g in result.gossip if g.differences]
     if diverged:
@@ -5038,7 +5187,7 @@ def render_fleet_nagios(result: FleetResult) -> str:
         many = "inconsistencies" if len(findings) > 1 else "inconsistency"
         summary = f"{len(findings)} {many} on {', '.join(where)}: {_counted(f.check for _, f in findings)}"
     else:
-        summary = f"{len(answered)} nodes consistent"
+        summary = f"{count(len(answered), 'node')} consistent"
     if diverged:
         summary += f"; views diverge on network {', '.join(diverged)}"
     if result.problems:
@@ -5046,9 +5195,9 @@ def render_fleet_nagios(result: FleetResult) -> str:
         if len(result.problems) > 1:
             summary += f" (and {len(result.problems) - 1} more)"
     return nagios_line(state, summary, {
-        "findings": f"{len(findings)};;1;0", "nodes": len(result.nodes),
+        **threshold_perf((f for _, f in findings), len(result.problems)), "nodes": len(result.nodes),
         "nodes_answered": len(answered), "nodes_failed": len({label for label, _ in findings}),
-        "not_checked": len(result.problems), "time": f"{result.seconds:.2f}s"})
+        "time": f"{result.seconds:.2f}s"})
 
 
 # --------------------------------------------------------------------------------------
@@ -5075,7 +5224,8 @@ EXAMPLES = """examples:
   docker run --rm --privileged --net=host -v /var/run/docker.sock:/var/run/docker.sock \\
       -v /var/run/docker/netns:/var/run/docker/netns:ro,rslave ssd ov2
 
-exit status: 0 consistent, 1 inconsistencies found, 2 could not check.
+exit status: 0 consistent, 1 inconsistencies found, 2 could not check,
+             3 swarm still converging (a finding about work swarm has not finished).
 """
 
 
@@ -5095,31 +5245,42 @@ def seconds(limit: float, allow_zero: bool):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with a usage error as one line (and a JSON verdict under --json), exit 2."""
+    """argparse, with a usage error as one line (and a JSON verdict under --json, an UNKNOWN
+    line under --nagios), exit 2. argv: the arguments parsed, main()'s, not always sys.argv."""
+    argv: ClassVar[list[str]] = []
 
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"ssd: error: {message} (see ssd --help)\n")
-        if "--nagios" in sys.argv[1:]:
-            sys.stdout.write(nagios_line("UNKNOWN", f"usage: {message}", {}))
-            sys.exit(NAGIOS_CODES["UNKNOWN"])
-        if "--json" in sys.argv[1:]:
-            sys.stdout.write(json.dumps(error_document(message), indent=2) + "\n")
-        sys.exit(2)
+        with contextlib.suppress(OutputError):
+            if "--nagios" in self.argv:
+                emit(nagios_line("UNKNOWN", f"usage: {message}", {}))
+                sys.exit(NAGIOS_CODES["UNKNOWN"])
+            if "--json" in self.argv:
+                emit(json.dumps(error_document(message), indent=2) + "\n")
+        sys.exit(NAGIOS_CODES["UNKNOWN"] if "--nagios" in self.argv else 2)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
-        prog="ssd", description="Check that this swarm node's load-balancer datapath (IPVS, "
-        "iptables, VIP aliases) matches what Docker's control plane says.",
+        prog="ssd", description=textwrap.fill(
+            "Check that this swarm node's load-balancer datapath (IPVS, iptables, VIP aliases, the "
+            "overlay, the embedded DNS) matches what Docker's control plane says. The live check "
+            "runs as root (it enters network namespaces and reads IPVS and iptables); checking a "
+            "snapshot (--from) needs no privilege.", width=80),
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("networks", nargs="*", metavar="NETWORK",
                         help="network name, ID or unique ID prefix (default: all swarm overlays); "
                              "'NETWORK gossip-consistency' compares every node's view of NETWORK")
-    parser.add_argument("-H", "--host", default=os.environ.get("DOCKER_HOST") or DEFAULT_HOST,
-                        help="Engine API address (default: $DOCKER_HOST, else %(default)s)")
-    parser.add_argument("--exec-root", default=DEFAULT_EXEC_ROOT,
+    parser.add_argument("-H", "--host", metavar="ADDRESS",
+                        help=f"Engine API address, e.g. tcp://HOST:2376 (default: DOCKER_HOST, else "
+                             f"the Docker context in use, else {DEFAULT_HOST}); TLS from "
+                             "DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, as for docker")
+    parser.add_argument("-c", "--context", metavar="NAME",
+                        help="reach the daemon through this Docker context (default: DOCKER_CONTEXT, "
+                             "else the one docker context use chose)")
+    parser.add_argument("--exec-root",
                         help="dockerd's --exec-root; namespaces are under EXEC_ROOT/netns "
-                             "(default: %(default)s)")
+                             f"(default: {DEFAULT_EXEC_ROOT})")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON document")
     output.add_argument("--nagios", action="store_true",
@@ -5129,13 +5290,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show what was compared: VIPs, tasks, expected and found values")
     parser.add_argument("--no-color", action="store_true", help="no colour (also: NO_COLOR)")
-    parser.add_argument("--settle", type=seconds(3600, allow_zero=True), default=2.0,
+    parser.add_argument("--settle", type=seconds(3600, allow_zero=True),
                         metavar="SECONDS",
                         help="report only what a second sample SECONDS later still shows "
-                             "(default: %(default)s; 0 disables)")
+                             f"(default: {DEFAULT_SETTLE:g}; 0 disables)")
+    parser.add_argument("-t", "--timeout", type=seconds(86400, allow_zero=False), metavar="SECONDS",
+                        help="give up after SECONDS: exit 2 (UNKNOWN under --nagios), saying so "
+                             "(default: no limit; --all-nodes and gossip-consistency: how long to "
+                             f"wait for every node's answer, default {DEFAULT_FLEET_TIMEOUT:g})")
     parser.add_argument("--prometheus", metavar="FILE",
                         help="also write the verdict as Prometheus metrics to FILE (node_exporter's "
-                             "textfile collector: FILE ends in .prom), atomically")
+                             "textfile collector: FILE ends in .prom), atomically; '-': write them "
+                             "to stdout instead of the report")
     parser.add_argument("--snapshot", metavar="FILE",
                         help="also write everything the check read to FILE (JSON), to check "
                              "it elsewhere with --from; '-': write it to stdout instead of the report")
@@ -5151,19 +5317,47 @@ def build_parser() -> argparse.ArgumentParser:
                             "(gossip-consistency) in the same run")
     fleet.add_argument("--snapshot-dir", metavar="DIR",
                        help="with --all-nodes: save every node's snapshot in DIR, one file per node")
-    fleet.add_argument("--timeout", type=seconds(86400, allow_zero=False), default=120.0,
-                       metavar="SECONDS",
-                       help="--all-nodes and gossip-consistency: how long to wait for every node's "
-                            "answer (default: %(default)s)")
     fleet.add_argument("--image", help="--all-nodes and gossip-consistency: the ssd image to run on "
                                        "every node (default: the image ssd runs in, if in a container)")
     parser.add_argument("--version", action="version", version=f"ssd {__version__}")
     return parser
 
 
+GOSSIP_HELP = f"""usage: ssd NETWORK gossip-consistency [--from FILE --from FILE ...] [-H ADDRESS]
+                                      [-c NAME] [--image IMAGE] [-t SECONDS]
+                                      [--json | --nagios] [-v] [--no-color]
+
+On a manager: do all nodes hold the same view of NETWORK's gossiped state (NetworkDB's
+services, VIPs and tasks)? ssd runs itself on every node as a short-lived global service
+(always removed), collects each node's view, re-samples a few times, and reports what
+stays different and on which nodes. With --from, compares saved snapshots instead (no
+service, no privilege).
+
+options:
+  --from FILE       a node's snapshot (ssd --snapshot FILE NETWORK on that node); repeat
+  -H, --host ADDRESS / -c, --context NAME
+                    where the manager's Engine API is, as for the node check
+  --image IMAGE     the ssd image to run on every node (default: the image ssd runs in)
+  -t, --timeout SECONDS
+                    how long to wait for every node's answer (default: {DEFAULT_FLEET_TIMEOUT:g})
+  --json, --nagios  one JSON document, or one Monitoring Plugins line
+  -v, --verbose     what every node holds, not only the differences
+
+exit status: 0 every node agrees, 1 views differ, 2 could not compare.
+"""
+
+
+def mode_help(argv: list[str]) -> str | None:
+    """The help of `ssd NETWORK gossip-consistency --help`, rather than the node check's."""
+    if "gossip-consistency" in argv and ("-h" in argv or "--help" in argv):
+        return GOSSIP_HELP
+    return None
+
+
 def use_colour(args: argparse.Namespace) -> bool:
-    return (not args.no_color and "NO_COLOR" not in os.environ
-            and os.environ.get("TERM") != "dumb" and sys.stdout.isatty())
+    # no-color.org: NO_COLOR disables colour when it is set and not empty.
+    return (not args.no_color and not os.environ.get("NO_COLOR")
+            and os.environ.get("TERM") != "dumb" and sys.stdout is not None and sys.stdout.isatty())
 
 
 def snapshot_document(collector: Collector, node: NodeInfo, wanted: list[str],
@@ -5249,7 +5443,7 @@ def run_check(args: argparse.Namespace) -> tuple[RunResult, dict | None]:
             raise SnapshotError(f"{source} is not a usable ssd snapshot: damaged data "
                                 f"({type(exc).__name__}: {_short(exc)})") from exc
         return nothing_named_compared(result, args.networks), None
-    collector = Collector(Engine(args.host), args.exec_root, record_api=bool(args.snapshot))
+    collector = Collector(engine_of(args), args.exec_root, record_api=bool(args.snapshot))
     node, result = check_node(collector, args.networks, args.settle, live=True)
     doc = snapshot_document(collector, node, args.networks, args.settle) if args.snapshot else None
     return nothing_named_compared(result, args.networks), doc
@@ -5289,12 +5483,13 @@ def fail(args: argparse.Namespace, message: str) -> int:
             write_prometheus(args.prometheus, None, 0.0)
         except (CheckError, OSError) as exc:
             print(f"ssd: error: cannot write {args.prometheus}: {exc}", file=sys.stderr)
-    if getattr(args, "nagios", False):
-        emit(nagios_line("UNKNOWN", message, {}))
-        return NAGIOS_CODES["UNKNOWN"]
-    if args.json:  # monitoring parses stdout: give it a verdict that agrees with the exit code
-        emit(json.dumps(error_document(message), indent=2) + "\n")
-    return 2
+    with contextlib.suppress(OutputError):  # stdout may be what failed: stderr has the line
+        if getattr(args, "nagios", False):
+            emit(nagios_line("UNKNOWN", message, {}))
+            return NAGIOS_CODES["UNKNOWN"]
+        if args.json:  # monitoring parses stdout: give it a verdict that agrees with the exit code
+            emit(json.dumps(error_document(message), indent=2) + "\n")
+    return NAGIOS_CODES["UNKNOWN"] if getattr(args, "nagios", False) else 2
 
 
 def interrupted(args: argparse.Namespace, line: str) -> int:
@@ -5319,16 +5514,37 @@ def print_problems(problems: list[Problem]) -> None:
         print(f"ssd: not checked: {problem.scope}: {problem.message}", file=sys.stderr)
 
 
+class OutputError(CheckError):
+    """stdout cannot take the report: a full disk, a closed descriptor."""
+
+
 def emit(text: str) -> None:
-    """Write to stdout; a reader that went away (ssd ... | head -1) is not an error of ssd's."""
+    """Write to stdout; a reader that went away (ssd ... | head -1) is not an error of ssd's,
+    a stdout that cannot be written (>/dev/full, >&-) is: OutputError, one line, exit 2."""
+    if not text:
+        return
     try:
+        if sys.stdout is None:  # started with descriptor 1 closed
+            raise OSError(errno.EBADF, "standard output is closed")
         sys.stdout.write(text)
         sys.stdout.flush()
     except BrokenPipeError:
-        # Point stdout at /dev/null so that the interpreter's last flush does not fail too.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _stdout_to_devnull()
+    except (OSError, ValueError) as exc:  # ValueError: a file object closed under us
+        _stdout_to_devnull()
+        raise OutputError(f"cannot write the report to standard output: "
+                          f"{getattr(exc, 'strerror', None) or _short(exc)}") from exc
+
+
+def _stdout_to_devnull() -> None:
+    """Point descriptor 1 at /dev/null, so that what is still buffered (and the interpreter's
+    last flush) goes nowhere instead of failing again at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    if devnull != 1:  # (1 itself when descriptor 1 was closed)
+        os.dup2(devnull, 1)
         os.close(devnull)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 (lives as long as the process)
 
 
 def check_writable(target: str, what: str = "snapshot") -> None:
@@ -5348,6 +5564,31 @@ def check_writable(target: str, what: str = "snapshot") -> None:
 MODES = ("gossip-consistency", "gossip-hash")
 
 
+class TimedOut(BaseException):
+    """-t expired. A BaseException, like KeyboardInterrupt: no `except Exception` on the way
+    (the Engine API's error handling) may turn it into an ordinary error."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise TimedOut in the main thread once SECONDS have passed (a Monitoring Plugins runner's
+    -t: the plugin says UNKNOWN itself rather than being killed without a word)."""
+    if not seconds:
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise TimedOut
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C: the gossip service is removed
 
@@ -5361,7 +5602,7 @@ def main_gossip(args: argparse.Namespace, mode: str) -> int:
     network = args.networks[0]
     if mode == "gossip-hash":  # the per-node command the gossip service runs
         try:
-            answer = gossip_hash(Collector(Engine(args.host), args.exec_root), network)
+            answer = gossip_hash(Collector(engine_of(args), args.exec_root), network)
         except CheckError as exc:
             return fail(args, str(exc))
         node = answer["node"]
@@ -5395,7 +5636,7 @@ def main_member(args: argparse.Namespace) -> int:
     """The per-node command of fleet mode's service: the node check as one JSON line, its
     snapshot inside it with --snapshot -. The verdict is in the answer: exit 0."""
     try:
-        collector = Collector(Engine(args.host), args.exec_root)
+        collector = Collector(engine_of(args), args.exec_root)
         node, result = check_node(collector, args.networks, args.settle, live=True)
         doc = snapshot_document(collector, node, args.networks, args.settle) if args.snapshot else None
         answer = fleet_answer(collector, node, result, doc)
@@ -5429,7 +5670,7 @@ def save_fleet_snapshots(result: FleetResult, target: str) -> None:
         name = node.label if node.label not in used else f"{node.label}-{node.id[:12]}"
         used.add(name)
         write_snapshot(node.snapshot, os.path.join(target, re.sub(r"[^\w.-]", "_", name) + ".json"))
-    result.notes.append(f"snapshots of {len(used)} node(s) saved in {target}")
+    result.notes.append(f"snapshots of {count(len(used), 'node')} saved in {target}")
 
 
 def main_fleet(args: argparse.Namespace) -> int:
@@ -5460,11 +5701,54 @@ def main_fleet(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, KeyboardInterrupt
-    args = build_parser().parse_args(argv)
-    misuse = fleet_misuse(args)
+    parser = build_parser()
+    parser.argv = sys.argv[1:] if argv is None else list(argv)
+    if mode_help(parser.argv):
+        emit(mode_help(parser.argv) or "")
+        return 0
+    args = parser.parse_args(parser.argv)
+    try:
+        return dispatch(args)
+    except OutputError as exc:  # the report could not be written: the verdict is lost, say so
+        return fail(args, str(exc))
+
+
+def from_misuse(args: argparse.Namespace) -> str | None:
+    """Options that say how to read a live node mean nothing with --from: refuse them rather than
+    ignore them silently."""
+    if not args.from_:
+        return None
+    for flag, value in (("-H", args.host), ("--context", args.context), ("--exec-root", args.exec_root),
+                        ("--settle", args.settle), ("--image", args.image)):
+        if value is not None:
+            return (f"{flag} is for reading a live node; --from checks a snapshot as it was "
+                    "taken (its settle sample included)")
+    if args.from_.count("-") > 1:
+        return "standard input is read once: give --from - for one snapshot only"
+    return None
+
+
+def output_misuse(args: argparse.Namespace) -> str | None:
+    if args.prometheus == "-" and args.snapshot == "-":
+        return "--prometheus - and --snapshot - both want stdout: give one of them a FILE"
+    if args.prometheus == "-" and (args.json or args.nagios):
+        return "--prometheus - writes the metrics instead of the report: drop --json/--nagios"
+    return None
+
+
+def resolve_defaults(args: argparse.Namespace) -> None:
+    """Fill what was not given; left None until now so that from_misuse can tell."""
+    args.exec_root = args.exec_root or DEFAULT_EXEC_ROOT
+    args.settle = DEFAULT_SETTLE if args.settle is None else args.settle
+    args.wait = args.timeout or DEFAULT_FLEET_TIMEOUT  # the swarm-wide modes' wait for nodes
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    misuse = fleet_misuse(args) or from_misuse(args) or output_misuse(args)
     if misuse:
         args.prometheus = None  # a usage error: leave the metrics file alone
         return fail(args, misuse)
+    resolve_defaults(args)
     if args.networks and args.networks[-1] == FLEET_MEMBER:
         args.networks.pop()
         return main_member(args)
@@ -5488,15 +5772,18 @@ def main(argv: list[str] | None = None) -> int:
             except CheckError:
                 args.prometheus = None  # no point trying again in fail()
                 raise
-        result, doc = run_check(args)
+        with time_limit(args.timeout):
+            result, doc = run_check(args)
         if args.prometheus:
             write_prometheus(args.prometheus, result, time.monotonic() - started)
         if doc is not None:
             write_snapshot(doc, args.snapshot)  # "-": emit()s the snapshot itself
-        report = ""  # with --snapshot -, stdout carries the snapshot; the verdict is the exit status
-        if args.nagios and args.snapshot != "-":
+        report = ""  # with --snapshot/--prometheus -, stdout carries those; the verdict is the exit status
+        if "-" in (args.snapshot, args.prometheus):
+            pass
+        elif args.nagios:
             report = render_nagios(result, time.monotonic() - started)
-        elif args.snapshot != "-":
+        else:
             report = (json.dumps(to_json(result), indent=2) + "\n" if args.json else
                       render_text(result, Painter(use_colour(args)), args.quiet, args.verbose))
     except CheckError as exc:
@@ -5508,6 +5795,9 @@ def main(argv: list[str] | None = None) -> int:
                           f"({type(exc).__name__}: {_short(exc)})")
     except KeyboardInterrupt:
         return interrupted(args, "ssd: interrupted")
+    except TimedOut:
+        return fail(args, f"the check did not finish within {args.timeout:g} s (-t {args.timeout:g}); "
+                          "nothing was reported: a daemon or a namespace may be hanging")
     print_problems(result.problems)
     emit(report)
     if args.nagios:

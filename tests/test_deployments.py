@@ -341,7 +341,7 @@ def test_tasks_swarm_is_starting_make_the_service_converging():
     starting["Status"] = {"State": "starting", "Timestamp": starting["Status"]["Timestamp"]}
     api(doc, "GET /tasks").append(starting)
     result = replay(doc)
-    assert result.findings[0].converging == "swarm is still starting 1 task(s) of service s1"
+    assert result.findings[0].converging == "swarm is still starting 1 task of service s1"
     assert ssd.overall_status(result) == "converging"
 
 

@@ -177,8 +177,8 @@ def test_gossip_rides_along_without_a_second_service(fake):
     swarm = FakeSwarm(fake, healthy)
     proc = fleet(fake, "--gossip")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "network ov2: OK: 3 node(s) agree" in proc.stdout
-    assert "network ingress: OK: 3 node(s) agree" in proc.stdout
+    assert "network ov2: OK: 3 nodes agree" in proc.stdout
+    assert "network ingress: OK: 3 nodes agree" in proc.stdout
     assert len(swarm.created) == 1
 
 

@@ -140,7 +140,7 @@ def test_agreement(fake):
     digest = ssd.gossip_digest(ssd.gossip_state(OV2))
     for node, host in NODES.items():
         assert f"Node id: {node} ({host}) gossip hash {digest}" in lines
-    assert "network ov2: OK: 3 node(s) agree" in proc.stdout
+    assert "network ov2: OK: 3 nodes agree" in proc.stdout
     spec = swarm.created[0]
     assert spec["Name"].startswith("ssd-gossip-") and len(swarm.created) == 1
     assert [m.lower() for m in spec["Mode"]] == ["globaljob"]
@@ -189,7 +189,7 @@ def test_node_without_the_network_is_not_a_divergence(fake):
     proc = coordinator(fake)
     assert proc.returncode == 0, proc.stdout
     assert "(node3) network ov2 not instantiated here" in proc.stdout
-    assert "2 node(s) agree" in proc.stdout
+    assert "2 nodes agree" in proc.stdout
 
 
 @pytest.mark.parametrize("holders", [("n1",), ()])
@@ -205,10 +205,10 @@ def test_fewer_than_two_views_are_not_called_consistent(fake, holders):
     [error] = doc["errors"]
     assert error["scope"] == "network ov2" and "nothing to compare" in error["message"]
     assert ("only node1 holds it" if holders else "no node holds it") in error["message"]
-    assert "of 3 node(s) asked" in error["message"]
+    assert "of 3 nodes asked" in error["message"]
     text = coordinator(fake)
     assert text.returncode == 2 and "agree" not in text.stdout
-    assert f"network ov2: NOT COMPARED: {len(holders)} of 3 node(s) hold it" in text.stdout
+    assert f"network ov2: NOT COMPARED: {len(holders)} of 3 nodes hold it" in text.stdout
     assert "ssd: not checked: network ov2: nothing to compare" in text.stderr
 
 

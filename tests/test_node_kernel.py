@@ -249,7 +249,7 @@ def test_worker_without_the_named_network_says_so(node, engine):
 
 def test_no_docker_socket(node, tmp_path):
     line = one_line_error(node.ssd(f"unix://{tmp_path}/nothing.sock", "ov2"))
-    assert "cannot reach the Docker daemon" in line
+    assert f"no Docker socket at {tmp_path}/nothing.sock: is dockerd running" in line, line
 
 
 def test_socket_permission_denied(node, engine):
@@ -257,7 +257,7 @@ def test_socket_permission_denied(node, engine):
     os.chmod(engine.socket_path, 0)
     wrap = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
     line = one_line_error(node.ssd(engine.url, "ov2", wrap=wrap))
-    assert "cannot reach the Docker daemon" in line and "Permission denied" in line
+    assert f"permission denied on {engine.socket_path}: run ssd as root" in line, line
 
 
 def test_not_in_swarm_mode(node, engine):

@@ -131,7 +131,7 @@ def test_tasks_swarm_does_not_know_are_a_note():
     api(doc)["GET /tasks"] = [t for t in api(doc)["GET /tasks"] if t["ID"] not in gone]
     result = run(doc)
     assert result.findings == []
-    assert any("NetworkDB lists 3 task(s) swarm does not know" in n for n in result.notes)
+    assert any("NetworkDB lists 3 tasks swarm does not know" in n for n in result.notes)
 
 
 def test_duplicate_ip_between_two_tasks():

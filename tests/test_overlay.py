@@ -196,7 +196,7 @@ def test_a_worker_cannot_judge_unlisted_endpoints_of_live_peers():
     unlisted_endpoint_on_node3(doc)
     result = run(doc)
     assert result.findings == []
-    assert any("1 endpoint(s) on other nodes are programmed" in n and "10.0.1.201" in n for n in result.notes)
+    assert any("1 endpoint on other nodes is programmed" in n and "10.0.1.201" in n for n in result.notes)
 
 
 def test_a_local_endpoint_programmed_as_remote_is_stale():

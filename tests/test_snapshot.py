@@ -22,9 +22,10 @@ SECRET = "hunter2-do-not-leak"
 
 def ssd_from(*args: str) -> subprocess.CompletedProcess:
     """ssd on a snapshot: a plain process, no root, no namespace, no daemon."""
-    return subprocess.run([sys.executable, str(ROOT / "ssd.py"), "-H", "unix:///nonexistent.sock",
-                           *args], capture_output=True, text=True, timeout=60, check=False,
-                          env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1"})
+    return subprocess.run([sys.executable, str(ROOT / "ssd.py"), *args], capture_output=True,
+                          text=True, timeout=60, check=False,
+                          env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1",
+                               "DOCKER_HOST": "unix:///nonexistent.sock"})  # no daemon to ask
 
 
 def live_with_snapshot(node, engine, path: Path, *args: str) -> tuple[int, dict]:
