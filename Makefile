@@ -12,7 +12,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEB_PACKAGES := iptables iproute2 util-linux python3-venv qemu-system-x86 qemu-utils debootstrap e2fsprogs
+DEB_PACKAGES := iptables iproute2 util-linux openssl python3-venv qemu-system-x86 qemu-utils debootstrap e2fsprogs
 
 .PHONY: install test test-fast lab lab-all lab-image soak bench
 install:

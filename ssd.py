@@ -5805,7 +5805,8 @@ def dispatch(args: argparse.Namespace) -> int:
     return EXIT_CODES[overall_status(result)]
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `ssd` command an install makes (its entry point), and ./ssd.py or python -m ssd."""
     try:
         status = main()
     except KeyboardInterrupt:  # before main's own handlers are in place (e.g. while importing)
@@ -5813,3 +5814,7 @@ if __name__ == "__main__":
         status = 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the verdict is out: a late Ctrl-C changes nothing
     sys.exit(status)
+
+
+if __name__ == "__main__":
+    cli()
