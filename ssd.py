@@ -52,7 +52,8 @@ def _refuse_old_python():
     sys.stderr.write("ssd: error: " + message + " (run it with python3.11+, or use the container)\n")
     if "--json" in sys.argv[1:]:
         import json
-        sys.stdout.write(json.dumps({"ssd_version": __version__, "status": "incomplete", "node": None,
+        sys.stdout.write(json.dumps({"schema_version": 1, "mode": "node", "ssd_version": __version__,
+                                     "status": "incomplete", "node": None,
                                      "networks": [], "findings": [], "notes": [],
                                      "errors": [{"scope": "ssd", "message": message}]}) + "\n")
     sys.exit(2)
@@ -2291,7 +2292,8 @@ def gossip_hash(collector: Collector, network: str) -> dict:
 
 
 def gossip_answer(node: NodeInfo, raw: dict | None, network: str) -> dict:
-    answer = {"ssd_version": __version__, "node": {"id": node.id, "hostname": node.hostname},
+    answer = {"schema_version": SCHEMA_VERSION, "mode": "gossip-hash", "ssd_version": __version__,
+              "node": {"id": node.id, "hostname": node.hostname},
               "network": network, "instantiated": False, "digest": None, "state": None}
     if raw is not None and (raw.get("Containers") or raw.get("Services")):
         state = gossip_state(raw)
@@ -4482,7 +4484,8 @@ def fleet_answer(collector: Collector, node: NodeInfo, result: RunResult, snapsh
     last = collector.sample["api"]  # the inspects the check judged, not a later read
     gossip = {net.view.id: gossip_answer(node, last.get(f"GET /networks/{net.view.id}"), net.view.id)
               for net in result.networks}
-    return {"format": FLEET_ANSWER, "ssd_version": __version__,
+    return {"format": FLEET_ANSWER, "schema_version": SCHEMA_VERSION, "mode": FLEET_MEMBER,
+            "ssd_version": __version__,
             "node": {"id": node.id, "hostname": node.hostname},
             "report": to_json(result), "gossip": gossip, "snapshot": snapshot}
 
@@ -4610,10 +4613,15 @@ def overall_status(result: RunResult) -> str:
 EXIT_CODES = {"consistent": 0, "inconsistent": 1, "incomplete": 2, "converging": 3}
 
 
+# Every JSON document ssd prints carries schema_version (bumped when a field changes meaning or
+# goes; new fields do not bump it) and mode; schemas/ holds a JSON Schema for each kind.
+SCHEMA_VERSION = 1
+
+
 def to_json(result: RunResult) -> dict:
     node = result.node
     return {
-        "ssd_version": __version__,
+        "schema_version": SCHEMA_VERSION, "mode": "node", "ssd_version": __version__,
         "status": overall_status(result),
         "node": {"id": node.id, "hostname": node.hostname, "engine_version": node.engine.version,
                  "era": node.engine.era, "manager": node.manager},
@@ -4997,7 +5005,8 @@ def gossip_status(result: GossipResult) -> str:
 
 
 def gossip_to_json(result: GossipResult) -> dict:
-    return {"ssd_version": __version__, "mode": "gossip-consistency", "status": gossip_status(result),
+    return {"schema_version": SCHEMA_VERSION, "mode": "gossip-consistency", "ssd_version": __version__,
+            "status": gossip_status(result),
             "network": result.network,
             "nodes": [{"id": n.id, "hostname": n.hostname, "status": n.status, "digest": n.digest,
                        "reason": n.reason, "seconds": n.seconds} for n in result.nodes],
@@ -5091,7 +5100,8 @@ def fleet_cell(node: FleetNode, net_id: str | None) -> str:
 
 
 def fleet_to_json(result: FleetResult) -> dict:
-    return {"ssd_version": __version__, "mode": "all-nodes", "status": fleet_status(result),
+    return {"schema_version": SCHEMA_VERSION, "mode": "all-nodes", "ssd_version": __version__,
+            "status": fleet_status(result),
             "networks": [{"name": name, "id": ident} for name, ident in result.networks],
             "nodes": [{"id": n.id, "hostname": n.hostname, "status": n.status, "reason": n.reason,
                        "seconds": n.seconds, "report": n.report} for n in result.nodes],
@@ -5256,7 +5266,7 @@ class Parser(argparse.ArgumentParser):
                 emit(nagios_line("UNKNOWN", f"usage: {message}", {}))
                 sys.exit(NAGIOS_CODES["UNKNOWN"])
             if "--json" in self.argv:
-                emit(json.dumps(error_document(message), indent=2) + "\n")
+                emit(json.dumps(error_document(message, mode_of(self.argv)), indent=2) + "\n")
         sys.exit(NAGIOS_CODES["UNKNOWN"] if "--nagios" in self.argv else 2)
 
 
@@ -5471,8 +5481,16 @@ def write_snapshot(doc: dict, target: str) -> None:
         raise CheckError(f"cannot write snapshot {target}: {exc.strerror or _short(exc)}") from exc
 
 
-def error_document(message: str) -> dict:
-    return {"ssd_version": __version__, "status": "incomplete", "node": None, "networks": [],
+def mode_of(argv: list[str]) -> str:
+    """Which mode a command line asks for: every JSON document, an error's too, says it."""
+    if "--all-nodes" in argv:
+        return "all-nodes"
+    return next((m for m in (*MODES, FLEET_MEMBER) if m in argv), "node")
+
+
+def error_document(message: str, mode: str = "node") -> dict:
+    return {"schema_version": SCHEMA_VERSION, "mode": mode, "ssd_version": __version__,
+            "status": "incomplete", "node": None, "networks": [],
             "findings": [], "errors": [{"scope": "ssd", "message": message}], "notes": []}
 
 
@@ -5488,7 +5506,7 @@ def fail(args: argparse.Namespace, message: str) -> int:
             emit(nagios_line("UNKNOWN", message, {}))
             return NAGIOS_CODES["UNKNOWN"]
         if args.json:  # monitoring parses stdout: give it a verdict that agrees with the exit code
-            emit(json.dumps(error_document(message), indent=2) + "\n")
+            emit(json.dumps(error_document(message, getattr(args, "mode", "node")), indent=2) + "\n")
     return NAGIOS_CODES["UNKNOWN"] if getattr(args, "nagios", False) else 2
 
 
@@ -5707,6 +5725,7 @@ def main(argv: list[str] | None = None) -> int:
         emit(mode_help(parser.argv) or "")
         return 0
     args = parser.parse_args(parser.argv)
+    args.mode = mode_of(args.networks[-1:] + (["--all-nodes"] if args.all_nodes else []))
     try:
         return dispatch(args)
     except OutputError as exc:  # the report could not be written: the verdict is lost, say so

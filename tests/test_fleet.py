@@ -21,6 +21,7 @@ import pytest
 import ssd
 from fake_engine import FakeEngine
 from fake_swarm import NODES, FakeSwarm
+from schemas import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAPSHOT = ROOT / "tests" / "fixtures" / "snapshot-26.1-node1.json"
@@ -129,6 +130,7 @@ def test_fault_on_one_node_names_that_node_only(fake):
     assert "1 inconsistency on node3" in proc.stdout
 
     doc = json.loads(fleet(fake, "--json").stdout)
+    validate(doc)  # and the node reports inside it
     assert doc["mode"] == "all-nodes" and doc["status"] == "inconsistent"
     status = {n["hostname"]: n["status"] for n in doc["nodes"]}
     assert status == {"node1": "consistent", "node2": "consistent", "node3": "inconsistent"}

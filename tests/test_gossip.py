@@ -22,6 +22,7 @@ import ssd
 from fake_engine import FakeEngine
 from fake_swarm import NODES, FakeSwarm
 from recorded import network_json
+from schemas import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 OV2 = network_json("ov2")
@@ -162,6 +163,7 @@ def test_divergence_is_resampled_then_explained(fake):
     proc = coordinator(fake, "--json")
     assert proc.returncode == 1, proc.stderr
     doc = json.loads(proc.stdout)
+    validate(doc)
     assert doc["status"] == "inconsistent" and doc["samples"] == 3
     assert len(swarm.created) == 3 and swarm.removed == ["svc0", "svc1", "svc2"]
     [diff] = doc["differences"]
@@ -201,6 +203,7 @@ def test_fewer_than_two_views_are_not_called_consistent(fake, holders):
     proc = coordinator(fake, "--json")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     doc = json.loads(proc.stdout)
+    validate(doc)
     assert doc["status"] == "incomplete" and not doc["differences"]
     [error] = doc["errors"]
     assert error["scope"] == "network ov2" and "nothing to compare" in error["message"]

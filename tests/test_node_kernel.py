@@ -17,6 +17,7 @@ import pytest
 import ssd
 from fake_engine import FakeEngine
 from kernel_node import KernelNode, sh
+from schemas import validate
 
 LB = "lb_oc6rqvyvp"
 OV2_OVERLAY = "1-oc6rqvyvpk"  # the overlay driver's namespace of ov2
@@ -27,7 +28,9 @@ S1_NS = "096d4a69176a"  # s1.1's sandbox: the first container of ov2 by name, wh
 def run_json(node: KernelNode, engine: FakeEngine, *args: str) -> tuple[int, dict, str]:
     proc = node.ssd(engine.url, "--settle", "0", "--json", *args)
     assert "Traceback" not in proc.stderr, proc.stderr
-    return proc.returncode, json.loads(proc.stdout), proc.stderr
+    doc = json.loads(proc.stdout)
+    validate(doc)  # every live run's document, findings and errors included
+    return proc.returncode, doc, proc.stderr
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:

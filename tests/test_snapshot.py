@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from test_node_kernel import FAULTS, one_line_error
+from schemas import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "hunter2-do-not-leak"
@@ -31,7 +32,10 @@ def ssd_from(*args: str) -> subprocess.CompletedProcess:
 def live_with_snapshot(node, engine, path: Path, *args: str) -> tuple[int, dict]:
     proc = node.ssd(engine.url, "--json", "--snapshot", str(path), *args)
     assert "Traceback" not in proc.stderr, proc.stderr
-    return proc.returncode, json.loads(proc.stdout)
+    doc = json.loads(proc.stdout)
+    validate(doc)
+    validate(json.loads(path.read_text()))  # the snapshot written beside it
+    return proc.returncode, doc
 
 
 @pytest.mark.parametrize("fault", [None, "mark-missing", "ingress-dnat-target", "vip-alias-missing"])
@@ -82,6 +86,7 @@ def test_snapshot_to_stdout_replaces_the_report(node, engine):
     proc = node.ssd(engine.url, "--snapshot", "-", "--settle", "0", "ov2")
     assert proc.returncode == 1, proc.stderr
     doc = json.loads(proc.stdout)  # only the snapshot: no report text around it
+    validate(doc)
     assert doc["format"] == "ssd-snapshot" and len(doc["samples"]) == 1
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from schemas import validate
 from labkit import ENGINE, SWARMLAB, lab
 
 from ssd import engine_model
@@ -40,7 +41,9 @@ def ssd(node: int, *args: str) -> tuple[int, dict, str]:
         doc = json.loads(proc.stdout)
     except json.JSONDecodeError:
         pytest.fail(f"node{node}: ssd printed no JSON (exit {proc.returncode}): {proc.stderr}")
-    assert {"consistent": 0, "inconsistent": 1, "incomplete": 2}[doc["status"]] == proc.returncode
+    validate(doc)  # the lab's documents against schemas/, as the examples'
+    assert {"consistent": 0, "inconsistent": 1, "incomplete": 2, "converging": 3}[doc["status"]] == \
+        proc.returncode
     return proc.returncode, doc, proc.stderr
 
 

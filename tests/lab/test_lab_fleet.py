@@ -11,6 +11,7 @@ import json
 import time
 
 import pytest
+from schemas import validate
 from test_lab import SHARE, facts, faults, in_ns, sh
 from test_lab_gossip import LEFTOVERS, container
 from test_lab_ordinary import UPDATED, wait
@@ -30,7 +31,8 @@ def fleet(args: str) -> tuple[int, dict, float]:
         doc = json.loads(out)
     except json.JSONDecodeError:
         pytest.fail(f"--all-nodes printed no JSON (exit {code}): {err}")
-    assert {"consistent": 0, "inconsistent": 1, "incomplete": 2}[doc["status"]] == code
+    validate(doc)
+    assert {"consistent": 0, "inconsistent": 1, "incomplete": 2, "converging": 3}[doc["status"]] == code
     assert sh(1, LEFTOVERS).strip() == "", "an ssd service was left behind"
     return code, doc, elapsed
 

@@ -12,6 +12,7 @@ import time
 import pytest
 from test_lab import FAULT_NODE, NODES, faults, facts, in_ns, sh
 
+from schemas import validate
 from labkit import lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.image]
@@ -35,6 +36,7 @@ def gossip(*args: str) -> tuple[int, dict, float]:
         doc = json.loads(out)
     except json.JSONDecodeError:
         pytest.fail(f"gossip-consistency printed no JSON (exit {code}): {err}")
+    validate(doc)
     assert sh(1, LEFTOVERS).strip() == "", "an ssd-gossip service was left behind"
     return code, doc, elapsed
 
