@@ -14,7 +14,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := iptables iproute2 util-linux openssl python3-venv qemu-system-x86 qemu-utils debootstrap e2fsprogs
 
-.PHONY: install test test-fast lab lab-all lab-image soak bench
+.PHONY: install test test-fast lab lab-all lab-image soak bench man
 install:
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
@@ -51,3 +51,12 @@ lab-all:
 bench:
 	$(PY) -m pip install -q -r bench/requirements.txt
 	$(PY) bench/run
+
+# make man: docs/ssd.1 from the argument parser (and docs/ssd.1.include); tests/test_docs.py fails
+# when the committed page differs from what this makes.
+MAN_OUT ?= docs/ssd.1
+man:
+	$(VENV)/bin/argparse-manpage --pyfile ssd.py --function build_parser --prog ssd --project-name ssd \
+	  --version "$$($(PY) -c 'import ssd; print(ssd.__version__)')" --manual-title "ssd manual" \
+	  --description "check a Docker Swarm node's service datapath against the control plane" \
+	  --include docs/ssd.1.include --output $(MAN_OUT)

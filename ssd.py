@@ -5231,7 +5231,10 @@ EXAMPLES = """examples:
                               nodes x networks, and every node's view compared
   ssd --all-nodes --snapshot-dir case-1234/ ov2
                               the whole swarm's snapshots for a support case
-  docker run --rm --privileged --net=host -v /var/run/docker.sock:/var/run/docker.sock \\
+  ssd --nagios -t 50 ov2      a Monitoring Plugins check, bounded to 50 s
+  ssd --context prod ov2      through a Docker context (TLS included), as docker does
+  docker run --rm --cap-add SYS_ADMIN --cap-add NET_ADMIN --cap-add NET_RAW \\
+      --net=host -v /var/run/docker.sock:/var/run/docker.sock \\
       -v /var/run/docker/netns:/var/run/docker/netns:ro,rslave ssd ov2
 
 exit status: 0 consistent, 1 inconsistencies found, 2 could not check,

@@ -428,10 +428,10 @@ def test_resolve_networks():
             ssd.resolve_networks(listing, [bad])
 
 
-def test_readme_documents_every_check_id():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+def test_the_checks_page_documents_every_check_id():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "checks.md").read_text()
     for check, info in ssd.CHECKS.items():
-        assert f"| `{check}` | {info.meaning} |" in readme, check
+        assert f"| `{check}` | {info.meaning} |" in page, check
 
 
 # --- the ordinary life of a swarm: no false alarm -------------------------------------------

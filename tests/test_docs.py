@@ -1,0 +1,44 @@
+"""The documentation cannot drift: the man page is what the argument parser makes, every page the
+README links exists, and the README stays a few screens."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def without_date(page: str) -> str:
+    return re.sub(r'^(\.TH \S+ "\d+" )"[^"]*"', r"\1DATE", page, flags=re.M)
+
+
+def test_the_man_page_is_what_the_parser_makes(tmp_path):
+    made = tmp_path / "ssd.1"
+    venv = Path(sys.executable).parent.parent
+    proc = subprocess.run(["make", "-s", "man", f"VENV={venv}", f"MAN_OUT={made}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    page = made.read_text()
+    assert without_date(page) == without_date((REPO / "docs" / "ssd.1").read_text()), \
+        "docs/ssd.1 is stale: run make man"
+    for option in ("context", "timeout", "prometheus", "all\\-nodes", "from"):
+        assert f"\\fB\\-\\-{option}\\fR" in page, option
+    assert ".SH EXIT STATUS" in page and ".SH ENVIRONMENT" in page
+
+
+def test_every_page_the_readme_links_exists():
+    readme = (REPO / "README.md").read_text()
+    links = re.findall(r"\]\(([^)#]+)\)", readme) + re.findall(r"\b(docs/[\w.-]+)", readme)
+    assert len(set(links)) >= 6
+    for link in set(links):
+        assert (REPO / link).exists(), link
+
+
+def test_the_readme_is_a_few_screens():
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150 and len(readme) <= 8000, "move detail to docs/"
+    for needed in ("pipx install", "make install", "make test", "ssd ov2 gossip-consistency",
+                   "--all-nodes", "--cap-add SYS_ADMIN", "Exit status"):
+        assert needed in readme, needed
