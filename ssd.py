@@ -119,10 +119,30 @@ class CheckError(Exception):
 class CheckInfo:
     meaning: str
     action: str
-    # Which layer disagrees with the one above it: "kernel" (the datapath differs from this
-    # node's NetworkDB view), "overlay" (the VXLAN layer differs from it), "networkdb" (the view
-    # contradicts itself), "dns" (the embedded resolver's answers differ from it).
-    layer: str = "kernel"
+    layer: str = "kernel"  # a key of LAYERS: which layer disagrees with the one above it
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer ssd compares. Everything about a layer follows from its entry in LAYERS and each
+    check id's layer: which findings are the layer's, its per-network status (JSON, fleet), its
+    block in the text report (drawn from _describe_<name>(network) when the reports define one,
+    as http.server finds do_<COMMAND>), and the line under each of its findings. Adding a layer:
+    an entry here, its check ids, its checks, and _describe_<name> for a block of its own. The
+    load balancer's block (per service, and the host's ingress rules) is the kernel's."""
+    against: str  # under each finding: which layer disagrees, against which
+    # whether the layer was read for one network (NetworkResult); else its status is "error"
+    read: Callable[[Any], bool] = lambda net: True
+
+
+LAYERS: dict[str, Layer] = {
+    "kernel": Layer("kernel, against NetworkDB on this node"),
+    "networkdb": Layer("NetworkDB on this node, against swarm (or itself)"),
+    "dns": Layer("embedded DNS, against NetworkDB on this node",
+                 read=lambda net: net.dns is not None and net.dns.answers is not None),
+    "overlay": Layer("overlay (VXLAN), against NetworkDB on this node",
+                     read=lambda net: bool(net.overlay and net.overlay.checked)),
+}
 
 
 # The check ids are part of the product: README lists them, --json carries them and
@@ -713,20 +733,6 @@ class Finding:
     @property
     def key(self) -> tuple:
         return (self.check, self.network, self.namespace, self.service, self.subject)
-
-    @property
-    def overlay(self) -> bool:
-        return self.check.startswith("overlay-")
-
-    @property
-    def dns(self) -> bool:
-        """The embedded resolver against NetworkDB: not about the service's load balancer."""
-        return self.check.startswith("dns-")
-
-    @property
-    def swarm(self) -> bool:
-        """Swarm against NetworkDB: not about the load balancer of the service it names."""
-        return self.check in SWARM_CHECKS
 
     @property
     def layer(self) -> str:
@@ -2582,7 +2588,11 @@ def run_checks(state: NodeState) -> list[Finding]:
     for check in REGISTRY:
         for subject, dp in SCOPES[check.scope](state):
             if dp is None or all(getattr(dp, part) is not None for part in check.needs):
-                findings += check.run(subject, state)
+                found = check.run(subject, state)
+                stray = {f.check for f in found} - set(check.ids)
+                if stray:  # a programming error, caught by the tests: ids are declared where they fire
+                    raise ValueError(f"{check.run.__name__} emitted {sorted(stray)}, not registered for it")
+                findings += found
     return findings
 
 
@@ -2992,10 +3002,6 @@ def _orchestrator_finding(check: str, message: str, view: NetworkView, service: 
     return Finding(check, message, network=view.name, service=service, subject=subject, expected=expected,
                    actual=actual, hint=f"docker service ps {service or '<service>'} --no-trunc; "
                                        f"docker network inspect -v {view.name}")
-
-
-SWARM_CHECKS = frozenset({"swarm-task-missing", "task-ip-mismatch", "networkdb-task-zombie", "duplicate-ip",
-                          "vip-mismatch", "networkdb-peer-missing"})
 
 
 @register_check("swarm-task-missing", "task-ip-mismatch", scope="network")
@@ -4583,23 +4589,29 @@ def fleet_gossip(engine: Engine, net: dict, image: str, eligible: dict[str, str]
 NETWORK_WIDE = frozenset({"lb-namespace-missing", "snat-missing"})
 
 
+def findings_of(result: RunResult, layer: str, net: NetworkResult) -> list[Finding]:
+    """A layer's findings about one network; the kernel's exclude the host's ingress rules,
+    which have a block of their own."""
+    return [f for f in result.findings if f.layer == layer and f.network == net.view.name
+            and not (layer == "kernel" and f.namespace == "host")]
+
+
+def layer_status(result: RunResult, net: NetworkResult, layer: str) -> str:
+    if findings_of(result, layer, net):
+        return "fail"
+    return "ok" if LAYERS[layer].read(net) else "error"
+
+
 def service_status(result: RunResult, net: NetworkResult, svc: ServiceView) -> str:
     if not svc.vip or svc.ipv6:
         return "skipped"
-    mine = [f for f in result.findings if f.network == net.view.name and f.namespace != "host"
-            and not f.overlay and not f.swarm and not f.dns]
+    mine = findings_of(result, "kernel", net)
     if any(f.service == svc.name or (f.service is None and f.check in NETWORK_WIDE
                                      and svc in net.view.vip_services()) for f in mine):
         return "fail"
     if not net.checked or net.partial:
         return "error"
     return "ok"
-
-
-def overlay_status(result: RunResult, net: NetworkResult) -> str:
-    if any(f.overlay and f.network == net.view.name for f in result.findings):
-        return "fail"
-    return "ok" if net.overlay and net.overlay.checked else "error"
 
 
 def overall_status(result: RunResult) -> str:
@@ -4632,13 +4644,13 @@ def to_json(result: RunResult) -> dict:
                           "status": service_status(result, n, s)}
                          for s in sorted(n.view.services.values(), key=lambda s: s.name)],
             "swarm": None if n.swarm is None else {
-                "status": swarm_status(result, n), "tasks": n.swarm[0], "vips": n.swarm[1]},
+                "status": layer_status(result, n, "networkdb"), "tasks": n.swarm[0], "vips": n.swarm[1]},
             "dns": None if n.dns is None or n.dns.answers is None else {
                 "container": n.dns.container, "namespace": os.path.basename(n.dns.path),
-                "names": len(n.dns.answers), "status": dns_status(result, n)},
+                "names": len(n.dns.answers), "status": layer_status(result, n, "dns")},
             "overlay": None if n.overlay is None else {
                 "namespace": n.overlay.namespace, "checked": n.overlay.checked,
-                "status": overlay_status(result, n), "remote_endpoints": n.overlay.remote_endpoints,
+                "status": layer_status(result, n, "overlay"), "remote_endpoints": n.overlay.remote_endpoints,
                 "remote_nodes": n.overlay.remote_nodes},
         } for n in result.networks],
         "host_ingress": {"checked": result.host_checked, "ports": [label for label, _ in result.host_ports]},
@@ -4858,8 +4870,7 @@ def render_text(result: RunResult, paint: Painter, quiet: bool, verbose: bool) -
 def _render_network(result: RunResult, net: NetworkResult, paint: Painter, quiet: bool,
                     verbose: bool, used: set[int]) -> list[str]:
     name = net.view.name
-    mine = [f for f in result.findings if f.network == name and f.namespace != "host" and not f.overlay
-            and not f.swarm and not f.dns]
+    mine = findings_of(result, "kernel", net)
     header = f"Verifying LB programming for network {name}"
     header += f" (netns {net.namespace})" if net.namespace else ""
     block: list[str] = []
@@ -4889,79 +4900,58 @@ def _render_network(result: RunResult, net: NetworkResult, paint: Painter, quiet
     used.update(id(f) for f in rest)
     block += _render_findings(rest, verbose)
     lines = [header, *block] if block or not quiet else []
-    return (lines + _render_swarm(result, net, paint, quiet, verbose, used)
-            + _render_dns(result, net, paint, quiet, verbose, used)
-            + _render_overlay(result, net, paint, quiet, verbose, used))
+    for layer in LAYERS:
+        if layer != "kernel":
+            lines += _render_layer(result, net, layer, paint, quiet, verbose, used)
+    return lines
 
 
-def swarm_status(result: RunResult, net: NetworkResult) -> str:
-    return "fail" if any(f.swarm and f.network == net.view.name for f in result.findings) else "ok"
+# A layer's block for one network: _describe_<layer> gives (header, summary, shown when clean),
+# or None when the layer was not read there (its findings, if any, follow the networks).
 
-
-def _render_swarm(result: RunResult, net: NetworkResult, paint: Painter, quiet: bool,
-                  verbose: bool, used: set[int]) -> list[str]:
-    mine = [f for f in result.findings if f.swarm and f.network == net.view.name]
-    used.update(id(f) for f in mine)
+def _describe_networkdb(net: NetworkResult) -> tuple[str, str, bool]:
     if net.swarm is None:  # a worker: NetworkDB's view is still checked against itself
-        return [f"Checking NetworkDB's view of network {net.view.name}",
-                f"{count(sum(1 for _ in net.view.all_endpoints()), 'endpoint')}... {paint('FAIL', 'fail')}",
-                *_render_findings(mine, verbose)] if mine else []
-    status = swarm_status(result, net)
-    if quiet and status != "fail":
-        return []
-    label = paint("FAIL", "fail") if mine else paint("OK", "ok")
-    tasks, vips = net.swarm
-    return [f"Comparing swarm with NetworkDB for network {net.view.name}",
-            f"{tasks} running tasks, {vips} VIPs... {label}", *_render_findings(mine, verbose)]
+        return (f"Checking NetworkDB's view of network {net.view.name}",
+                count(sum(1 for _ in net.view.all_endpoints()), "endpoint"), False)
+    return (f"Comparing swarm with NetworkDB for network {net.view.name}",
+            f"{net.swarm[0]} running tasks, {net.swarm[1]} VIPs", True)
 
 
-def dns_status(result: RunResult, net: NetworkResult) -> str:
-    if any(f.dns and f.network == net.view.name for f in result.findings):
-        return "fail"
-    return "ok" if net.dns is not None and net.dns.answers is not None else "error"
+def _describe_dns(net: NetworkResult) -> tuple[str, str, bool] | None:
+    if net.dns is None or net.dns.answers is None:
+        return None
+    return (f"Asking the embedded DNS for network {net.view.name}",
+            f"{count(len(net.dns.answers), 'name')}, in container {_shorten(net.dns.container, 40)}", True)
 
 
-def _render_dns(result: RunResult, net: NetworkResult, paint: Painter, quiet: bool,
-                verbose: bool, used: set[int]) -> list[str]:
-    probe = net.dns
-    if probe is None or probe.answers is None:
-        return []
-    mine = [f for f in result.findings if f.dns and f.network == net.view.name]
-    used.update(id(f) for f in mine)
-    if quiet and not mine:
-        return []
-    label = paint("FAIL", "fail") if mine else paint("OK", "ok")
-    where = probe.container if len(probe.container) <= 40 else probe.container[:37] + "..."
-    return [f"Asking the embedded DNS for network {net.view.name}",
-            f"{count(len(probe.answers), 'name')}, in container {where}... {label}",
-            *_render_findings(mine, verbose)]
-
-
-def _render_overlay(result: RunResult, net: NetworkResult, paint: Painter, quiet: bool,
-                    verbose: bool, used: set[int]) -> list[str]:
+def _describe_overlay(net: NetworkResult) -> tuple[str, str, bool] | None:
     ov = net.overlay
     if ov is None:
+        return None
+    header = f"Verifying overlay for network {net.view.name}"
+    return (header + (f" (netns {ov.namespace})" if ov.namespace else ""),
+            f"{ov.remote_endpoints} remote endpoints on {count(ov.remote_nodes, 'other node')}", True)
+
+
+def _render_layer(result: RunResult, net: NetworkResult, name: str, paint: Painter, quiet: bool,
+                  verbose: bool, used: set[int]) -> list[str]:
+    describe = globals().get(f"_describe_{name}")
+    described = describe(net) if describe else None
+    if described is None:
         return []
-    mine = [f for f in result.findings if f.overlay and f.network == net.view.name]
+    mine = findings_of(result, name, net)
     used.update(id(f) for f in mine)
-    status = overlay_status(result, net)
-    if quiet and status != "fail":
+    header, summary, shown_when_clean = described
+    status = layer_status(result, net, name)
+    if status != "fail" and (quiet or not shown_when_clean):
         return []
     label = {"ok": paint("OK", "ok"), "fail": paint("FAIL", "fail"),
              "error": paint("INCOMPLETE (see stderr)", "error")}[status]
-    header = f"Verifying overlay for network {net.view.name}"
-    header += f" (netns {ov.namespace})" if ov.namespace else ""
-    nodes = f"{ov.remote_nodes} other node{'s' if ov.remote_nodes != 1 else ''}"
-    return [header, f"{ov.remote_endpoints} remote endpoints on {nodes}... {label}",
-            *_render_findings(mine, verbose)]
+    return [header, f"{summary}... {label}", *_render_findings(mine, verbose)]
 
 
-LAYER_TEXT = {  # which layer disagrees, and with which (the JSON's "layer")
-    "kernel": "kernel, against NetworkDB on this node",
-    "overlay": "overlay (VXLAN), against NetworkDB on this node",
-    "networkdb": "NetworkDB on this node, against swarm (or itself)",
-    "dns": "embedded DNS, against NetworkDB on this node",
-}
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def _render_findings(findings: list[Finding], verbose: bool) -> list[str]:
@@ -4970,7 +4960,7 @@ def _render_findings(findings: list[Finding], verbose: bool) -> list[str]:
         lines += textwrap.wrap(f"{f.check}: {f.message}", width=80, initial_indent="  ",
                                subsequent_indent="      ", break_long_words=False,
                                break_on_hyphens=False)
-        lines.append(f"    layer: {LAYER_TEXT.get(f.layer, f.layer)}")
+        lines.append(f"    layer: {LAYERS[f.layer].against}")
         if f.converging:
             lines += textwrap.wrap(f"converging: {f.converging}; run ssd again once it is done", width=80,
                                    initial_indent="    ", subsequent_indent="      ")
@@ -5086,17 +5076,24 @@ def fleet_cell(node: FleetNode, net_id: str | None) -> str:
     findings = [f for f in report.get("findings") or [] if isinstance(f, dict)]
     if net_id is None:
         host = report.get("host_ingress") or {}
-        mine = [f for f in findings if f.get("namespace") == "host"]
+        mine = [f for f in findings if _host_rule(f)]
         return f"FAIL {len(mine)}" if mine else ("OK" if host.get("checked") else "-")
     net = next((n for n in report.get("networks") or [] if n.get("id") == net_id), None)
     if net is None:
         return "-"
-    mine = [f for f in findings if f.get("network") == net.get("name") and f.get("namespace") != "host"]
+    mine = [f for f in findings if f.get("network") == net.get("name") and not _host_rule(f)]
     if mine:
         return f"FAIL {len(mine)}"
     if not net.get("checked"):
         return "-" if "not instantiated" in str(net.get("note") or "") else "NOT CHECKED"
     return "PARTIAL" if net.get("partial") else "OK"
+
+
+def _host_rule(finding: dict) -> bool:
+    """A finding of the host's ingress rules (the matrix's "host ports" column): the kernel layer
+    in the host's namespace. (An overlay finding read there, as missing ESP state, is its
+    network's.)"""
+    return finding.get("layer", "kernel") == "kernel" and finding.get("namespace") == "host"
 
 
 def fleet_to_json(result: FleetResult) -> dict:
@@ -5174,7 +5171,7 @@ def layer_lines(result: FleetResult) -> list[str]:
     out = []
     for g in result.gossip:
         nodes = sorted({n.label for n in result.nodes for f in _report_findings(n.report or {})
-                        if f.overlay and f.network == g.network})
+                        if f.layer == "overlay" and f.network == g.network})
         if not nodes:
             continue
         if g.differences:

@@ -139,7 +139,7 @@ def test_fault_fires_its_check_and_only_it(check, node):
     assert checks(result) == [check], [f.message for f in result.findings]
     (finding,) = result.findings
     assert finding.network == "ov2" and finding.subject == subject
-    assert finding.hint and finding.action and finding.overlay
+    assert finding.hint and finding.action and finding.layer == "overlay"
 
 
 def test_finding_names_task_node_and_what_is_there():
