@@ -2373,6 +2373,7 @@ class NodeJob:
         self.name = prefix + secrets.token_hex(4)
         self.service_id: str | None = None
         self.requested = False  # create was sent: the service may exist before we know its ID
+        self.not_removed: list[str] = []  # "name: why", when removing the service failed
         self.created = 0.0
 
     def job_mode(self) -> bool:
@@ -2409,7 +2410,17 @@ class NodeJob:
         self.service_id = created["ID"]
         self.created = time.monotonic()
 
-    not_removed: ClassVar[list[str]] = []  # "name: why" of services whose removal failed
+    def run(self, eligible: dict[str, str]) -> dict[str, JobAnswer]:
+        """Start, collect every node's answer, remove. A removal that failed is in not_removed
+        (the caller says so); Ctrl-C or SIGTERM is re-raised as JobInterrupted, carrying it."""
+        try:
+            self.start()
+            return self.collect(eligible)
+        except KeyboardInterrupt as exc:
+            self.remove()
+            raise JobInterrupted(self.not_removed) from exc
+        finally:
+            self.remove()
 
     def remove(self) -> None:
         if not self.requested:
@@ -2417,8 +2428,9 @@ class NodeJob:
         try:  # by name if interrupted before the ID came back
             self.api.remove_service(self.service_id or self.name)
         except Exception as exc:  # noqa: BLE001 - any failure: say it, never claim it was removed
-            NodeJob.not_removed.append(f"{self.name}: {_short(exc)}")
+            self.not_removed.append(f"{self.name}: {_short(exc)}")
         self.service_id, self.requested = None, False
+
 
     def latest_tasks(self) -> dict[str, dict]:
         tasks = self.engine.call("GET /tasks", self.api.tasks, filters={"service": self.service_id})
@@ -2486,6 +2498,18 @@ class NodeJob:
         return JobAnswer(node, host, None, f"task {status.get('State')}: {stderr or why}")
 
 
+class JobInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM while a service ran: what could not be removed ("name: why")."""
+
+    def __init__(self, not_removed: list[str]) -> None:
+        super().__init__()
+        self.not_removed = list(not_removed)
+
+
+def not_removed_problems(failures: list[str]) -> list[Problem]:
+    return [Problem("ssd service", f"could not remove {failure}; remove it with docker service rm "
+                    + failure.split(":")[0]) for failure in failures]
+
 @dataclass
 class SkippedNode:
     """A node a global job does not run on, and why; deliberate: drained or paused by an operator."""
@@ -2530,10 +2554,15 @@ def leftover_jobs(engine: Engine, notes: list[str]) -> None:
         if deadline.isdigit() and time.time() > int(deadline) + 60:
             with contextlib.suppress(Exception):
                 engine.api.remove_service(svc["ID"])
-            notes.append(f"removed {name}, left behind by an earlier gossip-consistency run that "
-                         "did not finish")
+            notes.append(f"removed {name}, left behind by an earlier {mode_of_service(name)} run that did "
+                         "not finish")
         else:
-            notes.append(f"{name} belongs to another gossip-consistency run still in progress")
+            notes.append(f"{name} belongs to another {mode_of_service(name)} run still in progress")
+
+
+def mode_of_service(service_name: str) -> str:
+    """Which mode started a service of ssd's, from its name: the notes about leftovers say it."""
+    return "--all-nodes" if service_name.startswith(FLEET_PREFIX) else "gossip-consistency"
 
 
 # --------------------------------------------------------------------------------------
@@ -4374,9 +4403,6 @@ def gossip_live(args: argparse.Namespace, network: str) -> GossipResult:
     eligible, skipped = eligible_nodes(engine)
     notes += [node.note for node in skipped]
     result = gossip_sampled(engine, net, image, eligible, args.wait, started, notes)
-    for failure in NodeJob.not_removed:
-        result.problems.append(Problem("gossip service", f"could not remove {failure}; remove it "
-                                       "with docker service rm " + failure.split(":")[0]))
     if args.verbose:
         notes.append(f"{count(result.samples, 'sample')} in {time.monotonic() - started:.1f} s")
     return result
@@ -4389,18 +4415,17 @@ def gossip_sampled(engine: Engine, net: dict, image: str, eligible: dict[str, st
     asynchronously, so only a difference that outlasts GOSSIP_TRIES samples is divergence.
     first: the first sample's answers when they were already collected (fleet mode)."""
     differed = 0
+    not_removed: list[str] = []
     for sample in range(1, GOSSIP_TRIES + 1):
         if sample == 1 and first is not None:
             nodes = first
         else:
             job = NodeJob(engine, [net["Id"], "gossip-hash", "--json"], image, timeout)
-            try:
-                job.start()
-                answers = job.collect(eligible)
-            finally:
-                job.remove()
+            answers = job.run(eligible)
+            not_removed += job.not_removed
             nodes = [gossip_node(answer) for answer in answers.values()]
         result = gossip_result(net.get("Name") or net["Id"], nodes, sample, started, notes)
+        result.problems += not_removed_problems(not_removed)
         if not result.differences:
             break
         differed += 1
@@ -4541,11 +4566,8 @@ def fleet_live(args: argparse.Namespace) -> FleetResult:
         member += ["--snapshot", "-"]
     job = NodeJob(engine, member, image, args.wait, FLEET_PREFIX,
                   datapath_dir=os.path.join(args.exec_root, "netns"))
-    try:
-        job.start()
-        answers = job.collect(eligible)
-    finally:
-        job.remove()
+    answers = job.run(eligible)
+    problems += not_removed_problems(job.not_removed)
     nodes = [fleet_node(answer) for answer in answers.values()]
     for gone in skipped:
         nodes.append(FleetNode(gone.id, gone.hostname, None, f"{gone.reason}: not asked", asked=False))
@@ -4557,9 +4579,7 @@ def fleet_live(args: argparse.Namespace) -> FleetResult:
             problems.append(Problem(f"node {n.label}", n.reason or "no answer"))
     gossip = [fleet_gossip(engine, net, image, eligible, args.wait, nodes)
               for net in nets] if args.gossip else []
-    for failure in NodeJob.not_removed:
-        problems.append(Problem("ssd service", f"could not remove {failure}; remove it with "
-                                "docker service rm " + failure.split(":")[0]))
+    problems += [p for g in gossip for p in g.problems if p.scope == "ssd service"]
     return FleetResult([(n.get("Name") or n["Id"], n["Id"]) for n in nets], nodes, gossip,
                        time.monotonic() - started, notes, problems)
 
@@ -5518,10 +5538,10 @@ def interrupted(args: argparse.Namespace, line: str) -> int:
     return 2
 
 
-def job_interrupted(args: argparse.Namespace, what: str) -> int:
+def job_interrupted(args: argparse.Namespace, what: str, not_removed: list[str]) -> int:
     """Ctrl-C or SIGTERM in a run that started a service: say whether it is gone."""
-    if NodeJob.not_removed:
-        failure = NodeJob.not_removed[0]
+    if not_removed:
+        failure = not_removed[0]
         return interrupted(args, f"ssd: interrupted; could not remove {failure}: docker service rm "
                            + failure.split(":")[0])
     return interrupted(args, f"ssd: interrupted (its {what} was removed)")
@@ -5636,8 +5656,8 @@ def main_gossip(args: argparse.Namespace, mode: str) -> int:
         result = gossip_from_snapshots(args.from_, network) if args.from_ else gossip_live(args, network)
     except CheckError as exc:
         return fail(args, str(exc))
-    except KeyboardInterrupt:
-        return job_interrupted(args, "gossip service")
+    except KeyboardInterrupt as exc:
+        return job_interrupted(args, "gossip service", getattr(exc, "not_removed", []))
     print_problems(result.problems)
     if args.nagios:
         emit(render_gossip_nagios(result))
@@ -5704,8 +5724,8 @@ def main_fleet(args: argparse.Namespace) -> int:
         return fail(args, f"cannot use {args.snapshot_dir}: {exc.strerror or _short(exc)}")
     except CheckError as exc:
         return fail(args, str(exc))
-    except KeyboardInterrupt:
-        return job_interrupted(args, "service")
+    except KeyboardInterrupt as exc:
+        return job_interrupted(args, "service", getattr(exc, "not_removed", []))
     print_problems(result.problems)
     if args.nagios:
         emit(render_fleet_nagios(result))

@@ -267,6 +267,35 @@ def test_leftover_of_a_killed_run_is_reported_and_removed(fake):
     assert "svc0" in swarm.removed and "svc1" not in swarm.removed
 
 
+def test_a_leftover_is_named_by_the_mode_that_left_it(fake):
+    """A killed --all-nodes run leaves ssd-fleet-*: not 'an earlier gossip-consistency run'."""
+    swarm = FakeSwarm(fake, healthy)
+    old = {"Name": "ssd-fleet-dead0003", "Labels": {ssd.GOSSIP_LABEL: str(int(time.time()) - 3600)}}
+    swarm.create("POST", {}, old)
+    swarm.created.clear()
+    out = coordinator(fake).stdout.replace("\n      ", " ")
+    assert "removed ssd-fleet-dead0003, left behind by an earlier --all-nodes run" in out, out
+
+
+def test_removal_failures_belong_to_the_job_not_the_class():
+    """One run's failure to remove its service is that run's: a later job starts clean."""
+    class Api:
+        api_version = "1.41"
+
+        def remove_service(self, ident):
+            raise RuntimeError("daemon gone")
+
+    class Engine:
+        api = Api()
+
+    first = ssd.NodeJob(Engine(), ["ov2"], "ssd:test", 60)
+    first.requested = True
+    first.remove()
+    assert first.not_removed == [f"{first.name}: daemon gone"]
+    assert ssd.NodeJob(Engine(), ["ov2"], "ssd:test", 60).not_removed == []
+    assert not hasattr(ssd.NodeJob, "not_removed")
+
+
 def test_old_engine_gets_a_global_service_that_does_not_restart(fake):
     fake.routes["/version"]["ApiVersion"] = "1.40"
     swarm = FakeSwarm(fake, healthy)
