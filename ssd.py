@@ -4001,72 +4001,101 @@ class RunResult:
     absent: list[str] = field(default_factory=list)  # names asked for that this worker does not have
 
 
+@dataclass
+class Reading:
+    """What the phases of one sample report besides the state: parts not checked, notes, and
+    the network names a worker was asked for and does not have."""
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    absent: list[str] = field(default_factory=list)
+
+
 def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResult:
+    """One sample of this node, read phase by phase into one NodeState, then checked. The order
+    is the phases' own: the load balancers before the DNS (asked from a container of a network
+    whose load balancer was read) and before the ingress (its sandbox is the ingress load
+    balancer); the overlay before the host, whose rules are read when an overlay is encrypted."""
+    reading = Reading()
+    state = read_views(collector, node, wanted, reading)
+    blind = why_blind(collector, node, state.views)
+    if blind:  # nothing of the datapath can be read: the views are still checked against swarm
+        reading.problems.append(Problem(blind[0], blind[1]))
+        results = [NetworkResult(view, None, False, "not checked: " + blind[0]) for view in state.views]
+        return RunResult(node, results, run_checks(state), reading.problems, reading.notes, [], False,
+                         reading.absent)
+    results, ingress_dp = read_load_balancers(collector, state, reading)
+    read_health(collector, node, state, reading)
+    read_overlay_layer(collector, state, reading)
+    state.dns = read_dns(collector, state.views, state, reading.problems, reading.notes)
+    summarise_networks(results, state, reading)
+    host_ports = read_ingress(collector, state, ingress_dp, reading)
+    host_checked = state.ingress is not None and state.host is not None and state.host.rules is not None
+    return RunResult(node, results, mark_converging(run_checks(state), state), reading.problems,
+                     reading.notes, host_ports, host_checked, reading.absent)
+
+
+def read_views(collector: Collector, node: NodeInfo, wanted: list[str], reading: Reading) -> NodeState:
+    """The control plane: the networks asked for (ingress always), NetworkDB's view of each, and
+    on a manager swarm's services, tasks and nodes."""
     model = node.engine
-    problems: list[Problem] = []
-    notes: list[str] = []
     if not model.known:
-        problems.append(Problem("engine", f"engine {model.version} is newer than the versions "
-                                "ssd knows (up to 29.x); checked with the 29.x datapath model"))
+        reading.problems.append(Problem("engine", f"engine {model.version} is newer than the versions "
+                                        "ssd knows (up to 29.x); checked with the 29.x datapath model"))
     listing = collector.networks()
-    absent: list[str] = []
-    chosen = resolve_networks(listing, wanted, None if node.manager else absent)
-    for term in absent:
-        notes.append(f"network {term!r} is not instantiated on this node: nothing to check here (a "
-                     "worker lists only the swarm networks its tasks use; a manager would tell an "
-                     "unknown name from one with no task here)")
+    chosen = resolve_networks(listing, wanted, None if node.manager else reading.absent)
+    for term in reading.absent:
+        reading.notes.append(f"network {term!r} is not instantiated on this node: nothing to check here "
+                             "(a worker lists only the swarm networks its tasks use; a manager would "
+                             "tell an unknown name from one with no task here)")
     raw_services = raw_tasks = raw_nodes = None
     if node.manager:
         raw_services, raw_tasks, raw_nodes = collector.services(), collector.tasks(), collector.nodes()
     else:
-        notes.append("worker node: no /services or /tasks here, so a weight-0 backend cannot be "
-                     "told from a draining task (tolerated), published-port protocols are "
-                     "unknown (any protocol accepted), swarm's tasks and VIPs are not compared "
-                     "with NetworkDB, services' DNS aliases are not asked for and a dnsrr "
-                     "service's name may lack a task (run ssd on a manager for those)")
+        reading.notes.append("worker node: no /services or /tasks here, so a weight-0 backend cannot be "
+                             "told from a draining task (tolerated), published-port protocols are "
+                             "unknown (any protocol accepted), swarm's tasks and VIPs are not compared "
+                             "with NetworkDB, services' DNS aliases are not asked for and a dnsrr "
+                             "service's name may lack a task (run ssd on a manager for those)")
     protocols = service_protocols(raw_services) if node.manager else None
-    swarm_tasks = build_swarm_tasks(raw_tasks)
-
     if not any(n.get("Ingress") for n in chosen):
         chosen += [n for n in listing if n.get("Ingress") and n.get("Scope") == "swarm"]
     views: list[NetworkView] = []
     for raw in chosen:
         inspected = collector.network(raw["Id"])
         if inspected is None:
-            problems.append(Problem(f"network {raw.get('Name')}", "vanished while ssd ran"))
+            reading.problems.append(Problem(f"network {raw.get('Name')}", "vanished while ssd ran"))
             continue
         view = build_network_view(inspected, protocols, port_changes(raw_services))
         if view.instantiated or (wanted and not view.ingress):
             views.append(view)  # by default, only the networks this node has
-
     for view in views:
         ipv6 = sorted(s.name for s in view.services.values() if s.ipv6)
         if ipv6:
-            notes.append(f"network {view.name}: service(s) {', '.join(ipv6)} have an IPv6 VIP; "
-                         "libnetwork's load balancer is IPv4-only, so ssd does not check them")
-    state = NodeState(model, collector.netns_dir, views, swarm_tasks=swarm_tasks,
-                      swarm_nodes=build_swarm_nodes(raw_nodes), service_vips=build_service_vips(raw_services),
-                      service_aliases=build_service_aliases(raw_services),
-                      health_checked=build_health_checked(raw_services),
-                      updating=build_updating(raw_services),
-                      service_names=None if raw_services is None else
-                      {s.get("ID", ""): (s.get("Spec") or {}).get("Name", "") for s in raw_services},
-                      now=collector.clock() if node.manager else None,
-                      data_path_port=node.data_path_port, node_addr=node.addr)
+            reading.notes.append(f"network {view.name}: service(s) {', '.join(ipv6)} have an IPv6 VIP; "
+                                 "libnetwork's load balancer is IPv4-only, so ssd does not check them")
+    return NodeState(model, collector.netns_dir, views, swarm_tasks=build_swarm_tasks(raw_tasks),
+                     swarm_nodes=build_swarm_nodes(raw_nodes), service_vips=build_service_vips(raw_services),
+                     service_aliases=build_service_aliases(raw_services),
+                     health_checked=build_health_checked(raw_services),
+                     updating=build_updating(raw_services),
+                     service_names=None if raw_services is None else
+                     {s.get("ID", ""): (s.get("Spec") or {}).get("Name", "") for s in raw_services},
+                     now=collector.clock() if node.manager else None,
+                     data_path_port=node.data_path_port, node_addr=node.addr)
+
+
+def read_load_balancers(collector: Collector, state: NodeState, reading: Reading
+                        ) -> tuple[list[NetworkResult], Datapath | None]:
+    """Each instantiated network's load-balancer namespace(s), where this engine puts them; the
+    ingress one is returned too (its sandbox is where the ingress checks start)."""
     results: list[NetworkResult] = []
-    blind = why_blind(collector, node, views)
-    if blind:
-        problems.append(Problem(blind[0], blind[1]))
-        for view in views:
-            results.append(NetworkResult(view, None, False, "not checked: " + blind[0]))
-        return RunResult(node, results, run_checks(state), problems, notes, [], False)
     ingress_dp: Datapath | None = None
-    for view in views:
+    for view in state.views:
         if not view.instantiated:
             results.append(NetworkResult(view, None, False, "not instantiated on this node "
                                          "(no task or load balancer here): nothing to check"))
             continue
-        planned = plan_load_balancers(collector, view, model, problems)
+        planned = plan_load_balancers(collector, view, state.model, reading.problems)
         if not planned:
             state.lb_not_found.append(view.id)
             results.append(NetworkResult(view, None, True))
@@ -4075,50 +4104,71 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
         for path, lb_ip in planned:
             dp = collector.datapath(path)
             if dp.error:
-                problems.append(Problem(f"network {view.name}", dp.error))
+                reading.problems.append(Problem(f"network {view.name}", dp.error))
                 result.partial = True
                 continue
-            _datapath_problems(dp, f"network {view.name}", problems)
+            _datapath_problems(dp, f"network {view.name}", reading.problems)
             result.partial |= dp.partial
-            state.lbs.append(LoadBalancer(view, dp, lb_ip, expect_aliases=not model.per_container))
+            state.lbs.append(LoadBalancer(view, dp, lb_ip, expect_aliases=not state.model.per_container))
             if view.ingress:
                 ingress_dp = dp
         results.append(result)
-    notes += zombie_notes([v for v in views if v.instantiated], state)
+    return results, ingress_dp
+
+
+def read_health(collector: Collector, node: NodeInfo, state: NodeState, reading: Reading) -> None:
+    """What a manager can tell of tasks at weight 0 (health checks) and of NetworkDB's tasks
+    swarm no longer knows: notes, and the local containers' health."""
+    reading.notes += zombie_notes([v for v in state.views if v.instantiated], state)
     read_local_health(collector, state, node)
-    notes += health_notes(state)
-    state.overlays = read_overlays(collector, views, problems, notes)
-    if state.overlays is not None and any(v.encrypted and v.id in state.overlays for v in views):
-        state.xfrm = collector.xfrm()
-        if state.xfrm is None:
-            notes.append("this snapshot holds no IPsec state: the encrypted overlays' ESP was not checked")
-        elif state.xfrm.get("error"):
-            problems.append(Problem("host", f"{state.xfrm['error']}; ESP checks skipped"))
-    state.dns = read_dns(collector, views, state, problems, notes)
+    reading.notes += health_notes(state)
+
+
+def read_overlay_layer(collector: Collector, state: NodeState, reading: Reading) -> None:
+    """Each network's overlay namespace, and the node's IPsec state when one is encrypted."""
+    state.overlays = read_overlays(collector, state.views, reading.problems, reading.notes)
+    if state.overlays is None or not any(v.encrypted and v.id in state.overlays for v in state.views):
+        return
+    state.xfrm = collector.xfrm()
+    if state.xfrm is None:
+        reading.notes.append("this snapshot holds no IPsec state: the encrypted overlays' ESP was not "
+                             "checked")
+    elif state.xfrm.get("error"):
+        reading.problems.append(Problem("host", f"{state.xfrm['error']}; ESP checks skipped"))
+
+
+def summarise_networks(results: list[NetworkResult], state: NodeState, reading: Reading) -> None:
+    """What each network's report block counts: its DNS probe, its overlay, swarm's tasks and
+    VIPs on it (a manager's, when its tasks say where they are attached)."""
     if state.swarm_tasks is not None and not attachments_known(state):
-        notes.append("this snapshot's tasks carry no network attachments: swarm's tasks were not compared "
-                     "with NetworkDB")
+        reading.notes.append("this snapshot's tasks carry no network attachments: swarm's tasks were not "
+                             "compared with NetworkDB")
     for result in results:
         result.dns = (state.dns or {}).get(result.view.id)
         result.overlay = overlay_summary(result.view, state)
         if result.overlay and result.overlay.unverifiable:
             ips = result.overlay.unverifiable
-            notes.append(f"network {result.view.name}: {count(len(ips), 'endpoint')} on other nodes "
-                         f"{'is' if len(ips) == 1 else 'are'} programmed "
-                         f"in the overlay but not listed by NetworkDB ({', '.join(ips[:3])}"
-                         f"{', ...' if len(ips) > 3 else ''}): tasks starting or waiting for their health "
-                         "check, or stale entries; only a manager (/tasks) can tell which")
+            reading.notes.append(
+                f"network {result.view.name}: {count(len(ips), 'endpoint')} on other nodes "
+                f"{'is' if len(ips) == 1 else 'are'} programmed in the overlay but not listed by NetworkDB "
+                f"({', '.join(ips[:3])}{', ...' if len(ips) > 3 else ''}): tasks starting or waiting for "
+                "their health check, or stale entries; only a manager (/tasks) can tell which")
         if attachments_known(state) and result.view.instantiated:
             result.swarm = (sum(1 for t in state.swarm_tasks.values() if result.view.id in t.addresses
                                 and t.state == "running" and not t.stopping),
                             sum(1 for vips in (state.service_vips or {}).values() if result.view.id in vips))
 
+
+def read_ingress(collector: Collector, state: NodeState, ingress_dp: Datapath | None,
+                 reading: Reading) -> list[tuple[str, str]]:
+    """The host's rules (the routing mesh's, the encrypted overlays'), and the sandboxes of the
+    local ingress tasks; returns the published ports the host block lists."""
     host_ports: list[tuple[str, str]] = []
-    ingress = next((v for v in views if v.ingress and v.instantiated), None)
+    ingress = next((v for v in state.views if v.ingress and v.instantiated), None)
     publishing = ingress is not None and bool(published_ports(ingress))
-    encrypted = [v for v in views if v.encrypted and (state.overlays or {}).get(v.id) is not None]
+    encrypted = [v for v in state.views if v.encrypted and (state.overlays or {}).get(v.id) is not None]
     if publishing or encrypted:
-        state.host = read_host(collector, problems, notes)
+        state.host = read_host(collector, reading.problems, reading.notes)
     if ingress is not None and publishing and state.host is not None:
         state.ingress = ingress
         if state.host.rules is not None:
@@ -4126,10 +4176,8 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
             host_ports = [(users[0][1].label(), ", ".join(s.name for s, _ in users))
                           for _, users in sorted(published_ports(ingress).items(),
                                                  key=lambda kv: (kv[0][1], kv[0][0] or ""))]
-        state.task_datapaths = read_task_datapaths(collector, ingress, problems)
-    host_checked = state.ingress is not None and state.host is not None and state.host.rules is not None
-    return RunResult(node, results, mark_converging(run_checks(state), state), problems, notes, host_ports,
-                     host_checked, absent)
+        state.task_datapaths = read_task_datapaths(collector, ingress, reading.problems)
+    return host_ports
 
 
 def attachments_known(state: NodeState) -> bool:
