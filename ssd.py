@@ -336,10 +336,9 @@ CHECKS: dict[str, CheckInfo] = {
 class KnownIssue:
     """An engine bug that produces a finding, from the moby source and issue tracker.
 
-    Only entries checked against the moby source (shared/docs/datapath.md, section 8) or the
-    issue tracker, each with its link. affected: [first, fixed) release ranges where the source
-    has the bug, or, for a report without a known fix, the releases it was reported on (an
-    open report runs to 999)."""
+    Only entries checked against the moby source of each release or its issue tracker, each with
+    its link. affected: [first, fixed) release ranges where the source has the bug, or, for a
+    report without a known fix, the releases it was reported on (an open report runs to 999)."""
     ref: str
     url: str
     checks: frozenset[str]
@@ -544,7 +543,8 @@ class SwarmNode:
 
 @dataclass
 class EngineModel:
-    """What this engine version programs, from ../shared/docs/datapath.md sections 1 and 9."""
+    """What this engine version programs: where the load balancer lives, which chain marks VIPs,
+    which sysctls it sets (from libnetwork's source of each release; docs/checks.md's table)."""
     version: str
     release: tuple[int, int, int]
     era: str  # per-container | lb-sandbox-18.06 | lb-sandbox
@@ -799,8 +799,9 @@ class NodeState:
 
 
 @dataclass
-class Problem:
-    """Something that could not be checked. scope says what."""
+class NotChecked:
+    """Something that could not be checked, and why: one name for it everywhere (the text's
+    "not checked", Prometheus' ssd_not_checked; the JSON's "errors", a name the contract keeps)."""
     scope: str
     message: str
 
@@ -829,7 +830,7 @@ class GossipResult:
     samples: int
     seconds: float
     notes: list[str]
-    problems: list[Problem]
+    not_checked: list[NotChecked]
 
 
 @dataclass
@@ -862,7 +863,7 @@ class FleetResult:
     gossip: list[GossipResult]
     seconds: float
     notes: list[str]
-    problems: list[Problem]
+    not_checked: list[NotChecked]
 
 
 # --------------------------------------------------------------------------------------
@@ -2506,8 +2507,8 @@ class JobInterrupted(KeyboardInterrupt):
         self.not_removed = list(not_removed)
 
 
-def not_removed_problems(failures: list[str]) -> list[Problem]:
-    return [Problem("ssd service", f"could not remove {failure}; remove it with docker service rm "
+def not_removed_problems(failures: list[str]) -> list[NotChecked]:
+    return [NotChecked("ssd service", f"could not remove {failure}; remove it with docker service rm "
                     + failure.split(":")[0]) for failure in failures]
 
 @dataclass
@@ -2572,7 +2573,7 @@ def mode_of_service(service_name: str) -> str:
 # Every check is one function, registered with the ids it reports, the scope it runs on and the
 # parts of a namespace's datapath it reads; run_checks() runs them all on one NodeState. A part
 # that could not be read (None: no IPVS in this kernel, no iptables binary...) skips the checks
-# that need it, and the reason is already a Problem. To add a check: write fn(subject, state),
+# that need it, and the reason is already a NotChecked. To add a check: write fn(subject, state),
 # decorate it with @register_check, add its ids to CHECKS (and README's table).
 
 SCOPES: dict[str, Callable[[NodeState], list[tuple[Any, Datapath | None]]]] = {
@@ -2681,54 +2682,7 @@ IPVS_IDS = ("ipvs-service-missing", "ipvs-service-stale", "ipvs-service-config",
 @register_check(*IPVS_IDS, scope="lb", needs=("ipvs",))
 def check_ipvs(lb: LoadBalancer, state: NodeState) -> list[Finding]:
     """Each VIP service's IPVS firewall-mark service and its destinations, and no others."""
-    return _check_ipvs(lb.network, lb.datapath, lb.network.vip_services(), state)
-
-
-@register_check("mark-missing", "mark-stale", "mark-conflict", scope="lb", needs=("rules",))
-def check_marks(lb: LoadBalancer, state: NodeState) -> list[Finding]:
-    """The MARK rules of each VIP, and in ingress of each published port."""
     net, dp, services = lb.network, lb.datapath, lb.network.vip_services()
-    findings = _check_vip_marks(net, dp, services, state.model.mark_chain)
-    if net.ingress:
-        findings += _check_port_marks(net, dp, services)
-    return findings
-
-
-@register_check("snat-missing", scope="lb", needs=("rules", "ipvs"))
-def check_snat(lb: LoadBalancer, state: NodeState) -> list[Finding]:
-    """NAT mode's SNAT rule (it needs the kernel's ipvs match: without IPVS it cannot exist)."""
-    if lb.network.dsr or not lb.network.vip_services():
-        return []
-    return _check_snat(lb.network, lb.datapath, lb.lb_ip)
-
-
-@register_check("vip-alias-missing", "vip-alias-stale", scope="lb", needs=("addresses",))
-def check_aliases(lb: LoadBalancer, state: NodeState) -> list[Finding]:
-    """Each VIP as a /32 alias on the load-balancer interface (not in per-container era)."""
-    if not lb.expect_aliases:
-        return []
-    return _check_aliases(lb.network, lb.datapath, lb.network.vip_services(), lb.lb_ip)
-
-
-@register_check("sysctl", scope="lb", needs=("ipvs", "sysctls"))
-def check_sysctls(lb: LoadBalancer, state: NodeState) -> list[Finding]:
-    """The IPVS sysctls this engine version sets in its load-balancer namespaces."""
-    net, dp, model = lb.network, lb.datapath, state.model
-    if not net.vip_services():
-        return []
-    findings = []
-    for name, want in model.lb_sysctls(nat_mode=not net.dsr).items():
-        have = (dp.sysctls or {}).get(name)
-        if have != want:
-            findings.append(Finding(
-                "sysctl", f"net.ipv4.vs.{name} is {have} in {dp.name}, engine "
-                f"{model.version} sets {want}", network=net.name, namespace=dp.name, subject=name,
-                expected=want, actual=have, hint=f"nsenter --net={dp.path} sysctl net.ipv4.vs"))
-    return findings
-
-
-def _check_ipvs(net: NetworkView, dp: Datapath, services: list[ServiceView], node: NodeState
-                ) -> list[Finding]:
     findings: list[Finding] = []
     where = {"network": net.name, "namespace": dp.name}
     by_mark = {s.fwmark: s for s in dp.ipvs or [] if s.fwmark}
@@ -2750,23 +2704,23 @@ def _check_ipvs(net: NetworkView, dp: Datapath, services: list[ServiceView], nod
                 expected=f"FWM {svc.fwmark}", actual=None,
                 hint=_hint_ipvs(dp.path, svc.name), **where))
             continue
-        problems = []
+        wrong = []
         if ipvs.family != AF_INET:
-            problems.append(f"address family {ipvs.family} (expected {AF_INET}, IPv4)")
+            wrong.append(f"address family {ipvs.family} (expected {AF_INET}, IPv4)")
         if ipvs.scheduler != "rr":
-            problems.append(f"scheduler {ipvs.scheduler!r} (expected 'rr')")
+            wrong.append(f"scheduler {ipvs.scheduler!r} (expected 'rr')")
         if ipvs.flags & IP_VS_SVC_F_PERSISTENT or ipvs.timeout:
-            problems.append(f"persistent, timeout {ipvs.timeout}s (expected none)")
-        if problems:
+            wrong.append(f"persistent, timeout {ipvs.timeout}s (expected none)")
+        if wrong:
             findings.append(Finding(
                 "ipvs-service-config", f"service {svc.name}: FWM {svc.fwmark} has "
-                + "; ".join(problems), service=svc.name, subject=str(svc.fwmark),
+                + "; ".join(wrong), service=svc.name, subject=str(svc.fwmark),
                 expected={"family": AF_INET, "scheduler": "rr", "persistent": False},
                 actual={"family": ipvs.family, "scheduler": ipvs.scheduler,
                         "persistent": bool(ipvs.flags & IP_VS_SVC_F_PERSISTENT),
                         "timeout": ipvs.timeout},
                 hint=_hint_ipvs(dp.path, svc.name), **where))
-        findings += _check_backends(svc, ipvs, owner_of_ip, want_fwd, node, dp, where)
+        findings += _check_backends(svc, ipvs, owner_of_ip, want_fwd, state, dp, where)
     wanted = {s.fwmark for s in services}
     for ipvs in dp.ipvs or []:
         if ipvs.fwmark and ipvs.fwmark in wanted:
@@ -2780,15 +2734,93 @@ def _check_ipvs(net: NetworkView, dp: Datapath, services: list[ServiceView], nod
     return findings
 
 
-def _check_backends(svc: ServiceView, ipvs: IpvsService, owner_of_ip: dict[str, str],
-                    want_fwd: str, node: NodeState, dp: Datapath, where: dict) -> list[Finding]:
+@register_check("mark-missing", "mark-stale", "mark-conflict", scope="lb", needs=("rules",))
+def check_marks(lb: LoadBalancer, state: NodeState) -> list[Finding]:
+    """The MARK rules of each VIP, and in ingress of each published port."""
+    net, dp, services = lb.network, lb.datapath, lb.network.vip_services()
+    findings = _check_vip_marks(net, dp, services, state.model.mark_chain)
+    if net.ingress:
+        findings += _check_port_marks(net, dp, services)
+    return findings
+
+
+@register_check("snat-missing", scope="lb", needs=("rules", "ipvs"))
+def check_snat(lb: LoadBalancer, state: NodeState) -> list[Finding]:
+    """NAT mode's SNAT rule (it needs the kernel's ipvs match: without IPVS it cannot exist)."""
+    if lb.network.dsr or not lb.network.vip_services():
+        return []
+    net, dp, lb_ip = lb.network, lb.datapath, lb.lb_ip
+    rules = [r for r in (dp.rules or {}).get("nat", {}).get("POSTROUTING", [])
+             if r.target == "SNAT" and "ipvs" in r.matches and r.opts.get("--ipvs") is True]
+    subnets = {_network(s) for s in net.subnets}
+    good = [r for r in rules if r.dst in subnets
+            and (lb_ip is None or (r.get("--to-source") or "").split(":")[0] == lb_ip)]
+    if good:
+        return []
+    expected = (f"-A POSTROUTING -d {net.subnets[0] if net.subnets else '<subnet>'} -m ipvs "
+                f"--ipvs -j SNAT --to-source {lb_ip or '<LB IP>'}")
+    return [Finding("snat-missing", f"network {net.name} (NAT mode): no IPVS SNAT rule to the "
+                    f"load-balancer address {lb_ip or '?'} in nat POSTROUTING of {dp.name}",
+                    network=net.name, namespace=dp.name, subject="POSTROUTING",
+                    expected=expected, actual=[r.text for r in rules] or None,
+                    hint=_hint_rules(dp.path, "nat"))]
+
+
+@register_check("vip-alias-missing", "vip-alias-stale", scope="lb", needs=("addresses",))
+def check_aliases(lb: LoadBalancer, state: NodeState) -> list[Finding]:
+    """Each VIP as a /32 alias on the load-balancer interface (not in per-container era)."""
+    if not lb.expect_aliases:
+        return []
+    net, dp, services, lb_ip = lb.network, lb.datapath, lb.network.vip_services(), lb.lb_ip
+    where = {"network": net.name, "namespace": dp.name}
+    addresses = dp.addresses or {}
+    iface = next((name for name, addrs in addresses.items()
+                  if lb_ip and any(ip == lb_ip for ip, _ in addrs)), None)
+    if iface is None:
+        iface = "eth0" if "eth0" in addresses else None
+    have = {ip for ip, plen in addresses.get(iface, []) if plen == 32} if iface else set()
     findings = []
-    swarm_tasks = node.swarm_tasks
+    hint = f"nsenter --net={dp.path} ip -4 addr show"
+    for svc in services:
+        if svc.vip not in have:
+            findings.append(Finding(
+                "vip-alias-missing", f"VIP {svc.vip} of service {svc.name} is not a /32 on "
+                f"{iface or 'the load-balancer interface'} of {dp.name}", service=svc.name,
+                subject=svc.vip, expected=f"{svc.vip}/32", actual=sorted(have), hint=hint, **where))
+    vips = {s.vip for s in services}
+    for ip in sorted(have - vips - {lb_ip}):
+        findings.append(Finding(
+            "vip-alias-stale", f"{ip}/32 on {iface} of {dp.name} is no current VIP of network "
+            f"{net.name}", subject=ip, expected=sorted(vips), actual=f"{ip}/32", hint=hint, **where))
+    return findings
+
+
+@register_check("sysctl", scope="lb", needs=("ipvs", "sysctls"))
+def check_sysctls(lb: LoadBalancer, state: NodeState) -> list[Finding]:
+    """The IPVS sysctls this engine version sets in its load-balancer namespaces."""
+    net, dp, model = lb.network, lb.datapath, state.model
+    if not net.vip_services():
+        return []
+    findings = []
+    for name, want in model.lb_sysctls(nat_mode=not net.dsr).items():
+        have = (dp.sysctls or {}).get(name)
+        if have != want:
+            findings.append(Finding(
+                "sysctl", f"net.ipv4.vs.{name} is {have} in {dp.name}, engine "
+                f"{model.version} sets {want}", network=net.name, namespace=dp.name, subject=name,
+                expected=want, actual=have, hint=f"nsenter --net={dp.path} sysctl net.ipv4.vs"))
+    return findings
+
+
+def _check_backends(svc: ServiceView, ipvs: IpvsService, owner_of_ip: dict[str, str],
+                    want_fwd: str, state: NodeState, dp: Datapath, where: dict) -> list[Finding]:
+    findings = []
+    swarm_tasks = state.swarm_tasks
     dests = {d.address: d for d in ipvs.dests}
     for task in svc.tasks:
         dest = dests.get(task.ip)
-        state = (swarm_tasks or {}).get(task.task_id)
-        if dest is None and state is not None and state.stopping:
+        swarm_task = (swarm_tasks or {}).get(task.task_id)
+        if dest is None and swarm_task is not None and swarm_task.stopping:
             # Being stopped: its backend is weight 0, or (25.0.13+, 29.0+: a node that learns of
             # the task already disabled programs none) absent. Either way no traffic is lost.
             continue
@@ -2801,7 +2833,7 @@ def _check_backends(svc: ServiceView, ipvs: IpvsService, owner_of_ip: dict[str, 
                 f"of FWM {svc.fwmark}{after}", service=svc.name, subject=task.ip,
                 expected=task.ip, actual=sorted(dests), hint=_hint_ipvs(dp.path, svc.name), **where))
             continue
-        findings += _check_weight(svc, task, dest, node, dp, where)
+        findings += _check_weight(svc, task, dest, state, dp, where)
         if dest.forwarding != want_fwd:
             findings.append(Finding(
                 "ipvs-backend-forwarding", f"task {task.name} ({task.ip}) in FWM {svc.fwmark} "
@@ -2819,23 +2851,23 @@ def _check_backends(svc: ServiceView, ipvs: IpvsService, owner_of_ip: dict[str, 
     return findings
 
 
-def _check_weight(svc: ServiceView, task: TaskView, dest: IpvsDest, node: NodeState, dp: Datapath,
+def _check_weight(svc: ServiceView, task: TaskView, dest: IpvsDest, state: NodeState, dp: Datapath,
                   where: dict) -> list[Finding]:
     """Weight 1 carries traffic; weight 0 is a task swarm is stopping (18.03.1+), or one failing
     its health check that the executor has disabled and is stopping (swarm says running)."""
-    state = (node.swarm_tasks or {}).get(task.task_id)
-    stopping = state is not None and state.stopping
+    swarm_task = (state.swarm_tasks or {}).get(task.task_id)
+    stopping = swarm_task is not None and swarm_task.stopping
     if dest.weight not in (0, 1):
         wrong = f"weight {dest.weight}, the engine only sets 0 or 1"
-    elif dest.weight == 0 and state is not None and not stopping and state.state == "running":
-        if health_drain(task, svc.name, node):
+    elif dest.weight == 0 and swarm_task is not None and not stopping and swarm_task.state == "running":
+        if health_drain(task, svc.name, state):
             return []  # said in a note (health_notes)
         wrong = "weight 0 though swarm wants it running"
-        if task.task_id in node.local_health:
-            health = node.local_health[task.task_id] or "without a health check"
+        if task.task_id in state.local_health:
+            health = state.local_health[task.task_id] or "without a health check"
             wrong += f" (its container on this node is {health})"
-    elif dest.weight == 1 and stopping and state.state == "running":
-        wrong = f"weight 1 though swarm is stopping it (desired state {state.desired_state})"
+    elif dest.weight == 1 and stopping and swarm_task.state == "running":
+        wrong = f"weight 1 though swarm is stopping it (desired state {swarm_task.desired_state})"
     else:
         return []
     expected = 0 if stopping else 1
@@ -2964,48 +2996,6 @@ def _check_port_marks(net: NetworkView, dp: Datapath, services: list[ServiceView
                 "mark-stale", f"mangle PREROUTING marks port {label}, which no current service "
                 "publishes", subject=label, expected=None, actual=rule.text,
                 hint=_hint_rules(dp.path, "mangle"), **where))
-    return findings
-
-
-def _check_snat(net: NetworkView, dp: Datapath, lb_ip: str | None) -> list[Finding]:
-    rules = [r for r in (dp.rules or {}).get("nat", {}).get("POSTROUTING", [])
-             if r.target == "SNAT" and "ipvs" in r.matches and r.opts.get("--ipvs") is True]
-    subnets = {_network(s) for s in net.subnets}
-    good = [r for r in rules if r.dst in subnets
-            and (lb_ip is None or (r.get("--to-source") or "").split(":")[0] == lb_ip)]
-    if good:
-        return []
-    expected = (f"-A POSTROUTING -d {net.subnets[0] if net.subnets else '<subnet>'} -m ipvs "
-                f"--ipvs -j SNAT --to-source {lb_ip or '<LB IP>'}")
-    return [Finding("snat-missing", f"network {net.name} (NAT mode): no IPVS SNAT rule to the "
-                    f"load-balancer address {lb_ip or '?'} in nat POSTROUTING of {dp.name}",
-                    network=net.name, namespace=dp.name, subject="POSTROUTING",
-                    expected=expected, actual=[r.text for r in rules] or None,
-                    hint=_hint_rules(dp.path, "nat"))]
-
-
-def _check_aliases(net: NetworkView, dp: Datapath, services: list[ServiceView],
-                   lb_ip: str | None) -> list[Finding]:
-    where = {"network": net.name, "namespace": dp.name}
-    addresses = dp.addresses or {}
-    iface = next((name for name, addrs in addresses.items()
-                  if lb_ip and any(ip == lb_ip for ip, _ in addrs)), None)
-    if iface is None:
-        iface = "eth0" if "eth0" in addresses else None
-    have = {ip for ip, plen in addresses.get(iface, []) if plen == 32} if iface else set()
-    findings = []
-    hint = f"nsenter --net={dp.path} ip -4 addr show"
-    for svc in services:
-        if svc.vip not in have:
-            findings.append(Finding(
-                "vip-alias-missing", f"VIP {svc.vip} of service {svc.name} is not a /32 on "
-                f"{iface or 'the load-balancer interface'} of {dp.name}", service=svc.name,
-                subject=svc.vip, expected=f"{svc.vip}/32", actual=sorted(have), hint=hint, **where))
-    vips = {s.vip for s in services}
-    for ip in sorted(have - vips - {lb_ip}):
-        findings.append(Finding(
-            "vip-alias-stale", f"{ip}/32 on {iface} of {dp.name} is no current VIP of network "
-            f"{net.name}", subject=ip, expected=sorted(vips), actual=f"{ip}/32", hint=hint, **where))
     return findings
 
 
@@ -3994,7 +3984,7 @@ class RunResult:
     node: NodeInfo
     networks: list[NetworkResult]
     findings: list[Finding]
-    problems: list[Problem]
+    not_checked: list[NotChecked]
     notes: list[str]
     host_ports: list[tuple[str, str]]  # (label, services) of the host ingress ports checked
     host_checked: bool
@@ -4005,7 +3995,7 @@ class RunResult:
 class Reading:
     """What the phases of one sample report besides the state: parts not checked, notes, and
     the network names a worker was asked for and does not have."""
-    problems: list[Problem] = field(default_factory=list)
+    not_checked: list[NotChecked] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     absent: list[str] = field(default_factory=list)
 
@@ -4019,18 +4009,18 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
     state = read_views(collector, node, wanted, reading)
     blind = why_blind(collector, node, state.views)
     if blind:  # nothing of the datapath can be read: the views are still checked against swarm
-        reading.problems.append(Problem(blind[0], blind[1]))
+        reading.not_checked.append(NotChecked(blind[0], blind[1]))
         results = [NetworkResult(view, None, False, "not checked: " + blind[0]) for view in state.views]
-        return RunResult(node, results, run_checks(state), reading.problems, reading.notes, [], False,
+        return RunResult(node, results, run_checks(state), reading.not_checked, reading.notes, [], False,
                          reading.absent)
     results, ingress_dp = read_load_balancers(collector, state, reading)
     read_health(collector, node, state, reading)
     read_overlay_layer(collector, state, reading)
-    state.dns = read_dns(collector, state.views, state, reading.problems, reading.notes)
+    state.dns = read_dns(collector, state.views, state, reading.not_checked, reading.notes)
     summarise_networks(results, state, reading)
     host_ports = read_ingress(collector, state, ingress_dp, reading)
     host_checked = state.ingress is not None and state.host is not None and state.host.rules is not None
-    return RunResult(node, results, mark_converging(run_checks(state), state), reading.problems,
+    return RunResult(node, results, mark_converging(run_checks(state), state), reading.not_checked,
                      reading.notes, host_ports, host_checked, reading.absent)
 
 
@@ -4039,7 +4029,7 @@ def read_views(collector: Collector, node: NodeInfo, wanted: list[str], reading:
     on a manager swarm's services, tasks and nodes."""
     model = node.engine
     if not model.known:
-        reading.problems.append(Problem("engine", f"engine {model.version} is newer than the versions "
+        reading.not_checked.append(NotChecked("engine", f"engine {model.version} is newer than the versions "
                                         "ssd knows (up to 29.x); checked with the 29.x datapath model"))
     listing = collector.networks()
     chosen = resolve_networks(listing, wanted, None if node.manager else reading.absent)
@@ -4063,7 +4053,7 @@ def read_views(collector: Collector, node: NodeInfo, wanted: list[str], reading:
     for raw in chosen:
         inspected = collector.network(raw["Id"])
         if inspected is None:
-            reading.problems.append(Problem(f"network {raw.get('Name')}", "vanished while ssd ran"))
+            reading.not_checked.append(NotChecked(f"network {raw.get('Name')}", "vanished while ssd ran"))
             continue
         view = build_network_view(inspected, protocols, port_changes(raw_services))
         if view.instantiated or (wanted and not view.ingress):
@@ -4095,7 +4085,7 @@ def read_load_balancers(collector: Collector, state: NodeState, reading: Reading
             results.append(NetworkResult(view, None, False, "not instantiated on this node "
                                          "(no task or load balancer here): nothing to check"))
             continue
-        planned = plan_load_balancers(collector, view, state.model, reading.problems)
+        planned = plan_load_balancers(collector, view, state.model, reading.not_checked)
         if not planned:
             state.lb_not_found.append(view.id)
             results.append(NetworkResult(view, None, True))
@@ -4104,10 +4094,10 @@ def read_load_balancers(collector: Collector, state: NodeState, reading: Reading
         for path, lb_ip in planned:
             dp = collector.datapath(path)
             if dp.error:
-                reading.problems.append(Problem(f"network {view.name}", dp.error))
+                reading.not_checked.append(NotChecked(f"network {view.name}", dp.error))
                 result.partial = True
                 continue
-            _datapath_problems(dp, f"network {view.name}", reading.problems)
+            _datapath_not_checked(dp, f"network {view.name}", reading.not_checked)
             result.partial |= dp.partial
             state.lbs.append(LoadBalancer(view, dp, lb_ip, expect_aliases=not state.model.per_container))
             if view.ingress:
@@ -4126,7 +4116,7 @@ def read_health(collector: Collector, node: NodeInfo, state: NodeState, reading:
 
 def read_overlay_layer(collector: Collector, state: NodeState, reading: Reading) -> None:
     """Each network's overlay namespace, and the node's IPsec state when one is encrypted."""
-    state.overlays = read_overlays(collector, state.views, reading.problems, reading.notes)
+    state.overlays = read_overlays(collector, state.views, reading.not_checked, reading.notes)
     if state.overlays is None or not any(v.encrypted and v.id in state.overlays for v in state.views):
         return
     state.xfrm = collector.xfrm()
@@ -4134,7 +4124,7 @@ def read_overlay_layer(collector: Collector, state: NodeState, reading: Reading)
         reading.notes.append("this snapshot holds no IPsec state: the encrypted overlays' ESP was not "
                              "checked")
     elif state.xfrm.get("error"):
-        reading.problems.append(Problem("host", f"{state.xfrm['error']}; ESP checks skipped"))
+        reading.not_checked.append(NotChecked("host", f"{state.xfrm['error']}; ESP checks skipped"))
 
 
 def summarise_networks(results: list[NetworkResult], state: NodeState, reading: Reading) -> None:
@@ -4168,7 +4158,7 @@ def read_ingress(collector: Collector, state: NodeState, ingress_dp: Datapath | 
     publishing = ingress is not None and bool(published_ports(ingress))
     encrypted = [v for v in state.views if v.encrypted and (state.overlays or {}).get(v.id) is not None]
     if publishing or encrypted:
-        state.host = read_host(collector, reading.problems, reading.notes)
+        state.host = read_host(collector, reading.not_checked, reading.notes)
     if ingress is not None and publishing and state.host is not None:
         state.ingress = ingress
         if state.host.rules is not None:
@@ -4176,7 +4166,7 @@ def read_ingress(collector: Collector, state: NodeState, ingress_dp: Datapath | 
             host_ports = [(users[0][1].label(), ", ".join(s.name for s, _ in users))
                           for _, users in sorted(published_ports(ingress).items(),
                                                  key=lambda kv: (kv[0][1], kv[0][0] or ""))]
-        state.task_datapaths = read_task_datapaths(collector, ingress, reading.problems)
+        state.task_datapaths = read_task_datapaths(collector, ingress, reading.not_checked)
     return host_ports
 
 
@@ -4187,7 +4177,7 @@ def attachments_known(state: NodeState) -> bool:
     return tasks is not None and (not tasks or any(t.addresses for t in tasks.values()))
 
 
-def read_host(collector: Collector, problems: list[Problem], notes: list[str]) -> Datapath | None:
+def read_host(collector: Collector, not_checked: list[NotChecked], notes: list[str]) -> Datapath | None:
     """The node's own rules: the routing mesh's and the encrypted overlays'."""
     try:
         host = collector.datapath("", want_ipvs=False)
@@ -4195,7 +4185,7 @@ def read_host(collector: Collector, problems: list[Problem], notes: list[str]) -
         notes.append("this snapshot holds no host rules: the encrypted overlays' firewall rules were not "
                      "checked")
         return None
-    _datapath_problems(host, "host", problems)
+    _datapath_not_checked(host, "host", not_checked)
     return host
 
 
@@ -4210,7 +4200,7 @@ def read_local_health(collector: Collector, state: NodeState, node: NodeInfo) ->
             str(((info.get("State") or {}).get("Health") or {}).get("Status") or "")
 
 
-def read_overlays(collector: Collector, views: list[NetworkView], problems: list[Problem],
+def read_overlays(collector: Collector, views: list[NetworkView], not_checked: list[NotChecked],
                   notes: list[str]) -> dict[str, OverlayDatapath | None] | None:
     """Each network's overlay namespace, by network ID (None: no such namespace here)."""
     if not collector.has_overlays:
@@ -4223,7 +4213,7 @@ def read_overlays(collector: Collector, views: list[NetworkView], problems: list
         path = collector.overlay_path(view)
         ov = collector.overlay(path) if path else None
         if ov is not None and ov.error:
-            problems.append(Problem(f"network {view.name}", f"{ov.error}; overlay checks skipped"))
+            not_checked.append(NotChecked(f"network {view.name}", f"{ov.error}; overlay checks skipped"))
         out[view.id] = ov
     return out
 
@@ -4231,7 +4221,7 @@ def read_overlays(collector: Collector, views: list[NetworkView], problems: list
 DNS_CANDIDATES = 5  # local containers looked at to find one on no other network
 
 
-def read_dns(collector: Collector, views: list[NetworkView], state: NodeState, problems: list[Problem],
+def read_dns(collector: Collector, views: list[NetworkView], state: NodeState, not_checked: list[NotChecked],
              notes: list[str]) -> dict[str, DnsProbe] | None:
     """Each network's embedded DNS, asked from one local container (by network ID)."""
     if not collector.has_dns:
@@ -4244,7 +4234,7 @@ def read_dns(collector: Collector, views: list[NetworkView], state: NodeState, p
         names = dns_names(view, state) if view.instantiated and not view.ingress else []
         if not names:
             continue  # ingress has no service discovery (libnetwork addSvcRecords)
-        probe = dns_probe(collector, view, ingress_names, names, problems)
+        probe = dns_probe(collector, view, ingress_names, names, not_checked)
         if probe is None:
             unasked.append(view.name)
         else:
@@ -4256,7 +4246,7 @@ def read_dns(collector: Collector, views: list[NetworkView], state: NodeState, p
 
 
 def dns_probe(collector: Collector, view: NetworkView, ingress_names: set[str], names: list[str],
-              problems: list[Problem]) -> DnsProbe | None:
+              not_checked: list[NotChecked]) -> DnsProbe | None:
     """Ask from a container on this network only where one runs here: the resolver answers a name
     from the first of the container's networks that has it."""
     best: tuple[dict, list[str]] | None = None
@@ -4282,7 +4272,7 @@ def dns_probe(collector: Collector, view: NetworkView, ingress_names: set[str], 
     raw = collector.dns(path, names) if not dp.error else {"error": dp.error}
     if raw is not None and raw.get("error"):
         if "does not exist" not in raw["error"]:  # a container that stopped mid-run: nothing to ask
-            problems.append(Problem(f"network {view.name}", f"{raw['error']}; its DNS not asked"))
+            not_checked.append(NotChecked(f"network {view.name}", f"{raw['error']}; its DNS not asked"))
         return None
     return DnsProbe(container=name, path=path, other_networks=others, rules=dp.rules,
                     answers=None if raw is None else raw.get("answers") or {})
@@ -4319,24 +4309,24 @@ def why_blind(collector: Collector, node: NodeInfo, views: list[NetworkView]
     return None
 
 
-def _datapath_problems(dp: Datapath, scope: str, problems: list[Problem]) -> None:
+def _datapath_not_checked(dp: Datapath, scope: str, not_checked: list[NotChecked]) -> None:
     where = f"{scope} ({dp.name})" if dp.name != scope else scope
     if dp.ipvs_error and dp.ipvs_missing:
         # A fact about the kernel, not the namespace: say it once for the whole run.
-        kernel = next((p for p in problems if p.scope == "kernel"), None)
+        kernel = next((p for p in not_checked if p.scope == "kernel"), None)
         if kernel is None:
-            problems.append(Problem("kernel", f"{dp.ipvs_error}; IPVS, SNAT and sysctl checks "
+            not_checked.append(NotChecked("kernel", f"{dp.ipvs_error}; IPVS, SNAT and sysctl checks "
                                     f"skipped in {dp.name}"))
         else:
             kernel.message += f", {dp.name}"
     elif dp.ipvs_error:
-        problems.append(Problem(where, dp.ipvs_error + "; IPVS, SNAT and sysctl checks skipped"))
+        not_checked.append(NotChecked(where, dp.ipvs_error + "; IPVS, SNAT and sysctl checks skipped"))
     if dp.iptables_error:
-        problems.append(Problem(where, f"iptables not readable: {dp.iptables_error}"))
+        not_checked.append(NotChecked(where, f"iptables not readable: {dp.iptables_error}"))
 
 
 def plan_load_balancers(collector: Collector, view: NetworkView, model: EngineModel,
-                        problems: list[Problem]) -> list[tuple[str, str | None]]:
+                        not_checked: list[NotChecked]) -> list[tuple[str, str | None]]:
     """(namespace path, LB IP) pairs to read for this network on this engine."""
     lb_ep = view.lb_endpoint
     lb_ip = lb_ep.ip if lb_ep else None
@@ -4352,7 +4342,7 @@ def plan_load_balancers(collector: Collector, view: NetworkView, model: EngineMo
         info = collector.container(key)
         sandbox = ((info or {}).get("NetworkSettings") or {}).get("SandboxKey")
         if not sandbox:
-            problems.append(Problem(f"network {view.name}", f"container {key[:12]} has no sandbox "
+            not_checked.append(NotChecked(f"network {view.name}", f"container {key[:12]} has no sandbox "
                                     "(it may have stopped mid-run)"))
             continue
         planned.append((collector.ns_path(os.path.basename(sandbox)), ep.ip))
@@ -4374,7 +4364,7 @@ def gateway_ip(collector: Collector, ingress_dp: Datapath | None, ingress: Netwo
     return None
 
 
-def read_task_datapaths(collector: Collector, ingress: NetworkView, problems: list[Problem]
+def read_task_datapaths(collector: Collector, ingress: NetworkView, not_checked: list[NotChecked]
                         ) -> dict[str, Datapath]:
     out = {}
     for key, ep in ingress.endpoints.items():
@@ -4387,7 +4377,7 @@ def read_task_datapaths(collector: Collector, ingress: NetworkView, problems: li
         dp = collector.datapath(collector.ns_path(os.path.basename(sandbox)), want_ipvs=False)
         if dp.error:
             if "does not exist" not in dp.error:
-                problems.append(Problem(f"task {ep.name}", dp.error))
+                not_checked.append(NotChecked(f"task {ep.name}", dp.error))
             continue
         out[key] = dp
     return out
@@ -4424,15 +4414,16 @@ def compare_views(nodes: list[GossipNode]) -> list[dict]:
 def gossip_result(network: str, nodes: list[GossipNode], samples: int, started: float,
                   notes: list[str]) -> GossipResult:
     nodes = sorted(nodes, key=lambda n: (n.label, n.id))
-    problems = [Problem(f"node {n.label}", n.reason or "no answer") for n in nodes if n.status == "no-answer"]
+    not_checked = [NotChecked(f"node {n.label}", n.reason or "no answer")
+                   for n in nodes if n.status == "no-answer"]
     answered = [n.label for n in nodes if n.status == "answered"]
-    if len(answered) < 2 and not problems:  # agreement needs two views: one, or none, proves nothing
+    if len(answered) < 2 and not not_checked:  # agreement needs two views: one, or none, proves nothing
         held = f"only {answered[0]} holds it" if answered else "no node holds it (no task or load balancer)"
-        problems.append(Problem(f"network {network}", f"nothing to compare: {held}, of "
+        not_checked.append(NotChecked(f"network {network}", f"nothing to compare: {held}, of "
                                 f"{count(len(nodes), 'node')} asked; gossip consistency needs two "
                                 "nodes with the network"))
     return GossipResult(network, nodes, compare_views(nodes), samples, time.monotonic() - started,
-                        notes, problems)
+                        notes, not_checked)
 
 
 def gossip_live(args: argparse.Namespace, network: str) -> GossipResult:
@@ -4473,7 +4464,7 @@ def gossip_sampled(engine: Engine, net: dict, image: str, eligible: dict[str, st
             not_removed += job.not_removed
             nodes = [gossip_node(answer) for answer in answers.values()]
         result = gossip_result(net.get("Name") or net["Id"], nodes, sample, started, notes)
-        result.problems += not_removed_problems(not_removed)
+        result.not_checked += not_removed_problems(not_removed)
         if not result.differences:
             break
         differed += 1
@@ -4605,7 +4596,7 @@ def fleet_live(args: argparse.Namespace) -> FleetResult:
                          f"service the capabilities a datapath read needs; this one speaks {api}: "
                          "run ssd on each node instead")
     notes: list[str] = []
-    problems: list[Problem] = []
+    not_checked: list[NotChecked] = []
     leftover_jobs(engine, notes)
     eligible, skipped = eligible_nodes(engine)
     member = [n["Id"] for n in nets] if args.networks else []
@@ -4615,21 +4606,22 @@ def fleet_live(args: argparse.Namespace) -> FleetResult:
     job = NodeJob(engine, member, image, args.wait, FLEET_PREFIX,
                   datapath_dir=os.path.join(args.exec_root, "netns"))
     answers = job.run(eligible)
-    problems += not_removed_problems(job.not_removed)
+    not_checked += not_removed_problems(job.not_removed)
     nodes = [fleet_node(answer) for answer in answers.values()]
     for gone in skipped:
         nodes.append(FleetNode(gone.id, gone.hostname, None, f"{gone.reason}: not asked", asked=False))
         if not gone.deliberate:  # a node that is down or unknown could not be checked
-            problems.append(Problem(f"node {gone.hostname}", f"{gone.reason}: swarm cannot run ssd there"))
+            not_checked.append(NotChecked(f"node {gone.hostname}",
+                                          f"{gone.reason}: swarm cannot run ssd there"))
     nodes.sort(key=lambda n: (n.label, n.id))
     for n in nodes:
         if n.asked and n.report is None:
-            problems.append(Problem(f"node {n.label}", n.reason or "no answer"))
+            not_checked.append(NotChecked(f"node {n.label}", n.reason or "no answer"))
     gossip = [fleet_gossip(engine, net, image, eligible, args.wait, nodes)
               for net in nets] if args.gossip else []
-    problems += [p for g in gossip for p in g.problems if p.scope == "ssd service"]
+    not_checked += [p for g in gossip for p in g.not_checked if p.scope == "ssd service"]
     return FleetResult([(n.get("Name") or n["Id"], n["Id"]) for n in nets], nodes, gossip,
-                       time.monotonic() - started, notes, problems)
+                       time.monotonic() - started, notes, not_checked)
 
 
 def fleet_gossip(engine: Engine, net: dict, image: str, eligible: dict[str, str], timeout: float,
@@ -4685,7 +4677,7 @@ def service_status(result: RunResult, net: NetworkResult, svc: ServiceView) -> s
 def overall_status(result: RunResult) -> str:
     if result.findings:
         return "converging" if all(f.converging for f in result.findings) else "inconsistent"
-    return "incomplete" if result.problems else "consistent"
+    return "incomplete" if result.not_checked else "consistent"
 
 
 # diff's: 0 consistent, 1 inconsistent, 2 could not check; 3: only findings swarm has not
@@ -4723,7 +4715,7 @@ def to_json(result: RunResult) -> dict:
         } for n in result.networks],
         "host_ingress": {"checked": result.host_checked, "ports": [label for label, _ in result.host_ports]},
         "findings": [f.to_json() for f in result.findings],
-        "errors": [{"scope": p.scope, "message": p.message} for p in result.problems],
+        "errors": [{"scope": p.scope, "message": p.message} for p in result.not_checked],
         "notes": result.notes,
     }
 
@@ -4789,12 +4781,12 @@ def render_nagios(result: RunResult, seconds: float) -> str:
                    f"{_counted(f.check for f in result.findings)}")
     else:
         summary = f"{where}: {count(len(result.networks), 'network')}, {count(checked, 'service')} consistent"
-    if result.problems:
-        summary += f"; not checked: {result.problems[0].scope}: {result.problems[0].message}"
-        if len(result.problems) > 1:
-            summary += f" (and {len(result.problems) - 1} more)"
+    if result.not_checked:
+        summary += f"; not checked: {result.not_checked[0].scope}: {result.not_checked[0].message}"
+        if len(result.not_checked) > 1:
+            summary += f" (and {len(result.not_checked) - 1} more)"
     return nagios_line(state, summary, {
-        **threshold_perf(result.findings, len(result.problems)), "services": checked,
+        **threshold_perf(result.findings, len(result.not_checked)), "services": checked,
         "failed_services": sum(v == "fail" for v in verdicts), "time": f"{seconds:.2f}s"})
 
 
@@ -4805,8 +4797,8 @@ def render_gossip_nagios(result: GossipResult) -> str:
         summary = f"network {result.network}: {count(len(result.differences), 'difference')} between nodes"
     else:
         summary = f"network {result.network}: {answered} of {count(len(result.nodes), 'node')} agree"
-    if result.problems:
-        summary += f"; not checked: {result.problems[0].scope}: {result.problems[0].message}"
+    if result.not_checked:
+        summary += f"; not checked: {result.not_checked[0].scope}: {result.not_checked[0].message}"
     return nagios_line(state, summary, {"differences": f"{len(result.differences)};;0;0",
                                         "nodes_answered": answered, "nodes": len(result.nodes),
                                         "time": f"{result.seconds:.2f}s"})
@@ -4832,15 +4824,15 @@ def write_prometheus(target: str, result: RunResult | None, seconds: float) -> N
         prom.Gauge("ssd_last_success_timestamp_seconds", "When an ssd run last reached a verdict "
                    "(consistent, inconsistent or converging; Unix time)", registry=registry).set(last_success)
     prom.Gauge("ssd_run_duration_seconds", "How long the last ssd run took", registry=registry).set(seconds)
-    not_checked = prom.Gauge("ssd_not_checked", "Parts of the node the last run could not check "
-                             "(see ssd's stderr or --json errors)", registry=registry)
+    parts = prom.Gauge("ssd_not_checked", "Parts of the node the last run could not check "
+                       "(see ssd's stderr or --json errors)", registry=registry)
     info = prom.Info("ssd", "ssd and the node it checked", registry=registry)
     if result is None:
-        not_checked.set(1)
+        parts.set(1)
         info.info({"version": __version__})  # the reason is on stderr: no free text in labels
         _write_metrics(prom, target, registry)
         return
-    not_checked.set(len(result.problems))
+    parts.set(len(result.not_checked))
     node = result.node
     info.info({"version": __version__, "node": node.hostname or node.id, "node_id": node.id,
                "engine_version": node.engine.version, "manager": str(node.manager).lower()})
@@ -4928,9 +4920,9 @@ def render_text(result: RunResult, paint: Painter, quiet: bool, verbose: bool) -
     converging = sum(1 for f in result.findings if f.converging)
     if converging:
         summary += f" ({converging} while swarm converges)"
-    if result.problems:
-        summary += f", {len(result.problems)} not checked"
-    if not quiet or result.findings or result.problems:
+    if result.not_checked:
+        summary += f", {len(result.not_checked)} not checked"
+    if not quiet or result.findings or result.not_checked:
         lines.append(summary)
     return "\n".join(lines) + ("\n" if lines else "")
 
@@ -5059,7 +5051,7 @@ def known_issue_line(known: dict) -> str:
 def gossip_status(result: GossipResult) -> str:
     if result.differences:
         return "inconsistent"
-    return "incomplete" if result.problems else "consistent"
+    return "incomplete" if result.not_checked else "consistent"
 
 
 def gossip_to_json(result: GossipResult) -> dict:
@@ -5070,7 +5062,7 @@ def gossip_to_json(result: GossipResult) -> dict:
                        "reason": n.reason, "seconds": n.seconds} for n in result.nodes],
             "differences": result.differences, "samples": result.samples,
             "seconds": round(result.seconds, 1),
-            "errors": [{"scope": p.scope, "message": p.message} for p in result.problems],
+            "errors": [{"scope": p.scope, "message": p.message} for p in result.not_checked],
             "notes": result.notes}
 
 
@@ -5125,7 +5117,7 @@ def fleet_status(result: FleetResult) -> str:
         return "inconsistent"
     if "converging" in statuses:
         return "converging"
-    if result.problems or "incomplete" in statuses or any(g.problems for g in result.gossip):
+    if result.not_checked or "incomplete" in statuses or any(g.not_checked for g in result.gossip):
         return "incomplete"
     return "consistent"
 
@@ -5172,7 +5164,7 @@ def fleet_to_json(result: FleetResult) -> dict:
                        "seconds": n.seconds, "report": n.report} for n in result.nodes],
             "gossip": [gossip_to_json(g) for g in result.gossip],
             "seconds": round(result.seconds, 1),
-            "errors": [{"scope": p.scope, "message": p.message} for p in result.problems],
+            "errors": [{"scope": p.scope, "message": p.message} for p in result.not_checked],
             "notes": result.notes}
 
 
@@ -5223,8 +5215,8 @@ def render_fleet(result: FleetResult, paint: Painter, quiet: bool, verbose: bool
     diverged = [g.network for g in result.gossip if g.differences]
     if diverged:
         summary += f", views diverge on {', '.join(diverged)}"
-    if result.problems:
-        summary += f", {len(result.problems)} not checked"
+    if result.not_checked:
+        summary += f", {len(result.not_checked)} not checked"
     lines.append(summary)
     return "\n".join(lines) + "\n"
 
@@ -5265,12 +5257,12 @@ def render_fleet_nagios(result: FleetResult) -> str:
         summary = f"{count(len(answered), 'node')} consistent"
     if diverged:
         summary += f"; views diverge on network {', '.join(diverged)}"
-    if result.problems:
-        summary += f"; not checked: {result.problems[0].scope}: {result.problems[0].message}"
-        if len(result.problems) > 1:
-            summary += f" (and {len(result.problems) - 1} more)"
+    if result.not_checked:
+        summary += f"; not checked: {result.not_checked[0].scope}: {result.not_checked[0].message}"
+        if len(result.not_checked) > 1:
+            summary += f" (and {len(result.not_checked) - 1} more)"
     return nagios_line(state, summary, {
-        **threshold_perf((f for _, f in findings), len(result.problems)), "nodes": len(result.nodes),
+        **threshold_perf((f for _, f in findings), len(result.not_checked)), "nodes": len(result.nodes),
         "nodes_answered": len(answered), "nodes_failed": len({label for label, _ in findings}),
         "time": f"{result.seconds:.2f}s"})
 
@@ -5283,7 +5275,7 @@ EXAMPLES = """examples:
   ssd ov2                     check overlay network ov2 and ingress on this node
   ssd                         check every swarm overlay network on this node, and ingress
   ssd --json ov2 | jq .status machine-readable verdict (consistent/inconsistent/incomplete)
-  ssd -q --settle 5           cron/monitoring: print only problems, re-sample after 5 s
+  ssd -q --settle 5           cron/monitoring: print only not_checked, re-sample after 5 s
   ssd -H tcp://127.0.0.1:2375 ov2
   ssd ov2 gossip-consistency --image ssd:latest
                               on a manager: do all nodes hold the same view of ov2?
@@ -5364,7 +5356,7 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--nagios", action="store_true",
                         help="print one Monitoring Plugins line and exit 0 OK, 1 WARNING (partly "
                              "checked), 2 CRITICAL (inconsistent), 3 UNKNOWN (could not check)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only problems")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only not_checked")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show what was compared: VIPs, tasks, expected and found values")
     parser.add_argument("--no-color", action="store_true", help="no colour (also: NO_COLOR)")
@@ -5491,9 +5483,10 @@ def load_snapshot(path: str) -> dict:
 SNAPSHOT_DAMAGE = (KeyError, TypeError, AttributeError, ValueError, IndexError)
 
 
-def check_node(collector: Collector, wanted: list[str], settle_seconds: float,
-               live: bool) -> tuple[NodeInfo, RunResult]:
-    """One node check: a sample, and a second one if the first found something."""
+def settled_check(collector: Collector, wanted: list[str], settle_seconds: float,
+                  live: bool) -> tuple[NodeInfo, RunResult]:
+    """One node check, settled: a sample (run_once, which runs every check: run_checks), and a
+    second one if the first found something; only what both show is reported."""
     node = read_node(collector)
     result = run_once(collector, node, wanted)
     if result.findings and settle_seconds > 0 and (live or len(collector.recorded) >= 2):
@@ -5506,7 +5499,8 @@ def check_node(collector: Collector, wanted: list[str], settle_seconds: float,
     return node, result
 
 
-def run_check(args: argparse.Namespace) -> tuple[RunResult, dict | None]:
+def node_check(args: argparse.Namespace) -> tuple[RunResult, dict | None]:
+    """The CLI's node check: this node (live, its snapshot document if asked for) or a snapshot."""
     if args.from_:
         if len(args.from_) > 1:
             raise CheckError("a node check reads one snapshot: give one --from FILE "
@@ -5516,13 +5510,13 @@ def run_check(args: argparse.Namespace) -> tuple[RunResult, dict | None]:
         collector: Collector = SnapshotCollector(snapshot, source)
         wanted = args.networks or snapshot["networks"]
         try:
-            _, result = check_node(collector, wanted, float(snapshot.get("settle") or 0), live=False)
+            _, result = settled_check(collector, wanted, float(snapshot.get("settle") or 0), live=False)
         except SNAPSHOT_DAMAGE as exc:
             raise SnapshotError(f"{source} is not a usable ssd snapshot: damaged data "
                                 f"({type(exc).__name__}: {_short(exc)})") from exc
         return nothing_named_compared(result, args.networks), None
     collector = Collector(engine_of(args), args.exec_root, record_api=bool(args.snapshot))
-    node, result = check_node(collector, args.networks, args.settle, live=True)
+    node, result = settled_check(collector, args.networks, args.settle, live=True)
     doc = snapshot_document(collector, node, args.networks, args.settle) if args.snapshot else None
     return nothing_named_compared(result, args.networks), doc
 
@@ -5531,7 +5525,7 @@ def nothing_named_compared(result: RunResult, named: list[str]) -> RunResult:
     """A worker cannot tell a mistyped network name from a network with no task here; when none
     of the names given is here, the run compared nothing that was asked for: not consistent."""
     if named and set(named) <= set(result.absent):
-        result.problems.append(Problem(
+        result.not_checked.append(NotChecked(
             f"network {', '.join(named)}", "not on this node: a worker lists only the swarm networks "
             "its tasks use; check the name (docker network ls on a manager) or run ssd where it has tasks"))
     return result
@@ -5595,8 +5589,8 @@ def job_interrupted(args: argparse.Namespace, what: str, not_removed: list[str])
     return interrupted(args, f"ssd: interrupted (its {what} was removed)")
 
 
-def print_problems(problems: list[Problem]) -> None:
-    for problem in problems:
+def print_not_checked(not_checked: list[NotChecked]) -> None:
+    for problem in not_checked:
         print(f"ssd: not checked: {problem.scope}: {problem.message}", file=sys.stderr)
 
 
@@ -5706,7 +5700,7 @@ def main_gossip(args: argparse.Namespace, mode: str) -> int:
         return fail(args, str(exc))
     except KeyboardInterrupt as exc:
         return job_interrupted(args, "gossip service", getattr(exc, "not_removed", []))
-    print_problems(result.problems)
+    print_not_checked(result.not_checked)
     if args.nagios:
         emit(render_gossip_nagios(result))
         answered = sum(n.status == "answered" for n in result.nodes)
@@ -5723,7 +5717,7 @@ def main_member(args: argparse.Namespace) -> int:
     snapshot inside it with --snapshot -. The verdict is in the answer: exit 0."""
     try:
         collector = Collector(engine_of(args), args.exec_root)
-        node, result = check_node(collector, args.networks, args.settle, live=True)
+        node, result = settled_check(collector, args.networks, args.settle, live=True)
         doc = snapshot_document(collector, node, args.networks, args.settle) if args.snapshot else None
         answer = fleet_answer(collector, node, result, doc)
     except CheckError as exc:
@@ -5774,7 +5768,7 @@ def main_fleet(args: argparse.Namespace) -> int:
         return fail(args, str(exc))
     except KeyboardInterrupt as exc:
         return job_interrupted(args, "service", getattr(exc, "not_removed", []))
-    print_problems(result.problems)
+    print_not_checked(result.not_checked)
     if args.nagios:
         emit(render_fleet_nagios(result))
         return NAGIOS_CODES[nagios_state(fleet_status(result), any(n.report for n in result.nodes))]
@@ -5860,7 +5854,7 @@ def dispatch(args: argparse.Namespace) -> int:
                 args.prometheus = None  # no point trying again in fail()
                 raise
         with time_limit(args.timeout):
-            result, doc = run_check(args)
+            result, doc = node_check(args)
         if args.prometheus:
             write_prometheus(args.prometheus, result, time.monotonic() - started)
         if doc is not None:
@@ -5885,7 +5879,7 @@ def dispatch(args: argparse.Namespace) -> int:
     except TimedOut:
         return fail(args, f"the check did not finish within {args.timeout:g} s (-t {args.timeout:g}); "
                           "nothing was reported: a daemon or a namespace may be hanging")
-    print_problems(result.problems)
+    print_not_checked(result.not_checked)
     emit(report)
     if args.nagios:
         return NAGIOS_CODES[run_nagios_state(result)]

@@ -125,7 +125,7 @@ SANDBOX_OF = {line.split()[0]: line.split()[2].rsplit("/", 1)[1]
 
 def replay(doc: dict) -> ssd.RunResult:
     """A snapshot checked as `ssd --from` checks it (no settling: the recorded samples only)."""
-    _, result = ssd.check_node(ssd.SnapshotCollector(doc, "fixture"), [], 0, live=False)
+    _, result = ssd.settled_check(ssd.SnapshotCollector(doc, "fixture"), [], 0, live=False)
     return result
 
 

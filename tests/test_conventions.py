@@ -182,7 +182,7 @@ def test_timeout_bounds_the_node_check(tmp_path, mode, status):
 
 def test_one_network_is_one_network():
     doc = ssd.load_snapshot(EXAMPLE)
-    _, result = ssd.check_node(ssd.SnapshotCollector(doc, EXAMPLE), ["ov2"], 0, live=False)
+    _, result = ssd.settled_check(ssd.SnapshotCollector(doc, EXAMPLE), ["ov2"], 0, live=False)
     result.networks = [n for n in result.networks if n.view.name == "ingress"]  # one, one service
     text = ssd.render_text(result, ssd.Painter(False), quiet=False, verbose=False)
     assert text.splitlines()[-1] == "1 network, 1 service, 0 inconsistencies", text

@@ -285,7 +285,7 @@ def test_without_dnspython_the_dns_is_not_asked_and_the_rest_is_checked(monkeypa
     raw = ssd.ask_resolver("/nonexistent-netns", ["s1"])
     assert raw["answers"] == {} and "dnspython" in raw["error"]
     collector = ssd.Collector(None, "/var/run/docker")
-    problems: list[ssd.Problem] = []
+    problems: list[ssd.NotChecked] = []
     view = ssd.NetworkView(id="n1", name="ov2", ingress=False, dsr=False, subnets=[], services={},
                            endpoints={"c1": ssd.LocalEndpoint("c1", "s1.1.a", "e1", "10.0.1.3", 24)},
                            instantiated=True)

@@ -1,7 +1,7 @@
 """Fleet mode (--all-nodes): the node check on every node through one short-lived service.
 
 Tier 1: the coordinator runs as a process against a fake swarm (tests/fake_swarm.py). Each
-node's answer is what the real per-node command produces: the node check (check_node) run on a
+node's answer is what the real per-node command produces: the node check (settled_check) run on a
 snapshot recorded from a real 26.1 node, a fault made by taking an IPVS destination out of
 that recording, and fleet_answer() around it. Tier 2: the per-node command on real namespaces.
 """
@@ -41,7 +41,7 @@ def member_answer(fault=None, snapshot: bool = False) -> str:
     if fault:
         fault(doc)
     collector = ssd.SnapshotCollector(doc, str(SNAPSHOT))
-    node, result = ssd.check_node(collector, [], 0, live=False)
+    node, result = ssd.settled_check(collector, [], 0, live=False)
     answer = ssd.fleet_answer(collector, node, result, doc if snapshot else None)
     return json.dumps(answer, separators=(",", ":")) + "\n"
 

@@ -17,7 +17,7 @@ EXAMPLE = str(REPO / "examples" / "healthy-node1.json")
 
 def healthy() -> ssd.RunResult:
     doc = ssd.load_snapshot(EXAMPLE)
-    _, result = ssd.check_node(ssd.SnapshotCollector(doc, EXAMPLE), [], 0, live=False)
+    _, result = ssd.settled_check(ssd.SnapshotCollector(doc, EXAMPLE), [], 0, live=False)
     assert result.findings == []
     return result
 
