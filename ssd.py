@@ -24,7 +24,19 @@ node's view of a network's gossiped state; `--all-nodes` runs the node check eve
 
 Exit status follows diff(1): 0 consistent, 1 inconsistencies found, 2 could not check.
 
-The file reads top to bottom: model, collectors, checks (pure functions), reports, CLI.
+The file reads top to bottom, one banner per section, one per part:
+
+  Model             the check ids and their layers, the engine model, known engine bugs, and
+                    the views, datapath snapshots and findings everything else passes around
+  Collectors        namespaces; netlink (IPVS, addresses); netlink (an overlay namespace); the
+                    embedded DNS; what a run reads, live or from a snapshot
+  Checks            the load balancers; swarm against NetworkDB; converging; the overlay; the
+                    embedded DNS (pure functions: state in, findings out, no I/O)
+  One run           its phases, each a function, then the checks
+  Reports           text, JSON, Nagios, Prometheus
+  Swarm-wide modes  their results; the job; gossip; gossip-consistency; --all-nodes; their
+                    reports
+  CLI               the options, the node check, the entry points of every mode
 """
 from __future__ import annotations
 
@@ -568,6 +580,12 @@ class EngineModel:
     def filter_jump_chain(self) -> str:
         return "DOCKER-FORWARD" if self.release >= (28, 0, 1) else "FORWARD"
 
+    @staticmethod
+    def runs_jobs(api_version: str) -> bool:
+        """Whether the API (as negotiated) has global-job services: 1.41, engine 20.10. Before,
+        the swarm-wide modes run a plain global service that does not restart its task."""
+        return tuple(int(x) for x in api_version.split(".")[:2]) >= (1, 41)
+
     def lb_sysctls(self, nat_mode: bool) -> dict[str, int]:
         if self.per_container:
             return {}
@@ -804,66 +822,6 @@ class NotChecked:
     "not checked", Prometheus' ssd_not_checked; the JSON's "errors", a name the contract keeps)."""
     scope: str
     message: str
-
-
-@dataclass
-class GossipNode:
-    """One node's answer in gossip-consistency."""
-    id: str
-    hostname: str
-    status: str  # answered | not-instantiated | no-answer
-    digest: str | None = None
-    state: dict | None = None  # gossip_state() of its view of the network
-    reason: str | None = None  # why it did not answer
-    seconds: float | None = None  # from the job's creation to its answer being read
-
-    @property
-    def label(self) -> str:
-        return self.hostname or self.id[:12]
-
-
-@dataclass
-class GossipResult:
-    network: str
-    nodes: list[GossipNode]
-    differences: list[dict]
-    samples: int
-    seconds: float
-    notes: list[str]
-    not_checked: list[NotChecked]
-
-
-@dataclass
-class FleetNode:
-    """One node's part of fleet mode (--all-nodes): its node check's JSON document, or why not."""
-    id: str
-    hostname: str
-    report: dict | None  # to_json() of the node check it ran
-    reason: str | None = None  # why there is no report
-    seconds: float | None = None
-    snapshot: dict | None = None
-    gossip: dict[str, dict] = field(default_factory=dict)  # network ID -> its gossip-hash answer
-    asked: bool = True  # False: swarm runs no task there (down, drained, not Linux)
-
-    @property
-    def label(self) -> str:
-        return self.hostname or self.id[:12]
-
-    @property
-    def status(self) -> str:
-        if self.report is None:
-            return "not-asked" if not self.asked else "no-answer"
-        return str(self.report.get("status") or "incomplete")
-
-
-@dataclass
-class FleetResult:
-    networks: list[tuple[str, str]]  # (name, ID) of the networks asked about, ingress included
-    nodes: list[FleetNode]
-    gossip: list[GossipResult]
-    seconds: float
-    notes: list[str]
-    not_checked: list[NotChecked]
 
 
 # --------------------------------------------------------------------------------------
@@ -1387,7 +1345,7 @@ def entered_netns(path: str) -> Iterator[None]:
         os.close(home)
 
 
-# --- netlink: IPVS over generic netlink, and addresses -------------------------------
+# --- netlink: IPVS over generic netlink, and addresses --------------------------------
 # Read with a plain netlink socket and decoded with struct: only the message types and
 # attributes the checks use. pyroute2's general decoder cost 84 % of a run at 1,000 services
 # (bench/), and importing it 6 s of a 15 s run in the lab's VMs.
@@ -1740,7 +1698,7 @@ def read_sysctls() -> dict[str, int] | None:
     return values
 
 
-# --- netlink: an overlay network's namespace (VXLAN device, neighbours, FDB) ------------
+# --- netlink: an overlay namespace (VXLAN device, neighbours, FDB) --------------------
 # libnetwork's overlay driver keeps, per network and node, one namespace with a bridge (the
 # subnet's gateway) and a VXLAN device enslaved to it, and programs every remote endpoint
 # twice (drivers/overlay/peerdb.go peerAddOp): a permanent neighbour (endpoint IP -> MAC) and a
@@ -1932,7 +1890,7 @@ def overlay_from_raw(path: str, raw: dict) -> OverlayDatapath:
                            neighbours=rows("neighbours"), fdb=rows("fdb"), error=raw.get("error"))
 
 
-# --- the embedded DNS: asked inside a container's namespace --------------------------------
+# --- the embedded DNS: asked inside a container's namespace ---------------------------
 
 DNS_RESOLVER = "127.0.0.11"  # libnetwork's resolver, DNAT-ed to dockerd in every container namespace
 DNS_TIMEOUT = 1.0  # seconds per try: the resolver answers its own names at once
@@ -2035,7 +1993,7 @@ def _read_answers(sock: socket.socket, inflight: dict, answers: dict[str, dict],
         answers[name] = {"rcode": dns["rcode"].to_text(response.rcode()), "ips": ips}
 
 
-# --- what a run reads, live or from a snapshot ------------------------------------------
+# --- what a run reads, live or from a snapshot ----------------------------------------
 
 SNAPSHOT_FORMAT = "ssd-snapshot"
 SNAPSHOT_VERSION = 2  # 2 (0.2): overlay namespaces. Format 1 is still read (no overlay checks).
@@ -2283,287 +2241,87 @@ class SnapshotCollector(Collector):
         return self.sample["namespaces"].get("xfrm")
 
 
-# --- gossip-consistency: every node's view, collected by a short-lived job ---------------
-
-GOSSIP_LABEL = "org.ssd.gossip"  # on every service ssd starts; its value is the run's deadline
-GOSSIP_PREFIX = "ssd-gossip-"
-FLEET_PREFIX = "ssd-fleet-"
-DATAPATH_CAPABILITIES = ("CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_NET_RAW")
-TERMINAL = {"complete", "failed", "rejected", "shutdown", "orphaned", "remove"}
-TASK_ID_RE = re.compile(r"com\.docker\.swarm\.task\.id=([0-9a-z]+)")
-
-
-def gossip_hash(collector: Collector, network: str) -> dict:
-    """This node's answer: its digest of the network's gossiped state (gossip-hash)."""
-    return gossip_answer(read_node(collector), collector.network(network), network)
+def snapshot_document(collector: Collector, node: NodeInfo, wanted: list[str],
+                      settle_seconds: float) -> dict:
+    return {"format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION, "ssd_version": __version__,
+            "taken_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "node": {"id": node.id, "hostname": node.hostname, "manager": node.manager,
+                     "engine_version": node.engine.version, "era": node.engine.era},
+            "networks": wanted, "exec_root": collector.exec_root, "settle": settle_seconds,
+            "samples": collector.samples}
 
 
-def gossip_answer(node: NodeInfo, raw: dict | None, network: str) -> dict:
-    answer = {"schema_version": SCHEMA_VERSION, "mode": "gossip-hash", "ssd_version": __version__,
-              "node": {"id": node.id, "hostname": node.hostname},
-              "network": network, "instantiated": False, "digest": None, "state": None}
-    if raw is not None and (raw.get("Containers") or raw.get("Services")):
-        state = gossip_state(raw)
-        answer.update(network=raw.get("Name") or network, instantiated=True,
-                      digest=gossip_digest(state), state=state)
-    return answer
+def _expect(cond: bool, source: str, what: str) -> None:
+    if not cond:
+        raise SnapshotError(f"{source} is not a usable ssd snapshot: {what}")
 
 
-def answer_to_node(answer: dict, fallback_id: str = "", fallback_host: str = "") -> GossipNode:
-    node = answer.get("node") if isinstance(answer.get("node"), dict) else {}
-    ident, host = node.get("id") or fallback_id, node.get("hostname") or fallback_host
-    if answer.get("instantiated") and answer.get("digest") and isinstance(answer.get("state"), dict):
-        return GossipNode(ident, host, "answered", answer["digest"], answer["state"])
-    if answer.get("instantiated") is False:
-        return GossipNode(ident, host, "not-instantiated")
-    errors = answer.get("errors") if isinstance(answer.get("errors"), list) else []
-    why = next((e.get("message") for e in errors if isinstance(e, dict) and e.get("message")), None)
-    return GossipNode(ident, host, "no-answer", reason=why or "unreadable answer")
+def load_snapshot(path: str) -> dict:
+    """Read and validate a snapshot file enough that replaying it cannot crash."""
+    try:
+        with open(path, encoding="utf-8") if path != "-" else contextlib.nullcontext(sys.stdin) as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SnapshotError(f"cannot read snapshot {path}: {getattr(exc, 'strerror', None) or _short(exc)}"
+                            ) from exc
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SnapshotError(f"{path} is not a usable ssd snapshot: invalid JSON at line {exc.lineno} "
+                            f"column {exc.colno} ({exc.msg}; truncated?)") from exc
+    _expect(isinstance(doc, dict) and doc.get("format") == SNAPSHOT_FORMAT, path,
+            f'no "format": "{SNAPSHOT_FORMAT}" field')
+    version = doc.get("version")
+    _expect(isinstance(version, int) and not isinstance(version, bool), path, "no format version")
+    if version > SNAPSHOT_VERSION:
+        raise SnapshotError(f"{path} is snapshot format {version} (written by ssd "
+                            f"{doc.get('ssd_version', '?')}); this ssd {__version__} reads format "
+                            f"{SNAPSHOT_VERSION}: use a newer ssd")
+    _expect(version in (1, SNAPSHOT_VERSION), path, f"unknown format version {version}")
+    _expect(isinstance(doc.get("exec_root"), str), path, '"exec_root" missing or not a string')
+    networks = doc.get("networks")
+    _expect(isinstance(networks, list) and all(isinstance(n, str) for n in networks), path,
+            '"networks" missing or not a list of names')
+    samples = doc.get("samples")
+    _expect(isinstance(samples, list) and samples, path, '"samples" missing or empty')
+    for i, sample in enumerate(samples):
+        _expect(isinstance(sample, dict) and all(isinstance(sample.get(k), dict)
+                                                 for k in ("api", "namespaces", "lookups")),
+                path, f"sample {i + 1} lacks its api/namespaces/lookups sections")
+    return doc
 
 
-def gossip_node(answer: JobAnswer) -> GossipNode:
-    if answer.doc is None:
-        return GossipNode(answer.node, answer.hostname, "no-answer", reason=answer.reason,
-                          seconds=answer.seconds)
-    node = answer_to_node(answer.doc, answer.node, answer.hostname)
-    node.seconds = answer.seconds
-    return node
+SNAPSHOT_DAMAGE = (KeyError, TypeError, AttributeError, ValueError, IndexError)
 
 
-def own_image(engine: Engine) -> str | None:
-    """The image of the container ssd runs in, if it runs in one of this engine's containers."""
-    with contextlib.suppress(OSError):
-        with open("/proc/self/mountinfo") as fh:
-            found = re.search(r"/containers/([0-9a-f]{64})/", fh.read())
-        if found:
-            info = engine.container(found.group(1)) or {}
-            return (info.get("Config") or {}).get("Image") or info.get("Image")
-    return None
+@contextlib.contextmanager
+def replaying(source: str) -> Iterator[None]:
+    """Checking (or reporting) a snapshot: what a damaged file holds where a well-formed one holds
+    something else is one line about the file, never a traceback. The one place that says so."""
+    try:
+        yield
+    except SNAPSHOT_DAMAGE as exc:
+        raise SnapshotError(f"{source} is not a usable ssd snapshot: damaged data "
+                            f"({type(exc).__name__}: {_short(exc)})") from exc
 
 
-@dataclass
-class JobAnswer:
-    """What one node's task of a NodeJob returned: its JSON answer, or why there is none."""
-    node: str
-    hostname: str
-    doc: dict | None
-    reason: str | None = None
-    seconds: float | None = None  # from the job's creation to its answer being read
+def write_snapshot(doc: dict, target: str) -> None:
+    text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
+    if target == "-":
+        emit(text)
+        return
+    try:
+        with open(target, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise CheckError(f"cannot write snapshot {target}: {exc.strerror or _short(exc)}") from exc
 
 
-class NodeJob:
-    """One short-lived global service running ssd ARGS on every eligible node, each task
-    printing one JSON answer that comes back through the service's log.
-
-    It is always removed: on success, error, timeout, Ctrl-C and SIGTERM (the caller turns
-    SIGTERM into KeyboardInterrupt). Its label carries its deadline so that a later run can
-    tell a leftover of a killed run from a run still in progress.
-
-    gossip-hash needs only the Engine API. The node check (fleet mode) reads the node's
-    datapath like `docker run --privileged --net=host`, which services cannot ask for: the
-    task joins the host's network, mounts the namespaces' directory, and gets the three
-    capabilities the reads need (setns: SYS_ADMIN; IPVS and iptables: NET_ADMIN, NET_RAW).
-    """
-
-    def __init__(self, engine: Engine, args: list[str], image: str, timeout: float,
-                 prefix: str = GOSSIP_PREFIX, datapath_dir: str | None = None) -> None:
-        self.engine, self.api = engine, engine.api
-        self.args, self.image, self.timeout = args, image, timeout
-        self.datapath_dir = datapath_dir  # the netns directory, when the task reads the datapath
-        import secrets  # the coordinator's only: a node check does not pay for it
-        self.name = prefix + secrets.token_hex(4)
-        self.service_id: str | None = None
-        self.requested = False  # create was sent: the service may exist before we know its ID
-        self.not_removed: list[str] = []  # "name: why", when removing the service failed
-        self.created = 0.0
-
-    def job_mode(self) -> bool:
-        version = tuple(int(x) for x in str(self.api.api_version).split(".")[:2])
-        return version >= (1, 41)
-
-    def container_spec(self) -> Any:
-        from docker import types
-        mounts = [types.Mount("/var/run/docker.sock", "/var/run/docker.sock", type="bind")]
-        extra: dict[str, Any] = {}
-        if self.datapath_dir:
-            mounts.append(types.Mount(self.datapath_dir, self.datapath_dir, type="bind",
-                                      read_only=True, propagation="rslave"))
-            extra["cap_add"] = list(DATAPATH_CAPABILITIES)
-        return types.ContainerSpec(self.image, args=self.args, mounts=mounts, **extra)
-
-    def start(self) -> None:
-        from docker import types
-        job = self.job_mode()
-        spec = types.TaskTemplate(
-            container_spec=self.container_spec(),
-            # A job runs once; a plain global service (API < 1.41) must not restart its task.
-            restart_policy=types.RestartPolicy(condition="none"),
-            # Service logs are how answers come back: force a driver that can be read.
-            log_driver=types.DriverConfig("json-file"),
-            placement=types.Placement(constraints=["node.platform.os==linux"]),
-            networks=["host"] if self.datapath_dir else None)
-        deadline = int(time.time() + self.timeout)
-        self.requested = True
-        created = self.engine.call(
-            "POST /services/create", self.api.create_service, spec, name=self.name,
-            labels={GOSSIP_LABEL: str(deadline)},
-            mode=types.ServiceMode("global-job" if job else "global"))
-        self.service_id = created["ID"]
-        self.created = time.monotonic()
-
-    def run(self, eligible: dict[str, str]) -> dict[str, JobAnswer]:
-        """Start, collect every node's answer, remove. A removal that failed is in not_removed
-        (the caller says so); Ctrl-C or SIGTERM is re-raised as JobInterrupted, carrying it."""
-        try:
-            self.start()
-            return self.collect(eligible)
-        except KeyboardInterrupt as exc:
-            self.remove()
-            raise JobInterrupted(self.not_removed) from exc
-        finally:
-            self.remove()
-
-    def remove(self) -> None:
-        if not self.requested:
-            return
-        try:  # by name if interrupted before the ID came back
-            self.api.remove_service(self.service_id or self.name)
-        except Exception as exc:  # noqa: BLE001 - any failure: say it, never claim it was removed
-            self.not_removed.append(f"{self.name}: {_short(exc)}")
-        self.service_id, self.requested = None, False
-
-
-    def latest_tasks(self) -> dict[str, dict]:
-        tasks = self.engine.call("GET /tasks", self.api.tasks, filters={"service": self.service_id})
-        latest: dict[str, dict] = {}
-        for task in tasks:
-            node = task.get("NodeID")
-            if node and (node not in latest or task.get("CreatedAt", "") > latest[node].get("CreatedAt", "")):
-                latest[node] = task
-        return latest
-
-    def output(self, stream: str) -> dict[str, str]:
-        """task ID -> what the task wrote on stream, reassembled (the log driver may split lines)."""
-        frames = self.engine.call(f"GET /services/{self.name}/logs", self.api.service_logs,
-                                  self.service_id, details=True, is_tty=False,
-                                  **{"stdout": stream == "stdout", "stderr": stream == "stderr"})
-        out: dict[str, list[str]] = {}
-        for line in b"".join(frames).decode(errors="replace").splitlines():
-            details, _, message = line.partition(" ")
-            found = TASK_ID_RE.search(details)
-            if found:
-                out.setdefault(found.group(1), []).append(message)
-        return {task: "".join(parts) for task, parts in out.items()}
-
-    def collect(self, eligible: dict[str, str], clock=time.monotonic, sleep=time.sleep
-                ) -> dict[str, JobAnswer]:
-        """Wait until every eligible node's task finished and its answer was read, or timeout."""
-        deadline = clock() + self.timeout
-        answers: dict[str, JobAnswer] = {}
-        latest: dict[str, dict] = {}
-        while len(answers) < len(eligible) and clock() < deadline:
-            latest = self.latest_tasks()
-            finished = [n for n in eligible if n not in answers and
-                        ((latest.get(n) or {}).get("Status") or {}).get("State") in TERMINAL]
-            if finished:
-                stdout = self.output("stdout")
-                for node in finished:
-                    task = latest[node]
-                    answer = self._answer(node, eligible[node], task, stdout.get(task["ID"], ""))
-                    if answer is not None:
-                        answer.seconds = round(clock() - self.created, 1)
-                        answers[node] = answer
-            if len(answers) < len(eligible):
-                sleep(0.5)
-        for node, host in eligible.items():
-            if node not in answers:
-                state = ((latest.get(node) or {}).get("Status") or {}).get("State") or "no task yet"
-                answers[node] = JobAnswer(node, host, None,
-                                          f"no answer within {self.timeout:g} s (task {state})")
-        return answers
-
-    def _answer(self, node: str, host: str, task: dict, text: str) -> JobAnswer | None:
-        status = task.get("Status") or {}
-        if text:
-            try:
-                doc = json.loads(text)
-            except json.JSONDecodeError:
-                doc = None
-            if isinstance(doc, dict):
-                return JobAnswer(node, host, doc)
-            return JobAnswer(node, host, None, f"unreadable answer: {text[:80]!r}")
-        if status.get("State") == "complete":
-            return None  # finished, but its log has not reached the manager yet: read again
-        why = status.get("Err") or status.get("Message") or status.get("State")
-        stderr = self.output("stderr").get(task["ID"], "").strip()
-        return JobAnswer(node, host, None, f"task {status.get('State')}: {stderr or why}")
-
-
-class JobInterrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM while a service ran: what could not be removed ("name: why")."""
-
-    def __init__(self, not_removed: list[str]) -> None:
-        super().__init__()
-        self.not_removed = list(not_removed)
-
-
-def not_removed_problems(failures: list[str]) -> list[NotChecked]:
-    return [NotChecked("ssd service", f"could not remove {failure}; remove it with docker service rm "
-                    + failure.split(":")[0]) for failure in failures]
-
-@dataclass
-class SkippedNode:
-    """A node a global job does not run on, and why; deliberate: drained or paused by an operator."""
-    id: str
-    hostname: str
-    reason: str
-    deliberate: bool
-
-    @property
-    def note(self) -> str:
-        return f"{self.hostname} {self.reason}: not asked"
-
-
-def eligible_nodes(engine: Engine) -> tuple[dict[str, str], list[SkippedNode]]:
-    """Nodes a global job runs on (id -> hostname), and the ones it skips."""
-    nodes = engine.call("GET /nodes", engine.api.nodes)
-    eligible, skipped = {}, []
-    for node in nodes:
-        host = (node.get("Description") or {}).get("Hostname") or node.get("ID", "")[:12]
-        state = (node.get("Status") or {}).get("State")
-        availability = (node.get("Spec") or {}).get("Availability")
-        osname = ((node.get("Description") or {}).get("Platform") or {}).get("OS", "linux")
-        ident = node.get("ID", "")
-        if state != "ready":
-            skipped.append(SkippedNode(ident, host, f"is {state}", False))
-        elif availability != "active":
-            skipped.append(SkippedNode(ident, host, f"is {availability}: swarm runs no task there", True))
-        elif osname != "linux":
-            skipped.append(SkippedNode(ident, host, f"runs {osname}", True))
-        else:
-            eligible[ident] = host
-    return eligible, skipped
-
-
-def leftover_jobs(engine: Engine, notes: list[str]) -> None:
-    """Report (and remove, once their deadline is long past) services of killed runs."""
-    services = engine.call("GET /services", engine.api.services, filters={"label": GOSSIP_LABEL})
-    for svc in services:
-        spec = svc.get("Spec") or {}
-        name = spec.get("Name", svc.get("ID", ""))
-        deadline = (spec.get("Labels") or {}).get(GOSSIP_LABEL, "")
-        if deadline.isdigit() and time.time() > int(deadline) + 60:
-            with contextlib.suppress(Exception):
-                engine.api.remove_service(svc["ID"])
-            notes.append(f"removed {name}, left behind by an earlier {mode_of_service(name)} run that did "
-                         "not finish")
-        else:
-            notes.append(f"{name} belongs to another {mode_of_service(name)} run still in progress")
-
-
-def mode_of_service(service_name: str) -> str:
-    """Which mode started a service of ssd's, from its name: the notes about leftovers say it."""
-    return "--all-nodes" if service_name.startswith(FLEET_PREFIX) else "gossip-consistency"
+def mode_of(argv: list[str]) -> str:
+    """Which mode a command line asks for: every JSON document, an error's too, says it."""
+    if "--all-nodes" in argv:
+        return "all-nodes"
+    return next((m for m in (*MODES, FLEET_MEMBER) if m in argv), "node")
 
 
 # --------------------------------------------------------------------------------------
@@ -2574,7 +2332,7 @@ def mode_of_service(service_name: str) -> str:
 # parts of a namespace's datapath it reads; run_checks() runs them all on one NodeState. A part
 # that could not be read (None: no IPVS in this kernel, no iptables binary...) skips the checks
 # that need it, and the reason is already a NotChecked. To add a check: write fn(subject, state),
-# decorate it with @register_check, add its ids to CHECKS (and README's table).
+# decorate it with @register_check, add its ids to CHECKS (and docs/checks.md's table).
 
 SCOPES: dict[str, Callable[[NodeState], list[tuple[Any, Datapath | None]]]] = {
     "node": lambda st: [(st, None)],  # once per run
@@ -2625,6 +2383,8 @@ def run_checks(state: NodeState) -> list[Finding]:
                 findings += found
     return findings
 
+
+# --- the load balancers: IPVS, marks, SNAT, aliases, sysctls, the ingress -------------
 
 def _hint_ipvs(ns_path: str, service: str | None) -> str:
     cmd = f"nsenter --net={ns_path} ipvsadm -Ln"
@@ -2999,7 +2759,7 @@ def _check_port_marks(net: NetworkView, dp: Datapath, services: list[ServiceView
     return findings
 
 
-# --- the orchestrator and NetworkDB: swarm's tasks and VIPs against this node's view ---------
+# --- swarm against NetworkDB: its tasks and VIPs in this node's view ------------------
 # On a manager, /tasks and /services say what swarm runs; network inspect -v what NetworkDB on
 # this node holds. Swarm and NetworkDB converge asynchronously: a task is judged only once its
 # state is older than the window (its Status.Timestamp against the sample's clock).
@@ -3158,7 +2918,7 @@ def check_vips(view: NetworkView, state: NodeState) -> list[Finding]:
     return findings
 
 
-# --- converging: what swarm itself has not finished, on a manager -------------------------
+# --- converging: what swarm itself has not finished, on a manager ---------------------
 # A deployment in progress moves the datapath while ssd looks. A finding about a service swarm is
 # updating, whose tasks it is starting or stopping, or about a node that just went down or came
 # back, is kept but marked converging: its own verdict, not a page. What persists once swarm
@@ -3223,7 +2983,7 @@ def mark_converging(findings: list[Finding], state: NodeState) -> list[Finding]:
     return findings
 
 
-# --- the overlay layer: VXLAN device, neighbours and FDB against NetworkDB ----------------
+# --- the overlay: VXLAN device, neighbours and FDB against NetworkDB ------------------
 
 def vxlan_mtu(view: NetworkView) -> int:
     """drivers/overlay maxMTU(): the network's MTU (1500) less VXLAN, and ESP when encrypted."""
@@ -3506,7 +3266,7 @@ def _stale_peers(view: NetworkView, ov: OverlayDatapath, state: NodeState, remot
     return findings
 
 
-# --- the embedded DNS: what the resolver answers against NetworkDB on this node -------------
+# --- the embedded DNS: its answers against NetworkDB ----------------------------------
 # libnetwork (service_common.go addEndpointNameResolution) registers, per network, <service> and
 # each alias -> the VIP (dnsrr: every task IP), tasks.<service> and tasks.<alias> -> every task IP,
 # from the same endpoint table `docker network inspect -v` lists; a task being stopped is first
@@ -3844,114 +3604,6 @@ def check_task_redirects(ingress: NetworkView, state: NodeState) -> list[Finding
                              f"--dport {port.published} -j REDIRECT --to-ports {port.target}",
                     actual=[r.text for r in redirects], hint=_hint_rules(dp.path, "nat")))
     return findings
-
-
-# --- gossip: what every node must agree on ----------------------------------------------
-
-def gossip_state(raw: dict) -> dict:
-    """The part of one node's GET /networks/{id}?verbose=true that NetworkDB spreads.
-
-    Each service's VIP, ports and tasks (name, endpoint, IP, host), and the network's peers.
-    Left out, because they differ between nodes by design: LocalLBIndex (each node numbers
-    its own fwmarks), Containers (the local endpoints), and the "" service of engines <= 24
-    (the load-balancer endpoints).
-    """
-    services = {}
-    for name, svc in (raw.get("Services") or {}).items():
-        if not name:
-            continue
-        tasks = [{"name": t.get("Name", ""), "endpoint_id": t.get("EndpointID", ""),
-                  "ip": (t.get("EndpointIP") or "").split("/")[0],
-                  "host_ip": (t.get("Info") or {}).get("Host IP")}
-                 for t in svc.get("Tasks") or []]
-        services[name] = {
-            "vip": _vip(svc.get("VIP")),
-            "ports": sorted(f"{p.published}:{p.target}" for p in parse_ports(svc.get("Ports"), None)),
-            "tasks": sorted(tasks, key=lambda t: (t["name"], t["endpoint_id"], t["ip"]))}
-    peers = sorted(({"name": p.get("Name", ""), "ip": p.get("IP", "")} for p in raw.get("Peers") or []),
-                   key=lambda p: (p["name"], p["ip"]))
-    return {"network": {"id": raw.get("Id", ""), "name": raw.get("Name", "")},
-            "services": services, "peers": peers}
-
-
-def gossip_digest(state: dict) -> str:
-    """sha256 of the canonical JSON of a gossip_state(): equal states, equal digests."""
-    canonical = json.dumps(state, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    import hashlib  # gossip only
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _who(labels: Iterable[str]) -> str:
-    return ", ".join(sorted(labels))
-
-
-def _groups(values: dict[str, Any]) -> dict[str, list[str]]:
-    """canonical value -> the nodes holding it."""
-    out: dict[str, list[str]] = {}
-    for node, value in values.items():
-        out.setdefault(json.dumps(value, sort_keys=True), []).append(node)
-    return out
-
-
-def _task_label(task: dict) -> str:
-    return f"{task['name'] or task['endpoint_id'][:12]} ({task['ip']} on host {task['host_ip']})"
-
-
-def _difference(kind: str, service: str | None, subject: str | None, message: str,
-                by_node: dict[str, Any]) -> dict:
-    return {"kind": kind, "service": service, "subject": subject, "message": message,
-            "by_node": by_node}
-
-
-def diff_gossip(states: dict[str, dict]) -> list[dict]:
-    """What differs between the nodes' views (node label -> gossip_state), entry by entry."""
-    nodes = sorted(states)
-    out: list[dict] = []
-    for name in sorted({s for state in states.values() for s in state["services"]}):
-        have = [n for n in nodes if name in states[n]["services"]]
-        if len(have) < len(nodes):
-            missing = [n for n in nodes if n not in have]
-            out.append(_difference("service", name, None, f"service {name} is known to {_who(have)} "
-                                   f"but missing on {_who(missing)}",
-                                   {n: n in have for n in nodes}))
-        for key in ("vip", "ports"):
-            values = {n: states[n]["services"][name][key] for n in have}
-            groups = _groups(values)
-            if len(groups) > 1:
-                shown = "; ".join(f"{json.loads(v)} on {_who(ns)}" for v, ns in sorted(groups.items()))
-                out.append(_difference(key, name, None, f"service {name}: {key} differs: {shown}", values))
-        out += _diff_tasks(name, {n: states[n]["services"][name]["tasks"] for n in have})
-    peers = {n: [f"{p['name']} ({p['ip']})" for p in states[n]["peers"]] for n in nodes}
-    groups = _groups(peers)
-    if len(groups) > 1:
-        shown = "; ".join(f"{_who(ns)} see{'s' if len(ns) == 1 else ''} {', '.join(json.loads(v)) or 'none'}"
-                          for v, ns in sorted(groups.items(), key=lambda kv: kv[1]))
-        out.append(_difference("peers", None, None, f"peers differ: {shown}", peers))
-    return out
-
-
-def _diff_tasks(service: str, tasks_by_node: dict[str, list[dict]]) -> list[dict]:
-    out = []
-    nodes = sorted(tasks_by_node)
-    keyed = {n: {(t["name"], t["endpoint_id"]): t for t in tasks} for n, tasks in tasks_by_node.items()}
-    for key in sorted({k for tasks in keyed.values() for k in tasks}):
-        holders = [n for n in nodes if key in keyed[n]]
-        task = keyed[holders[0]][key]
-        if len(holders) < len(nodes):
-            missing = [n for n in nodes if n not in holders]
-            out.append(_difference("task", service, task["name"],
-                                   f"service {service}: task {_task_label(task)} is known to "
-                                   f"{_who(holders)} but missing on {_who(missing)}",
-                                   {n: n in holders for n in nodes}))
-            continue
-        values = {n: keyed[n][key] for n in nodes}
-        groups = _groups(values)
-        if len(groups) > 1:
-            shown = "; ".join(f"{_task_label(json.loads(v))} on {_who(ns)}"
-                              for v, ns in sorted(groups.items()))
-            out.append(_difference("task", service, task["name"],
-                                   f"service {service}: task {task['name']} differs: {shown}", values))
-    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -4395,252 +4047,6 @@ def settle(first: RunResult, second: RunResult) -> RunResult:
     return second
 
 
-# --- gossip-consistency: collect every node's view, compare, re-sample -------------------
-
-GOSSIP_TRIES = 3  # swarm converges asynchronously: a difference must last this many samples
-GOSSIP_PAUSE = 3.0  # seconds between samples
-
-
-def compare_views(nodes: list[GossipNode]) -> list[dict]:
-    answered = [n for n in nodes if n.status == "answered"]
-    if len({n.digest for n in answered}) < 2:
-        return []
-    labels = [n.label for n in answered]
-    states = {(n.label if labels.count(n.label) == 1 else f"{n.label}/{n.id[:8]}"): n.state
-              for n in answered}
-    return diff_gossip(states)
-
-
-def gossip_result(network: str, nodes: list[GossipNode], samples: int, started: float,
-                  notes: list[str]) -> GossipResult:
-    nodes = sorted(nodes, key=lambda n: (n.label, n.id))
-    not_checked = [NotChecked(f"node {n.label}", n.reason or "no answer")
-                   for n in nodes if n.status == "no-answer"]
-    answered = [n.label for n in nodes if n.status == "answered"]
-    if len(answered) < 2 and not not_checked:  # agreement needs two views: one, or none, proves nothing
-        held = f"only {answered[0]} holds it" if answered else "no node holds it (no task or load balancer)"
-        not_checked.append(NotChecked(f"network {network}", f"nothing to compare: {held}, of "
-                                f"{count(len(nodes), 'node')} asked; gossip consistency needs two "
-                                "nodes with the network"))
-    return GossipResult(network, nodes, compare_views(nodes), samples, time.monotonic() - started,
-                        notes, not_checked)
-
-
-def gossip_live(args: argparse.Namespace, network: str) -> GossipResult:
-    started = time.monotonic()
-    engine = engine_of(args)
-    collector = Collector(engine, args.exec_root)
-    if not read_node(collector).manager:
-        raise CheckError("gossip-consistency starts a service on every node: run it on a manager")
-    net = resolve_networks(collector.networks(), [network])[0]
-    image = args.image or own_image(engine)
-    if not image:
-        raise CheckError("gossip-consistency runs ssd on every node as a swarm service: pass --image "
-                         "IMAGE, an ssd image every node has or can pull")
-    notes: list[str] = []
-    leftover_jobs(engine, notes)
-    eligible, skipped = eligible_nodes(engine)
-    notes += [node.note for node in skipped]
-    result = gossip_sampled(engine, net, image, eligible, args.wait, started, notes)
-    if args.verbose:
-        notes.append(f"{count(result.samples, 'sample')} in {time.monotonic() - started:.1f} s")
-    return result
-
-
-def gossip_sampled(engine: Engine, net: dict, image: str, eligible: dict[str, str], timeout: float,
-                   started: float, notes: list[str], first: list[GossipNode] | None = None
-                   ) -> GossipResult:
-    """Every node's view of net compared, re-sampled while they differ: swarm converges
-    asynchronously, so only a difference that outlasts GOSSIP_TRIES samples is divergence.
-    first: the first sample's answers when they were already collected (fleet mode)."""
-    differed = 0
-    not_removed: list[str] = []
-    for sample in range(1, GOSSIP_TRIES + 1):
-        if sample == 1 and first is not None:
-            nodes = first
-        else:
-            job = NodeJob(engine, [net["Id"], "gossip-hash", "--json"], image, timeout)
-            answers = job.run(eligible)
-            not_removed += job.not_removed
-            nodes = [gossip_node(answer) for answer in answers.values()]
-        result = gossip_result(net.get("Name") or net["Id"], nodes, sample, started, notes)
-        result.not_checked += not_removed_problems(not_removed)
-        if not result.differences:
-            break
-        differed += 1
-        if sample < GOSSIP_TRIES:
-            time.sleep(GOSSIP_PAUSE)
-    if differed and not result.differences:
-        notes.append(f"the views differed in {differed} of {count(result.samples, 'sample')} "
-                     "and then agreed: "
-                     "convergence, not divergence")
-    elif differed:
-        notes.append(f"the views differed in all {count(differed, 'sample')} over {result.seconds:.0f} s")
-    return result
-
-
-def gossip_from_snapshots(paths: list[str], network: str) -> GossipResult:
-    """The same comparison on snapshots of several nodes: no service is started."""
-    started = time.monotonic()
-    docs = [load_snapshot(path) for path in paths]  # once each: "-" is standard input
-    nodes = []
-    for doc, path in zip(docs, paths, strict=True):
-        try:
-            nodes.append(_snapshot_view(doc, path, network))
-        except SNAPSHOT_DAMAGE as exc:
-            raise SnapshotError(f"{path} is not a usable ssd snapshot: damaged data "
-                                f"({type(exc).__name__}: {_short(exc)})") from exc
-    same_swarm(docs, paths, network)
-    return gossip_result(network, nodes, 1, started,
-                         [f"compared {len(paths)} snapshots taken at "
-                          + ", ".join(sorted({str(d.get('taken_at', '?')) for d in docs}))])
-
-
-def same_swarm(docs: list[dict], paths: list[str], network: str) -> None:
-    """Snapshots to compare are of different nodes of one swarm: one node twice agrees with
-    itself, and two swarms differ in everything, neither says anything about gossip."""
-    seen: dict[str, str] = {}
-    for doc, path in zip(docs, paths, strict=True):
-        node = str((doc.get("node") or {}).get("id") or "")
-        if node and node in seen:
-            raise CheckError(f"{seen[node]} and {path} are snapshots of the same node "
-                             f"({(doc.get('node') or {}).get('hostname') or node[:12]}): gossip-consistency "
-                             "compares different nodes of one swarm")
-        seen.setdefault(node, path)
-    marks: dict[tuple[str, str], str] = {}  # (what, its value) -> the first snapshot that has it
-    for doc, path in zip(docs, paths, strict=True):
-        api = doc["samples"][-1]["api"]
-        swarm = (api.get("GET /info") or {}).get("Swarm") or {}
-        cluster = str((swarm.get("Cluster") or {}).get("ID") or "")
-        listed = [n for n in api.get("GET /networks") or [] if isinstance(n, dict)
-                  and n.get("Name") == network and n.get("Scope") == "swarm"]
-        for what, value in (("swarm", cluster), ("network", str(listed[0].get("Id", "")) if listed else "")):
-            other = next((p for (w, v), p in marks.items() if w == what and v != value), None)
-            if value and other is not None:
-                why = "another swarm ID" if what == "swarm" else f"another ID for network {network}"
-                raise CheckError(f"{path} and {other} are snapshots of different swarms ({why}): "
-                                 "gossip-consistency compares the nodes of one swarm")
-            if value:
-                marks.setdefault((what, value), path)
-
-
-def _snapshot_view(doc: dict, path: str, network: str) -> GossipNode:
-    node = doc.get("node") or {}
-    ident, host = str(node.get("id", "")), str(node.get("hostname") or path)
-    api = doc["samples"][-1]["api"]
-    try:
-        net = resolve_networks(api["GET /networks"], [network])[0]
-    except CheckError:
-        return GossipNode(ident, host, "not-instantiated")
-    raw = api.get(f"GET /networks/{net['Id']}")
-    if raw is None:
-        return GossipNode(ident, host, "no-answer", reason=f"{path} holds no inspect of network {network}")
-    state = gossip_state(raw)
-    if not (raw.get("Containers") or raw.get("Services")):
-        return GossipNode(ident, host, "not-instantiated")
-    return GossipNode(ident, host, "answered", gossip_digest(state), state)
-
-
-# --- fleet mode: the node check on every node, by one short-lived job ---------------------
-
-FLEET_MEMBER = "fleet-member"  # the per-node command of fleet mode's service (not for people)
-FLEET_ANSWER = "ssd-fleet-answer"
-
-
-def fleet_answer(collector: Collector, node: NodeInfo, result: RunResult, snapshot: dict | None
-                 ) -> dict:
-    """What one node sends back: its report, its gossip hash of every network it checked (so
-    that --gossip costs no second service), and its snapshot if one was asked for."""
-    last = collector.sample["api"]  # the inspects the check judged, not a later read
-    gossip = {net.view.id: gossip_answer(node, last.get(f"GET /networks/{net.view.id}"), net.view.id)
-              for net in result.networks}
-    return {"format": FLEET_ANSWER, "schema_version": SCHEMA_VERSION, "mode": FLEET_MEMBER,
-            "ssd_version": __version__,
-            "node": {"id": node.id, "hostname": node.hostname},
-            "report": to_json(result), "gossip": gossip, "snapshot": snapshot}
-
-
-def fleet_node(answer: JobAnswer) -> FleetNode:
-    doc = answer.doc
-    if doc is None or doc.get("format") != FLEET_ANSWER or not isinstance(doc.get("report"), dict):
-        errors = (doc or {}).get("errors") if isinstance((doc or {}).get("errors"), list) else []
-        why = next((e.get("message") for e in errors if isinstance(e, dict) and e.get("message")),
-                   None)
-        if doc is not None and why is None:
-            why = f"not an answer of this ssd (from ssd {doc.get('ssd_version') or 'of unknown version'})"
-        return FleetNode(answer.node, answer.hostname, None, why or answer.reason, answer.seconds)
-    gossip = doc.get("gossip") if isinstance(doc.get("gossip"), dict) else {}
-    snapshot = doc.get("snapshot") if isinstance(doc.get("snapshot"), dict) else None
-    return FleetNode(answer.node, answer.hostname, doc["report"], None, answer.seconds, snapshot, gossip)
-
-
-def fleet_live(args: argparse.Namespace) -> FleetResult:
-    started = time.monotonic()
-    engine = engine_of(args)
-    collector = Collector(engine, args.exec_root)
-    if not read_node(collector).manager:
-        raise CheckError("--all-nodes starts a service on every node: run it on a manager")
-    listing = collector.networks()
-    nets = resolve_networks(listing, args.networks)
-    if not args.networks:  # the matrix's columns: overlays by name, ingress last
-        nets.sort(key=lambda n: (bool(n.get("Ingress")), n.get("Name") or ""))
-    if not any(n.get("Ingress") for n in nets):  # the node check always looks at ingress too
-        nets += [n for n in listing if n.get("Ingress") and n.get("Scope") == "swarm"]
-    image = args.image or own_image(engine)
-    if not image:
-        raise CheckError("--all-nodes runs ssd on every node as a swarm service: pass --image IMAGE, "
-                         "an ssd image every node has or can pull")
-    api = str(engine.api.api_version)
-    if tuple(int(x) for x in api.split(".")[:2]) < (1, 41):
-        raise CheckError(f"--all-nodes needs Engine API 1.41 (Docker 20.10) or newer, to give its "
-                         f"service the capabilities a datapath read needs; this one speaks {api}: "
-                         "run ssd on each node instead")
-    notes: list[str] = []
-    not_checked: list[NotChecked] = []
-    leftover_jobs(engine, notes)
-    eligible, skipped = eligible_nodes(engine)
-    member = [n["Id"] for n in nets] if args.networks else []
-    member += [FLEET_MEMBER, "--json", "--settle", f"{args.settle:g}", "--exec-root", args.exec_root]
-    if args.snapshot_dir:
-        member += ["--snapshot", "-"]
-    job = NodeJob(engine, member, image, args.wait, FLEET_PREFIX,
-                  datapath_dir=os.path.join(args.exec_root, "netns"))
-    answers = job.run(eligible)
-    not_checked += not_removed_problems(job.not_removed)
-    nodes = [fleet_node(answer) for answer in answers.values()]
-    for gone in skipped:
-        nodes.append(FleetNode(gone.id, gone.hostname, None, f"{gone.reason}: not asked", asked=False))
-        if not gone.deliberate:  # a node that is down or unknown could not be checked
-            not_checked.append(NotChecked(f"node {gone.hostname}",
-                                          f"{gone.reason}: swarm cannot run ssd there"))
-    nodes.sort(key=lambda n: (n.label, n.id))
-    for n in nodes:
-        if n.asked and n.report is None:
-            not_checked.append(NotChecked(f"node {n.label}", n.reason or "no answer"))
-    gossip = [fleet_gossip(engine, net, image, eligible, args.wait, nodes)
-              for net in nets] if args.gossip else []
-    not_checked += [p for g in gossip for p in g.not_checked if p.scope == "ssd service"]
-    return FleetResult([(n.get("Name") or n["Id"], n["Id"]) for n in nets], nodes, gossip,
-                       time.monotonic() - started, notes, not_checked)
-
-
-def fleet_gossip(engine: Engine, net: dict, image: str, eligible: dict[str, str], timeout: float,
-                 nodes: list[FleetNode]) -> GossipResult:
-    """gossip-consistency of net from the answers fleet mode already has; a difference is
-    re-sampled by gossip services of its own, as gossip-consistency does."""
-    first = []
-    for n in nodes:
-        if n.id not in eligible:
-            continue
-        if n.report is None:
-            first.append(GossipNode(n.id, n.hostname, "no-answer", reason=n.reason))
-        else:
-            view = answer_to_node(n.gossip.get(net["Id"]) or {"instantiated": False})
-            view.id, view.hostname = n.id, n.hostname  # as swarm knows the node that answered
-            first.append(view)
-    return gossip_sampled(engine, net, image, eligible, timeout, time.monotonic(), [], first)
-
-
 # --------------------------------------------------------------------------------------
 # Reports: text and JSON.
 # --------------------------------------------------------------------------------------
@@ -4788,20 +4194,6 @@ def render_nagios(result: RunResult, seconds: float) -> str:
     return nagios_line(state, summary, {
         **threshold_perf(result.findings, len(result.not_checked)), "services": checked,
         "failed_services": sum(v == "fail" for v in verdicts), "time": f"{seconds:.2f}s"})
-
-
-def render_gossip_nagios(result: GossipResult) -> str:
-    answered = sum(n.status == "answered" for n in result.nodes)
-    state = nagios_state(gossip_status(result), answered >= 2)
-    if result.differences:
-        summary = f"network {result.network}: {count(len(result.differences), 'difference')} between nodes"
-    else:
-        summary = f"network {result.network}: {answered} of {count(len(result.nodes), 'node')} agree"
-    if result.not_checked:
-        summary += f"; not checked: {result.not_checked[0].scope}: {result.not_checked[0].message}"
-    return nagios_line(state, summary, {"differences": f"{len(result.differences)};;0;0",
-                                        "nodes_answered": answered, "nodes": len(result.nodes),
-                                        "time": f"{result.seconds:.2f}s"})
 
 
 # node_exporter's textfile collector: the standard way to export a periodic root-only check.
@@ -5048,6 +4440,720 @@ def known_issue_line(known: dict) -> str:
     return f"known engine bug {known['ref']}{fixed}: {known['what']}"
 
 
+# --------------------------------------------------------------------------------------
+# Swarm-wide modes: one short-lived job runs ssd on every node; gossip-consistency compares
+# their views of a network, --all-nodes gathers their node checks. Results, the job, the
+# comparison, the runs and their reports, in that order.
+# --------------------------------------------------------------------------------------
+
+# --- their results --------------------------------------------------------------------
+
+@dataclass
+class GossipNode:
+    """One node's answer in gossip-consistency."""
+    id: str
+    hostname: str
+    status: str  # answered | not-instantiated | no-answer
+    digest: str | None = None
+    state: dict | None = None  # gossip_state() of its view of the network
+    reason: str | None = None  # why it did not answer
+    seconds: float | None = None  # from the job's creation to its answer being read
+
+    @property
+    def label(self) -> str:
+        return self.hostname or self.id[:12]
+
+
+@dataclass
+class GossipResult:
+    network: str
+    nodes: list[GossipNode]
+    differences: list[dict]
+    samples: int
+    seconds: float
+    notes: list[str]
+    not_checked: list[NotChecked]
+
+
+@dataclass
+class FleetNode:
+    """One node's part of fleet mode (--all-nodes): its node check's JSON document, or why not."""
+    id: str
+    hostname: str
+    report: dict | None  # to_json() of the node check it ran
+    reason: str | None = None  # why there is no report
+    seconds: float | None = None
+    snapshot: dict | None = None
+    gossip: dict[str, dict] = field(default_factory=dict)  # network ID -> its gossip-hash answer
+    asked: bool = True  # False: swarm runs no task there (down, drained, not Linux)
+
+    @property
+    def label(self) -> str:
+        return self.hostname or self.id[:12]
+
+    @property
+    def status(self) -> str:
+        if self.report is None:
+            return "not-asked" if not self.asked else "no-answer"
+        return str(self.report.get("status") or "incomplete")
+
+
+@dataclass
+class FleetResult:
+    networks: list[tuple[str, str]]  # (name, ID) of the networks asked about, ingress included
+    nodes: list[FleetNode]
+    gossip: list[GossipResult]
+    seconds: float
+    notes: list[str]
+    not_checked: list[NotChecked]
+
+
+# --- the job: ssd on every node, one short-lived service, always removed --------------
+
+GOSSIP_LABEL = "org.ssd.gossip"  # on every service ssd starts; its value is the run's deadline
+GOSSIP_PREFIX = "ssd-gossip-"
+FLEET_PREFIX = "ssd-fleet-"
+DATAPATH_CAPABILITIES = ("CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_NET_RAW")
+TERMINAL = {"complete", "failed", "rejected", "shutdown", "orphaned", "remove"}
+TASK_ID_RE = re.compile(r"com\.docker\.swarm\.task\.id=([0-9a-z]+)")
+
+
+def gossip_hash(collector: Collector, network: str) -> dict:
+    """This node's answer: its digest of the network's gossiped state (gossip-hash)."""
+    return gossip_answer(read_node(collector), collector.network(network), network)
+
+
+def gossip_answer(node: NodeInfo, raw: dict | None, network: str) -> dict:
+    answer = {"schema_version": SCHEMA_VERSION, "mode": "gossip-hash", "ssd_version": __version__,
+              "node": {"id": node.id, "hostname": node.hostname},
+              "network": network, "instantiated": False, "digest": None, "state": None}
+    if raw is not None and (raw.get("Containers") or raw.get("Services")):
+        state = gossip_state(raw)
+        answer.update(network=raw.get("Name") or network, instantiated=True,
+                      digest=gossip_digest(state), state=state)
+    return answer
+
+
+def answer_to_node(answer: dict, fallback_id: str = "", fallback_host: str = "") -> GossipNode:
+    node = answer.get("node") if isinstance(answer.get("node"), dict) else {}
+    ident, host = node.get("id") or fallback_id, node.get("hostname") or fallback_host
+    if answer.get("instantiated") and answer.get("digest") and isinstance(answer.get("state"), dict):
+        return GossipNode(ident, host, "answered", answer["digest"], answer["state"])
+    if answer.get("instantiated") is False:
+        return GossipNode(ident, host, "not-instantiated")
+    errors = answer.get("errors") if isinstance(answer.get("errors"), list) else []
+    why = next((e.get("message") for e in errors if isinstance(e, dict) and e.get("message")), None)
+    return GossipNode(ident, host, "no-answer", reason=why or "unreadable answer")
+
+
+def gossip_node(answer: JobAnswer) -> GossipNode:
+    if answer.doc is None:
+        return GossipNode(answer.node, answer.hostname, "no-answer", reason=answer.reason,
+                          seconds=answer.seconds)
+    node = answer_to_node(answer.doc, answer.node, answer.hostname)
+    node.seconds = answer.seconds
+    return node
+
+
+def own_image(engine: Engine) -> str | None:
+    """The image of the container ssd runs in, if it runs in one of this engine's containers."""
+    with contextlib.suppress(OSError):
+        with open("/proc/self/mountinfo") as fh:
+            found = re.search(r"/containers/([0-9a-f]{64})/", fh.read())
+        if found:
+            info = engine.container(found.group(1)) or {}
+            return (info.get("Config") or {}).get("Image") or info.get("Image")
+    return None
+
+
+@dataclass
+class JobAnswer:
+    """What one node's task of a NodeJob returned: its JSON answer, or why there is none."""
+    node: str
+    hostname: str
+    doc: dict | None
+    reason: str | None = None
+    seconds: float | None = None  # from the job's creation to its answer being read
+
+
+class NodeJob:
+    """One short-lived global service running ssd ARGS on every eligible node, each task
+    printing one JSON answer that comes back through the service's log.
+
+    It is always removed: on success, error, timeout, Ctrl-C and SIGTERM (the caller turns
+    SIGTERM into KeyboardInterrupt). Its label carries its deadline so that a later run can
+    tell a leftover of a killed run from a run still in progress.
+
+    gossip-hash needs only the Engine API. The node check (fleet mode) reads the node's
+    datapath like `docker run --privileged --net=host`, which services cannot ask for: the
+    task joins the host's network, mounts the namespaces' directory, and gets the three
+    capabilities the reads need (setns: SYS_ADMIN; IPVS and iptables: NET_ADMIN, NET_RAW).
+    """
+
+    def __init__(self, engine: Engine, args: list[str], image: str, timeout: float,
+                 prefix: str = GOSSIP_PREFIX, datapath_dir: str | None = None) -> None:
+        self.engine, self.api = engine, engine.api
+        self.args, self.image, self.timeout = args, image, timeout
+        self.datapath_dir = datapath_dir  # the netns directory, when the task reads the datapath
+        import secrets  # the coordinator's only: a node check does not pay for it
+        self.name = prefix + secrets.token_hex(4)
+        self.service_id: str | None = None
+        self.requested = False  # create was sent: the service may exist before we know its ID
+        self.not_removed: list[str] = []  # "name: why", when removing the service failed
+        self.created = 0.0
+
+    def container_spec(self) -> Any:
+        from docker import types
+        mounts = [types.Mount("/var/run/docker.sock", "/var/run/docker.sock", type="bind")]
+        extra: dict[str, Any] = {}
+        if self.datapath_dir:
+            mounts.append(types.Mount(self.datapath_dir, self.datapath_dir, type="bind",
+                                      read_only=True, propagation="rslave"))
+            extra["cap_add"] = list(DATAPATH_CAPABILITIES)
+        return types.ContainerSpec(self.image, args=self.args, mounts=mounts, **extra)
+
+    def start(self) -> None:
+        from docker import types
+        job = EngineModel.runs_jobs(str(self.api.api_version))
+        spec = types.TaskTemplate(
+            container_spec=self.container_spec(),
+            # A job runs once; a plain global service (API < 1.41) must not restart its task.
+            restart_policy=types.RestartPolicy(condition="none"),
+            # Service logs are how answers come back: force a driver that can be read.
+            log_driver=types.DriverConfig("json-file"),
+            placement=types.Placement(constraints=["node.platform.os==linux"]),
+            networks=["host"] if self.datapath_dir else None)
+        deadline = int(time.time() + self.timeout)
+        self.requested = True
+        created = self.engine.call(
+            "POST /services/create", self.api.create_service, spec, name=self.name,
+            labels={GOSSIP_LABEL: str(deadline)},
+            mode=types.ServiceMode("global-job" if job else "global"))
+        self.service_id = created["ID"]
+        self.created = time.monotonic()
+
+    def run(self, eligible: dict[str, str]) -> dict[str, JobAnswer]:
+        """Start, collect every node's answer, remove. A removal that failed is in not_removed
+        (the caller says so); Ctrl-C or SIGTERM is re-raised as JobInterrupted, carrying it."""
+        try:
+            self.start()
+            return self.collect(eligible)
+        except KeyboardInterrupt as exc:
+            self.remove()
+            raise JobInterrupted(self.not_removed) from exc
+        finally:
+            self.remove()
+
+    def remove(self) -> None:
+        if not self.requested:
+            return
+        try:  # by name if interrupted before the ID came back
+            self.api.remove_service(self.service_id or self.name)
+        except Exception as exc:  # noqa: BLE001 - any failure: say it, never claim it was removed
+            self.not_removed.append(f"{self.name}: {_short(exc)}")
+        self.service_id, self.requested = None, False
+
+
+    def latest_tasks(self) -> dict[str, dict]:
+        tasks = self.engine.call("GET /tasks", self.api.tasks, filters={"service": self.service_id})
+        latest: dict[str, dict] = {}
+        for task in tasks:
+            node = task.get("NodeID")
+            if node and (node not in latest or task.get("CreatedAt", "") > latest[node].get("CreatedAt", "")):
+                latest[node] = task
+        return latest
+
+    def output(self, stream: str) -> dict[str, str]:
+        """task ID -> what the task wrote on stream, reassembled (the log driver may split lines)."""
+        frames = self.engine.call(f"GET /services/{self.name}/logs", self.api.service_logs,
+                                  self.service_id, details=True, is_tty=False,
+                                  **{"stdout": stream == "stdout", "stderr": stream == "stderr"})
+        out: dict[str, list[str]] = {}
+        for line in b"".join(frames).decode(errors="replace").splitlines():
+            details, _, message = line.partition(" ")
+            found = TASK_ID_RE.search(details)
+            if found:
+                out.setdefault(found.group(1), []).append(message)
+        return {task: "".join(parts) for task, parts in out.items()}
+
+    def collect(self, eligible: dict[str, str], clock=time.monotonic, sleep=time.sleep
+                ) -> dict[str, JobAnswer]:
+        """Wait until every eligible node's task finished and its answer was read, or timeout."""
+        deadline = clock() + self.timeout
+        answers: dict[str, JobAnswer] = {}
+        latest: dict[str, dict] = {}
+        while len(answers) < len(eligible) and clock() < deadline:
+            latest = self.latest_tasks()
+            finished = [n for n in eligible if n not in answers and
+                        ((latest.get(n) or {}).get("Status") or {}).get("State") in TERMINAL]
+            if finished:
+                stdout = self.output("stdout")
+                for node in finished:
+                    task = latest[node]
+                    answer = self._answer(node, eligible[node], task, stdout.get(task["ID"], ""))
+                    if answer is not None:
+                        answer.seconds = round(clock() - self.created, 1)
+                        answers[node] = answer
+            if len(answers) < len(eligible):
+                sleep(0.5)
+        for node, host in eligible.items():
+            if node not in answers:
+                state = ((latest.get(node) or {}).get("Status") or {}).get("State") or "no task yet"
+                answers[node] = JobAnswer(node, host, None,
+                                          f"no answer within {self.timeout:g} s (task {state})")
+        return answers
+
+    def _answer(self, node: str, host: str, task: dict, text: str) -> JobAnswer | None:
+        status = task.get("Status") or {}
+        if text:
+            try:
+                doc = json.loads(text)
+            except json.JSONDecodeError:
+                doc = None
+            if isinstance(doc, dict):
+                return JobAnswer(node, host, doc)
+            return JobAnswer(node, host, None, f"unreadable answer: {text[:80]!r}")
+        if status.get("State") == "complete":
+            return None  # finished, but its log has not reached the manager yet: read again
+        why = status.get("Err") or status.get("Message") or status.get("State")
+        stderr = self.output("stderr").get(task["ID"], "").strip()
+        return JobAnswer(node, host, None, f"task {status.get('State')}: {stderr or why}")
+
+
+class JobInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM while a service ran: what could not be removed ("name: why")."""
+
+    def __init__(self, not_removed: list[str]) -> None:
+        super().__init__()
+        self.not_removed = list(not_removed)
+
+
+def not_removed_problems(failures: list[str]) -> list[NotChecked]:
+    return [NotChecked("ssd service", f"could not remove {failure}; remove it with docker service rm "
+                    + failure.split(":")[0]) for failure in failures]
+
+@dataclass
+class SkippedNode:
+    """A node a global job does not run on, and why; deliberate: drained or paused by an operator."""
+    id: str
+    hostname: str
+    reason: str
+    deliberate: bool
+
+    @property
+    def note(self) -> str:
+        return f"{self.hostname} {self.reason}: not asked"
+
+
+def eligible_nodes(engine: Engine) -> tuple[dict[str, str], list[SkippedNode]]:
+    """Nodes a global job runs on (id -> hostname), and the ones it skips."""
+    nodes = engine.call("GET /nodes", engine.api.nodes)
+    eligible, skipped = {}, []
+    for node in nodes:
+        host = (node.get("Description") or {}).get("Hostname") or node.get("ID", "")[:12]
+        state = (node.get("Status") or {}).get("State")
+        availability = (node.get("Spec") or {}).get("Availability")
+        osname = ((node.get("Description") or {}).get("Platform") or {}).get("OS", "linux")
+        ident = node.get("ID", "")
+        if state != "ready":
+            skipped.append(SkippedNode(ident, host, f"is {state}", False))
+        elif availability != "active":
+            skipped.append(SkippedNode(ident, host, f"is {availability}: swarm runs no task there", True))
+        elif osname != "linux":
+            skipped.append(SkippedNode(ident, host, f"runs {osname}", True))
+        else:
+            eligible[ident] = host
+    return eligible, skipped
+
+
+def leftover_jobs(engine: Engine, notes: list[str]) -> None:
+    """Report (and remove, once their deadline is long past) services of killed runs."""
+    services = engine.call("GET /services", engine.api.services, filters={"label": GOSSIP_LABEL})
+    for svc in services:
+        spec = svc.get("Spec") or {}
+        name = spec.get("Name", svc.get("ID", ""))
+        deadline = (spec.get("Labels") or {}).get(GOSSIP_LABEL, "")
+        if deadline.isdigit() and time.time() > int(deadline) + 60:
+            with contextlib.suppress(Exception):
+                engine.api.remove_service(svc["ID"])
+            notes.append(f"removed {name}, left behind by an earlier {mode_of_service(name)} run that did "
+                         "not finish")
+        else:
+            notes.append(f"{name} belongs to another {mode_of_service(name)} run still in progress")
+
+
+def mode_of_service(service_name: str) -> str:
+    """Which mode started a service of ssd's, from its name: the notes about leftovers say it."""
+    return "--all-nodes" if service_name.startswith(FLEET_PREFIX) else "gossip-consistency"
+
+
+# --- gossip: what every node must agree on --------------------------------------------
+
+def gossip_state(raw: dict) -> dict:
+    """The part of one node's GET /networks/{id}?verbose=true that NetworkDB spreads.
+
+    Each service's VIP, ports and tasks (name, endpoint, IP, host), and the network's peers.
+    Left out, because they differ between nodes by design: LocalLBIndex (each node numbers
+    its own fwmarks), Containers (the local endpoints), and the "" service of engines <= 24
+    (the load-balancer endpoints).
+    """
+    services = {}
+    for name, svc in (raw.get("Services") or {}).items():
+        if not name:
+            continue
+        tasks = [{"name": t.get("Name", ""), "endpoint_id": t.get("EndpointID", ""),
+                  "ip": (t.get("EndpointIP") or "").split("/")[0],
+                  "host_ip": (t.get("Info") or {}).get("Host IP")}
+                 for t in svc.get("Tasks") or []]
+        services[name] = {
+            "vip": _vip(svc.get("VIP")),
+            "ports": sorted(f"{p.published}:{p.target}" for p in parse_ports(svc.get("Ports"), None)),
+            "tasks": sorted(tasks, key=lambda t: (t["name"], t["endpoint_id"], t["ip"]))}
+    peers = sorted(({"name": p.get("Name", ""), "ip": p.get("IP", "")} for p in raw.get("Peers") or []),
+                   key=lambda p: (p["name"], p["ip"]))
+    return {"network": {"id": raw.get("Id", ""), "name": raw.get("Name", "")},
+            "services": services, "peers": peers}
+
+
+def gossip_digest(state: dict) -> str:
+    """sha256 of the canonical JSON of a gossip_state(): equal states, equal digests."""
+    canonical = json.dumps(state, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    import hashlib  # gossip only
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _who(labels: Iterable[str]) -> str:
+    return ", ".join(sorted(labels))
+
+
+def _groups(values: dict[str, Any]) -> dict[str, list[str]]:
+    """canonical value -> the nodes holding it."""
+    out: dict[str, list[str]] = {}
+    for node, value in values.items():
+        out.setdefault(json.dumps(value, sort_keys=True), []).append(node)
+    return out
+
+
+def _task_label(task: dict) -> str:
+    return f"{task['name'] or task['endpoint_id'][:12]} ({task['ip']} on host {task['host_ip']})"
+
+
+def _difference(kind: str, service: str | None, subject: str | None, message: str,
+                by_node: dict[str, Any]) -> dict:
+    return {"kind": kind, "service": service, "subject": subject, "message": message,
+            "by_node": by_node}
+
+
+def diff_gossip(states: dict[str, dict]) -> list[dict]:
+    """What differs between the nodes' views (node label -> gossip_state), entry by entry."""
+    nodes = sorted(states)
+    out: list[dict] = []
+    for name in sorted({s for state in states.values() for s in state["services"]}):
+        have = [n for n in nodes if name in states[n]["services"]]
+        if len(have) < len(nodes):
+            missing = [n for n in nodes if n not in have]
+            out.append(_difference("service", name, None, f"service {name} is known to {_who(have)} "
+                                   f"but missing on {_who(missing)}",
+                                   {n: n in have for n in nodes}))
+        for key in ("vip", "ports"):
+            values = {n: states[n]["services"][name][key] for n in have}
+            groups = _groups(values)
+            if len(groups) > 1:
+                shown = "; ".join(f"{json.loads(v)} on {_who(ns)}" for v, ns in sorted(groups.items()))
+                out.append(_difference(key, name, None, f"service {name}: {key} differs: {shown}", values))
+        out += _diff_tasks(name, {n: states[n]["services"][name]["tasks"] for n in have})
+    peers = {n: [f"{p['name']} ({p['ip']})" for p in states[n]["peers"]] for n in nodes}
+    groups = _groups(peers)
+    if len(groups) > 1:
+        shown = "; ".join(f"{_who(ns)} see{'s' if len(ns) == 1 else ''} {', '.join(json.loads(v)) or 'none'}"
+                          for v, ns in sorted(groups.items(), key=lambda kv: kv[1]))
+        out.append(_difference("peers", None, None, f"peers differ: {shown}", peers))
+    return out
+
+
+def _diff_tasks(service: str, tasks_by_node: dict[str, list[dict]]) -> list[dict]:
+    out = []
+    nodes = sorted(tasks_by_node)
+    keyed = {n: {(t["name"], t["endpoint_id"]): t for t in tasks} for n, tasks in tasks_by_node.items()}
+    for key in sorted({k for tasks in keyed.values() for k in tasks}):
+        holders = [n for n in nodes if key in keyed[n]]
+        task = keyed[holders[0]][key]
+        if len(holders) < len(nodes):
+            missing = [n for n in nodes if n not in holders]
+            out.append(_difference("task", service, task["name"],
+                                   f"service {service}: task {_task_label(task)} is known to "
+                                   f"{_who(holders)} but missing on {_who(missing)}",
+                                   {n: n in holders for n in nodes}))
+            continue
+        values = {n: keyed[n][key] for n in nodes}
+        groups = _groups(values)
+        if len(groups) > 1:
+            shown = "; ".join(f"{_task_label(json.loads(v))} on {_who(ns)}"
+                              for v, ns in sorted(groups.items()))
+            out.append(_difference("task", service, task["name"],
+                                   f"service {service}: task {task['name']} differs: {shown}", values))
+    return out
+
+
+# --- gossip-consistency: collect every node's view, compare, re-sample ----------------
+
+GOSSIP_TRIES = 3  # swarm converges asynchronously: a difference must last this many samples
+GOSSIP_PAUSE = 3.0  # seconds between samples
+
+
+def compare_views(nodes: list[GossipNode]) -> list[dict]:
+    answered = [n for n in nodes if n.status == "answered"]
+    if len({n.digest for n in answered}) < 2:
+        return []
+    labels = [n.label for n in answered]
+    states = {(n.label if labels.count(n.label) == 1 else f"{n.label}/{n.id[:8]}"): n.state
+              for n in answered}
+    return diff_gossip(states)
+
+
+def gossip_result(network: str, nodes: list[GossipNode], samples: int, started: float,
+                  notes: list[str]) -> GossipResult:
+    nodes = sorted(nodes, key=lambda n: (n.label, n.id))
+    not_checked = [NotChecked(f"node {n.label}", n.reason or "no answer")
+                   for n in nodes if n.status == "no-answer"]
+    answered = [n.label for n in nodes if n.status == "answered"]
+    if len(answered) < 2 and not not_checked:  # agreement needs two views: one, or none, proves nothing
+        held = f"only {answered[0]} holds it" if answered else "no node holds it (no task or load balancer)"
+        not_checked.append(NotChecked(f"network {network}", f"nothing to compare: {held}, of "
+                                f"{count(len(nodes), 'node')} asked; gossip consistency needs two "
+                                "nodes with the network"))
+    return GossipResult(network, nodes, compare_views(nodes), samples, time.monotonic() - started,
+                        notes, not_checked)
+
+
+def gossip_live(args: argparse.Namespace, network: str) -> GossipResult:
+    started = time.monotonic()
+    engine = engine_of(args)
+    collector = Collector(engine, args.exec_root)
+    if not read_node(collector).manager:
+        raise CheckError("gossip-consistency starts a service on every node: run it on a manager")
+    net = resolve_networks(collector.networks(), [network])[0]
+    image = args.image or own_image(engine)
+    if not image:
+        raise CheckError("gossip-consistency runs ssd on every node as a swarm service: pass --image "
+                         "IMAGE, an ssd image every node has or can pull")
+    notes: list[str] = []
+    leftover_jobs(engine, notes)
+    eligible, skipped = eligible_nodes(engine)
+    notes += [node.note for node in skipped]
+    result = gossip_sampled(engine, net, image, eligible, args.wait, started, notes)
+    if args.verbose:
+        notes.append(f"{count(result.samples, 'sample')} in {time.monotonic() - started:.1f} s")
+    return result
+
+
+def gossip_sampled(engine: Engine, net: dict, image: str, eligible: dict[str, str], timeout: float,
+                   started: float, notes: list[str], first: list[GossipNode] | None = None
+                   ) -> GossipResult:
+    """Every node's view of net compared, re-sampled while they differ: swarm converges
+    asynchronously, so only a difference that outlasts GOSSIP_TRIES samples is divergence.
+    first: the first sample's answers when they were already collected (fleet mode)."""
+    differed = 0
+    not_removed: list[str] = []
+    for sample in range(1, GOSSIP_TRIES + 1):
+        if sample == 1 and first is not None:
+            nodes = first
+        else:
+            job = NodeJob(engine, [net["Id"], "gossip-hash", "--json"], image, timeout)
+            answers = job.run(eligible)
+            not_removed += job.not_removed
+            nodes = [gossip_node(answer) for answer in answers.values()]
+        result = gossip_result(net.get("Name") or net["Id"], nodes, sample, started, notes)
+        result.not_checked += not_removed_problems(not_removed)
+        if not result.differences:
+            break
+        differed += 1
+        if sample < GOSSIP_TRIES:
+            time.sleep(GOSSIP_PAUSE)
+    if differed and not result.differences:
+        notes.append(f"the views differed in {differed} of {count(result.samples, 'sample')} "
+                     "and then agreed: "
+                     "convergence, not divergence")
+    elif differed:
+        notes.append(f"the views differed in all {count(differed, 'sample')} over {result.seconds:.0f} s")
+    return result
+
+
+def gossip_from_snapshots(paths: list[str], network: str) -> GossipResult:
+    """The same comparison on snapshots of several nodes: no service is started."""
+    started = time.monotonic()
+    docs = [load_snapshot(path) for path in paths]  # once each: "-" is standard input
+    nodes = []
+    for doc, path in zip(docs, paths, strict=True):
+        with replaying(path):
+            nodes.append(_snapshot_view(doc, path, network))
+    same_swarm(docs, paths, network)
+    return gossip_result(network, nodes, 1, started,
+                         [f"compared {len(paths)} snapshots taken at "
+                          + ", ".join(sorted({str(d.get('taken_at', '?')) for d in docs}))])
+
+
+def same_swarm(docs: list[dict], paths: list[str], network: str) -> None:
+    """Snapshots to compare are of different nodes of one swarm: one node twice agrees with
+    itself, and two swarms differ in everything, neither says anything about gossip."""
+    seen: dict[str, str] = {}
+    for doc, path in zip(docs, paths, strict=True):
+        node = str((doc.get("node") or {}).get("id") or "")
+        if node and node in seen:
+            raise CheckError(f"{seen[node]} and {path} are snapshots of the same node "
+                             f"({(doc.get('node') or {}).get('hostname') or node[:12]}): gossip-consistency "
+                             "compares different nodes of one swarm")
+        seen.setdefault(node, path)
+    marks: dict[tuple[str, str], str] = {}  # (what, its value) -> the first snapshot that has it
+    for doc, path in zip(docs, paths, strict=True):
+        api = doc["samples"][-1]["api"]
+        swarm = (api.get("GET /info") or {}).get("Swarm") or {}
+        cluster = str((swarm.get("Cluster") or {}).get("ID") or "")
+        listed = [n for n in api.get("GET /networks") or [] if isinstance(n, dict)
+                  and n.get("Name") == network and n.get("Scope") == "swarm"]
+        for what, value in (("swarm", cluster), ("network", str(listed[0].get("Id", "")) if listed else "")):
+            other = next((p for (w, v), p in marks.items() if w == what and v != value), None)
+            if value and other is not None:
+                why = "another swarm ID" if what == "swarm" else f"another ID for network {network}"
+                raise CheckError(f"{path} and {other} are snapshots of different swarms ({why}): "
+                                 "gossip-consistency compares the nodes of one swarm")
+            if value:
+                marks.setdefault((what, value), path)
+
+
+def _snapshot_view(doc: dict, path: str, network: str) -> GossipNode:
+    node = doc.get("node") or {}
+    ident, host = str(node.get("id", "")), str(node.get("hostname") or path)
+    api = doc["samples"][-1]["api"]
+    try:
+        net = resolve_networks(api["GET /networks"], [network])[0]
+    except CheckError:
+        return GossipNode(ident, host, "not-instantiated")
+    raw = api.get(f"GET /networks/{net['Id']}")
+    if raw is None:
+        return GossipNode(ident, host, "no-answer", reason=f"{path} holds no inspect of network {network}")
+    state = gossip_state(raw)
+    if not (raw.get("Containers") or raw.get("Services")):
+        return GossipNode(ident, host, "not-instantiated")
+    return GossipNode(ident, host, "answered", gossip_digest(state), state)
+
+
+# --- --all-nodes (fleet mode): the node check on every node, by one job ---------------
+
+FLEET_MEMBER = "fleet-member"  # the per-node command of fleet mode's service (not for people)
+FLEET_ANSWER = "ssd-fleet-answer"
+
+
+def fleet_answer(collector: Collector, node: NodeInfo, result: RunResult, snapshot: dict | None
+                 ) -> dict:
+    """What one node sends back: its report, its gossip hash of every network it checked (so
+    that --gossip costs no second service), and its snapshot if one was asked for."""
+    last = collector.sample["api"]  # the inspects the check judged, not a later read
+    gossip = {net.view.id: gossip_answer(node, last.get(f"GET /networks/{net.view.id}"), net.view.id)
+              for net in result.networks}
+    return {"format": FLEET_ANSWER, "schema_version": SCHEMA_VERSION, "mode": FLEET_MEMBER,
+            "ssd_version": __version__,
+            "node": {"id": node.id, "hostname": node.hostname},
+            "report": to_json(result), "gossip": gossip, "snapshot": snapshot}
+
+
+def fleet_node(answer: JobAnswer) -> FleetNode:
+    doc = answer.doc
+    if doc is None or doc.get("format") != FLEET_ANSWER or not isinstance(doc.get("report"), dict):
+        errors = (doc or {}).get("errors") if isinstance((doc or {}).get("errors"), list) else []
+        why = next((e.get("message") for e in errors if isinstance(e, dict) and e.get("message")),
+                   None)
+        if doc is not None and why is None:
+            why = f"not an answer of this ssd (from ssd {doc.get('ssd_version') or 'of unknown version'})"
+        return FleetNode(answer.node, answer.hostname, None, why or answer.reason, answer.seconds)
+    gossip = doc.get("gossip") if isinstance(doc.get("gossip"), dict) else {}
+    snapshot = doc.get("snapshot") if isinstance(doc.get("snapshot"), dict) else None
+    return FleetNode(answer.node, answer.hostname, doc["report"], None, answer.seconds, snapshot, gossip)
+
+
+def fleet_live(args: argparse.Namespace) -> FleetResult:
+    started = time.monotonic()
+    engine = engine_of(args)
+    collector = Collector(engine, args.exec_root)
+    if not read_node(collector).manager:
+        raise CheckError("--all-nodes starts a service on every node: run it on a manager")
+    listing = collector.networks()
+    nets = resolve_networks(listing, args.networks)
+    if not args.networks:  # the matrix's columns: overlays by name, ingress last
+        nets.sort(key=lambda n: (bool(n.get("Ingress")), n.get("Name") or ""))
+    if not any(n.get("Ingress") for n in nets):  # the node check always looks at ingress too
+        nets += [n for n in listing if n.get("Ingress") and n.get("Scope") == "swarm"]
+    image = args.image or own_image(engine)
+    if not image:
+        raise CheckError("--all-nodes runs ssd on every node as a swarm service: pass --image IMAGE, "
+                         "an ssd image every node has or can pull")
+    api = str(engine.api.api_version)
+    if tuple(int(x) for x in api.split(".")[:2]) < (1, 41):
+        raise CheckError(f"--all-nodes needs Engine API 1.41 (Docker 20.10) or newer, to give its "
+                         f"service the capabilities a datapath read needs; this one speaks {api}: "
+                         "run ssd on each node instead")
+    notes: list[str] = []
+    not_checked: list[NotChecked] = []
+    leftover_jobs(engine, notes)
+    eligible, skipped = eligible_nodes(engine)
+    member = [n["Id"] for n in nets] if args.networks else []
+    member += [FLEET_MEMBER, "--json", "--settle", f"{args.settle:g}", "--exec-root", args.exec_root]
+    if args.snapshot_dir:
+        member += ["--snapshot", "-"]
+    job = NodeJob(engine, member, image, args.wait, FLEET_PREFIX,
+                  datapath_dir=os.path.join(args.exec_root, "netns"))
+    answers = job.run(eligible)
+    not_checked += not_removed_problems(job.not_removed)
+    nodes = [fleet_node(answer) for answer in answers.values()]
+    for gone in skipped:
+        nodes.append(FleetNode(gone.id, gone.hostname, None, f"{gone.reason}: not asked", asked=False))
+        if not gone.deliberate:  # a node that is down or unknown could not be checked
+            not_checked.append(NotChecked(f"node {gone.hostname}",
+                                          f"{gone.reason}: swarm cannot run ssd there"))
+    nodes.sort(key=lambda n: (n.label, n.id))
+    for n in nodes:
+        if n.asked and n.report is None:
+            not_checked.append(NotChecked(f"node {n.label}", n.reason or "no answer"))
+    gossip = [fleet_gossip(engine, net, image, eligible, args.wait, nodes)
+              for net in nets] if args.gossip else []
+    not_checked += [p for g in gossip for p in g.not_checked if p.scope == "ssd service"]
+    return FleetResult([(n.get("Name") or n["Id"], n["Id"]) for n in nets], nodes, gossip,
+                       time.monotonic() - started, notes, not_checked)
+
+
+def fleet_gossip(engine: Engine, net: dict, image: str, eligible: dict[str, str], timeout: float,
+                 nodes: list[FleetNode]) -> GossipResult:
+    """gossip-consistency of net from the answers fleet mode already has; a difference is
+    re-sampled by gossip services of its own, as gossip-consistency does."""
+    first = []
+    for n in nodes:
+        if n.id not in eligible:
+            continue
+        if n.report is None:
+            first.append(GossipNode(n.id, n.hostname, "no-answer", reason=n.reason))
+        else:
+            view = answer_to_node(n.gossip.get(net["Id"]) or {"instantiated": False})
+            view.id, view.hostname = n.id, n.hostname  # as swarm knows the node that answered
+            first.append(view)
+    return gossip_sampled(engine, net, image, eligible, timeout, time.monotonic(), [], first)
+
+
+# --- their reports --------------------------------------------------------------------
+
+def render_gossip_nagios(result: GossipResult) -> str:
+    answered = sum(n.status == "answered" for n in result.nodes)
+    state = nagios_state(gossip_status(result), answered >= 2)
+    if result.differences:
+        summary = f"network {result.network}: {count(len(result.differences), 'difference')} between nodes"
+    else:
+        summary = f"network {result.network}: {answered} of {count(len(result.nodes), 'node')} agree"
+    if result.not_checked:
+        summary += f"; not checked: {result.not_checked[0].scope}: {result.not_checked[0].message}"
+    return nagios_line(state, summary, {"differences": f"{len(result.differences)};;0;0",
+                                        "nodes_answered": answered, "nodes": len(result.nodes),
+                                        "time": f"{result.seconds:.2f}s"})
+
+
 def gossip_status(result: GossipResult) -> str:
     if result.differences:
         return "inconsistent"
@@ -5109,7 +5215,7 @@ def gossip_verdict_lines(result: GossipResult, paint: Painter) -> list[str]:
     return lines
 
 
-# --- fleet mode's reports ----------------------------------------------------------------
+# --- fleet mode's reports -------------------------------------------------------------
 
 def fleet_status(result: FleetResult) -> str:
     statuses = {n.status for n in result.nodes}
@@ -5275,7 +5381,7 @@ EXAMPLES = """examples:
   ssd ov2                     check overlay network ov2 and ingress on this node
   ssd                         check every swarm overlay network on this node, and ingress
   ssd --json ov2 | jq .status machine-readable verdict (consistent/inconsistent/incomplete)
-  ssd -q --settle 5           cron/monitoring: print only not_checked, re-sample after 5 s
+  ssd -q --settle 5           cron/monitoring: print only problems, re-sample after 5 s
   ssd -H tcp://127.0.0.1:2375 ov2
   ssd ov2 gossip-consistency --image ssd:latest
                               on a manager: do all nodes hold the same view of ov2?
@@ -5356,7 +5462,7 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--nagios", action="store_true",
                         help="print one Monitoring Plugins line and exit 0 OK, 1 WARNING (partly "
                              "checked), 2 CRITICAL (inconsistent), 3 UNKNOWN (could not check)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only not_checked")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only problems")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show what was compared: VIPs, tasks, expected and found values")
     parser.add_argument("--no-color", action="store_true", help="no colour (also: NO_COLOR)")
@@ -5430,59 +5536,6 @@ def use_colour(args: argparse.Namespace) -> bool:
             and os.environ.get("TERM") != "dumb" and sys.stdout is not None and sys.stdout.isatty())
 
 
-def snapshot_document(collector: Collector, node: NodeInfo, wanted: list[str],
-                      settle_seconds: float) -> dict:
-    return {"format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION, "ssd_version": __version__,
-            "taken_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "node": {"id": node.id, "hostname": node.hostname, "manager": node.manager,
-                     "engine_version": node.engine.version, "era": node.engine.era},
-            "networks": wanted, "exec_root": collector.exec_root, "settle": settle_seconds,
-            "samples": collector.samples}
-
-
-def _expect(cond: bool, source: str, what: str) -> None:
-    if not cond:
-        raise SnapshotError(f"{source} is not a usable ssd snapshot: {what}")
-
-
-def load_snapshot(path: str) -> dict:
-    """Read and validate a snapshot file enough that replaying it cannot crash."""
-    try:
-        with open(path, encoding="utf-8") if path != "-" else contextlib.nullcontext(sys.stdin) as fh:
-            text = fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SnapshotError(f"cannot read snapshot {path}: {getattr(exc, 'strerror', None) or _short(exc)}"
-                            ) from exc
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SnapshotError(f"{path} is not a usable ssd snapshot: invalid JSON at line {exc.lineno} "
-                            f"column {exc.colno} ({exc.msg}; truncated?)") from exc
-    _expect(isinstance(doc, dict) and doc.get("format") == SNAPSHOT_FORMAT, path,
-            f'no "format": "{SNAPSHOT_FORMAT}" field')
-    version = doc.get("version")
-    _expect(isinstance(version, int) and not isinstance(version, bool), path, "no format version")
-    if version > SNAPSHOT_VERSION:
-        raise SnapshotError(f"{path} is snapshot format {version} (written by ssd "
-                            f"{doc.get('ssd_version', '?')}); this ssd {__version__} reads format "
-                            f"{SNAPSHOT_VERSION}: use a newer ssd")
-    _expect(version in (1, SNAPSHOT_VERSION), path, f"unknown format version {version}")
-    _expect(isinstance(doc.get("exec_root"), str), path, '"exec_root" missing or not a string')
-    networks = doc.get("networks")
-    _expect(isinstance(networks, list) and all(isinstance(n, str) for n in networks), path,
-            '"networks" missing or not a list of names')
-    samples = doc.get("samples")
-    _expect(isinstance(samples, list) and samples, path, '"samples" missing or empty')
-    for i, sample in enumerate(samples):
-        _expect(isinstance(sample, dict) and all(isinstance(sample.get(k), dict)
-                                                 for k in ("api", "namespaces", "lookups")),
-                path, f"sample {i + 1} lacks its api/namespaces/lookups sections")
-    return doc
-
-
-SNAPSHOT_DAMAGE = (KeyError, TypeError, AttributeError, ValueError, IndexError)
-
-
 def settled_check(collector: Collector, wanted: list[str], settle_seconds: float,
                   live: bool) -> tuple[NodeInfo, RunResult]:
     """One node check, settled: a sample (run_once, which runs every check: run_checks), and a
@@ -5509,11 +5562,8 @@ def node_check(args: argparse.Namespace) -> tuple[RunResult, dict | None]:
         snapshot = load_snapshot(source)
         collector: Collector = SnapshotCollector(snapshot, source)
         wanted = args.networks or snapshot["networks"]
-        try:
+        with replaying(source):
             _, result = settled_check(collector, wanted, float(snapshot.get("settle") or 0), live=False)
-        except SNAPSHOT_DAMAGE as exc:
-            raise SnapshotError(f"{source} is not a usable ssd snapshot: damaged data "
-                                f"({type(exc).__name__}: {_short(exc)})") from exc
         return nothing_named_compared(result, args.networks), None
     collector = Collector(engine_of(args), args.exec_root, record_api=bool(args.snapshot))
     node, result = settled_check(collector, args.networks, args.settle, live=True)
@@ -5529,25 +5579,6 @@ def nothing_named_compared(result: RunResult, named: list[str]) -> RunResult:
             f"network {', '.join(named)}", "not on this node: a worker lists only the swarm networks "
             "its tasks use; check the name (docker network ls on a manager) or run ssd where it has tasks"))
     return result
-
-
-def write_snapshot(doc: dict, target: str) -> None:
-    text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
-    if target == "-":
-        emit(text)
-        return
-    try:
-        with open(target, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    except OSError as exc:
-        raise CheckError(f"cannot write snapshot {target}: {exc.strerror or _short(exc)}") from exc
-
-
-def mode_of(argv: list[str]) -> str:
-    """Which mode a command line asks for: every JSON document, an error's too, says it."""
-    if "--all-nodes" in argv:
-        return "all-nodes"
-    return next((m for m in (*MODES, FLEET_MEMBER) if m in argv), "node")
 
 
 def error_document(message: str, mode: str = "node") -> dict:
@@ -5824,6 +5855,18 @@ def resolve_defaults(args: argparse.Namespace) -> None:
     args.wait = args.timeout or DEFAULT_FLEET_TIMEOUT  # the swarm-wide modes' wait for nodes
 
 
+def node_report(args: argparse.Namespace, result: RunResult, seconds: float) -> str:
+    """The node check's report in the form asked for; none when stdout carries the snapshot or
+    the metrics (--snapshot -, --prometheus -): the verdict is then the exit status."""
+    if "-" in (args.snapshot, args.prometheus):
+        return ""
+    if args.nagios:
+        return render_nagios(result, seconds)
+    if args.json:
+        return json.dumps(to_json(result), indent=2) + "\n"
+    return render_text(result, Painter(use_colour(args)), args.quiet, args.verbose)
+
+
 def dispatch(args: argparse.Namespace) -> int:
     misuse = fleet_misuse(args) or from_misuse(args) or output_misuse(args)
     if misuse:
@@ -5859,21 +5902,10 @@ def dispatch(args: argparse.Namespace) -> int:
             write_prometheus(args.prometheus, result, time.monotonic() - started)
         if doc is not None:
             write_snapshot(doc, args.snapshot)  # "-": emit()s the snapshot itself
-        report = ""  # with --snapshot/--prometheus -, stdout carries those; the verdict is the exit status
-        if "-" in (args.snapshot, args.prometheus):
-            pass
-        elif args.nagios:
-            report = render_nagios(result, time.monotonic() - started)
-        else:
-            report = (json.dumps(to_json(result), indent=2) + "\n" if args.json else
-                      render_text(result, Painter(use_colour(args)), args.quiet, args.verbose))
+        with replaying(args.from_[0]) if args.from_ else contextlib.nullcontext():
+            report = node_report(args, result, time.monotonic() - started)
     except CheckError as exc:
         return fail(args, str(exc))
-    except SNAPSHOT_DAMAGE as exc:
-        if not args.from_:
-            raise
-        return fail(args, f"{args.from_[0]} is not a usable ssd snapshot: damaged data "
-                          f"({type(exc).__name__}: {_short(exc)})")
     except KeyboardInterrupt:
         return interrupted(args, "ssd: interrupted")
     except TimedOut:

@@ -42,3 +42,14 @@ def test_the_readme_is_a_few_screens():
     for needed in ("pipx install", "make install", "make test", "ssd ov2 gossip-consistency",
                    "--all-nodes", "--cap-add SYS_ADMIN", "Exit status"):
         assert needed in readme, needed
+
+
+def test_the_module_table_of_contents_matches_its_banners():
+    source = (REPO / "ssd.py").read_text()
+    banners = re.findall(r"^# -{80,}\n# ([A-Z][\w -]+?)(?::|\n)", source, flags=re.M)
+    toc = re.search(r"one per part:\n\n(.*?)\n\"\"\"", source, flags=re.S).group(1)
+    listed = re.findall(r"^  (\S(?:[\w-]| (?! ))+)", toc, flags=re.M)
+    assert banners == listed == ["Model", "Collectors", "Checks", "One run", "Reports",
+                                 "Swarm-wide modes", "CLI"], (banners, listed)
+    for line in re.findall(r"^# --- .*$", source, flags=re.M):
+        assert len(line) == 88 and line.endswith("---"), line  # one banner style
