@@ -123,6 +123,15 @@ SANDBOX_OF = {line.split()[0]: line.split()[2].rsplit("/", 1)[1]
               for line in (ONE_NODE / "container-sandbox-map.txt").read_text().splitlines()}
 
 
+OV2_ID = "pgt602lciopl6tkmdz0l85c64"  # ov2's network ID in the 28.5.2 recordings
+
+
+def fixture(name: str) -> dict:
+    """A snapshot recorded in the lab, tests/fixtures/snapshot-<name>.json (read afresh: tests
+    edit what they get). The one loader of the tier-1 modules."""
+    return json.loads((FIXTURES / f"snapshot-{name}.json").read_text())
+
+
 def replay(doc: dict) -> ssd.RunResult:
     """A snapshot checked as `ssd --from` checks it (no settling: the recorded samples only)."""
     _, result = ssd.settled_check(ssd.SnapshotCollector(doc, "fixture"), [], 0, live=False)

@@ -514,17 +514,6 @@ def test_table_an_older_iptables_cannot_read_is_unreadable_not_empty():
     assert ssd.datapath_from_raw("/x", raw).rules == {"mangle": {"INPUT": []}}
 
 
-def test_ingress_network_under_another_name():
-    """A user may recreate the ingress network as, say, my-ingress: its sandbox key follows."""
-    data = network_json("ingress")
-    data["Name"] = "my-ingress"
-    data["Containers"]["my-ingress-sbox"] = data["Containers"].pop("ingress-sbox")
-    node = Node()
-    node.ingress = ssd.build_network_view(data, ssd.service_protocols(services_json()))
-    assert node.ingress.lb_endpoint.ip == network_view("ingress").lb_endpoint.ip
-    assert node.findings() == []
-
-
 def test_ipv6_vip_is_not_checked_as_a_missing_load_balancer():
     node = Node()
     node.ov2.services["s1"].vip = "fd00:1::2"
@@ -633,7 +622,7 @@ def test_ingress_recreated_under_another_name_is_checked_as_ingress():
     raw["Containers"]["edge-sbox"] = raw["Containers"].pop("ingress-sbox")
     node = Node()
     node.ingress = ssd.build_network_view(raw, ssd.service_protocols(services_json()))
-    assert node.ingress.lb_endpoint is not None
+    assert node.ingress.lb_endpoint.ip == network_view("ingress").lb_endpoint.ip
     assert ssd.lb_namespace_name(node.ingress) == "ingress_sbox"
     assert node.findings() == []
     drop_rules(node.sbox, "mangle", "PREROUTING", "--dport 8080")

@@ -17,13 +17,10 @@ from pathlib import Path
 import pytest
 
 import ssd
-from recorded import check_ids, replay
+from recorded import check_ids, replay, fixture
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
-
-def snapshot(node: str = "node1") -> dict:
-    return json.loads((FIXTURES / f"snapshot-28.5-dns-{node}.json").read_text())
 
 
 def api(doc: dict, key: str):
@@ -65,20 +62,20 @@ def add_alias(doc: dict, service: str, alias: str) -> None:
 @pytest.mark.parametrize("node", ["node1", "node2"])
 def test_a_service_name_that_is_also_a_task_hostname_answers_vip_and_task_ips(node):
     """compose `hostname: s1` on service s1: s1 answers its VIP and every task's address."""
-    doc = snapshot(node)
+    doc = fixture(f"28.5-dns-{node}")
     set_answer(doc, "s1", [vip(doc, "s1"), *task_ips(doc, "s1")])
     assert replay(doc).findings == []
 
 
 def test_a_hostname_answers_another_services_task_too():
     """A task's hostname may equal another service's name: its address is held on the network."""
-    doc = snapshot()
+    doc = fixture("28.5-dns-node1")
     set_answer(doc, "s2", [vip(doc, "s2"), task_ips(doc, "s3")[0]])
     assert replay(doc).findings == []
 
 
 def test_an_address_nothing_on_the_network_holds_is_still_stale():
-    doc = snapshot()
+    doc = fixture("28.5-dns-node1")
     set_answer(doc, "s2", [vip(doc, "s2"), "10.0.1.250"])
     result = replay(doc)
     assert check_ids(result) == ["dns-answer-stale"]
@@ -88,7 +85,7 @@ def test_an_address_nothing_on_the_network_holds_is_still_stale():
 
 def test_an_alias_shared_by_two_services_answers_both_vips():
     """Two services with one alias: the resolver answers both VIPs; both are expected."""
-    doc = snapshot()
+    doc = fixture("28.5-dns-node1")
     add_alias(doc, "s1", "shared")
     add_alias(doc, "s2", "shared")
     set_answer(doc, "shared", [vip(doc, "s1"), vip(doc, "s2")])
@@ -104,7 +101,7 @@ def test_an_alias_shared_by_two_services_answers_both_vips():
 
 def test_a_stack_short_name_alias_is_expected_on_the_manager():
     """docker stack deploy adds each service's short name as an alias on its networks."""
-    doc = snapshot()
+    doc = fixture("28.5-dns-node1")
     add_alias(doc, "s3", "short")
     set_answer(doc, "short", [vip(doc, "s3")])
     set_answer(doc, "tasks.short", task_ips(doc, "s3"))
@@ -144,7 +141,7 @@ def declare_health_check(doc: dict, service: str, grace_ns: int | None = None) -
 
 
 def test_a_disabled_task_of_a_service_without_health_check_is_still_found():
-    doc = snapshot()
+    doc = fixture("28.5-dns-node1")
     _, ip = running_task(doc, "s1", on_node="o0wngrps05lifxc8ilpjj6psz")
     disable(doc, ip)
     result = replay(doc)
@@ -153,7 +150,7 @@ def test_a_disabled_task_of_a_service_without_health_check_is_still_found():
 
 
 def test_a_remote_task_failing_its_health_check_is_a_note_not_a_finding():
-    doc = snapshot()
+    doc = fixture("28.5-dns-node1")
     _, ip = running_task(doc, "s1", on_node="o0wngrps05lifxc8ilpjj6psz")
     disable(doc, ip)
     declare_health_check(doc, "s1", grace_ns=30_000_000_000)
@@ -173,7 +170,7 @@ def local_container(doc: dict, task: dict, health: str | None) -> None:
 @pytest.mark.parametrize("health, found", [("unhealthy", False), ("healthy", True), (None, True)])
 def test_a_local_task_at_weight_zero_is_judged_by_its_containers_health(health, found):
     """On the task's own node the container's health decides, health check declared or not."""
-    doc = snapshot()
+    doc = fixture("28.5-dns-node1")
     task, ip = running_task(doc, "s1", on_node=NODE1)
     disable(doc, ip)
     declare_health_check(doc, "s1")
@@ -189,7 +186,7 @@ def test_a_local_task_at_weight_zero_is_judged_by_its_containers_health(health, 
 
 def test_a_dnsrr_task_failing_its_health_check_may_lack_its_record_on_a_manager():
     """A dnsrr service has no load balancer to show the task disabled; its records go first."""
-    doc = snapshot()
+    doc = fixture("28.5-dns-node1")
     ips = task_ips(doc, "rr")
     set_answer(doc, "rr", ips[1:])
     set_answer(doc, "tasks.rr", ips[1:])
@@ -241,7 +238,7 @@ def drop_peer_record(doc: dict, service: str, on_node_addr: str) -> str:
 
 @pytest.mark.parametrize("node", ["node1", "node2"])
 def test_an_endpoint_without_peer_record_is_found(node):
-    doc = snapshot(node)
+    doc = fixture(f"28.5-dns-{node}")
     assert replay(doc).findings == []
     ip = drop_peer_record(doc, "s2", "10.99.0.3")
     result = replay(doc)
@@ -305,7 +302,7 @@ def ssd_from(doc: dict, tmp_path, *args: str) -> tuple[int, str]:
 
 
 def test_a_finding_about_a_service_being_updated_is_converging(tmp_path):
-    doc = snapshot()
+    doc = fixture("28.5-dns-node1")
     _, ip = running_task(doc, "s1", on_node="o0wngrps05lifxc8ilpjj6psz")
     lose_backend(doc, ip)
     assert ssd.overall_status(replay(doc)) == "inconsistent"  # swarm is done: a fault
@@ -324,7 +321,7 @@ def test_a_finding_about_a_service_being_updated_is_converging(tmp_path):
 
 
 def test_a_completed_or_paused_update_is_not_converging():
-    doc = snapshot()
+    doc = fixture("28.5-dns-node1")
     _, ip = running_task(doc, "s1", on_node="o0wngrps05lifxc8ilpjj6psz")
     lose_backend(doc, ip)
     for state in ("completed", "paused", "rollback_completed"):
@@ -333,7 +330,7 @@ def test_a_completed_or_paused_update_is_not_converging():
 
 
 def test_tasks_swarm_is_starting_make_the_service_converging():
-    doc = snapshot()
+    doc = fixture("28.5-dns-node1")
     _, ip = running_task(doc, "s1", on_node="o0wngrps05lifxc8ilpjj6psz")
     lose_backend(doc, ip)
     starting = copy.deepcopy(next(t for t in api(doc, "GET /tasks") if t["ServiceID"] == service(doc, "s1")["ID"]))
@@ -346,7 +343,7 @@ def test_tasks_swarm_is_starting_make_the_service_converging():
 
 
 def test_one_settled_finding_beside_a_converging_one_is_inconsistent():
-    doc = snapshot()
+    doc = fixture("28.5-dns-node1")
     _, ip1 = running_task(doc, "s1", on_node="o0wngrps05lifxc8ilpjj6psz")
     _, ip2 = running_task(doc, "s2", on_node="o0wngrps05lifxc8ilpjj6psz")
     lose_backend(doc, ip1)
@@ -359,7 +356,7 @@ def test_one_settled_finding_beside_a_converging_one_is_inconsistent():
 
 @pytest.mark.parametrize("age, converging", [(10, True), (600, False)])
 def test_a_node_that_just_went_down_makes_its_tasks_converging(age, converging):
-    doc = snapshot()
+    doc = fixture("28.5-dns-node1")
     _, ip = running_task(doc, "s1", on_node="o0wngrps05lifxc8ilpjj6psz")
     lose_backend(doc, ip)
     clock = doc["samples"][0]["lookups"]["clock"]
@@ -374,7 +371,7 @@ def test_a_node_that_just_went_down_makes_its_tasks_converging(age, converging):
 
 
 def test_a_worker_cannot_tell_and_says_inconsistent():
-    doc = snapshot("node2")
+    doc = fixture("28.5-dns-node2")
     ip = task_ips(doc, "s1")[0]
     lose_backend(doc, ip)
     result = replay(doc)
@@ -430,7 +427,7 @@ def test_snapshots_of_two_swarms_are_not_a_divergence():
 
 def test_prometheus_says_converging(tmp_path):
     from prometheus_client.parser import text_string_to_metric_families
-    doc = snapshot()
+    doc = fixture("28.5-dns-node1")
     _, ip = running_task(doc, "s1", on_node="o0wngrps05lifxc8ilpjj6psz")
     lose_backend(doc, ip)
     service(doc, "s1")["UpdateStatus"] = {"State": "rollback_started"}

@@ -16,13 +16,10 @@ from pathlib import Path
 import pytest
 
 import ssd
-from recorded import replay as run, check_ids as checks
+from recorded import replay as run, check_ids as checks, fixture
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
-
-def snapshot(node: str = "node1") -> dict:
-    return json.loads((FIXTURES / f"snapshot-28.5-dns-{node}.json").read_text())
 
 
 def answers(doc: dict) -> dict:
@@ -65,7 +62,7 @@ def vip(doc: dict, service: str) -> str:
 
 @pytest.mark.parametrize("node", ["node1", "node2"])
 def test_healthy_recording_is_silent_and_asked_every_name(node):
-    doc = snapshot(node)
+    doc = fixture(f"28.5-dns-{node}")
     result = run(doc)
     assert result.findings == [], [f.message for f in result.findings]
     net = next(n for n in result.networks if n.view.name == "ov2")
@@ -81,7 +78,7 @@ def test_healthy_recording_is_silent_and_asked_every_name(node):
 
 def test_the_real_answers_are_what_libnetwork_registers():
     """The recording itself: VIP names answer the VIP, dnsrr and tasks.* the task IPs."""
-    doc = snapshot()
+    doc = fixture("28.5-dns-node1")
     got = answers(doc)[0]
     assert got["s1"]["ips"] == [vip(doc, "s1")] and got["dbalias"]["ips"] == [vip(doc, "dnsa")]
     assert got["tasks.dbalias"]["ips"] == task_ips(doc, "dnsa") == got["tasks.dnsa"]["ips"]
@@ -92,7 +89,7 @@ def test_the_real_answers_are_what_libnetwork_registers():
 # --- each id fires on one edit ---------------------------------------------------------------
 
 def test_nxdomain_with_running_tasks_is_a_missing_name():
-    doc = snapshot("node2")
+    doc = fixture("28.5-dns-node2")
     edit_answers(doc, "tasks.s1", {"rcode": "NXDOMAIN", "ips": []})
     result = run(doc)
     assert checks(result) == ["dns-name-missing"]
@@ -103,7 +100,7 @@ def test_nxdomain_with_running_tasks_is_a_missing_name():
 
 
 def test_a_missing_alias_is_found_on_the_manager():
-    doc = snapshot()
+    doc = fixture("28.5-dns-node1")
     edit_answers(doc, "dbalias", {"rcode": "NXDOMAIN", "ips": []})
     result = run(doc)
     assert checks(result) == ["dns-name-missing"]
@@ -111,7 +108,7 @@ def test_a_missing_alias_is_found_on_the_manager():
 
 
 def test_an_address_of_no_task_is_stale():
-    doc = snapshot()
+    doc = fixture("28.5-dns-node1")
     edit_answers(doc, "tasks.s2", {"rcode": "NOERROR", "ips": [*task_ips(doc, "s2"), "10.0.1.250"]})
     result = run(doc)
     assert checks(result) == ["dns-answer-stale"]
@@ -120,7 +117,7 @@ def test_an_address_of_no_task_is_stale():
 
 
 def test_a_task_left_out_is_incomplete():
-    doc = snapshot()
+    doc = fixture("28.5-dns-node1")
     ips = task_ips(doc, "s3")
     edit_answers(doc, "tasks.s3", {"rcode": "NOERROR", "ips": ips[1:]})
     result = run(doc)
@@ -129,14 +126,14 @@ def test_a_task_left_out_is_incomplete():
 
 
 def test_a_wrong_vip_is_stale_and_incomplete():
-    doc = snapshot()
+    doc = fixture("28.5-dns-node1")
     edit_answers(doc, "web", {"rcode": "NOERROR", "ips": ["10.0.1.251"]})
     assert checks(run(doc)) == ["dns-answer-incomplete", "dns-answer-stale"]
 
 
 def test_a_dnsrr_name_answering_one_ip_is_incomplete_once_per_address():
     """One finding per address left out: a run's two samples must agree on the address."""
-    doc = snapshot()
+    doc = fixture("28.5-dns-node1")
     ips = task_ips(doc, "rr")
     edit_answers(doc, "rr", {"rcode": "NOERROR", "ips": ips[:1]})
     result = run(doc)
@@ -146,7 +143,7 @@ def test_a_dnsrr_name_answering_one_ip_is_incomplete_once_per_address():
 
 
 def test_a_silent_resolver_is_one_finding_not_one_per_name():
-    doc = snapshot()
+    doc = fixture("28.5-dns-node1")
     for probe in answers(doc):
         first = next(iter(probe))
         for name in probe:
@@ -166,19 +163,19 @@ def resolver_rules(doc: dict, drop: str) -> None:
 
 
 def test_the_resolver_rules_are_checked_in_the_container_namespace():
-    doc = snapshot()
+    doc = fixture("28.5-dns-node1")
     resolver_rules(doc, r"DOCKER_OUTPUT .* -p tcp .*DNAT")
     result = run(doc)
     assert checks(result) == ["dns-resolver-rules"]
     assert "TCP" in result.findings[0].message
-    doc = snapshot()
+    doc = fixture("28.5-dns-node1")
     resolver_rules(doc, r"-A POSTROUTING .*DOCKER_POSTROUTING")
     result = run(doc)
     assert checks(result) == ["dns-resolver-rules"] and "lookups there fail" in result.findings[0].message
 
 
 def test_the_recorded_resolver_rules_are_what_libnetwork_writes():
-    text = "\n".join(snapshot()["samples"][0]["namespaces"][probe_path(snapshot())]["iptables"].values())
+    text = "\n".join(fixture("28.5-dns-node1")["samples"][0]["namespaces"][probe_path(fixture("28.5-dns-node1"))]["iptables"].values())
     for rule in (r"-A OUTPUT -d 127\.0\.0\.11/32 -j DOCKER_OUTPUT",
                  r"-A DOCKER_OUTPUT -d 127\.0\.0\.11/32 -p udp -m udp --dport 53 -j DNAT --to-destination "
                  r"127\.0\.0\.11:\d+", r"-A DOCKER_POSTROUTING -s 127\.0\.0\.11/32 -p tcp -m tcp --sport \d+ "
@@ -194,7 +191,7 @@ def lb_raw(doc: dict) -> list[dict]:
 
 def test_a_draining_task_may_be_missing_from_its_names():
     """Weight 0 in the load balancer: libnetwork removed its records first (ServiceDisabled)."""
-    doc = snapshot("node2")
+    doc = fixture("28.5-dns-node2")
     ips = task_ips(doc, "s1")
     edit_answers(doc, "tasks.s1", {"rcode": "NOERROR", "ips": ips[1:]})
     assert checks(run(doc)) == ["dns-answer-incomplete"]
@@ -207,7 +204,7 @@ def test_a_draining_task_may_be_missing_from_its_names():
 
 
 def test_a_task_swarm_is_stopping_may_be_missing_on_a_manager():
-    doc = snapshot()
+    doc = fixture("28.5-dns-node1")
     ips = task_ips(doc, "rr")
     edit_answers(doc, "tasks.rr", {"rcode": "NOERROR", "ips": ips[1:]})
     edit_answers(doc, "rr", {"rcode": "NOERROR", "ips": ips[1:]})
@@ -244,7 +241,7 @@ def test_snapshot_without_dns_answers_says_so():
 # --- reports ------------------------------------------------------------------------------------
 
 def test_text_and_json_attribute_the_finding_to_the_dns_layer():
-    doc = snapshot()
+    doc = fixture("28.5-dns-node1")
     edit_answers(doc, "tasks.s1", {"rcode": "NXDOMAIN", "ips": []})
     result = run(doc)
     text = ssd.render_text(result, ssd.Painter(False), quiet=False, verbose=False)
@@ -266,7 +263,7 @@ def test_text_and_json_attribute_the_finding_to_the_dns_layer():
 def test_a_worker_judges_only_stale_answers_for_a_dnsrr_service():
     """No load balancer shows a dnsrr task being stopped, and a worker has no /tasks: seen on 28.5.2
     when a frozen node came back and re-announced a task swarm had already shut down."""
-    doc = snapshot("node2")
+    doc = fixture("28.5-dns-node2")
     ips = task_ips(doc, "rr")
     edit_answers(doc, "tasks.rr", {"rcode": "NOERROR", "ips": ips[1:]})
     result = run(doc)

@@ -14,14 +14,10 @@ from pathlib import Path
 import pytest
 
 import ssd
-from recorded import replay as run, check_ids as checks
+from recorded import replay as run, check_ids as checks, fixture, OV2_ID
 
 FIXTURE = Path(__file__).parent / "fixtures" / "snapshot-28.5-node1.json"
-OV2_ID = "pgt602lciopl6tkmdz0l85c64"
 
-
-def snapshot() -> dict:
-    return json.loads(FIXTURE.read_text())
 
 
 def api(doc: dict) -> dict:
@@ -59,7 +55,7 @@ def stamp(epoch: float) -> str:
 
 
 def test_recorded_manager_is_silent_and_has_what_the_checks_read():
-    doc = snapshot()
+    doc = fixture("28.5-node1")
     result = run(doc)
     assert result.findings == [] and result.not_checked == []
     state = ssd.build_swarm_tasks(api(doc)["GET /tasks"])
@@ -68,7 +64,7 @@ def test_recorded_manager_is_silent_and_has_what_the_checks_read():
 
 
 def test_task_swarm_runs_but_networkdb_lacks_is_found():
-    doc = snapshot()
+    doc = fixture("28.5-node1")
     entry = listed(doc, on="10.99.0.2")
     ov2_services(doc)["s1"]["Tasks"].remove(entry)
     result = run(doc)
@@ -79,7 +75,7 @@ def test_task_swarm_runs_but_networkdb_lacks_is_found():
 
 
 def test_task_within_the_convergence_window_is_not_judged():
-    doc = snapshot()
+    doc = fixture("28.5-node1")
     entry = listed(doc, on="10.99.0.2")
     ov2_services(doc)["s1"]["Tasks"].remove(entry)
     swarm_task(doc, task_id(entry))["Status"]["Timestamp"] = stamp(clock(doc) - 5)
@@ -87,7 +83,7 @@ def test_task_within_the_convergence_window_is_not_judged():
 
 
 def test_task_ip_differs_between_swarm_and_networkdb():
-    doc = snapshot()
+    doc = fixture("28.5-node1")
     entry = listed(doc)
     attachment = swarm_task(doc, task_id(entry))["NetworksAttachments"][0]
     attachment["Addresses"] = ["10.0.1.240/24"]
@@ -98,7 +94,7 @@ def test_task_ip_differs_between_swarm_and_networkdb():
 
 @pytest.mark.parametrize("how", ["stopped", "node-down"])
 def test_zombie_that_swarm_stopped_or_whose_node_is_down(how):
-    doc = snapshot()
+    doc = fixture("28.5-node1")
     entry = listed(doc, on="10.99.0.3")
     task = swarm_task(doc, task_id(entry))
     if how == "stopped":
@@ -116,7 +112,7 @@ def test_zombie_that_swarm_stopped_or_whose_node_is_down(how):
 
 
 def test_node_just_down_is_within_the_window():
-    doc = snapshot()
+    doc = fixture("28.5-node1")
     node = next(n for n in api(doc)["GET /nodes"] if n["Description"]["Hostname"] == "node3")
     node["Status"]["State"], node["UpdatedAt"] = "down", stamp(clock(doc) - 10)
     assert run(doc).findings == []
@@ -125,7 +121,7 @@ def test_node_just_down_is_within_the_window():
 def test_tasks_swarm_does_not_know_are_a_note():
     """A removed service's tasks leave NetworkDB within seconds; 20.10 leaves a removed job's
     running tasks behind. With no time to judge them by, they are a note, not a finding."""
-    doc = snapshot()
+    doc = fixture("28.5-node1")
     gone = {t["ID"] for t in api(doc)["GET /tasks"] if t["ServiceID"] == next(
         s["ID"] for s in api(doc)["GET /services"] if s["Spec"]["Name"] == "s3")}
     api(doc)["GET /tasks"] = [t for t in api(doc)["GET /tasks"] if t["ID"] not in gone]
@@ -135,7 +131,7 @@ def test_tasks_swarm_does_not_know_are_a_note():
 
 
 def test_duplicate_ip_between_two_tasks():
-    doc = snapshot()
+    doc = fixture("28.5-node1")
     a, b = listed(doc, "s1", on="10.99.0.3"), listed(doc, "s2", on="10.99.0.3")
     b["EndpointIP"] = a["EndpointIP"]
     result = run(doc)
@@ -145,7 +141,7 @@ def test_duplicate_ip_between_two_tasks():
 
 
 def test_duplicate_ip_between_a_task_and_this_nodes_load_balancer():
-    doc = snapshot()
+    doc = fixture("28.5-node1")
     lb_ip = api(doc)[f"GET /networks/{OV2_ID}"]["Containers"]["lb-ov2"]["IPv4Address"].split("/")[0]
     entry = listed(doc, "s2", on="10.99.0.3")
     entry["EndpointIP"] = lb_ip
@@ -155,7 +151,7 @@ def test_duplicate_ip_between_a_task_and_this_nodes_load_balancer():
 
 @pytest.mark.parametrize("vips", [["10.0.1.99/24"], ["10.0.1.2/24", "10.0.1.98/24"]])
 def test_vip_differs_between_swarm_and_networkdb(vips):
-    doc = snapshot()
+    doc = fixture("28.5-node1")
     s1 = next(s for s in api(doc)["GET /services"] if s["Spec"]["Name"] == "s1")
     s1["Endpoint"]["VirtualIPs"] = [{"Addr": v, "NetworkID": OV2_ID} for v in vips]
     (finding,) = run(doc).findings
@@ -170,7 +166,7 @@ def test_a_worker_says_it_cannot_compare_swarm():
 
 
 def test_snapshot_without_a_clock_judges_no_task_age():
-    doc = snapshot()
+    doc = fixture("28.5-node1")
     del doc["samples"][0]["lookups"]["clock"]
     ov2_services(doc)["s1"]["Tasks"].remove(listed(doc, on="10.99.0.2"))
     assert "swarm-task-missing" not in checks(run(doc))
@@ -183,7 +179,7 @@ def test_timestamps_parse_as_the_engine_writes_them():
 
 
 def test_text_report_names_the_layers_that_disagree():
-    doc = snapshot()
+    doc = fixture("28.5-node1")
     ov2_services(doc)["s1"]["Tasks"].remove(listed(doc, on="10.99.0.2"))
     text = ssd.render_text(run(doc), ssd.Painter(False), quiet=False, verbose=False)
     assert "swarm-task-missing: network ov2: swarm runs task" in text
@@ -191,7 +187,7 @@ def test_text_report_names_the_layers_that_disagree():
 
 
 def test_json_and_service_status_keep_the_layers_apart():
-    doc = snapshot()
+    doc = fixture("28.5-node1")
     entry = listed(doc)
     swarm_task(doc, task_id(entry))["NetworksAttachments"][0]["Addresses"] = ["10.0.1.240/24"]
     report = ssd.to_json(run(doc))

@@ -15,15 +15,11 @@ from pathlib import Path
 import pytest
 
 import ssd
-from recorded import replay as run, check_ids as checks
+from recorded import replay as run, check_ids as checks, fixture, OV2_ID
 
 FIXTURES = Path(__file__).parent / "fixtures"
-OV2_ID = "pgt602lciopl6tkmdz0l85c64"
 NODE_ADDR = {1: "10.99.0.1", 2: "10.99.0.2"}
 
-
-def snapshot(node: int) -> dict:
-    return json.loads((FIXTURES / f"snapshot-28.5-node{node}.json").read_text())
 
 
 def sample(doc: dict) -> dict:
@@ -122,7 +118,7 @@ def test_every_overlay_check_has_a_fault_here():
 
 @pytest.mark.parametrize("node", [1, 2])
 def test_healthy_nodes_are_silent_and_count_what_they_checked(node):
-    result = run(snapshot(node))
+    result = run(fixture(f"28.5-node{node}"))
     assert result.findings == [] and result.not_checked == []
     ov2 = next(n for n in result.networks if n.view.name == "ov2")
     # 12 service tasks, 4 of them local, plus the standalone container on node3.
@@ -133,7 +129,7 @@ def test_healthy_nodes_are_silent_and_count_what_they_checked(node):
 @pytest.mark.parametrize("node", [1, 2])
 @pytest.mark.parametrize("check", sorted(FAULTS))
 def test_fault_fires_its_check_and_only_it(check, node):
-    doc = snapshot(node)
+    doc = fixture(f"28.5-node{node}")
     subject = FAULTS[check](doc, node)
     result = run(doc)
     assert checks(result) == [check], [f.message for f in result.findings]
@@ -143,10 +139,10 @@ def test_fault_fires_its_check_and_only_it(check, node):
 
 
 def test_finding_names_task_node_and_what_is_there():
-    doc = snapshot(2)
+    doc = fixture("28.5-node2")
     ip = _fdb_repointed(doc, 2)
     (finding,) = run(doc).findings
-    task = remote_task(snapshot(2), 2)
+    task = remote_task(fixture("28.5-node2"), 2)
     assert task["Name"] in finding.message and task["Info"]["Host IP"] in finding.message
     assert finding.expected == task["Info"]["Host IP"] and finding.actual != finding.expected
     assert finding.service == "s1" and ip in finding.message
@@ -155,7 +151,7 @@ def test_finding_names_task_node_and_what_is_there():
 
 def test_missing_neighbour_of_a_standalone_container_is_found():
     """Plain containers on attachable networks are in NetworkDB too (Services[""])."""
-    doc = snapshot(1)
+    doc = fixture("28.5-node1")
     standalone = next(t for t in ov2_tasks(doc) if t["service"] == "")
     ns = overlay_ns(doc)
     ns["neighbours"].remove(neighbour(ns, standalone["EndpointIP"]))
@@ -173,7 +169,7 @@ def unlisted_endpoint_on_node3(doc: dict) -> None:
 
 def test_a_second_unlisted_endpoint_towards_one_node_is_stale_on_a_manager():
     """One unlisted endpoint per peer is its load balancer; a second one is not explained."""
-    doc = snapshot(1)
+    doc = fixture("28.5-node1")
     unlisted_endpoint_on_node3(doc)
     assert checks(run(doc)) == ["overlay-neighbor-stale"]
 
@@ -181,7 +177,7 @@ def test_a_second_unlisted_endpoint_towards_one_node_is_stale_on_a_manager():
 def test_a_task_still_starting_is_programmed_before_it_is_listed():
     """NetworkDB lists a task once it started (or is healthy); the overlay programs it at join.
     A manager finds swarm's task at that address: no finding (seen on 20.10 during updates)."""
-    doc = snapshot(1)
+    doc = fixture("28.5-node1")
     unlisted_endpoint_on_node3(doc)
     starting = copy.deepcopy(sample(doc)["api"]["GET /tasks"][0])
     starting.update(ID="startingtask0000000000000", DesiredState="running")
@@ -192,7 +188,7 @@ def test_a_task_still_starting_is_programmed_before_it_is_listed():
 
 
 def test_a_worker_cannot_judge_unlisted_endpoints_of_live_peers():
-    doc = snapshot(2)
+    doc = fixture("28.5-node2")
     unlisted_endpoint_on_node3(doc)
     result = run(doc)
     assert result.findings == []
@@ -200,7 +196,7 @@ def test_a_worker_cannot_judge_unlisted_endpoints_of_live_peers():
 
 
 def test_a_local_endpoint_programmed_as_remote_is_stale():
-    doc = snapshot(2)
+    doc = fixture("28.5-node2")
     ns = overlay_ns(doc)
     local = next(t for t in ov2_tasks(doc) if t["Info"]["Host IP"] == NODE_ADDR[2])
     ns["neighbours"].append({"ifindex": vxlan(ns)["index"], "dst": local["EndpointIP"],
@@ -211,7 +207,7 @@ def test_a_local_endpoint_programmed_as_remote_is_stale():
 
 def test_learned_and_bridge_rows_are_not_programmed_state():
     """The VXLAN device learns (Learning: true) and the bridge keeps its own rows: not stale."""
-    doc = snapshot(2)
+    doc = fixture("28.5-node2")
     ns = overlay_ns(doc)
     index = vxlan(ns)["index"]
     ns["fdb"] += [{"ifindex": index, "dst": "10.99.0.9", "mac": "02:42:0a:00:01:ca", "permanent": False,
@@ -224,7 +220,7 @@ def test_learned_and_bridge_rows_are_not_programmed_state():
 
 def test_vxlan_port_is_checked_on_a_manager_only():
     for node, expected in ((1, ["overlay-vxlan-config"]), (2, [])):
-        doc = snapshot(node)
+        doc = fixture(f"28.5-node{node}")
         vxlan(overlay_ns(doc))["vxlan"]["port"] = 4790
         assert checks(run(doc)) == expected, node
 
@@ -236,7 +232,7 @@ def test_vxlan_port_is_checked_on_a_manager_only():
     lambda link: link.update(master=None),
 ])
 def test_vxlan_device_config(change):
-    doc = snapshot(1)
+    doc = fixture("28.5-node1")
     change(vxlan(overlay_ns(doc)))
     assert set(checks(run(doc))) == {"overlay-vxlan-config"}
 
@@ -255,7 +251,7 @@ def test_mac_from_ip_is_libnetworks():
 
 
 def test_json_reports_each_networks_overlay():
-    doc = snapshot(2)
+    doc = fixture("28.5-node2")
     _fdb_deleted(doc, 2)
     report = ssd.to_json(run(doc))
     ov2 = next(n for n in report["networks"] if n["name"] == "ov2")
@@ -268,7 +264,7 @@ def test_json_reports_each_networks_overlay():
 
 
 def test_text_report_has_an_overlay_block():
-    doc = snapshot(2)
+    doc = fixture("28.5-node2")
     _stale_neighbour(doc, 2)
     text = ssd.render_text(run(doc), ssd.Painter(False), quiet=False, verbose=False)
     assert f"Verifying overlay for network ov2 (netns 1-{OV2_ID[:10]})" in text
@@ -288,7 +284,7 @@ def test_snapshot_of_format_1_is_checked_without_the_overlay():
 
 
 def test_overlay_namespace_that_vanished_is_not_checked_not_a_fault():
-    doc = snapshot(2)
+    doc = fixture("28.5-node2")
     path = f"/var/run/docker/netns/1-{OV2_ID[:10]}"
     sample(doc)["namespaces"][path] = {"error": f"namespace {path} does not exist (it may have vanished)"}
     result = run(doc)
@@ -297,7 +293,7 @@ def test_overlay_namespace_that_vanished_is_not_checked_not_a_fault():
 
 
 def test_fixture_is_what_the_tests_assume():
-    doc = snapshot(2)
+    doc = fixture("28.5-node2")
     assert copy.deepcopy(doc) == doc and sample(doc)["api"]["GET /info"]["Swarm"]["NodeAddr"] == "10.99.0.2"
     assert len([t for t in ov2_tasks(doc) if t["service"] == ""]) == 1
     assert vxlan(overlay_ns(doc))["vxlan"] == {"vni": 4097, "port": 4789, "learning": True, "proxy": True,
@@ -309,7 +305,7 @@ def test_fixture_is_what_the_tests_assume():
 def encrypted(node: int, missing: tuple[str, str] | None = None) -> dict:
     """The snapshot with ov2 made encrypted: the option, the VXLAN MTU the driver then sets, and
     the IPsec state it programs towards each node with remote endpoints (encryption.go)."""
-    doc = snapshot(node)
+    doc = fixture(f"28.5-node{node}")
     sample(doc)["api"][f"GET /networks/{OV2_ID}"]["Options"]["encrypted"] = ""
     vxlan(overlay_ns(doc))["mtu"] = 1424
     me = NODE_ADDR[node]
