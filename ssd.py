@@ -1356,6 +1356,9 @@ IFLA_IFNAME, IFA_ADDRESS, IFA_LOCAL = 3, 1, 2
 _IFINFOMSG, _IFADDRMSG = struct.Struct("=BxHiII"), struct.Struct("=BBBBI")
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
+# Set by the kernel on a dump's messages when the table changed while it was dumped (a swarm
+# churning): what was read may miss or repeat rows, so it is read again, DUMP_TRIES times at most.
+NLM_F_DUMP_INTR, DUMP_TRIES = 0x10, 3
 GENL_ID_CTRL, CTRL_CMD_GETFAMILY, CTRL_ATTR_FAMILY_ID, CTRL_ATTR_FAMILY_NAME = 0x10, 3, 1, 2
 NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
 # linux/ip_vs.h
@@ -1487,30 +1490,42 @@ class NetlinkSocket:
         self.sock.close()
 
     def request(self, kind: int, body: bytes, dump: bool) -> list[bytes]:
-        """The payload (after the netlink header) of every reply message."""
+        """The payload (after the netlink header) of every reply message. A dump the kernel says
+        was interrupted is read again; one interrupted every time is an error (OSError EAGAIN),
+        never a partial table that would read as missing or stale entries."""
+        for _ in range(DUMP_TRIES if dump else 1):
+            replies, interrupted = self._exchange(kind, body, dump)
+            if not interrupted:
+                return replies
+        raise OSError(errno.EAGAIN, f"the table kept changing while it was read (netlink dump "
+                                    f"interrupted {DUMP_TRIES} times in a row)")
+
+    def _exchange(self, kind: int, body: bytes, dump: bool) -> tuple[list[bytes], bool]:
         self.seq += 1
         flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
         self.sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, flags, self.seq, 0) + body)
         replies = []
+        interrupted = False
         while True:
             data, _, flags, _ = self.sock.recvmsg(1 << 16)  # one datagram; a dump fills <= 32 KiB
             if flags & socket.MSG_TRUNC:
                 raise OSError(errno.EMSGSIZE, "netlink reply larger than 64 KiB")
             offset = 0
             while offset + _NLMSGHDR.size <= len(data):
-                length, kind, _, seq, _ = _NLMSGHDR.unpack_from(data, offset)
+                length, kind, msg_flags, seq, _ = _NLMSGHDR.unpack_from(data, offset)
                 if length < _NLMSGHDR.size:
                     raise OSError(errno.EBADMSG, "malformed netlink reply")
                 start, offset = offset + _NLMSGHDR.size, offset + ((length + 3) & ~3)
                 if seq != self.seq:
                     continue  # a late reply to an earlier request
+                interrupted |= bool(msg_flags & NLM_F_DUMP_INTR)
                 if kind == NLMSG_DONE:
-                    return replies
+                    return replies, interrupted
                 if kind == NLMSG_ERROR:
                     code = -struct.unpack_from("=i", data, start)[0]
                     if code:
                         raise OSError(code, os.strerror(code))
-                    return replies  # the ACK
+                    return replies, interrupted  # the ACK
                 replies.append(data[start:start + length - _NLMSGHDR.size])
 
 
@@ -1834,7 +1849,7 @@ def read_namespace(path: str, backends: dict[str, str], want_ipvs: bool = True) 
     except FileNotFoundError:
         raw["error"] = f"namespace {path} does not exist (it may have vanished mid-run)"
     except OSError as exc:
-        raw["error"] = f"cannot enter namespace {path}: {exc.strerror or _short(exc)}"
+        raw["error"] = f"cannot read namespace {path}: {exc.strerror or _short(exc)}"
     return raw
 
 
