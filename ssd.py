@@ -4941,22 +4941,49 @@ def gossip_result(network: str, nodes: list[GossipNode], samples: int, started: 
                         notes, not_checked)
 
 
-def gossip_live(args: argparse.Namespace, network: str) -> GossipResult:
-    started = time.monotonic()
+def on_a_manager(args: argparse.Namespace, mode: str) -> tuple[Engine, Collector]:
+    """The swarm-wide modes' first step: the Engine API, on a manager (only one runs services)."""
     engine = engine_of(args)
     collector = Collector(engine, args.exec_root)
     if not read_node(collector).manager:
-        raise CheckError("gossip-consistency starts a service on every node: run it on a manager")
-    net = resolve_networks(collector.networks(), [network])[0]
+        raise CheckError(f"{mode} starts a service on every node: run it on a manager")
+    return engine, collector
+
+
+@dataclass
+class JobPlan:
+    """What both swarm-wide modes settle before they start their job."""
+    image: str
+    eligible: dict[str, str]  # node ID -> hostname: the nodes that run the job
+    skipped: list[SkippedNode]
+    notes: list[str]
+
+
+def plan_job(args: argparse.Namespace, engine: Engine, mode: str, reads_datapath: bool) -> JobPlan:
+    """The image every node runs, the API it needs, the leftovers of killed runs cleared, and
+    the nodes that can run the job (the others, and why, in the notes)."""
     image = args.image or own_image(engine)
     if not image:
-        raise CheckError("gossip-consistency runs ssd on every node as a swarm service: pass --image "
-                         "IMAGE, an ssd image every node has or can pull")
+        raise CheckError(f"{mode} runs ssd on every node as a swarm service: pass --image IMAGE, "
+                         "an ssd image every node has or can pull")
+    api = str(engine.api.api_version)
+    if reads_datapath and not EngineModel.runs_jobs(api):
+        raise CheckError(f"{mode} needs Engine API 1.41 (Docker 20.10) or newer, to give its "
+                         f"service the capabilities a datapath read needs; this one speaks {api}: "
+                         "run ssd on each node instead")
     notes: list[str] = []
     leftover_jobs(engine, notes)
     eligible, skipped = eligible_nodes(engine)
-    notes += [node.note for node in skipped]
-    result = gossip_sampled(engine, net, image, eligible, args.wait, started, notes)
+    return JobPlan(image, eligible, skipped, notes)
+
+
+def gossip_live(args: argparse.Namespace, network: str) -> GossipResult:
+    started = time.monotonic()
+    engine, collector = on_a_manager(args, "gossip-consistency")
+    net = resolve_networks(collector.networks(), [network])[0]
+    plan = plan_job(args, engine, "gossip-consistency", reads_datapath=False)
+    notes = plan.notes + [node.note for node in plan.skipped]
+    result = gossip_sampled(engine, net, plan.image, plan.eligible, args.wait, started, notes)
     if args.verbose:
         notes.append(f"{count(result.samples, 'sample')} in {time.monotonic() - started:.1f} s")
     return result
@@ -5088,29 +5115,16 @@ def fleet_node(answer: JobAnswer) -> FleetNode:
 
 def fleet_live(args: argparse.Namespace) -> FleetResult:
     started = time.monotonic()
-    engine = engine_of(args)
-    collector = Collector(engine, args.exec_root)
-    if not read_node(collector).manager:
-        raise CheckError("--all-nodes starts a service on every node: run it on a manager")
+    engine, collector = on_a_manager(args, "--all-nodes")
     listing = collector.networks()
     nets = resolve_networks(listing, args.networks)
     if not args.networks:  # the matrix's columns: overlays by name, ingress last
         nets.sort(key=lambda n: (bool(n.get("Ingress")), n.get("Name") or ""))
     if not any(n.get("Ingress") for n in nets):  # the node check always looks at ingress too
         nets += [n for n in listing if n.get("Ingress") and n.get("Scope") == "swarm"]
-    image = args.image or own_image(engine)
-    if not image:
-        raise CheckError("--all-nodes runs ssd on every node as a swarm service: pass --image IMAGE, "
-                         "an ssd image every node has or can pull")
-    api = str(engine.api.api_version)
-    if tuple(int(x) for x in api.split(".")[:2]) < (1, 41):
-        raise CheckError(f"--all-nodes needs Engine API 1.41 (Docker 20.10) or newer, to give its "
-                         f"service the capabilities a datapath read needs; this one speaks {api}: "
-                         "run ssd on each node instead")
-    notes: list[str] = []
+    plan = plan_job(args, engine, "--all-nodes", reads_datapath=True)
+    image, eligible, skipped, notes = plan.image, plan.eligible, plan.skipped, plan.notes
     not_checked: list[NotChecked] = []
-    leftover_jobs(engine, notes)
-    eligible, skipped = eligible_nodes(engine)
     member = [n["Id"] for n in nets] if args.networks else []
     member += [FLEET_MEMBER, "--json", "--settle", f"{args.settle:g}", "--exec-root", args.exec_root]
     if args.snapshot_dir:
