@@ -29,9 +29,11 @@ The file reads top to bottom, one banner per section, one per part:
   Model             the check ids and their layers, the engine model, known engine bugs, and
                     the views, datapath snapshots and findings everything else passes around
   Collectors        namespaces; netlink (IPVS, addresses); netlink (an overlay namespace); the
-                    embedded DNS; what a run reads, live or from a snapshot
+                    embedded DNS; the host's prerequisites; traffic (--probe); what a run
+                    reads, live or from a snapshot
   Checks            the load balancers; swarm against NetworkDB; converging; the overlay; the
-                    embedded DNS (pure functions: state in, findings out, no I/O)
+                    embedded DNS; this node's prerequisites; traffic (pure functions: state
+                    in, findings out, no I/O)
   One run           its phases, each a function, then the checks
   Reports           text, JSON, Nagios, Prometheus
   Swarm-wide modes  their results; the job; gossip; gossip-consistency; --all-nodes; their
@@ -94,6 +96,7 @@ import json
 import math
 import re
 import select
+import selectors
 import shlex
 import shutil
 import socket
@@ -154,6 +157,9 @@ LAYERS: dict[str, Layer] = {
                  read=lambda net: net.dns is not None and net.dns.answers is not None),
     "overlay": Layer("overlay (VXLAN), against NetworkDB on this node",
                      read=lambda net: bool(net.overlay and net.overlay.checked)),
+    "host": Layer("this node's prerequisites, against what overlays and load balancers need"),
+    "probe": Layer("traffic (--probe), against the paths every layer above says exist",
+                   read=lambda net: net.probe is not None),
 }
 
 
@@ -341,6 +347,43 @@ CHECKS: dict[str, CheckInfo] = {
         "this node gives it (a running task, the VIP); draining tasks are allowed to be missing.",
         "Clients never reach that task by DNS; `docker service update --force <service>`.",
         layer="dns"),
+    "ip-forward-off": CheckInfo(
+        "IPv4 forwarding (net.ipv4.ip_forward) is off on this node.",
+        "Published ports and traffic from containers to other networks die here; `sysctl -w "
+        "net.ipv4.ip_forward=1` (and find what turned it off: a sysctl.d file, a firewall tool, "
+        "dockerd --ip-forward=false).", layer="host"),
+    "conntrack-full": CheckInfo(
+        "A connection-tracking table (this node's, or a load-balancer namespace's) is 90% full or more.",
+        "New connections are dropped once it is full (`nf_conntrack: table full` in dmesg); raise "
+        "net.netfilter.nf_conntrack_max, or find what opens so many connections (`conntrack -S`).",
+        layer="host"),
+    "underlay-mtu": CheckInfo(
+        "The interface that carries this node's data path has a smaller MTU than an overlay's packets "
+        "need (its VXLAN device's MTU plus 50 bytes of VXLAN, plus ESP when encrypted).",
+        "Full-size packets between nodes are fragmented or lost (large responses hang while small "
+        "ones pass); create the network with `-o com.docker.network.driver.mtu=<underlay MTU - 50>`, "
+        "or raise the underlay's MTU.", layer="host"),
+    "probe-node-unreachable": CheckInfo(
+        "--probe: no endpoint of another node answered an echo request on an overlay network.",
+        "Traffic on that network between this node and that one is lost: allow UDP 4789 (or the "
+        "swarm's data-path port) and, on encrypted networks, ESP between the two nodes; then run "
+        "ssd there.", layer="probe"),
+    "probe-mtu-blackhole": CheckInfo(
+        "--probe: small echo requests to another node's endpoints are answered, full-size ones (the "
+        "network's MTU, DF set) are not.",
+        "The underlay between the nodes cannot carry a full VXLAN packet (a VPN, a smaller cloud MTU, "
+        "fragments dropped): lower the network's MTU (com.docker.network.driver.mtu) or fix the path.",
+        layer="probe"),
+    "probe-backend-timeout": CheckInfo(
+        "--probe: a TCP connection from the load balancer to a backend task's address and port got "
+        "no answer at all (a refusal would mean the path works).",
+        "The load balancer sends requests to a task it cannot reach: look at the task's node (its "
+        "overlay, its firewall); `docker service update --force <service>`.", layer="probe"),
+    "probe-published-timeout": CheckInfo(
+        "--probe: a TCP connection to a node's address at a published port (the routing mesh's entry) "
+        "got no answer at all.",
+        "Clients of that port on that node time out: look at that node's firewall (DOCKER-USER, a "
+        "cloud security group) and its DOCKER-INGRESS rules (run ssd there).", layer="probe"),
 }
 
 
@@ -680,6 +723,7 @@ class Datapath:
     sysctls: dict[str, int] | None
     error: str | None = None  # the namespace itself could not be entered
     ipvs_missing: bool = False  # the kernel has no IPVS at all
+    conntrack: dict[str, int] | None = None  # {"count", "max"} of its conntrack table; None: unknown
 
     @property
     def partial(self) -> bool:
@@ -811,6 +855,8 @@ class NodeState:
     # ("unhealthy", "healthy", "starting"; "" with no health check; None: container gone).
     local_health: dict[str, str | None] = field(default_factory=dict)
     updating: dict[str, str] = field(default_factory=dict)  # managers: service name -> UpdateStatus.State
+    host_prereqs: dict | None = None  # read_host_prereqs(): forwarding, conntrack, interfaces
+    probe_results: dict[str, dict] | None = None  # --probe: Probe.key -> what came back
 
     def datapaths(self) -> list[Datapath]:
         return [lb.datapath for lb in self.lbs] + ([self.host] if self.host is not None else [])
@@ -1844,6 +1890,7 @@ def read_namespace(path: str, backends: dict[str, str], want_ipvs: bool = True) 
                 except Exception as exc:  # noqa: BLE001 - any netlink failure: report, check the rest
                     raw["ipvs_error"] = f"IPVS dump failed: {_short(exc)}"
                 raw["sysctls"] = read_sysctls()
+                raw["conntrack"] = read_conntrack()
             raw["iptables"], raw["iptables_error"] = read_iptables(backends)
             raw["addresses"] = read_addresses()
     except FileNotFoundError:
@@ -1886,7 +1933,7 @@ def datapath_from_raw(path: str, raw: dict) -> Datapath:
         addresses=None if addresses is None else
         {name: [(ip, int(plen)) for ip, plen in addrs] for name, addrs in addresses.items()},
         sysctls=raw.get("sysctls"), error=raw.get("error"),
-        ipvs_missing=bool(raw.get("ipvs_missing")))
+        ipvs_missing=bool(raw.get("ipvs_missing")), conntrack=raw.get("conntrack"))
 
 
 def overlay_from_raw(path: str, raw: dict) -> OverlayDatapath:
@@ -2006,6 +2053,291 @@ def _read_answers(sock: socket.socket, inflight: dict, answers: dict[str, dict],
         ips = sorted({rd.address for rrset in response.answer if rrset.rdtype == dns["rdatatype"].A
                       for rd in rrset})
         answers[name] = {"rcode": dns["rcode"].to_text(response.rcode()), "ips": ips}
+
+
+# --- the host's prerequisites: forwarding, conntrack, the data-path interface ---------
+
+CONNTRACK_DIR = "/proc/sys/net/netfilter"
+
+
+def read_conntrack() -> dict[str, int] | None:
+    """This thread's namespace's conntrack table: entries in use and the maximum (None: no
+    conntrack module loaded, so nothing to fill)."""
+    values = {}
+    for key in ("count", "max"):
+        try:
+            with open(os.path.join(CONNTRACK_DIR, f"nf_conntrack_{key}")) as fh:
+                values[key] = int(fh.read().strip())
+        except (OSError, ValueError):
+            return None
+    return values
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def read_host_prereqs() -> dict:
+    """What the node's own namespace must provide for overlays and the routing mesh, as plain
+    data: IPv4 forwarding, its conntrack table, and each interface's MTU, addresses and driver."""
+    out: dict[str, Any] = {"error": None, "ip_forward": _read_int("/proc/sys/net/ipv4/ip_forward"),
+                           "conntrack": read_conntrack(), "links": []}
+    try:
+        addresses = read_addresses()
+        with NetlinkSocket(NETLINK_ROUTE) as sock:
+            links = [decode_link(m) for m in
+                     sock.request(RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0), dump=True)]
+    except OSError as exc:
+        out["error"] = f"cannot read this node's interfaces: {exc.strerror or _short(exc)}"
+        return out
+    for link in links:
+        if not addresses.get(link["name"]):
+            continue  # only an interface with an address can carry the data path
+        try:  # sysfs, as the node sees it: the driver behind the interface (none for virtual ones)
+            driver = os.path.basename(os.readlink(f"/sys/class/net/{link['name']}/device/driver"))
+        except OSError:
+            driver = None
+        out["links"].append({"name": link["name"], "mtu": link["mtu"], "driver": driver,
+                             "addresses": [ip for ip, _ in addresses[link["name"]]]})
+    return out
+
+
+# --- traffic (--probe): echo requests and TCP connections, bounded --------------------
+# Sent only with --probe. Each probe leaves from a namespace that ssd enters only to make its
+# socket (a socket stays in the namespace it was made in); then one loop waits on all of them,
+# so a node with hundreds of backends is probed in about one timeout.
+
+PROBE_TRIES = 3  # echo requests per target and size, PROBE_INTERVAL apart
+PROBE_INTERVAL = 0.2  # seconds
+PROBE_TIMEOUT = 1.5  # seconds for an answer after the last request; a TCP connection's SYN and its retry
+PROBE_LIMIT = 8.0  # seconds for all the probes of one sample; what is left is "not probed"
+PROBE_SOCKETS = 256  # TCP connections open at once (file descriptors)
+ECHO_SMALL = 84  # bytes: the IP packet of a default ping
+IP_MTU_DISCOVER, IP_PMTUDISC_DO = 10, 2  # <linux/in.h>: set DF, never fragment locally
+ICMP_ECHO_REPLY, ICMP_UNREACH, ICMP_ECHO = 0, 3, 8
+ICMP_FRAG_NEEDED = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """One thing --probe sends: an ICMP echo of `size` bytes (the whole IP packet, DF set) or a
+    TCP connection, from the namespace at `source` ("": the node's own) to target."""
+    kind: str  # "echo" or "tcp"
+    source: str
+    target: str
+    port: int = 0
+    size: int = 0
+
+    @property
+    def key(self) -> str:
+        return (f"echo {self.source or 'host'} {self.target} {self.size}" if self.kind == "echo"
+                else f"tcp {self.source or 'host'} {self.target}:{self.port}")
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def echo_request(ident: int, seq: int, size: int) -> bytes:
+    """An ICMP echo request that makes an IP packet of size bytes (20 of IP header)."""
+    payload = bytes(i & 0xFF for i in range(max(0, size - 28)))
+    header = struct.pack("!BBHHH", ICMP_ECHO, 0, 0, ident, seq)
+    return struct.pack("!BBHHH", ICMP_ECHO, 0, _checksum(header + payload), ident, seq) + payload
+
+
+def parse_icmp(packet: bytes, ident: int) -> tuple[int, str] | None:
+    """(seq, result) of a raw socket's packet that answers one of ours: an echo reply ("ok"), a
+    "fragmentation needed" ("too-big") or another "destination unreachable" ("unreachable")."""
+    if len(packet) < 20:
+        return None
+    ihl = (packet[0] & 0xF) * 4
+    if len(packet) < ihl + 8:
+        return None
+    kind, code = packet[ihl], packet[ihl + 1]
+    if kind == ICMP_ECHO_REPLY:
+        rid, seq = struct.unpack_from("!HH", packet, ihl + 4)
+        return (seq, "ok") if rid == ident else None
+    if kind == ICMP_UNREACH and len(packet) >= ihl + 8 + 28:  # it quotes our request's headers
+        inner = ihl + 8
+        inner_ihl = (packet[inner] & 0xF) * 4
+        if packet[inner + 9] != socket.IPPROTO_ICMP or len(packet) < inner + inner_ihl + 8:
+            return None
+        rtype, _, _, rid, seq = struct.unpack_from("!BBHHH", packet, inner + inner_ihl)
+        if rtype == ICMP_ECHO and rid == ident:
+            return seq, "too-big" if code == ICMP_FRAG_NEEDED else "unreachable"
+    return None
+
+
+def _in_namespace(source: str, make: Callable[[], socket.socket]) -> socket.socket:
+    with entered_netns(source) if source else contextlib.nullcontext():
+        return make()
+
+
+TCP_RESULTS = {0: "ok", errno.ECONNREFUSED: "refused", errno.EHOSTUNREACH: "unreachable",
+               errno.ENETUNREACH: "unreachable", errno.ETIMEDOUT: "timeout"}
+
+
+class Prober:
+    """Runs a list of probes at once and says what came back of each: {key: {"result": ok |
+    refused | timeout | unreachable | too-big | error | not-probed, "ms": round trip or None,
+    "detail": why, for an error}}."""
+
+    def __init__(self, probes: list[Probe], limit: float = PROBE_LIMIT) -> None:
+        self.results: dict[str, dict] = {}
+        self.ident = (os.getpid() ^ int(time.monotonic() * 1000)) & 0xFFFF
+        self.start = time.monotonic()
+        self.end = self.start + limit
+        self.echoes = list(dict.fromkeys(p for p in probes if p.kind == "echo"))
+        self.waiting = list(reversed(dict.fromkeys(p for p in probes if p.kind == "tcp")))
+        self.selector = selectors.DefaultSelector()
+        self.raw: dict[str, socket.socket] = {}
+        self.sends: list[tuple[float, int]] = []  # (when, index in echoes): each request to send
+        self.sent: dict[int, float] = {}  # index -> when its first request left
+        self.connecting: dict[socket.socket, tuple[Probe, float]] = {}
+
+    def _done(self, probe: Probe, result: str, detail: str | None = None, since: float | None = None) -> None:
+        if probe.key not in self.results:
+            ms = round((time.monotonic() - since) * 1000, 1) if since is not None and result in (
+                "ok", "refused") else None
+            self.results[probe.key] = {"result": result, "ms": ms, "detail": detail}
+
+    def run(self) -> dict[str, dict]:
+        try:
+            self._open_echo_sockets()
+            self.sends = sorted((self.start + t * PROBE_INTERVAL, i) for i in range(len(self.echoes))
+                                for t in range(PROBE_TRIES))
+            while time.monotonic() < self.end and (self._echoes_open() or self.waiting or self.connecting):
+                self._send_due()
+                self._connect_more()
+                for key, _ in self.selector.select(self._wait()):
+                    if key.data is None:
+                        self._read_icmp(key.fileobj)
+                    else:
+                        self._connected(key.fileobj)
+                self._expire()
+        finally:
+            for sock in [*self.raw.values(), *self.connecting]:
+                sock.close()
+            self.selector.close()
+        for probe in [*self.echoes, *self.waiting, *(p for p, _ in self.connecting.values())]:
+            self._done(probe, "not-probed", f"the probes' limit of {PROBE_LIMIT:g} s was reached")
+        return self.results
+
+    def _open_echo_sockets(self) -> None:
+        for source in dict.fromkeys(p.source for p in self.echoes):
+            try:
+                sock = _in_namespace(source, lambda: socket.socket(
+                    socket.AF_INET, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.IPPROTO_ICMP))
+                sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+            except OSError as exc:
+                for probe in self.echoes:
+                    if probe.source == source:
+                        self._done(probe, "error", f"cannot send ICMP from {source or 'this node'}: "
+                                   f"{exc.strerror or _short(exc)}")
+                continue
+            self.raw[source] = sock
+            self.selector.register(sock, selectors.EVENT_READ, None)
+
+    def _echoes_open(self) -> bool:
+        return any(p.key not in self.results for p in self.echoes)
+
+    def _send_due(self) -> None:
+        now = time.monotonic()
+        while self.sends and self.sends[0][0] <= now:
+            _, index = self.sends.pop(0)
+            probe = self.echoes[index]
+            sock = self.raw.get(probe.source)
+            if sock is None or probe.key in self.results:
+                continue
+            self.sent.setdefault(index, now)
+            try:
+                sock.sendto(echo_request(self.ident, index & 0xFFFF, probe.size), (probe.target, 0))
+            except OSError as exc:  # EMSGSIZE: the way out is narrower than the size, with DF
+                if exc.errno == errno.EMSGSIZE:
+                    self._done(probe, "too-big", "larger than the MTU of the way out of its namespace")
+                elif exc.errno not in (errno.EAGAIN, errno.ENOBUFS):
+                    self._done(probe, "unreachable", exc.strerror or _short(exc))
+
+    def _connect_more(self) -> None:
+        while self.waiting and len(self.connecting) < PROBE_SOCKETS:
+            probe = self.waiting.pop()
+            try:
+                sock = _in_namespace(probe.source, lambda: socket.socket(
+                    socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK))
+            except OSError as exc:
+                self._done(probe, "error", f"cannot connect from {probe.source or 'this node'}: "
+                           f"{exc.strerror or _short(exc)}")
+                continue
+            code = sock.connect_ex((probe.target, probe.port))
+            if code not in (0, errno.EINPROGRESS):
+                self._done(probe, TCP_RESULTS.get(code, "error"), os.strerror(code))
+                sock.close()
+                continue
+            self.connecting[sock] = (probe, time.monotonic())
+            self.selector.register(sock, selectors.EVENT_WRITE, probe)
+
+    def _wait(self) -> float:
+        now = time.monotonic()
+        times = [self.end]
+        if self.sends:
+            times.append(self.sends[0][0])
+        times += [t + PROBE_TIMEOUT for _, t in self.connecting.values()]
+        times += [self._echo_deadline(i) for i, p in enumerate(self.echoes)
+                  if p.key not in self.results and i in self.sent]
+        return max(0.0, min(times) - now)
+
+    def _echo_deadline(self, index: int) -> float:
+        return self.sent[index] + (PROBE_TRIES - 1) * PROBE_INTERVAL + PROBE_TIMEOUT
+
+    def _read_icmp(self, sock: Any) -> None:
+        while True:
+            try:
+                packet = sock.recv(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue
+            answer = parse_icmp(packet, self.ident)
+            if answer is None:
+                continue
+            seq, result = answer
+            for index in range(seq, len(self.echoes), 0x10000):  # seq is the index, modulo 16 bits
+                if self.raw.get(self.echoes[index].source) is sock:
+                    self._done(self.echoes[index], result, since=self.sent.get(index))
+                    break
+
+    def _connected(self, sock: Any) -> None:
+        probe, since = self.connecting.pop(sock)
+        self.selector.unregister(sock)
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        self._done(probe, TCP_RESULTS.get(code, "error"), None if code in (0, errno.ECONNREFUSED)
+                   else os.strerror(code), since=since)
+        sock.close()
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for sock, (probe, since) in list(self.connecting.items()):
+            if now >= since + PROBE_TIMEOUT:
+                del self.connecting[sock]
+                self.selector.unregister(sock)
+                sock.close()
+                self._done(probe, "timeout")
+        for index, probe in enumerate(self.echoes):
+            if index in self.sent and probe.key not in self.results and now >= self._echo_deadline(index):
+                self._done(probe, "timeout")
+
+
+def run_probes(probes: list[Probe]) -> dict[str, dict]:
+    return Prober(probes).run()
 
 
 # --- what a run reads, live or from a snapshot ----------------------------------------
@@ -2201,6 +2533,18 @@ class Collector:
         """What the embedded resolver answers inside the namespace at path. None: not recorded."""
         return self._lookup(f"dns {path}", lambda: ask_resolver(path, names))
 
+    def host_prereqs(self) -> dict | None:
+        """Forwarding, conntrack and the interfaces of the node's own namespace. None: not recorded."""
+        return self._lookup("host-prereqs", read_host_prereqs)
+
+    probing = False  # --probe: send the probes a run plans (a snapshot replays what it recorded)
+
+    def probe(self, probes: list[Probe]) -> dict[str, dict] | None:
+        """What came back of each probe, by key. None: not probing (or nothing recorded)."""
+        if not self.probing:
+            return None
+        return self._lookup("probes", lambda: run_probes(probes))
+
 
 class SnapshotCollector(Collector):
     """Replays the reads of a snapshot: the same run, on the data of another moment or node."""
@@ -2235,13 +2579,16 @@ class SnapshotCollector(Collector):
         if key not in self.sample["lookups"]:
             if key == "netns-dir":  # snapshots before 0.2 did not record it: they saw it
                 return ["(not recorded)"]
-            if key == "clock" or key.startswith("dns "):  # nor these before the checks that read them
-                return None
+            if key in ("clock", "host-prereqs", "probes") or key.startswith("dns "):
+                return None  # nor these before the checks that read them (probes: without --probe)
             raise self._missing(key)
         return self.sample["lookups"][key]
 
     def nodes(self) -> list[dict] | None:
         return self.sample["api"].get("GET /nodes")  # not recorded before the orchestrator checks
+
+    def probe(self, probes: list[Probe]) -> dict[str, dict] | None:
+        return self._lookup("probes", dict)  # replayed when the snapshot was taken with --probe
 
     def _namespace(self, path: str, want_ipvs: bool) -> dict:
         raw = self.sample["namespaces"].get(path or "host")
@@ -2361,6 +2708,7 @@ SCOPES: dict[str, Callable[[NodeState], list[tuple[Any, Datapath | None]]]] = {
     # each overlay namespace read, with its network's view
     "overlay": lambda st: [((v, ov), ov) for v in st.views for ov in [(st.overlays or {}).get(v.id)]
                            if ov is not None and ov.error is None],
+    "probe": lambda st: [(st, None)] if st.probe_results is not None else [],  # --probe ran
 }
 
 
@@ -3621,6 +3969,282 @@ def check_task_redirects(ingress: NetworkView, state: NodeState) -> list[Finding
     return findings
 
 
+# --- this node's prerequisites: forwarding, conntrack, the underlay's MTU -------------
+
+CONNTRACK_FULL = 0.9  # of nf_conntrack_max: past it a burst of connections finds no room
+VXLAN_OVERHEAD = 50  # outer Ethernet is not counted: IP 20, UDP 8, VXLAN 8, inner Ethernet 14
+ESP_OVERHEAD = 26  # what drivers/overlay budgets for ESP on an encrypted network
+
+
+def data_path_interface(state: NodeState) -> dict | None:
+    """The interface holding this node's VTEP address (the data-path address, else the
+    advertise address), from the host's interfaces. None: not known, or not on an interface
+    (an address behind NAT)."""
+    prereqs = state.host_prereqs or {}
+    vteps = {ip for v in state.views if v.instantiated for ip in local_vteps(v, state)}
+    if not vteps and state.node_addr:
+        vteps = {state.node_addr}
+    for link in prereqs.get("links") or []:
+        if vteps & set(link.get("addresses") or []):
+            return link
+    return None
+
+
+@register_check("ip-forward-off", scope="node")
+def check_ip_forward(_: NodeState, state: NodeState) -> list[Finding]:
+    if (state.host_prereqs or {}).get("ip_forward") != 0:
+        return []
+    return [Finding("ip-forward-off", "IPv4 forwarding is off on this node (net.ipv4.ip_forward=0): "
+                    "the routing mesh cannot forward published ports to ingress_sbox, nor containers "
+                    "reach other networks", namespace="host", subject="net.ipv4.ip_forward",
+                    expected=1, actual=0, hint="sysctl net.ipv4.ip_forward; grep -r ip_forward /etc/sysctl*")]
+
+
+@register_check("conntrack-full", scope="node")
+def check_conntrack(_: NodeState, state: NodeState) -> list[Finding]:
+    tables = [(None, "host", "", (state.host_prereqs or {}).get("conntrack"))]
+    tables += [(lb.network.name, lb.datapath.name, lb.datapath.path, lb.datapath.conntrack)
+               for lb in state.lbs]
+    findings = []
+    for network, name, path, table in tables:
+        if not table or not table.get("max") or table["count"] < CONNTRACK_FULL * table["max"]:
+            continue
+        where = "this node's own namespace" if path == "" else f"load-balancer namespace {name}"
+        prefix = f"nsenter --net={path} " if path else ""
+        findings.append(Finding(
+            "conntrack-full", f"the conntrack table of {where} holds {table['count']} of at most "
+            f"{table['max']} connections ({100 * table['count'] // table['max']}%): new connections are "
+            "dropped when it is full", network=network, namespace=name, subject="nf_conntrack",
+            expected=f"< {int(CONNTRACK_FULL * 100)}% of {table['max']}", actual=table["count"],
+            hint=f"{prefix}conntrack -S; {prefix}conntrack -C; dmesg | grep 'table full'"))
+    return findings
+
+
+@register_check("underlay-mtu", scope="node")
+def check_underlay_mtu(_: NodeState, state: NodeState) -> list[Finding]:
+    link = data_path_interface(state)
+    if link is None or not link.get("mtu"):
+        return []
+    findings = []
+    for view in state.views:
+        ov = (state.overlays or {}).get(view.id)
+        vxlan = ov.vxlans()[0] if ov is not None and ov.error is None and ov.vxlans() else None
+        if vxlan is None:
+            continue
+        need = vxlan.mtu + VXLAN_OVERHEAD + (ESP_OVERHEAD if view.encrypted else 0)
+        if link["mtu"] >= need:
+            continue
+        findings.append(Finding(
+            "underlay-mtu", f"network {view.name}'s VXLAN device has MTU {vxlan.mtu}, so its packets "
+            f"between nodes are {need} bytes, but {link['name']}, which carries this node's data path, "
+            f"has MTU {link['mtu']}: full-size packets are fragmented or lost",
+            network=view.name, namespace="host", subject=link["name"], expected=f">= {need}",
+            actual=link["mtu"], hint=f"ip link show {link['name']}; docker network inspect {view.name} "
+            "--format '{{json .Options}}'"))
+    return findings
+
+
+def host_notes(state: NodeState) -> list[str]:
+    """Known driver problems of the data-path interface: a note, with the command that avoids it."""
+    link = data_path_interface(state)
+    if link is None or link.get("driver") != "vmxnet3":
+        return []
+    return [f"{link['name']}, which carries this node's data path, uses the vmxnet3 driver, whose VXLAN "
+            "checksum offload corrupts overlay packets on some ESXi and kernel versions (cross-node "
+            "traffic fails while every layer looks right); if --probe finds other nodes unreachable, "
+            f"try `ethtool -K {link['name']} tx-checksum-ip-generic off`"]
+
+
+# --- traffic: what --probe sent, and what came back -----------------------------------
+# The plan is a pure function of the state (a snapshot replays it and finds its results by key):
+# per network, from its load balancer, echo requests to endpoints of every other node (two
+# sizes) and a connection to each backend whose port is known; from this node, a connection to
+# every node's published TCP ports.
+
+ECHO_TARGETS_PER_NODE = 2  # endpoints asked per other node: one that does not answer is not the node
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedProbe:
+    probe: Probe
+    network: str
+    what: str  # "path" (echo to another node), "backend" or "published"
+    node_ip: str  # the node concerned: the remote VTEP, the backend's node, the node probed
+    size: str = ""  # path: "small" or "full"
+    service: str | None = None
+    task: str | None = None
+    namespace: str = ""  # the source namespace's name (lb_..., ingress_sbox, host)
+
+
+def probe_mtu(view: NetworkView, state: NodeState) -> int:
+    """The size of a full packet on the network: its VXLAN device's MTU as read, else the engine's."""
+    ov = (state.overlays or {}).get(view.id)
+    vxlans = ov.vxlans() if ov is not None and ov.error is None else []
+    return vxlans[0].mtu if vxlans else vxlan_mtu(view)
+
+
+def plan_probes(state: NodeState) -> list[PlannedProbe]:
+    if "probes" in state.memo:
+        return state.memo["probes"]
+    plan: list[PlannedProbe] = []
+    for lb in state.lbs:
+        if state.model.per_container or not lb.lb_ip or lb.datapath.error:
+            continue  # before 18.06 every container is a load balancer: no one source per network
+        plan += _plan_paths(lb, state) + _plan_backends(lb)
+    plan += _plan_published(state)
+    state.memo["probes"] = plan
+    return plan
+
+
+def _plan_paths(lb: LoadBalancer, state: NodeState) -> list[PlannedProbe]:
+    view, src = lb.network, lb.datapath.path
+    by_node: dict[str, list[TaskView]] = {}
+    for ep in sorted(remote_endpoints(view, state).values(), key=lambda t: _ip_order(t.ip)):
+        by_node.setdefault(ep.host_ip or "", []).append(ep)
+    full = probe_mtu(view, state)
+    return [PlannedProbe(Probe("echo", src, ep.ip, size=size), view.name, "path", node_ip, name,
+                         namespace=lb.datapath.name)
+            for node_ip, eps in sorted(by_node.items()) for ep in eps[:ECHO_TARGETS_PER_NODE]
+            for name, size in (("small", ECHO_SMALL), ("full", full))]
+
+
+def _plan_backends(lb: LoadBalancer) -> list[PlannedProbe]:
+    """Each backend of a service whose port the node knows (a published one): from ingress_sbox
+    at the published port (the task redirects it to the target), from a network's own load
+    balancer at the target port (what clients of the VIP ask for)."""
+    view, plan = lb.network, []
+    for svc in sorted(view.vip_services(), key=lambda s: s.name):
+        ports = sorted({p.published if view.ingress else p.target for p in svc.ports
+                        if p.protocol in (None, "tcp")})
+        for task in sorted(svc.tasks, key=lambda t: _ip_order(t.ip)):
+            plan += [PlannedProbe(Probe("tcp", lb.datapath.path, task.ip, port), view.name, "backend",
+                                  task.host_ip or "", service=svc.name, task=task.name,
+                                  namespace=lb.datapath.name) for port in ports]
+    return plan
+
+
+def _plan_published(state: NodeState) -> list[PlannedProbe]:
+    """Every node's routing-mesh entry: its address (ingress's peers are every node of the swarm)
+    at each published TCP port. From this node, a connection to another node crosses that node's
+    firewall (DOCKER-USER, FORWARD) as a client's does; to its own address it does not."""
+    ingress = next((v for v in state.views if v.ingress and v.instantiated), None)
+    if ingress is None:
+        return []
+    ports = sorted({(p.published, svc.name) for svc in ingress.services.values() for p in svc.ports
+                    if p.protocol in (None, "tcp")})
+    seen: dict[int, str] = {}
+    for port, name in ports:
+        seen.setdefault(port, name)
+    return [PlannedProbe(Probe("tcp", "", ip, port), ingress.name, "published", ip, service=service,
+                         namespace="host")
+            for ip in sorted({ip for _, ip in ingress.peers}, key=_ip_order)
+            for port, service in seen.items()]
+
+
+def node_label(ip: str, state: NodeState) -> str:
+    """A node by its address: its hostname where this node knows it (a manager), else the address."""
+    for node in (state.swarm_nodes or {}).values():
+        if node.addr == ip:
+            return f"{node.hostname} ({ip})"
+    return f"node {ip}"
+
+
+def probe_result(planned: PlannedProbe, state: NodeState) -> str | None:
+    found = (state.probe_results or {}).get(planned.probe.key)
+    return found.get("result") if isinstance(found, dict) else None
+
+
+BROKEN = frozenset({"timeout", "unreachable", "too-big"})  # what says the path does not carry it
+
+
+@register_check("probe-node-unreachable", "probe-mtu-blackhole", scope="probe")
+def check_probe_paths(_: NodeState, state: NodeState) -> list[Finding]:
+    """Per network and other node: no small echo answered (unreachable), or small ones answered
+    and no full-size one (an MTU black hole). Only probes that ran count."""
+    groups: dict[tuple[str, str], list[PlannedProbe]] = {}
+    for planned in plan_probes(state):
+        if planned.what == "path":
+            groups.setdefault((planned.network, planned.node_ip), []).append(planned)
+    findings = []
+    for (network, node_ip), probes in groups.items():
+        small = [p for p in probes if p.size == "small"]
+        full = [p for p in probes if p.size == "full"]
+        got = {p.probe.key: probe_result(p, state) for p in probes}
+        label = node_label(node_ip, state)
+        where, src = probes[0].namespace, probes[0].probe.source
+        asked = sorted({p.probe.target for p in small}, key=_ip_order)
+        actual = {f"{p.probe.target} {p.probe.size} bytes": got[p.probe.key] for p in probes}
+        if all(got[p.probe.key] in BROKEN for p in small):
+            findings.append(Finding(
+                "probe-node-unreachable", f"on network {network}, no echo request from {where} was "
+                f"answered by {label}: {count(len(asked), 'endpoint')} asked ({', '.join(asked)}), "
+                f"{PROBE_TRIES} requests each; traffic on this network to and from that node is lost",
+                network=network, namespace=where, subject=label, expected="an echo reply",
+                actual=actual, hint=f"nsenter --net={src} ping -c 3 {asked[0]}; "
+                "tcpdump -ni any udp port 4789 (on both nodes)"))
+        elif any(got[p.probe.key] == "ok" for p in small) and all(got[p.probe.key] in BROKEN for p in full):
+            size = full[0].probe.size
+            findings.append(Finding(
+                "probe-mtu-blackhole", f"on network {network}, {label} answers {ECHO_SMALL}-byte echo "
+                f"requests from {where} but none of {size} bytes (the network's MTU, DF set): the path "
+                "between the nodes does not carry full-size packets", network=network, namespace=where,
+                subject=label, expected=f"echo replies at {ECHO_SMALL} and {size} bytes", actual=actual,
+                hint=f"nsenter --net={src} ping -c 3 -M do -s {size - 28} {asked[0]}; "
+                "ip link (the MTU of each hop's interface)"))
+    return findings
+
+
+@register_check("probe-backend-timeout", "probe-published-timeout", scope="probe")
+def check_probe_connections(_: NodeState, state: NodeState) -> list[Finding]:
+    """A connection that got no answer at all (a refusal means the path works: a note)."""
+    findings = []
+    for planned in plan_probes(state):
+        result = probe_result(planned, state)
+        if planned.what not in ("backend", "published") or result not in BROKEN:
+            continue
+        probe, label = planned.probe, node_label(planned.node_ip, state)
+        if planned.what == "backend":
+            findings.append(Finding(
+                "probe-backend-timeout", f"on network {planned.network}, a TCP connection from "
+                f"{planned.namespace} to task {planned.task} of service {planned.service} "
+                f"({probe.target}:{probe.port}, on {label}) got no answer ({result}): the load "
+                "balancer sends it requests it cannot deliver", network=planned.network,
+                namespace=planned.namespace, service=planned.service, subject=planned.task,
+                expected="a connection or a refusal", actual=result,
+                hint=f"nsenter --net={probe.source} nc -zv -w 2 {probe.target} {probe.port}"))
+        else:
+            findings.append(Finding(
+                "probe-published-timeout", f"a TCP connection from this node to {label} at published "
+                f"port {probe.port} (service {planned.service}) got no answer ({result}): clients of "
+                "that port on that node time out", network=planned.network, namespace="host",
+                service=planned.service, subject=f"{probe.port}/tcp on {label}",
+                expected="a connection or a refusal", actual=result,
+                hint=f"nc -zv -w 2 {probe.target} {probe.port}; iptables -S DOCKER-USER (on that node)"))
+    return findings
+
+
+def probe_notes(state: NodeState) -> list[str]:
+    """Refusals (the path works, nothing listens) and what could not be probed."""
+    refused: dict[str, list[str]] = {}
+    not_probed = 0
+    for planned in plan_probes(state):
+        result = probe_result(planned, state)
+        if result in ("not-probed", "error"):
+            not_probed += 1
+        elif result == "refused":
+            probe = planned.probe
+            what = (f"task {planned.task} ({probe.target}:{probe.port})" if planned.what == "backend"
+                    else f"{node_label(planned.node_ip, state)} port {probe.port}")
+            refused.setdefault(planned.service or "", []).append(what)
+    notes = [f"--probe: service {service}: {', '.join(whats)} refused the connection: the path works and "
+             "nothing listens there (the application, or a task still starting)"
+             for service, whats in sorted(refused.items())]
+    if not_probed:
+        notes.append(f"--probe: {count(not_probed, 'probe')} could not be sent or did not finish "
+                     f"within {PROBE_LIMIT:g} s: not judged")
+    return notes
+
+
 # --------------------------------------------------------------------------------------
 # One run: collect, then check.
 # --------------------------------------------------------------------------------------
@@ -3635,6 +4259,26 @@ class NetworkResult:
     overlay: OverlaySummary | None = None  # None: its overlay namespace was not looked at
     swarm: tuple[int, int] | None = None  # (tasks, VIPs) swarm has on it; None: not a manager
     dns: DnsProbe | None = None  # None: its embedded DNS was not asked here
+    probe: ProbeSummary | None = None  # None: not probed (no --probe, or nothing to probe from)
+
+
+@dataclass
+class ProbeSummary:
+    """What --probe saw on one network: echo paths to the other nodes, connections to backends
+    and (ingress) to every node's published ports; "answered" counts refusals too."""
+    namespace: str  # where the probes left from
+    nodes: int = 0
+    reached: int = 0  # other nodes whose endpoints answered small echo requests
+    full: int = 0  # ... and full-size ones
+    mtu: int = 0  # the full size
+    backends: int = 0
+    backends_answered: int = 0
+    published: int = 0
+    published_answered: int = 0
+    # per other node (its address): {"small": answered, "full": answered}; and per node probed at
+    # its published ports: {"answered": n, "asked": n}. What the fleet's node x node matrix shows.
+    paths: dict[str, dict[str, bool]] = field(default_factory=dict)
+    entries: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -3684,6 +4328,8 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
     read_health(collector, node, state, reading)
     read_overlay_layer(collector, state, reading)
     state.dns = read_dns(collector, state.views, state, reading.not_checked, reading.notes)
+    read_host_layer(collector, state, reading)
+    read_probes(collector, state, results, reading)
     summarise_networks(results, state, reading)
     host_ports = read_ingress(collector, state, ingress_dp, reading)
     host_checked = state.ingress is not None and state.host is not None and state.host.rules is not None
@@ -3792,6 +4438,54 @@ def read_overlay_layer(collector: Collector, state: NodeState, reading: Reading)
                              "checked")
     elif state.xfrm.get("error"):
         reading.not_checked.append(NotChecked("host", f"{state.xfrm['error']}; ESP checks skipped"))
+
+
+def read_host_layer(collector: Collector, state: NodeState, reading: Reading) -> None:
+    """The node's own prerequisites: forwarding, conntrack, the data-path interface."""
+    state.host_prereqs = collector.host_prereqs()
+    if state.host_prereqs and state.host_prereqs.get("error"):
+        reading.not_checked.append(NotChecked("host", f"{state.host_prereqs['error']}; MTU not checked"))
+    reading.notes += host_notes(state)
+
+
+def read_probes(collector: Collector, state: NodeState, results: list[NetworkResult],
+                reading: Reading) -> None:
+    """--probe: send what plan_probes() plans (the layers are read: it knows where from and to
+    whom), and count per network what came back."""
+    plan = plan_probes(state)
+    state.probe_results = collector.probe([p.probe for p in plan])
+    if state.probe_results is None:
+        return
+    reading.notes += probe_notes(state)
+    by_network = {r.view.name: r for r in results}
+    for lb in state.lbs:
+        if lb.network.name in by_network and not state.model.per_container:
+            by_network[lb.network.name].probe = ProbeSummary(lb.datapath.name,
+                                                             mtu=probe_mtu(lb.network, state))
+    answered = ("ok", "refused")
+    for planned in plan:
+        summary = by_network[planned.network].probe if planned.network in by_network else None
+        result = probe_result(planned, state)
+        if summary is None or result in ("not-probed", "error", None):
+            continue  # not judged (probe_notes says how many)
+        if planned.what == "path":
+            seen = summary.paths.setdefault(planned.node_ip, {"small": False, "full": False})
+            seen[planned.size] |= result == "ok"
+        elif planned.what == "backend":
+            summary.backends += 1
+            summary.backends_answered += result in answered
+        else:
+            entry = summary.entries.setdefault(planned.node_ip, {"asked": 0, "answered": 0})
+            entry["asked"] += 1
+            entry["answered"] += result in answered
+            summary.published += 1
+            summary.published_answered += result in answered
+    for result in results:
+        if result.probe is not None:
+            seen = result.probe.paths.values()
+            result.probe.nodes = len(seen)
+            result.probe.reached = sum(s["small"] for s in seen)
+            result.probe.full = sum(s["small"] and s["full"] for s in seen)
 
 
 def summarise_networks(results: list[NetworkResult], state: NodeState, reading: Reading) -> None:
@@ -4133,6 +4827,8 @@ def to_json(result: RunResult) -> dict:
                 "namespace": n.overlay.namespace, "checked": n.overlay.checked,
                 "status": layer_status(result, n, "overlay"), "remote_endpoints": n.overlay.remote_endpoints,
                 "remote_nodes": n.overlay.remote_nodes},
+            "probe": None if n.probe is None else {
+                **dataclasses.asdict(n.probe), "status": layer_status(result, n, "probe")},
         } for n in result.networks],
         "host_ingress": {"checked": result.host_checked, "ports": [label for label, _ in result.host_ports]},
         "findings": [f.to_json() for f in result.findings],
@@ -4398,6 +5094,19 @@ def _describe_overlay(net: NetworkResult) -> tuple[str, str, bool] | None:
     header = f"Verifying overlay for network {net.view.name}"
     return (header + (f" (netns {ov.namespace})" if ov.namespace else ""),
             f"{ov.remote_endpoints} remote endpoints on {count(ov.remote_nodes, 'other node')}", True)
+
+
+def _describe_probe(net: NetworkResult) -> tuple[str, str, bool] | None:
+    pr = net.probe
+    if pr is None:
+        return None
+    parts = [f"other nodes {pr.reached}/{pr.nodes} ({pr.full}/{pr.nodes} at {pr.mtu} bytes)"]
+    if pr.backends:
+        parts.append(f"backends {pr.backends_answered}/{pr.backends}")
+    if pr.published:
+        parts.append(f"published ports {pr.published_answered}/{pr.published}")
+    return (f"Probing network {net.view.name} from {pr.namespace} (answered/asked)", ", ".join(parts),
+            True)
 
 
 def _render_layer(result: RunResult, net: NetworkResult, name: str, paint: Painter, quiet: bool,
@@ -5127,6 +5836,8 @@ def fleet_live(args: argparse.Namespace) -> FleetResult:
     not_checked: list[NotChecked] = []
     member = [n["Id"] for n in nets] if args.networks else []
     member += [FLEET_MEMBER, "--json", "--settle", f"{args.settle:g}", "--exec-root", args.exec_root]
+    if args.probe:
+        member.append("--probe")
     if args.snapshot_dir:
         member += ["--snapshot", "-"]
     job = NodeJob(engine, member, image, args.wait, FLEET_PREFIX,
@@ -5503,6 +6214,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="give up after SECONDS: exit 2 (UNKNOWN under --nagios), saying so "
                              "(default: no limit; --all-nodes and gossip-consistency: how long to "
                              f"wait for every node's answer, default {DEFAULT_FLEET_TIMEOUT:g})")
+    parser.add_argument("--probe", action="store_true",
+                        help="also send bounded test traffic (changes nothing): echo requests "
+                             "(small and full-size) from each network's load balancer to every other "
+                             "node's endpoints, TCP connections to backends and to every node's "
+                             f"published ports; at most {PROBE_LIMIT:g} s, {PROBE_TRIES} echo requests "
+                             "per endpoint and size, one connection per backend and port")
     parser.add_argument("--prometheus", metavar="FILE",
                         help="also write the verdict as Prometheus metrics to FILE (node_exporter's "
                              "textfile collector: FILE ends in .prom), atomically; '-': write them "
@@ -5595,6 +6312,7 @@ def node_check(args: argparse.Namespace) -> tuple[RunResult, dict | None]:
             _, result = settled_check(collector, wanted, float(snapshot.get("settle") or 0), live=False)
         return nothing_named_compared(result, args.networks), None
     collector = Collector(engine_of(args), args.exec_root, record_api=bool(args.snapshot))
+    collector.probing = args.probe
     node, result = settled_check(collector, args.networks, args.settle, live=True)
     doc = snapshot_document(collector, node, args.networks, args.settle) if args.snapshot else None
     return nothing_named_compared(result, args.networks), doc
@@ -5860,7 +6578,8 @@ def from_misuse(args: argparse.Namespace) -> str | None:
     if not args.from_:
         return None
     for flag, value in (("-H", args.host), ("--context", args.context), ("--exec-root", args.exec_root),
-                        ("--settle", args.settle), ("--image", args.image)):
+                        ("--settle", args.settle), ("--image", args.image),
+                        ("--probe", args.probe or None)):
         if value is not None:
             return (f"{flag} is for reading a live node; --from checks a snapshot as it was "
                     "taken (its settle sample included)")

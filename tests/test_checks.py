@@ -154,7 +154,7 @@ def test_every_finding_says_which_layer_disagrees():
     _shared_fwmark(node)
     layers = {f.check: f.to_json()["layer"] for f in node.findings()}
     assert layers["mark-missing"] == "kernel" and layers["fwmark-duplicate"] == "networkdb"
-    assert {i.layer for i in ssd.CHECKS.values()} == {"kernel", "networkdb", "overlay", "dns"}
+    assert {i.layer for i in ssd.CHECKS.values()} == {"kernel", "networkdb", "overlay", "dns", "host", "probe"}
 
 
 def test_every_check_id_has_a_fault_test():

@@ -1,0 +1,353 @@
+"""--probe and the host's prerequisites.
+
+Tier 1: what a node plans to probe and how it judges what came back, on the real 28.5.2
+snapshots of the lab's 3-node swarm (node1, a manager), with the answers each fault would give;
+the host prerequisites (forwarding, conntrack, the underlay's MTU) on the same snapshots.
+Tier 2: the prober itself against real namespaces of this kernel joined by a veth: echo requests
+answered, lost above a size, refused locally with DF; TCP connections accepted, refused and
+dropped; its bounds (packets sent, time taken) counted by the kernel.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import ssd
+from recorded import fixture
+from schemas import validate
+
+NODE1, NODE2, NODE3 = "10.99.0.1", "10.99.0.2", "10.99.0.3"
+# Endpoint IPs of the 28.5.2 recording by the node that runs them (node1's view).
+ON_NODE = {"10.0.1.38": NODE2, "10.0.1.50": NODE2, "10.0.1.32": NODE3, "10.0.1.34": NODE3,
+           "10.0.0.21": NODE2, "10.0.0.22": NODE3, "10.0.0.20": NODE1}
+
+
+class Probing(ssd.SnapshotCollector):
+    """node1's snapshot, checked with --probe: answer(probe) plays the network."""
+    probing = True
+
+    def __init__(self, doc: dict, answer) -> None:
+        super().__init__(doc, "fixture")
+        self.answer, self.sent = answer, []
+
+    def probe(self, probes: list[ssd.Probe]) -> dict[str, dict]:
+        self.sent += probes
+        return {p.key: {"result": self.answer(p), "ms": None, "detail": None} for p in probes}
+
+
+def probed(answer, doc: dict | None = None) -> tuple[ssd.RunResult, Probing]:
+    collector = Probing(doc or fixture("28.5-node1"), answer)
+    _, result = ssd.settled_check(collector, [], 0, live=False)
+    return result, collector
+
+
+def healthy(probe: ssd.Probe) -> str:
+    return "ok"
+
+
+def checks(result: ssd.RunResult) -> list[str]:
+    return sorted(f.check for f in result.findings)
+
+
+# --- the plan ------------------------------------------------------------------------------
+
+def test_the_plan_asks_every_other_node_from_each_load_balancer_at_two_sizes():
+    result, collector = probed(healthy)
+    echoes = [p for p in collector.sent if p.kind == "echo"]
+    by_source: dict[str, set[str]] = {}
+    for p in echoes:
+        by_source.setdefault(Path(p.source).name, set()).add(ON_NODE[p.target])
+    # node1 asks node2 and node3, never itself, from each network's own load balancer
+    assert by_source == {"lb_pgt602lci": {NODE2, NODE3}, "ingress_sbox": {NODE2, NODE3}}
+    assert {p.size for p in echoes} == {ssd.ECHO_SMALL, 1450}  # 1450: the VXLAN devices' MTU
+    per_node = {}
+    for p in echoes:
+        per_node.setdefault((p.source, ON_NODE[p.target], p.size), []).append(p.target)
+    assert max(len(v) for v in per_node.values()) == ssd.ECHO_TARGETS_PER_NODE
+    assert checks(result) == []
+
+
+def test_the_plan_connects_to_backends_and_to_every_nodes_published_ports():
+    _, collector = probed(healthy)
+    tcp = sorted((Path(p.source).name if p.source else "host", p.target, p.port)
+                 for p in collector.sent if p.kind == "tcp")
+    # web publishes 8080 -> 80: from ingress_sbox to each task at the published port (the task
+    # redirects it), and from this node to every node's address at 8080
+    assert tcp == [("host", NODE1, 8080), ("host", NODE2, 8080), ("host", NODE3, 8080),
+                   ("ingress_sbox", "10.0.0.20", 8080), ("ingress_sbox", "10.0.0.21", 8080),
+                   ("ingress_sbox", "10.0.0.22", 8080)]
+
+
+def test_a_healthy_swarm_is_consistent_and_the_report_says_what_was_probed():
+    result, _ = probed(healthy)
+    assert result.findings == [] and ssd.overall_status(result) == "consistent"
+    text = ssd.render_text(result, ssd.Painter(False), False, False)
+    assert "Probing network ov2 from lb_pgt602lci" in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    doc = ssd.to_json(result)
+    validate(doc, "node-report")
+    ov2 = next(n for n in doc["networks"] if n["name"] == "ov2")
+    assert ov2["probe"]["status"] == "ok" and ov2["probe"]["reached"] == 2
+    assert ov2["probe"]["paths"] == {NODE2: {"small": True, "full": True},
+                                     NODE3: {"small": True, "full": True}}
+
+
+def test_without_probe_nothing_is_sent_and_no_probe_block_is_shown():
+    collector = ssd.SnapshotCollector(fixture("28.5-node1"), "fixture")
+    sent = []
+    collector.probe = sent.append  # would be called only with --probe
+    assert collector.probing is False
+    _, result = ssd.settled_check(collector, [], 0, live=False)
+    doc = ssd.to_json(result)
+    assert all(n["probe"] is None for n in doc["networks"])
+    assert "Probing" not in ssd.render_text(result, ssd.Painter(False), False, False)
+
+
+# --- faults, as the network would answer them -------------------------------------------------
+
+def test_a_node_that_drops_vxlan_is_unreachable_on_every_network():
+    def node3_cut(p: ssd.Probe) -> str:
+        return "timeout" if ON_NODE.get(p.target, p.target) == NODE3 and p.source else "ok"
+    result, _ = probed(node3_cut)
+    unreachable = [f for f in result.findings if f.check == "probe-node-unreachable"]
+    assert sorted(f.network for f in unreachable) == ["ingress", "ov2"]
+    assert all(NODE3 in f.subject and NODE2 not in f.message for f in unreachable)
+    assert all(f.hint.startswith("nsenter --net=/var/run/docker/netns/") for f in unreachable)
+    # its backend on ingress cannot be reached either; node3's published port is not cut here
+    assert checks(result) == ["probe-backend-timeout", "probe-node-unreachable", "probe-node-unreachable"]
+    assert ssd.overall_status(result) == "inconsistent"
+
+
+def test_an_mtu_black_hole_names_the_node_and_both_sizes():
+    def big_lost(p: ssd.Probe) -> str:
+        return "timeout" if p.kind == "echo" and p.size > 1000 and ON_NODE[p.target] == NODE3 else "ok"
+    result, _ = probed(big_lost)
+    assert checks(result) == ["probe-mtu-blackhole", "probe-mtu-blackhole"]
+    finding = result.findings[0]
+    assert NODE3 in finding.subject and "84-byte" in finding.message and "1450 bytes" in finding.message
+    assert "-M do -s 1422" in finding.hint
+
+
+def test_a_docker_user_drop_on_node2_fails_node2s_port_only():
+    def node2_port_dropped(p: ssd.Probe) -> str:
+        return "timeout" if p.kind == "tcp" and not p.source and p.target == NODE2 else "ok"
+    result, _ = probed(node2_port_dropped)
+    (finding,) = result.findings
+    assert finding.check == "probe-published-timeout" and finding.service == "web"
+    assert finding.subject == f"8080/tcp on node2 ({NODE2})"  # a manager knows its hostname
+
+
+def test_a_refusal_is_a_note_about_the_application_never_a_finding():
+    def nothing_listens(p: ssd.Probe) -> str:
+        return "refused" if p.kind == "tcp" else "ok"
+    result, _ = probed(nothing_listens)
+    assert result.findings == []
+    assert any("refused the connection: the path works" in n and "web" in n for n in result.notes)
+
+
+def test_probes_that_did_not_run_are_not_judged():
+    result, _ = probed(lambda p: "not-probed")
+    assert result.findings == []
+    assert any("could not be sent or did not finish" in n for n in result.notes)
+
+
+def test_a_node_answering_only_one_of_its_endpoints_is_reachable():
+    def one_silent(p: ssd.Probe) -> str:  # a container that drops ICMP: not the node's fault
+        return "timeout" if p.target == "10.0.1.32" else "ok"
+    result, collector = probed(one_silent)
+    assert "10.0.1.34" in {p.target for p in collector.sent}  # node3's other endpoint on ov2
+    assert result.findings == []
+
+
+def test_recorded_probes_replay_from_a_snapshot():
+    doc = fixture("28.5-node1")
+    _, collector = probed(healthy)
+    doc["samples"][0]["lookups"]["probes"] = {
+        p.key: {"result": "timeout" if p.target == NODE2 and p.kind == "tcp" else "ok", "ms": None,
+                "detail": None} for p in collector.sent}
+    result = ssd.settled_check(ssd.SnapshotCollector(doc, "fixture"), [], 0, live=False)[1]
+    assert checks(result) == ["probe-published-timeout"]
+
+
+def test_probe_with_from_is_refused(capsys, tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(fixture("28.5-node1")))
+    assert ssd.main(["--from", str(path), "--probe"]) == 2
+    assert "--probe is for reading a live node" in capsys.readouterr().err
+
+
+# --- the host's prerequisites ---------------------------------------------------------------
+
+def with_host(**prereqs) -> dict:
+    doc = fixture("28.5-node1")
+    base = {"error": None, "ip_forward": 1, "conntrack": {"count": 10, "max": 262144},
+            "links": [{"name": "eth0", "mtu": 1500, "driver": "virtio_net", "addresses": [NODE1]},
+                      {"name": "docker_gwbridge", "mtu": 1500, "driver": None, "addresses": ["172.18.0.1"]}]}
+    base.update(prereqs)
+    doc["samples"][0]["lookups"]["host-prereqs"] = base
+    return doc
+
+
+def replay(doc: dict) -> ssd.RunResult:
+    return ssd.settled_check(ssd.SnapshotCollector(doc, "fixture"), [], 0, live=False)[1]
+
+
+def test_healthy_prerequisites_are_silent():
+    result = replay(with_host())
+    assert result.findings == [] and not any("vmxnet3" in n for n in result.notes)
+
+
+def test_forwarding_off_is_a_finding():
+    result = replay(with_host(ip_forward=0))
+    assert checks(result) == ["ip-forward-off"]
+    assert "net.ipv4.ip_forward=0" in result.findings[0].message
+
+
+def test_a_conntrack_table_near_full_is_found_where_it_is():
+    doc = with_host(conntrack={"count": 250000, "max": 262144})
+    lb = doc["samples"][0]["namespaces"]["/var/run/docker/netns/lb_pgt602lci"]
+    lb["conntrack"] = {"count": 65000, "max": 65536}
+    result = replay(doc)
+    assert checks(result) == ["conntrack-full", "conntrack-full"]
+    assert sorted(f.namespace for f in result.findings) == ["host", "lb_pgt602lci"]
+    assert {f.network for f in result.findings} == {None, "ov2"}
+
+
+def test_a_conntrack_table_below_the_mark_is_silent():
+    doc = with_host(conntrack={"count": int(262144 * 0.89), "max": 262144})
+    assert replay(doc).findings == []
+
+
+def test_an_underlay_smaller_than_vxlan_needs_is_found_on_each_overlay():
+    result = replay(with_host(links=[{"name": "ens4", "mtu": 1460, "driver": "virtio_net",
+                                      "addresses": [NODE1]}]))
+    assert checks(result) == ["underlay-mtu", "underlay-mtu"]
+    finding = result.findings[0]
+    assert finding.subject == "ens4" and "1500 bytes" in finding.message and finding.actual == 1460
+
+
+def test_an_underlay_of_exactly_mtu_plus_vxlan_is_enough():
+    assert replay(with_host(links=[{"name": "ens4", "mtu": 1500, "driver": None,
+                                    "addresses": [NODE1]}])).findings == []
+
+
+def test_vmxnet3_gets_a_note_with_the_command_that_avoids_its_bug():
+    result = replay(with_host(links=[{"name": "ens192", "mtu": 1500, "driver": "vmxnet3",
+                                      "addresses": [NODE1]}]))
+    assert result.findings == []
+    assert any("ethtool -K ens192 tx-checksum-ip-generic off" in n for n in result.notes)
+
+
+def test_a_snapshot_without_the_prerequisites_skips_them():
+    doc = fixture("28.5-node1")
+    assert "host-prereqs" not in doc["samples"][0]["lookups"]
+    assert replay(doc).findings == []
+
+
+# --- tier 2: the prober on real namespaces ----------------------------------------------------
+
+def sh(*args: str, ns: str | None = None, check: bool = True) -> str:
+    cmd = (["nsenter", f"--net={ns}"] if ns else []) + list(args)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if check and proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """Two namespaces joined by a veth: a (10.201.0.1) sends, b (10.201.0.2) answers. b listens
+    on TCP 8080, drops TCP 8082 and echo requests over 1000 bytes, and counts what it got."""
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    bound = []
+    listener = None
+    try:
+        for path in (a, b):
+            Path(path).touch()
+            sh("unshare", f"--net={path}", "true")
+            bound.append(path)
+        sh("ip", "link", "add", "a0", "type", "veth", "peer", "name", "b0", "netns", b, ns=a)
+        for ns, dev, ip in ((a, "a0", "10.201.0.1/24"), (b, "b0", "10.201.0.2/24")):
+            sh("ip", "addr", "add", ip, "dev", dev, ns=ns)
+            sh("ip", "link", "set", dev, "up", ns=ns)
+            sh("ip", "link", "set", "lo", "up", ns=ns)
+        for rule in ("-p icmp --icmp-type echo-request -m length --length 1000:65535 -j DROP",
+                     "-p icmp --icmp-type echo-request",  # a counter of what reached b
+                     "-p tcp --dport 8082 -j DROP",
+                     "-p tcp --syn"):  # another counter
+            sh("iptables", "-A", "INPUT", *rule.split(), ns=b)
+        with ssd.entered_netns(b):
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("10.201.0.2", 8080))
+        listener.listen(512)
+        yield a, b
+    finally:
+        if listener is not None:
+            listener.close()
+        for path in bound:
+            subprocess.run(["umount", path], capture_output=True, check=False)
+
+
+def counters(ns: str) -> dict[str, int]:
+    """Packets b's counting rules saw: echo requests (under 1000 bytes) and SYNs."""
+    out = sh("iptables", "-L", "INPUT", "-v", "-x", "-n", ns=ns)
+    rows = [line.split() for line in out.splitlines()[2:]]
+    return {"echo": int(rows[1][0]), "syn": int(rows[3][0])}
+
+
+def test_the_prober_tells_answered_lost_and_too_big_apart(pair):
+    a, b = pair
+    probes = [ssd.Probe("echo", a, "10.201.0.2", size=ssd.ECHO_SMALL),
+              ssd.Probe("echo", a, "10.201.0.2", size=1500),  # dropped by b above 1000 bytes
+              ssd.Probe("echo", a, "10.201.0.2", size=1600),  # over the veth's MTU, with DF
+              ssd.Probe("echo", a, "10.201.0.9", size=ssd.ECHO_SMALL)]  # nobody there
+    started = time.monotonic()
+    got = ssd.Prober(probes).run()
+    took = time.monotonic() - started
+    assert [got[p.key]["result"] for p in probes] == ["ok", "timeout", "too-big", "timeout"]
+    assert got[probes[0].key]["ms"] is not None
+    # bounds: the answered size once, the lost one PROBE_TRIES times, within the time limit
+    assert counters(b)["echo"] == 1
+    assert took < (ssd.PROBE_TRIES - 1) * ssd.PROBE_INTERVAL + ssd.PROBE_TIMEOUT + 1
+
+
+def test_the_prober_tells_accepted_refused_and_dropped_connections_apart(pair):
+    a, b = pair
+    probes = [ssd.Probe("tcp", a, "10.201.0.2", 8080), ssd.Probe("tcp", a, "10.201.0.2", 8081),
+              ssd.Probe("tcp", a, "10.201.0.2", 8082)]
+    got = ssd.Prober(probes).run()
+    assert [got[p.key]["result"] for p in probes] == ["ok", "refused", "timeout"]
+    assert counters(b)["syn"] == 2  # one SYN per answered connection: nothing sent twice
+
+
+def test_hundreds_of_connections_run_at_once_within_the_bounds(pair):
+    a, _ = pair
+    probes = [ssd.Probe("tcp", a, "10.201.0.2", 20000 + i) for i in range(ssd.PROBE_SOCKETS + 100)]
+    probes += [ssd.Probe("tcp", a, "10.201.0.2", 8082)]
+    started = time.monotonic()
+    got = ssd.Prober(probes).run()
+    assert time.monotonic() - started < ssd.PROBE_TIMEOUT + 1.5
+    results = [got[p.key]["result"] for p in probes]
+    assert results.count("refused") == ssd.PROBE_SOCKETS + 100 and results[-1] == "timeout"
+
+
+def test_a_namespace_that_is_gone_is_an_error_for_its_probes_only(pair, tmp_path):
+    a, _ = pair
+    gone = str(tmp_path / "gone")
+    probes = [ssd.Probe("echo", gone, "10.201.0.2", size=84), ssd.Probe("tcp", gone, "10.201.0.2", 8080),
+              ssd.Probe("echo", a, "10.201.0.2", size=84)]
+    got = ssd.Prober(probes).run()
+    assert [got[p.key]["result"] for p in probes] == ["error", "error", "ok"]
+    assert "gone" in got[probes[0].key]["detail"]
+
+
+def test_the_prober_leaves_nothing_behind(pair):
+    a, _ = pair
+    before = sh("ss", "-tan", ns=a)
+    ssd.Prober([ssd.Probe("tcp", a, "10.201.0.2", 8082)]).run()
+    assert "SYN-SENT" not in before and "SYN-SENT" not in sh("ss", "-tan", ns=a)
