@@ -4811,7 +4811,7 @@ def to_json(result: RunResult) -> dict:
         "schema_version": SCHEMA_VERSION, "mode": "node", "ssd_version": __version__,
         "status": overall_status(result),
         "node": {"id": node.id, "hostname": node.hostname, "engine_version": node.engine.version,
-                 "era": node.engine.era, "manager": node.manager},
+                 "era": node.engine.era, "manager": node.manager, "addr": node.addr},
         "networks": [{
             "name": n.view.name, "id": n.view.id, "namespace": n.namespace,
             "checked": n.checked, "partial": n.partial, "note": n.note,
@@ -6009,6 +6009,7 @@ def fleet_to_json(result: FleetResult) -> dict:
             "nodes": [{"id": n.id, "hostname": n.hostname, "status": n.status, "reason": n.reason,
                        "seconds": n.seconds, "report": n.report} for n in result.nodes],
             "gossip": [gossip_to_json(g) for g in result.gossip],
+            "probes": [dataclasses.asdict(pair) for pair in probe_pairs(result)],
             "seconds": round(result.seconds, 1),
             "errors": [{"scope": p.scope, "message": p.message} for p in result.not_checked],
             "notes": result.notes}
@@ -6049,6 +6050,7 @@ def render_fleet(result: FleetResult, paint: Painter, quiet: bool, verbose: bool
         lines += [f"  not checked: {e.get('scope')}: {e.get('message')}" for e in errors if verbose]
     for g in result.gossip:
         lines += gossip_verdict_lines(g, paint)
+    lines += probe_matrix_lines(result, paint, quiet)
     for line in layer_lines(result):
         lines += textwrap.wrap(line, width=80, subsequent_indent="      ")
     if not quiet:
@@ -6065,6 +6067,124 @@ def render_fleet(result: FleetResult, paint: Painter, quiet: bool, verbose: bool
         summary += f", {len(result.not_checked)} not checked"
     lines.append(summary)
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True, slots=True)
+class ProbePair:
+    """--all-nodes --probe: what one node's probes saw of another, on one network. "paths": its
+    endpoints answered small / full-size echo requests; "ports": that node's published ports
+    answered (None: not asked, as on an overlay, which publishes nothing of its own)."""
+    network: str
+    source: str  # node labels
+    target: str
+    small: bool | None
+    full: bool | None
+    ports_asked: int = 0
+    ports_answered: int = 0
+
+    @property
+    def cell(self) -> str:
+        path = ("." if self.source == self.target else "-" if self.small is None
+                else "ok" if self.small and self.full
+                else "MTU" if self.small else "LOST")
+        if not self.ports_asked:
+            return path
+        ports = ("ok" if self.ports_answered == self.ports_asked
+                 else f"{self.ports_answered}/{self.ports_asked}")
+        return f"{path} {ports}"
+
+    @property
+    def broken(self) -> bool:
+        return self.small is False or self.full is False or self.ports_answered < self.ports_asked
+
+
+def probe_pairs(result: FleetResult) -> list[ProbePair]:
+    """Every (network, from, to) that a node's --probe judged, from the members' reports; an
+    address is named by the node that reports it as its own (else it stays an address)."""
+    label_of = {}
+    for n in result.nodes:
+        addr = ((n.report or {}).get("node") or {}).get("addr")
+        if addr:
+            label_of[addr] = n.label
+    pairs = []
+    for n in result.nodes:
+        for net in (n.report or {}).get("networks") or []:
+            probe = net.get("probe") if isinstance(net, dict) else None
+            if not isinstance(probe, dict):
+                continue
+            paths, entries = probe.get("paths") or {}, probe.get("entries") or {}
+            for ip in sorted(set(paths) | set(entries), key=_ip_order):
+                seen, ports = paths.get(ip) or {}, entries.get(ip) or {}
+                pairs.append(ProbePair(net.get("name", ""), n.label, label_of.get(ip, ip),
+                                       seen.get("small"), seen.get("full") if seen else None,
+                                       ports.get("asked", 0), ports.get("answered", 0)))
+    return pairs
+
+
+def probe_matrix_lines(result: FleetResult, paint: Painter, quiet: bool) -> list[str]:
+    """Per network probed, who reaches whom: rows are where the probes left from, columns the
+    node they asked. ok, MTU (small packets only), LOST (nothing); on ingress, then the node's
+    published ports answered (ok, or answered/asked)."""
+    pairs = probe_pairs(result)
+    lines: list[str] = []
+    for network in dict.fromkeys(p.network for p in pairs):
+        mine = [p for p in pairs if p.network == network]
+        if quiet and not any(p.broken for p in mine):
+            continue
+        nodes = sorted({p.source for p in mine} | {p.target for p in mine})
+        cells = {(p.source, p.target): p for p in mine}
+        width = max(len(n) for n in [*nodes, "FROM/TO"]) + 2
+        size = max([len(p.cell) for p in mine] + [len(n) for n in nodes]) + 2
+        legend = (f"Probes on network {network} (row: from, column: to; ok, MTU: small packets "
+                  "only, LOST: no answer" + ("; then published ports" if any(
+                      p.ports_asked for p in mine) else "") + ")")
+        lines += textwrap.wrap(legend, width=80, subsequent_indent="  ")
+        lines.append(("FROM/TO".ljust(width) + "".join(n.ljust(size) for n in nodes)).rstrip())
+        for source in sorted({p.source for p in mine}):
+            row = source.ljust(width)
+            for target in nodes:
+                pair = cells.get((source, target))
+                cell = "." if pair is None else pair.cell
+                row += paint(cell, "fail" if pair and pair.broken else "ok") + " " * (size - len(cell))
+            lines.append(row.rstrip())
+        for verdict in probe_verdicts(mine):
+            lines += textwrap.wrap(verdict, width=80, initial_indent="  ", subsequent_indent="      ")
+    return lines
+
+
+def probe_verdicts(pairs: list[ProbePair]) -> list[str]:
+    """One line per node that every other node lost (in both directions where both probed), else
+    one per broken pair: "node3: no other node reaches it over ov2, full-size only"."""
+    out = []
+    sources = {p.source for p in pairs}
+    explained: set[tuple[str, str]] = set()
+    for node in sorted({p.target for p in pairs}):
+        towards = [p for p in pairs if p.target == node and p.small is not None]
+        back = [p for p in pairs if p.source == node and p.small is not None]
+        others = sources - {node}
+        if not towards or {p.source for p in towards} != others or not all(p.full is False for p in towards):
+            continue
+        if back and not all(p.full is False for p in back):
+            continue
+        mtu = all(p.small for p in towards + back)
+        both = " in both directions" if back else ""
+        net = pairs[0].network
+        out.append(f"{node}: full-size packets pass{both} between it and no other node over {net} "
+                   "(small ones do: an MTU black hole)" if mtu
+                   else f"{node}: no other node reaches it{both} over {net}")
+        explained |= {(p.source, p.target) for p in towards + back}
+    for p in pairs:  # the rest, pair by pair (published ports travel on the underlay: always said)
+        what = []
+        if (p.source, p.target) not in explained:
+            if p.small is False:
+                what.append("no echo answered")
+            elif p.full is False:
+                what.append("full-size echo lost")
+        if p.ports_answered < p.ports_asked:
+            what.append(f"{p.ports_asked - p.ports_answered} of {p.ports_asked} published ports silent")
+        if what:
+            out.append(f"{p.source} -> {p.target} over {p.network}: {', '.join(what)}")
+    return out
 
 
 def layer_lines(result: FleetResult) -> list[str]:

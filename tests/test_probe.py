@@ -10,6 +10,7 @@ dropped; its bounds (packets sent, time taken) counted by the kernel.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import time
@@ -351,3 +352,76 @@ def test_the_prober_leaves_nothing_behind(pair):
     before = sh("ss", "-tan", ns=a)
     ssd.Prober([ssd.Probe("tcp", a, "10.201.0.2", 8082)]).run()
     assert "SYN-SENT" not in before and "SYN-SENT" not in sh("ss", "-tan", ns=a)
+
+
+# --- the whole swarm: --all-nodes --probe, one node x node matrix per network -----------------
+
+def member_report(hostname: str, addr: str, answer) -> dict:
+    """What a member sends back with --probe: node1's recorded report, as the node at addr, whose
+    probes to each other node (and to each node's published port) answer(source, target) plays."""
+    result, _ = probed(healthy)
+    doc = ssd.to_json(result)
+    doc["node"].update(hostname=hostname, addr=addr)
+    for net in doc["networks"]:
+        if net["probe"]:
+            net["probe"]["paths"] = {
+                other: {"small": answer(addr, other, "small") == "ok", "full": answer(addr, other, "full") == "ok"}
+                for other in (NODE1, NODE2, NODE3) if other != addr}
+            if net["name"] == "ingress":
+                net["probe"]["entries"] = {ip: {"asked": 1, "answered": int(answer(addr, ip, "port") == "ok")}
+                                           for ip in (NODE1, NODE2, NODE3)}
+    return doc
+
+
+def fleet_of(answer) -> ssd.FleetResult:
+    nodes = [ssd.FleetNode(f"id{i}", f"node{i}", member_report(f"node{i}", addr, answer))
+             for i, addr in ((1, NODE1), (2, NODE2), (3, NODE3))]
+    return ssd.FleetResult([("ov2", "x"), ("ingress", "y")], nodes, [], 1.0, [], [])
+
+
+def test_the_fleet_matrix_of_a_healthy_swarm_is_all_ok():
+    result = fleet_of(lambda source, target, what: "ok")
+    text = ssd.render_fleet(result, ssd.Painter(False), False, False)
+    rows = [line for line in text.splitlines() if re.match(r"node\d {2,}(ok|\.)", line)]
+    assert "Probes on network ov2" in text and len(rows) == 6  # 3 rows on each network
+    assert not any("LOST" in row or "MTU" in row or "/" in row for row in rows)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    doc = ssd.fleet_to_json(result)
+    validate(doc, "fleet-report")
+    assert len([p for p in doc["probes"] if p["network"] == "ov2"]) == 6  # 3 nodes x 2 others
+
+
+def test_a_node_cut_off_is_one_line_in_the_fleet_matrix():
+    def node3_drops(source: str, target: str, what: str) -> str:
+        return "timeout" if NODE3 in (source, target) and what != "port" else "ok"
+    result = fleet_of(node3_drops)
+    pairs = ssd.probe_pairs(result)
+    lost = sorted((p.source, p.target) for p in pairs if p.network == "ov2" and p.small is False)
+    assert lost == [("node1", "node3"), ("node2", "node3"), ("node3", "node1"), ("node3", "node2")]
+    lines = ssd.probe_verdicts([p for p in pairs if p.network == "ov2"])
+    assert lines == ["node3: no other node reaches it in both directions over ov2"]
+
+
+def test_a_one_way_loss_shows_as_one_pair():
+    def one_way(source: str, target: str, what: str) -> str:
+        return "timeout" if (source, target) == (NODE1, NODE2) and what != "port" else "ok"
+    pairs = [p for p in ssd.probe_pairs(fleet_of(one_way)) if p.network == "ov2"]
+    assert ssd.probe_verdicts(pairs) == ["node1 -> node2 over ov2: no echo answered"]
+
+
+def test_an_mtu_black_hole_and_a_dropped_port_in_the_fleet_matrix():
+    def faults(source: str, target: str, what: str) -> str:
+        if what == "full" and NODE3 in (source, target) and source != target:
+            return "timeout"  # node3's underlay: full-size lost both ways
+        if what == "port" and target == NODE2 and source != NODE2:
+            return "timeout"  # DOCKER-USER on node2: only traffic from outside crosses it
+        return "ok"
+    result = fleet_of(faults)
+    ingress = [p for p in ssd.probe_pairs(result) if p.network == "ingress"]
+    assert ssd.probe_verdicts(ingress) == [
+        "node3: full-size packets pass in both directions between it and no other node over "
+        "ingress (small ones do: an MTU black hole)",
+        "node1 -> node2 over ingress: 1 of 1 published ports silent",
+        "node3 -> node2 over ingress: 1 of 1 published ports silent"]
+    text = ssd.render_fleet(result, ssd.Painter(False), False, False)
+    assert "MTU" in text and max(len(line) for line in text.splitlines()) <= 80
