@@ -157,7 +157,7 @@ LAYERS: dict[str, Layer] = {
                  read=lambda net: net.dns is not None and net.dns.answers is not None),
     "overlay": Layer("overlay (VXLAN), against NetworkDB on this node",
                      read=lambda net: bool(net.overlay and net.overlay.checked)),
-    "host": Layer("this node's prerequisites, against what overlays and load balancers need"),
+    "host": Layer("host settings, against what overlays and load balancers need"),
     "probe": Layer("traffic (--probe), against the paths every layer above says exist",
                    read=lambda net: net.probe is not None),
 }
@@ -4955,7 +4955,30 @@ def write_prometheus(target: str, result: RunResult | None, seconds: float) -> N
             services.labels(net.view.name, verdict).set(0)
         for svc in net.view.services.values():
             services.labels(net.view.name, service_status(result, net, svc)).inc()
+    _probe_metrics(prom, registry, result)
     _write_metrics(prom, target, registry)
+
+
+def _probe_metrics(prom: Any, registry: Any, result: RunResult) -> None:
+    """--probe: per network, which other node answered (by size), and connections answered."""
+    probed = [net for net in result.networks if net.probe is not None]
+    if not probed:
+        return
+    paths = prom.Gauge("ssd_probe_path_answered", "--probe: whether another node's endpoints on a "
+                       "network answered echo requests (1) or not (0), small and full-size",
+                       ["network", "node", "size"], registry=registry)
+    conns = prom.Gauge("ssd_probe_connections", "--probe: TCP connections the last run made, by network, "
+                       "kind (backend, published) and whether they were answered (accepted or refused)",
+                       ["network", "kind", "answered"], registry=registry)
+    for net in probed:
+        pr = net.probe
+        for ip, seen in pr.paths.items():
+            for size in ("small", "full"):
+                paths.labels(net.view.name, ip, size).set(int(seen[size]))
+        for kind, asked, answered in (("backend", pr.backends, pr.backends_answered),
+                                      ("published", pr.published, pr.published_answered)):
+            conns.labels(net.view.name, kind, "true").set(answered)
+            conns.labels(net.view.name, kind, "false").set(asked - answered)
 
 
 def _write_metrics(prom: Any, target: str, registry: Any) -> None:

@@ -68,6 +68,7 @@ class KernelNode:
     def create(self) -> KernelNode:
         self.netns_dir.mkdir(parents=True)
         self._bind(self.host)
+        sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=self.host)  # as dockerd sets it on a node
         sh("iptables-nft-restore", ns=self.host, stdin=text("host-iptables-save.txt"))
         for name in LB_NAMESPACES + TASK_NAMESPACES:
             path = self.ns(name)

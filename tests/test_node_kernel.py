@@ -60,7 +60,8 @@ def test_clean_node_json_contract(node, engine):
     assert code == 2 and doc["status"] == "incomplete" and doc["findings"] == []
     assert set(doc) >= {"ssd_version", "status", "node", "networks", "findings", "errors"}
     assert doc["node"] == {"id": "w50ekqc911kfxxwedx60eeq5h", "hostname": "node1",
-                           "engine_version": "20.10.24+dfsg1", "era": "lb-sandbox", "manager": True}
+                           "engine_version": "20.10.24+dfsg1", "era": "lb-sandbox", "manager": True,
+                           "addr": None}  # the recorded /info has no Swarm.NodeAddr
     nets = {n["name"]: n for n in doc["networks"]}
     assert nets["ov2"]["namespace"] == "lb_oc6rqvyvp" and nets["ingress"]["namespace"] == "ingress_sbox"
     s1 = next(s for s in nets["ov2"]["services"] if s["name"] == "s1")
