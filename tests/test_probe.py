@@ -438,3 +438,129 @@ def test_an_mtu_black_hole_and_a_dropped_port_in_the_fleet_matrix():
         "node3 -> node2 over ingress: 1 of 1 published ports silent"]
     text = ssd.render_fleet(result, ssd.Painter(False), False, False)
     assert "MTU" in text and max(len(line) for line in text.splitlines()) <= 80
+
+
+# --- tier 2: two nodes joined by real VXLAN, and the faults of the issue on their underlay ------
+# Laid out as libnetwork lays a network out on each node: the node's namespace (u1, u2) holds the
+# underlay and the VXLAN device's UDP socket; the overlay namespace (o1, o2) holds a bridge and
+# the VXLAN device, with a permanent neighbour and FDB entry for the other node's endpoint; the
+# load balancer's namespace (l1, l2) hangs off the bridge. ssd plans from node 1's state (its
+# view: one service whose task is node 2's endpoint) and probes for real.
+
+VNI = 4097
+
+
+class TwoNodes:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp, self.bound = tmp, []
+
+    def ns(self, name: str) -> str:
+        return str(self.tmp / name)
+
+    def create(self) -> TwoNodes:
+        for name in ("u1", "u2", "o1", "o2", "l1", "l2"):
+            Path(self.ns(name)).touch()
+            sh("unshare", f"--net={self.ns(name)}", "true")
+            self.bound.append(self.ns(name))
+        sh("ip", "link", "add", "e0", "type", "veth", "peer", "name", "e0", "netns", self.ns("u2"),
+           ns=self.ns("u1"))
+        for n in (1, 2):
+            u, o, lb = self.ns(f"u{n}"), self.ns(f"o{n}"), self.ns(f"l{n}")
+            sh("ip", "addr", "add", f"10.202.0.{n}/24", "dev", "e0", ns=u)
+            sh("ip", "link", "set", "e0", "up", ns=u)
+            # proxy: ARP is answered from the neighbour entries, as libnetwork sets the device up
+            sh("ip", "link", "add", "vxlan0", "type", "vxlan", "id", str(VNI), "local", f"10.202.0.{n}",
+               "dstport", "4789", "nolearning", "proxy", ns=u)
+            sh("ip", "link", "set", "vxlan0", "netns", o, ns=u)  # its socket stays in u
+            sh("ip", "link", "add", "br0", "type", "bridge", ns=o)
+            sh("ip", "addr", "add", "10.0.9.1/24", "dev", "br0", ns=o)
+            sh("ip", "link", "set", "vxlan0", "mtu", "1450", "master", "br0", ns=o)
+            sh("ip", "link", "add", "veth0", "mtu", "1450", "type", "veth", "peer", "name", "eth0", "netns", lb,
+               ns=o)
+            sh("ip", "link", "set", "veth0", "master", "br0", ns=o)
+            for dev in ("br0", "vxlan0", "veth0"):
+                sh("ip", "link", "set", dev, "up", ns=o)
+            sh("ip", "link", "set", "eth0", "address", f"02:42:0a:00:09:0{n + 1}", ns=lb)
+            sh("ip", "addr", "add", f"10.0.9.{n + 1}/24", "dev", "eth0", ns=lb)
+            sh("ip", "link", "set", "eth0", "up", ns=lb)
+            peer = 3 - n
+            sh("ip", "neigh", "add", f"10.0.9.{peer + 1}", "lladdr", f"02:42:0a:00:09:0{peer + 1}",
+               "dev", "vxlan0", "nud", "permanent", ns=o)
+            sh("bridge", "fdb", "add", f"02:42:0a:00:09:0{peer + 1}", "dev", "vxlan0", "dst",
+               f"10.202.0.{peer}", "self", "permanent", ns=o)
+        return self
+
+    def destroy(self) -> None:
+        for path in self.bound:
+            subprocess.run(["umount", path], capture_output=True, check=False)
+
+    def state(self) -> ssd.NodeState:
+        """Node 1's view: network ovt, its load balancer (l1), service web with one task on node 2
+        at 10.0.9.3 publishing 8080 -> 80."""
+        task = ssd.TaskView("web.1.x8k2mtpq0c1v", "ep-task", "10.0.9.3", "10.202.0.2")
+        view = ssd.NetworkView(
+            "ovt0123456789abcdefghijk", "ovt", False, False, ["10.0.9.0/24"],
+            {"web": ssd.ServiceView("web", "10.0.9.100", 256, [ssd.PublishedPort(8080, 80, "tcp")], [task])},
+            {"lb-ovt": ssd.LocalEndpoint("lb-ovt", "ovt-endpoint", "ep-lb", "10.0.9.2", 24)}, True,
+            peers=[("n1", "10.202.0.1"), ("n2", "10.202.0.2")])
+        dp = ssd.Datapath(self.ns("l1"), "l1", [], None, {}, [], None, {}, {})
+        return ssd.NodeState(ssd.engine_model("28.5.2"), str(self.tmp), [view],
+                             [ssd.LoadBalancer(view, dp, "10.0.9.2", True)], node_addr="10.202.0.1")
+
+    def probe(self) -> tuple[ssd.NodeState, ssd.Reading, list[ssd.Finding]]:
+        """What ssd --probe does after reading the layers: the live collector sends the plan."""
+        state, reading = self.state(), ssd.Reading()
+        collector = ssd.Collector(None, str(self.tmp))
+        collector.probing = True
+        results = [ssd.NetworkResult(state.views[0], "l1", True)]
+        ssd.read_probes(collector, state, results, reading)
+        # only the probe layer: this layout has no IPVS or rules for the kernel layer to compare
+        return state, reading, [f for f in ssd.run_checks(state) if f.layer == "probe"]
+
+
+@pytest.fixture
+def two_nodes(tmp_path):
+    nodes = TwoNodes(tmp_path).create()
+    listener = None
+    try:
+        with ssd.entered_netns(nodes.ns("l2")):  # node 2's task listens on its target port
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("10.0.9.3", 80))
+        listener.listen(16)
+        nodes.listener = listener
+        yield nodes
+    finally:
+        if listener is not None:
+            listener.close()
+        nodes.destroy()
+
+
+def test_over_real_vxlan_a_healthy_path_is_consistent(two_nodes):
+    state, _, findings = two_nodes.probe()
+    assert findings == [], [f.message for f in findings]
+    assert {r["result"] for r in state.probe_results.values()} == {"ok"}
+    assert {p.probe.size for p in ssd.plan_probes(state) if p.what == "path"} == {ssd.ECHO_SMALL, 1450}
+
+
+def test_over_real_vxlan_node2_dropping_udp_4789_is_unreachable(two_nodes):
+    sh("iptables", "-A", "INPUT", "-p", "udp", "--dport", "4789", "-j", "DROP", ns=two_nodes.ns("u2"))
+    _, _, findings = two_nodes.probe()
+    assert sorted(f.check for f in findings) == ["probe-backend-timeout", "probe-node-unreachable"]
+    assert all("10.202.0.2" in f.message for f in findings)
+
+
+def test_over_real_vxlan_an_underlay_that_drops_full_size_packets_is_a_black_hole(two_nodes):
+    # node 2's underlay takes no VXLAN packet over 1400 bytes: 84-byte echoes pass, 1450-byte ones
+    # (1500 on the wire) do not; a TCP handshake's small segments still pass
+    sh("iptables", "-t", "raw", "-A", "PREROUTING", "-p", "udp", "--dport", "4789", "-m", "length",
+       "--length", "1401:65535", "-j", "DROP", ns=two_nodes.ns("u2"))
+    _, _, findings = two_nodes.probe()
+    (finding,) = findings
+    assert finding.check == "probe-mtu-blackhole" and "1450 bytes" in finding.message
+
+
+def test_over_real_vxlan_a_stopped_backend_is_a_note_not_a_finding(two_nodes):
+    two_nodes.listener.close()  # the task's process is gone, its container (namespace) is not
+    _, reading, findings = two_nodes.probe()
+    assert findings == []
+    assert any("web.1.x8k2mtpq0c1v (10.0.9.3:80) refused" in n for n in reading.notes)
