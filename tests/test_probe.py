@@ -504,33 +504,70 @@ class TwoNodes:
             {"lb-ovt": ssd.LocalEndpoint("lb-ovt", "ovt-endpoint", "ep-lb", "10.0.9.2", 24)}, True,
             peers=[("n1", "10.202.0.1"), ("n2", "10.202.0.2")])
         dp = ssd.Datapath(self.ns("l1"), "l1", [], None, {}, [], None, {}, {})
-        return ssd.NodeState(ssd.engine_model("28.5.2"), str(self.tmp), [view],
+        # ingress as every node sees it: its peers are every node; web publishes 8080 there (its
+        # load balancer is not laid out here: only the published ports are probed on it)
+        ingress = ssd.NetworkView(
+            "ingress0123456789abcdefg", "ingress", True, False, ["10.0.0.0/24"],
+            {"web": ssd.ServiceView("web", "10.0.0.100", 257, [ssd.PublishedPort(8080, 80, "tcp")], [])},
+            {}, True, peers=[("n1", "10.202.0.1"), ("n2", "10.202.0.2")])
+        return ssd.NodeState(ssd.engine_model("28.5.2"), str(self.tmp), [view, ingress],
                              [ssd.LoadBalancer(view, dp, "10.0.9.2", True)], node_addr="10.202.0.1")
 
-    def probe(self) -> tuple[ssd.NodeState, ssd.Reading, list[ssd.Finding]]:
-        """What ssd --probe does after reading the layers: the live collector sends the plan."""
+    def probe(self, node: str = "u1") -> tuple[ssd.NodeState, ssd.Reading, list[ssd.Finding]]:
+        """What ssd --probe does after reading the layers, run in node's own namespace (where its
+        published-port probes leave from): the live collector sends the plan."""
         state, reading = self.state(), ssd.Reading()
         collector = ssd.Collector(None, str(self.tmp))
         collector.probing = True
-        results = [ssd.NetworkResult(state.views[0], "l1", True)]
-        ssd.read_probes(collector, state, results, reading)
+        results = [ssd.NetworkResult(view, None, True) for view in state.views]
+        with ssd.entered_netns(self.ns(node)):
+            ssd.read_probes(collector, state, results, reading)
         # only the probe layer: this layout has no IPVS or rules for the kernel layer to compare
         return state, reading, [f for f in ssd.run_checks(state) if f.layer == "probe"]
+
+
+def routing_mesh(nodes: TwoNodes, n: int) -> socket.socket:
+    """Node n's routing mesh for 8080, as dockerd programs it: nat DNAT to a namespace that plays
+    ingress_sbox (s<n>, on a bridge-like veth), reached from other nodes through FORWARD (where
+    DOCKER-USER comes first) and from the node itself through OUTPUT; s<n> accepts 8080."""
+    u, sbox = nodes.ns(f"u{n}"), nodes.ns(f"s{n}")
+    Path(sbox).touch()
+    sh("unshare", f"--net={sbox}", "true")
+    nodes.bound.append(sbox)
+    sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=u)
+    sh("ip", "link", "add", "g0", "type", "veth", "peer", "name", "eth1", "netns", sbox, ns=u)
+    sh("ip", "addr", "add", "10.203.0.1/24", "dev", "g0", ns=u)
+    sh("ip", "link", "set", "g0", "up", ns=u)
+    sh("ip", "addr", "add", "10.203.0.2/24", "dev", "eth1", ns=sbox)
+    sh("ip", "link", "set", "eth1", "up", ns=sbox)
+    sh("ip", "route", "add", "default", "via", "10.203.0.1", ns=sbox)
+    for chain in ("PREROUTING", "OUTPUT"):
+        sh("iptables", "-t", "nat", "-A", chain, "-p", "tcp", "-d", f"10.202.0.{n}", "--dport", "8080",
+           "-j", "DNAT", "--to-destination", "10.203.0.2:8080", ns=u)
+    sh("iptables", "-N", "DOCKER-USER", ns=u)
+    sh("iptables", "-A", "FORWARD", "-j", "DOCKER-USER", ns=u)
+    with ssd.entered_netns(sbox):
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("0.0.0.0", 8080))
+    listener.listen(16)
+    return listener
 
 
 @pytest.fixture
 def two_nodes(tmp_path):
     nodes = TwoNodes(tmp_path).create()
-    listener = None
+    listeners = []
     try:
         with ssd.entered_netns(nodes.ns("l2")):  # node 2's task listens on its target port
             listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listeners.append(listener)
         listener.bind(("10.0.9.3", 80))
         listener.listen(16)
         nodes.listener = listener
+        listeners += [routing_mesh(nodes, 1), routing_mesh(nodes, 2)]
         yield nodes
     finally:
-        if listener is not None:
+        for listener in listeners:
             listener.close()
         nodes.destroy()
 
@@ -564,3 +601,16 @@ def test_over_real_vxlan_a_stopped_backend_is_a_note_not_a_finding(two_nodes):
     _, reading, findings = two_nodes.probe()
     assert findings == []
     assert any("web.1.x8k2mtpq0c1v (10.0.9.3:80) refused" in n for n in reading.notes)
+
+
+def test_a_docker_user_drop_on_node2_is_seen_from_node1_not_from_node2_itself(two_nodes):
+    _, _, before = two_nodes.probe("u1")
+    assert before == []
+    sh("iptables", "-A", "DOCKER-USER", "-p", "tcp", "--dport", "8080", "-j", "DROP", ns=two_nodes.ns("u2"))
+    state, _, from_node1 = two_nodes.probe("u1")
+    (finding,) = from_node1
+    assert finding.check == "probe-published-timeout" and finding.subject == "8080/tcp on node 10.202.0.2"
+    assert state.probe_results["tcp host 10.202.0.1:8080"]["result"] == "ok"  # node 1's own entry
+    _, _, from_node2 = two_nodes.probe("u2")  # its own address: OUTPUT, not FORWARD
+    assert [f for f in from_node2 if f.check == "probe-published-timeout"
+            and "10.202.0.2" in f.subject] == []
