@@ -12,9 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def node(tmp_path):
     """The recorded 20.10 node laid out in real namespaces of this kernel (tier 2)."""
     from kernel_node import KernelNode
-    kernel_node = KernelNode(tmp_path).create()
-    try:
-        yield kernel_node
+    kernel_node = KernelNode(tmp_path)
+    try:  # a layout that fails half-way is taken down too: no namespace mount left behind
+        yield kernel_node.create()
     finally:
         kernel_node.destroy()
 

@@ -69,6 +69,11 @@ class KernelNode:
         self.netns_dir.mkdir(parents=True)
         self._bind(self.host)
         sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=self.host)  # as dockerd sets it on a node
+        # the interface that carries the node's data path: its address is the Host IP of the
+        # recorded node's endpoints
+        sh("ip", "link", "add", "ens4", "mtu", "1500", "type", "veth", "peer", "name", "ens4p", ns=self.host)
+        sh("ip", "addr", "add", "10.99.0.1/24", "dev", "ens4", ns=self.host)
+        sh("ip", "link", "set", "ens4", "up", ns=self.host)
         sh("iptables-nft-restore", ns=self.host, stdin=text("host-iptables-save.txt"))
         for name in LB_NAMESPACES + TASK_NAMESPACES:
             path = self.ns(name)

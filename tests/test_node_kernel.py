@@ -121,6 +121,9 @@ FAULTS = {
     "overlay-fdb-stale": lambda n: sh("bridge", "fdb", "add", "02:42:0a:00:01:c9", "dev", "vxlan0", "dst",
                                       "192.168.77.7", "self", "permanent", ns=n.ns(OV2_OVERLAY)),
     "overlay-vxlan-config": lambda n: sh("ip", "link", "set", "vxlan0", "mtu", "1400", ns=n.ns(OV2_OVERLAY)),
+    # This node's prerequisites, in the namespace that plays the node's own.
+    "ip-forward-off": lambda n: sh("sysctl", "-qw", "net.ipv4.ip_forward=0", ns=n.host),
+    "underlay-mtu": lambda n: sh("ip", "link", "set", "ens4", "mtu", "1460", ns=n.host),
     # The embedded DNS: the recorded resolver rules restored for real, a resolver behind them.
     "dns-resolver-rules": lambda n: ipt(n, S1_NS, "-t", "nat", "-D", "DOCKER_OUTPUT", "-d", "127.0.0.11/32",
                                         "-p", "tcp", "-m", "tcp", "--dport", "53", "-j", "DNAT",
@@ -141,7 +144,7 @@ def test_real_fault_is_found(node, engine, check):
     assert sorted({f["check"] for f in doc["findings"]}) == [check], doc["findings"]
     for finding in doc["findings"]:
         assert finding["message"] and finding["hint"] and finding["namespace"]
-        assert finding["network"] or check == "iptables-split-brain"  # a node-wide fault
+        assert finding["network"] or check in ("iptables-split-brain", "ip-forward-off")  # node-wide
 
 
 def test_a_name_forwarded_upstream_is_missing_and_the_rest_still_asked(node, engine):

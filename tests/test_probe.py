@@ -555,9 +555,10 @@ def routing_mesh(nodes: TwoNodes, n: int) -> socket.socket:
 
 @pytest.fixture
 def two_nodes(tmp_path):
-    nodes = TwoNodes(tmp_path).create()
+    nodes = TwoNodes(tmp_path)
     listeners = []
-    try:
+    try:  # a layout that fails half-way is taken down too
+        nodes.create()
         with ssd.entered_netns(nodes.ns("l2")):  # node 2's task listens on its target port
             listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listeners.append(listener)
