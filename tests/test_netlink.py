@@ -202,6 +202,21 @@ def test_real_links_neighbours_and_fdb_read_as_pyroute2_reads_them():
     assert len(rows[socket.AF_INET]) >= 39 and len(rows[socket.AF_BRIDGE]) >= 39
     for payload in rows[socket.AF_INET] + rows[socket.AF_BRIDGE]:
         assert ssd.decode_neighbour(payload) == pyroute2_neighbour(payload)
+    # the kernel writes the VXLAN device's rows in the order the fixed-offset reader expects
+    # (neighbours: NDA_DST, NDA_LLADDR; FDB: NDA_LLADDR, NDA_DST), so the fast path is the one taken
+    fixed = {family: sum(fixed_layout(m) for m in rows[family]) for family in rows}
+    assert fixed[socket.AF_INET] >= 39 and fixed[socket.AF_BRIDGE] >= 39, fixed
+
+
+def fixed_layout(payload: bytes) -> bool:
+    """Whether a row's first two attributes are where the kernel puts them for a VXLAN device."""
+    if len(payload) < 32:
+        return False
+    inet = payload[0] == socket.AF_INET
+    first = struct.unpack_from("=HH", payload, 12)
+    second = struct.unpack_from("=HH", payload, 20 if inet else 24)  # after NDA_DST (8) or NDA_LLADDR (12)
+    want = ((8, NDA_DST), (10, NDA_LLADDR)) if inet else ((10, NDA_LLADDR), (8, NDA_DST))
+    return (first, second) == want
 
 
 def test_a_churning_table_is_never_read_half(monkeypatch):
