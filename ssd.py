@@ -4133,7 +4133,13 @@ def _plan_backends(lb: LoadBalancer) -> list[PlannedProbe]:
     for svc in sorted(view.vip_services(), key=lambda s: s.name):
         ports = sorted({p.published if view.ingress else p.target for p in svc.ports
                         if p.protocol in (None, "tcp")})
+        # a destination at weight 0 is being drained (stopping, failing its health check): the
+        # load balancer sends it nothing new, and its container may already be gone
+        draining = {d.address for s in lb.datapath.ipvs or [] if s.fwmark == svc.fwmark
+                    for d in s.dests if d.weight == 0}
         for task in sorted(svc.tasks, key=lambda t: _ip_order(t.ip)):
+            if task.ip in draining:
+                continue
             plan += [PlannedProbe(Probe("tcp", lb.datapath.path, task.ip, port), view.name, "backend",
                                   task.host_ip or "", service=svc.name, task=task.name,
                                   namespace=lb.datapath.name) for port in ports]

@@ -84,6 +84,16 @@ def test_the_plan_connects_to_backends_and_to_every_nodes_published_ports():
                    ("ingress_sbox", "10.0.0.22", 8080)]
 
 
+def test_a_backend_being_drained_is_not_probed():
+    doc = fixture("28.5-node1")
+    sbox = doc["samples"][0]["namespaces"]["/var/run/docker/netns/ingress_sbox"]
+    dest = next(d for s in sbox["ipvs"] for d in s["dests"] if d["address"] == "10.0.0.21")
+    dest["weight"] = 0  # stopping: swarm's executor took it out of the load balancer
+    _, collector = probed(healthy, doc)
+    backends = {p.target for p in collector.sent if p.kind == "tcp" and p.source}
+    assert backends == {"10.0.0.20", "10.0.0.22"}
+
+
 def test_a_healthy_swarm_is_consistent_and_the_report_says_what_was_probed():
     result, _ = probed(healthy)
     assert result.findings == [] and ssd.overall_status(result) == "consistent"
