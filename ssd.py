@@ -4115,8 +4115,11 @@ def plan_probes(state: NodeState) -> list[PlannedProbe]:
 
 def _plan_paths(lb: LoadBalancer, state: NodeState) -> list[PlannedProbe]:
     view, src = lb.network, lb.datapath.path
+    # endpoints being drained (weight 0 here) last: their containers may be stopping
+    draining = {d.address for s in lb.datapath.ipvs or [] for d in s.dests if d.weight == 0}
     by_node: dict[str, list[TaskView]] = {}
-    for ep in sorted(remote_endpoints(view, state).values(), key=lambda t: _ip_order(t.ip)):
+    for ep in sorted(remote_endpoints(view, state).values(),
+                     key=lambda t: (t.ip in draining, _ip_order(t.ip))):
         by_node.setdefault(ep.host_ip or "", []).append(ep)
     full = probe_mtu(view, state)
     return [PlannedProbe(Probe("echo", src, ep.ip, size=size), view.name, "path", node_ip, name,

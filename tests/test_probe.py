@@ -94,6 +94,18 @@ def test_a_backend_being_drained_is_not_probed():
     assert backends == {"10.0.0.20", "10.0.0.22"}
 
 
+def test_echo_targets_prefer_endpoints_not_being_drained():
+    doc = fixture("28.5-node1")
+    lb = doc["samples"][0]["namespaces"]["/var/run/docker/netns/lb_pgt602lci"]
+    for svc in lb["ipvs"]:
+        for dest in svc["dests"]:
+            if dest["address"] == "10.0.1.32":  # node3's first endpoint by address
+                dest["weight"] = 0
+    _, collector = probed(healthy, doc)
+    asked = {p.target for p in collector.sent if p.kind == "echo" and "lb_" in p.source}
+    assert "10.0.1.32" not in asked and {"10.0.1.34", "10.0.1.54"} <= asked
+
+
 def test_a_healthy_swarm_is_consistent_and_the_report_says_what_was_probed():
     result, _ = probed(healthy)
     assert result.findings == [] and ssd.overall_status(result) == "consistent"
