@@ -3477,16 +3477,32 @@ def check_overlay_esp(view: NetworkView, state: NodeState) -> list[Finding]:
     return findings
 
 
+BPF_JEQ_K, BPF_RSH_K = 0x15, 0x74  # jump if A == k; A >>= k (classic BPF opcodes)
+
+
 def _u32_vni(rule: Rule) -> int | None:
-    """The VNI a rule matches with libnetwork's u32 test on the VXLAN header (the value after
-    '=' is the VNI shifted left by 8; iptables-save prints it in hex)."""
+    """The VNI a rule matches on the VXLAN header, in either form libnetwork writes the match
+    (drivers/overlay): xt_u32, '0>>22&0x3C@12&0xFFFFFF00=<VNI << 8>' (iptables-save prints it in
+    hex), or xt_bpf (--bytecode "n,op jt jf k,..."), whose program loads the VNI word and jumps on
+    equality with a constant: the VNI itself after a right shift by 8 (Debian's 28.5.2, read in
+    the lab), or the VNI shifted left by 8 after a mask (moby's bpf.go on master)."""
     test = rule.get("--u32")
-    if not test or "=" not in test:
-        return None
-    try:
-        return int(test.rsplit("=", 1)[1].split(":")[0], 0) >> 8
-    except ValueError:
-        return None
+    if test and "=" in test:
+        try:
+            return int(test.rsplit("=", 1)[1].split(":")[0], 0) >> 8
+        except ValueError:
+            return None
+    shifted = False
+    for instruction in (rule.get("--bytecode") or "").split(",")[1:]:
+        fields = instruction.split()
+        if len(fields) != 4 or not all(f.isdigit() for f in fields):
+            return None
+        op, k = int(fields[0]), int(fields[3])
+        if op == BPF_RSH_K and k == 8:
+            shifted = True
+        elif op == BPF_JEQ_K:
+            return k if shifted else k >> 8
+    return None
 
 
 def encryption_rules(rules: Ruleset, vni: int) -> dict[str, bool]:

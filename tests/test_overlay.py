@@ -302,7 +302,20 @@ def test_fixture_is_what_the_tests_assume():
 
 # --- encrypted overlays: ESP state and policy per remote node ---------------------------------
 
-def encrypted(node: int, missing: tuple[str, str] | None = None) -> dict:
+# libnetwork's forms of the VNI match, the same test on the VXLAN header as iptables-save prints
+# it: xt_u32 (drivers/overlay/encryption_u32.go), xt_bpf as Debian's 28.5.2 writes it (read in the
+# lab, 2026-12-01: the VNI word shifted right by 8, compared with the VNI), and xt_bpf as moby's
+# bpf.go on master writes it (masked, compared with the VNI shifted left by 8).
+VNI_MATCH = {
+    "u32": lambda vni: f'-m u32 --u32 "0x0>>0x16&0x3c@0xc&0xffffff00={vni << 8:#x}"',
+    "bpf-28.5": lambda vni: ('-m bpf --bytecode "7,32 0 0 4294963252,7 0 0 0,64 0 0 4,116 0 0 8,'
+                             f'21 1 0 {vni},6 0 0 0,6 0 0 4294967295"'),
+    "bpf-master": lambda vni: ('-m bpf --bytecode "6,177 0 0 0,64 0 0 12,84 0 0 4294967040,'
+                               f'21 0 1 {vni << 8},6 0 0 0,6 0 0 4294967295"'),
+}
+
+
+def encrypted(node: int, missing: tuple[str, str] | None = None, form: str = "u32") -> dict:
     """The snapshot with ov2 made encrypted: the option, the VXLAN MTU the driver then sets, and
     the IPsec state it programs towards each node with remote endpoints (encryption.go)."""
     doc = fixture(f"28.5-node{node}")
@@ -319,7 +332,7 @@ def encrypted(node: int, missing: tuple[str, str] | None = None) -> dict:
         policies = [p for p in policies if p["dst"] != "10.99.0.3"]
     sample(doc)["namespaces"]["xfrm"] = {"error": None, "states": states, "policies": policies}
     vni = int(sample(doc)["api"][f"GET /networks/{OV2_ID}"]["Options"]["com.docker.network.driver.overlay.vxlanid_list"])
-    u32 = f'-m u32 --u32 "0x0>>0x16&0x3c@0xc&0xffffff00={vni << 8:#x}"'
+    u32 = VNI_MATCH[form](vni)
     rules = {"mangle": f"-A OUTPUT -p udp -m udp --dport 4789 {u32} -j MARK --set-xmark 0xd0c4e3/0xffffffff",
              "filter": f"-A INPUT -p udp -m policy --dir in --pol none -m udp --dport 4789 {u32} -j DROP"}
     for table, rule in rules.items():
@@ -337,9 +350,10 @@ def add_host_rule(doc: dict, table: str, rule: str) -> None:
     host[backend] = f"{head}*{table}\n{body}{rule}\nCOMMIT\n{rest}"
 
 
+@pytest.mark.parametrize("form", sorted(VNI_MATCH))
 @pytest.mark.parametrize("node", [1, 2])
-def test_encrypted_overlay_with_its_esp_state_is_silent(node):
-    assert run(encrypted(node)).findings == []
+def test_encrypted_overlay_with_its_esp_state_is_silent(node, form):
+    assert run(encrypted(node, form=form)).findings == []
 
 
 @pytest.mark.parametrize("missing,lacking", [(("state", "out"), ["ESP SA out"]),
@@ -367,12 +381,13 @@ def test_esp_not_recorded_or_not_readable_is_not_a_fault():
     assert result.findings == [] and any("ESP checks skipped" in p.message for p in result.not_checked)
 
 
+@pytest.mark.parametrize("form", sorted(VNI_MATCH))
 @pytest.mark.parametrize("node", [1, 2])
 @pytest.mark.parametrize("table, lacking", [("mangle", "mangle OUTPUT MARK 0xd0c4e3"),
                                             ("filter", "filter INPUT DROP of cleartext VXLAN")])
-def test_encrypted_overlay_without_its_firewall_rule(node, table, lacking):
+def test_encrypted_overlay_without_its_firewall_rule(node, table, lacking, form):
     """A firewall reload removed one of the two rules the driver writes per VNI."""
-    (finding,) = run(encrypted(node, ("rule", table))).findings
+    (finding,) = run(encrypted(node, ("rule", table), form)).findings
     assert (finding.check, finding.layer, finding.namespace, finding.network) == (
         "overlay-encryption-rules", "overlay", "host", "ov2")
     assert finding.actual == [lacking] and lacking in finding.message
