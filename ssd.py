@@ -512,6 +512,12 @@ class ServiceView:
     ports: list[PublishedPort]
     tasks: list[TaskView]
     ports_changed: str | None = None  # managers: "8080/tcp -> 8080/tcp, 8081/tcp" after an update
+    # Managers: network inspect groups tasks by name, while the engine keys load balancers by
+    # service ID. A service removed and deployed again under its name (docker stack rm, then
+    # deploy) leaves the old one's tasks listed under that name while they stop: split apart by
+    # their ID, they are an earlier incarnation (service_id: its ID; vip, fwmark: 0 if unknown).
+    service_id: str = ""
+    mark_unknown: bool = False  # inspect showed an earlier incarnation's VIP and mark, not this one's
 
     @property
     def ipv6(self) -> bool:
@@ -545,6 +551,7 @@ class NetworkView:
     encrypted: bool = False
     peers: list[tuple[str, str]] = field(default_factory=list)  # NetworkDB's (node name, IP)
     others: list[TaskView] = field(default_factory=list)
+    departed: list[ServiceView] = field(default_factory=list)  # managers: earlier incarnations
 
     @property
     def lb_key(self) -> str:
@@ -558,7 +565,7 @@ class NetworkView:
 
     def all_endpoints(self) -> Iterator[TaskView]:
         """Every endpoint NetworkDB lists on this network: service tasks and the rest."""
-        for svc in self.services.values():
+        for svc in [*self.services.values(), *self.departed]:
             yield from svc.tasks
         yield from self.others
 
@@ -1348,6 +1355,45 @@ def build_health_checked(raw: list[dict] | None) -> dict[str, float] | None:
             grace = spec.get("StopGracePeriod")
             out[(svc.get("Spec") or {}).get("Name", "")] = grace / 1e9 if grace else DEFAULT_STOP_GRACE
     return out
+
+
+def separate_departed(view: NetworkView, swarm_tasks: dict[str, SwarmTask], service_ids: dict[str, str],
+                      service_vips: dict[str, dict[str, list[str]]]) -> None:
+    """Managers: set apart the tasks listed under a service's name that swarm knows as tasks of
+    another service ID. network inspect groups NetworkDB's tasks by name, with the VIP and mark
+    of whichever task it met first, while the engine keys load balancers by service ID: after
+    `docker stack rm` and a new deploy (or a service removed and created again) the old
+    service's tasks stay listed under the name while they stop, with their own load balancer.
+    Each such ID becomes an earlier incarnation in view.departed; if inspect showed its VIP, the
+    current service takes swarm's VIP and its mark is read from the kernel (adopt_marks)."""
+    current = {name: sid for sid, name in service_ids.items()}
+    for name, svc in list(view.services.items()):
+        sid = current.get(name, "")
+        svc.service_id = sid
+        earlier: dict[str, list[TaskView]] = {}
+        for task in svc.tasks:
+            known = swarm_tasks.get(task.task_id)
+            if known is not None and known.service and known.service != sid:
+                earlier.setdefault(known.service, []).append(task)
+        if not earlier:
+            continue
+        moved = {t.endpoint_id for tasks in earlier.values() for t in tasks}
+        svc.tasks = [t for t in svc.tasks if t.endpoint_id not in moved]
+        swarm_vips = (service_vips.get(name) or {}).get(view.id) or []
+        shown_vip, shown_mark = svc.vip, svc.fwmark
+        # Whose VIP inspect showed: an earlier one's when swarm gives the name another VIP (or
+        # none, the service being gone); told apart only with a single earlier incarnation.
+        shown = next(iter(earlier)) if len(earlier) == 1 and shown_vip and (
+            not sid or (swarm_vips and shown_vip not in swarm_vips)) else None
+        if shown and sid:
+            svc.vip, svc.fwmark, svc.mark_unknown = swarm_vips[0], 0, True
+        for old_id, tasks in sorted(earlier.items()):
+            mine = old_id == shown
+            view.departed.append(ServiceView(name=name, vip=shown_vip if mine else None,
+                                             fwmark=shown_mark if mine else 0, ports=list(svc.ports),
+                                             tasks=tasks, service_id=old_id))
+        if not sid and not svc.tasks:
+            del view.services[name]  # the name is no current service's: only earlier ones are left
 
 
 # --- namespaces -----------------------------------------------------------------------
@@ -2815,6 +2861,52 @@ def check_lb_namespace_present(view: NetworkView, state: NodeState) -> list[Find
                     hint=f"ls {netns_dir}; docker network inspect -v {view.name}")]
 
 
+def departed_lb(lb: LoadBalancer, state: NodeState) -> tuple[dict[int, ServiceView], set[str]]:
+    """What in this load balancer belongs to earlier incarnations of a name (separate_departed):
+    mark -> incarnation for the IPVS services whose destinations are all its tasks (or the mark
+    inspect showed for it), and the VIPs the mangle table marks with those marks."""
+    net, dp = lb.network, lb.datapath
+    if not net.departed:
+        return {}, set()
+    key = ("departed", dp.path)
+    if key not in state.memo:
+        owner = {t.ip: old for old in net.departed for t in old.tasks}
+        marks = {old.fwmark: old for old in net.departed if old.fwmark}
+        for ipvs in dp.ipvs or []:
+            ips = {d.address for d in ipvs.dests}
+            if ipvs.fwmark and ips and ips <= owner.keys():
+                marks.setdefault(ipvs.fwmark, owner[min(ips)])
+        current = net.vip_services()
+        for svc in current:
+            marks.pop(svc.fwmark, None)
+        vips = {old.vip for old in net.departed if old.vip} | {
+            rule.dst.split("/")[0] for rule in _marks_in(dp.rules or {}, "mangle", state.model.mark_chain)
+            if rule.dst and rule.mark and rule.mark[0] in marks}
+        state.memo[key] = (marks, vips - {s.vip for s in current})
+    return state.memo[key]
+
+
+def adopt_marks(state: NodeState) -> None:
+    """A service whose mark inspect could not show (it showed an earlier incarnation's): the
+    mark its VIP's MARK rule sets in the network's load balancer, if exactly one rule does."""
+    for lb in state.lbs:
+        for svc in lb.network.services.values():
+            if svc.mark_unknown and svc.vip and not svc.fwmark:
+                rules = [r for r in _marks_in(lb.datapath.rules or {}, "mangle", state.model.mark_chain)
+                         if r.dst == f"{svc.vip}/32" and r.mark]
+                if len({r.mark for r in rules}) == 1:
+                    svc.fwmark = rules[0].mark[0]
+
+
+def _departed_weights(old: ServiceView, ipvs: IpvsService, state: NodeState, dp: Datapath,
+                      where: dict) -> list[Finding]:
+    """An earlier incarnation's backends: swarm is stopping them, so weight 0 (or already gone)."""
+    svc = dataclasses.replace(old, fwmark=ipvs.fwmark)
+    by_ip = {t.ip: t for t in old.tasks}
+    return [f for dest in ipvs.dests if dest.address in by_ip
+            for f in _check_weight(svc, by_ip[dest.address], dest, state, dp, where)]
+
+
 IPVS_IDS = ("ipvs-service-missing", "ipvs-service-stale", "ipvs-service-config", "ipvs-backend-missing",
             "ipvs-backend-stale", "ipvs-backend-weight", "ipvs-backend-forwarding")
 
@@ -2830,9 +2922,12 @@ def check_ipvs(lb: LoadBalancer, state: NodeState) -> list[Finding]:
     want_fwd = "Route" if net.dsr else "Masq"
     for svc in services:
         if svc.fwmark < FIRST_FWMARK:
+            why = (f"network inspect showed an earlier service's VIP and mark under its name, and no "
+                   f"MARK rule in {dp.name} marks its VIP {svc.vip}" if svc.mark_unknown else
+                   f"LocalLBIndex {svc.fwmark}")
             findings.append(Finding(
                 "ipvs-service-missing", f"service {svc.name} has no local load-balancer binding "
-                f"(LocalLBIndex {svc.fwmark})", service=svc.name, subject=str(svc.fwmark),
+                f"({why})", service=svc.name, subject=str(svc.fwmark),
                 expected=f">= {FIRST_FWMARK}", actual=svc.fwmark,
                 hint=f"docker service update --force {svc.name}", **where))
             continue
@@ -2862,8 +2957,12 @@ def check_ipvs(lb: LoadBalancer, state: NodeState) -> list[Finding]:
                 hint=_hint_ipvs(dp.path, svc.name), **where))
         findings += _check_backends(svc, ipvs, owner_of_ip, want_fwd, state, dp, where)
     wanted = {s.fwmark for s in services}
+    departed, _ = departed_lb(lb, state)
     for ipvs in dp.ipvs or []:
         if ipvs.fwmark and ipvs.fwmark in wanted:
+            continue
+        if ipvs.fwmark in departed:
+            findings += _departed_weights(departed[ipvs.fwmark], ipvs, state, dp, where)
             continue
         findings.append(Finding(
             "ipvs-service-stale", f"IPVS service {ipvs.label()} in {dp.name} belongs to no "
@@ -2878,9 +2977,10 @@ def check_ipvs(lb: LoadBalancer, state: NodeState) -> list[Finding]:
 def check_marks(lb: LoadBalancer, state: NodeState) -> list[Finding]:
     """The MARK rules of each VIP, and in ingress of each published port."""
     net, dp, services = lb.network, lb.datapath, lb.network.vip_services()
-    findings = _check_vip_marks(net, dp, services, state.model.mark_chain)
+    departed = set(departed_lb(lb, state)[0])  # an earlier incarnation's rules, until it is gone
+    findings = _check_vip_marks(net, dp, services, state.model.mark_chain, departed)
     if net.ingress:
-        findings += _check_port_marks(net, dp, services)
+        findings += _check_port_marks(net, dp, services, departed)
     return findings
 
 
@@ -2928,7 +3028,7 @@ def check_aliases(lb: LoadBalancer, state: NodeState) -> list[Finding]:
                 f"{iface or 'the load-balancer interface'} of {dp.name}", service=svc.name,
                 subject=svc.vip, expected=f"{svc.vip}/32", actual=sorted(have), hint=hint, **where))
     vips = {s.vip for s in services}
-    for ip in sorted(have - vips - {lb_ip}):
+    for ip in sorted(have - vips - {lb_ip} - departed_lb(lb, state)[1]):
         findings.append(Finding(
             "vip-alias-stale", f"{ip}/32 on {iface} of {dp.name} is no current VIP of network "
             f"{net.name}", subject=ip, expected=sorted(vips), actual=f"{ip}/32", hint=hint, **where))
@@ -3079,10 +3179,11 @@ def _mark_findings(rules_for: list[Rule], fwmark: int, what: str, svc: ServiceVi
 
 
 def _check_vip_marks(net: NetworkView, dp: Datapath, services: list[ServiceView],
-                     chain: str) -> list[Finding]:
+                     chain: str, departed: set[int]) -> list[Finding]:
     findings: list[Finding] = []
     where = {"network": net.name, "namespace": dp.name}
-    marks = [r for r in _marks_in(dp.rules or {}, "mangle", chain) if r.dst]
+    marks = [r for r in _marks_in(dp.rules or {}, "mangle", chain)
+             if r.dst and not (r.mark and r.mark[0] in departed)]
     by_dst: dict[str, list[Rule]] = {}
     for rule in marks:  # indexed: thousands of services must not mean services x rules
         by_dst.setdefault(rule.dst, []).append(rule)
@@ -3102,12 +3203,13 @@ def _check_vip_marks(net: NetworkView, dp: Datapath, services: list[ServiceView]
     return findings
 
 
-def _check_port_marks(net: NetworkView, dp: Datapath, services: list[ServiceView]
-                      ) -> list[Finding]:
+def _check_port_marks(net: NetworkView, dp: Datapath, services: list[ServiceView],
+                      departed: set[int]) -> list[Finding]:
     """ingress_sbox: mangle PREROUTING -p proto --dport P -j MARK, one per published port."""
     findings: list[Finding] = []
     where = {"network": net.name, "namespace": dp.name}
-    marks = [r for r in _marks_in(dp.rules or {}, "mangle", "PREROUTING") if r.port("--dport")]
+    marks = [r for r in _marks_in(dp.rules or {}, "mangle", "PREROUTING")
+             if r.port("--dport") and not (r.mark and r.mark[0] in departed)]
     owned = set()
     for svc in services:
         if svc.fwmark < FIRST_FWMARK:
@@ -3197,7 +3299,7 @@ def check_zombies(view: NetworkView, state: NodeState) -> list[Finding]:
     if state.swarm_tasks is None:
         return []
     findings = []
-    for svc in sorted(view.services.values(), key=lambda s: s.name):
+    for svc in sorted([*view.services.values(), *view.departed], key=lambda s: s.name):
         for entry in svc.tasks:
             task = state.swarm_tasks.get(entry.task_id)
             if task is None or not _settled(task, state):
@@ -3693,7 +3795,7 @@ def draining_ips(view: NetworkView, state: NodeState) -> set[str]:
                 ips.add(task.ip)
             elif not svc.vip and health_drain(task, svc.name, state):
                 ips.add(task.ip)  # no load balancer shows it disabled: its health check may have
-    return ips
+    return ips | {t.ip for old in view.departed for t in old.tasks}
 
 
 @dataclass
@@ -3748,7 +3850,8 @@ def held_addresses(view: NetworkView, state: NodeState) -> set[str]:
     container's name and a --network-alias answer such an address too, and NetworkDB does not say
     under which names: an answer holding one of them is not stale, an address nothing holds is."""
     held = {t.ip for t in view.all_endpoints() if t.ip}
-    held |= {s.vip for s in view.services.values() if s.vip}
+    held |= {s.vip for s in [*view.services.values(), *view.departed] if s.vip}
+    held |= {ip for lb in state.lbs if lb.network is view for ip in departed_lb(lb, state)[1]}
     held |= {e.ip for e in view.endpoints.values() if e.ip}
     held |= {ip for by_net in (state.service_vips or {}).values() for ip in by_net.get(view.id, [])}
     return held
@@ -4367,6 +4470,7 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
         return RunResult(node, results, run_checks(state), reading.not_checked, reading.notes, [], False,
                          reading.absent)
     results, ingress_dp = read_load_balancers(collector, state, reading)
+    adopt_marks(state)
     read_health(collector, node, state, reading)
     read_overlay_layer(collector, state, reading)
     state.dns = read_dns(collector, state.views, state, reading.not_checked, reading.notes)
@@ -4418,15 +4522,30 @@ def read_views(collector: Collector, node: NodeInfo, wanted: list[str], reading:
         if ipv6:
             reading.notes.append(f"network {view.name}: service(s) {', '.join(ipv6)} have an IPv6 VIP; "
                                  "libnetwork's load balancer is IPv4-only, so ssd does not check them")
-    return NodeState(model, collector.netns_dir, views, swarm_tasks=build_swarm_tasks(raw_tasks),
-                     swarm_nodes=build_swarm_nodes(raw_nodes), service_vips=build_service_vips(raw_services),
+    swarm_tasks, service_vips = build_swarm_tasks(raw_tasks), build_service_vips(raw_services)
+    service_names = None if raw_services is None else {
+        s.get("ID", ""): (s.get("Spec") or {}).get("Name", "") for s in raw_services}
+    if swarm_tasks is not None and service_names is not None:
+        for view in views:
+            separate_departed(view, swarm_tasks, service_names, service_vips or {})
+            reading.notes += departed_notes(view)
+    return NodeState(model, collector.netns_dir, views, swarm_tasks=swarm_tasks,
+                     swarm_nodes=build_swarm_nodes(raw_nodes), service_vips=service_vips,
                      service_aliases=build_service_aliases(raw_services),
                      health_checked=build_health_checked(raw_services),
-                     updating=build_updating(raw_services),
-                     service_names=None if raw_services is None else
-                     {s.get("ID", ""): (s.get("Spec") or {}).get("Name", "") for s in raw_services},
+                     updating=build_updating(raw_services), service_names=service_names,
                      now=collector.clock() if node.manager else None,
                      data_path_port=node.data_path_port, node_addr=node.addr)
+
+
+def departed_notes(view: NetworkView) -> list[str]:
+    """What a manager set apart as earlier incarnations of a name (separate_departed)."""
+    return [f"network {view.name}: {count(len(old.tasks), 'task')} listed under {old.name} "
+            f"({', '.join(sorted((t.ip for t in old.tasks), key=_ip_order))}) belong to an earlier "
+            f"service of that name (ID {old.service_id[:12]}, removed or replaced: docker stack rm "
+            "and deploy), which swarm is stopping: judged as that service, with its own load "
+            "balancer, not as the current one's; they leave within its stop grace period"
+            for old in view.departed]
 
 
 def read_load_balancers(collector: Collector, state: NodeState, reading: Reading

@@ -437,3 +437,107 @@ def test_prometheus_says_converging(tmp_path):
     status = {s.labels["ssd_status"]: s.value for f in text_string_to_metric_families(prom.read_text())
               if f.name == "ssd_status" for s in f.samples}
     assert status == {"consistent": 0, "inconsistent": 0, "incomplete": 0, "converging": 1}
+
+
+# --- a stack removed and deployed again: two services under one name ------------------------
+
+OLD_SID = "0ldserv1ce0000000000000000"
+OLD_VIP, OLD_MARK = "10.0.1.30", 0x10A
+OLD_TASKS = [("0ldtaska000000000000000001", "10.0.1.60", "10.99.0.2"),
+             ("0ldtaskb000000000000000002", "10.0.1.61", "10.99.0.3")]
+
+
+def lb_namespaces(doc: dict) -> list[dict]:
+    return [raw for sample in doc["samples"] for key, raw in sample["namespaces"].items() if "/lb_" in key]
+
+
+def redeployed(service: str = "s3", weight: int = 0, shown_old: bool = False) -> dict:
+    """node1 (manager) while an earlier service named `service` stops after `docker stack rm`
+    and a new deploy: its two tasks (on node2 and node3) still listed under the name in NetworkDB
+    and stopping in swarm (desired state remove), with their own IPVS service (at `weight`), MARK
+    rule and VIP alias in ov2's load balancer, and their peers on the VXLAN device; DNS answers
+    only the new service. shown_old: inspect happened to show the earlier VIP and mark."""
+    doc = fixture("28.5-dns-node1")
+    net = ov2(doc)
+    group = net["Services"][service]
+    nodes = {n["Status"]["Addr"]: n["ID"] for n in api(doc, "GET /nodes")}
+    for i, (task_id, ip, host) in enumerate(OLD_TASKS):
+        group["Tasks"].append({"EndpointID": f"{i}e" * 32, "EndpointIP": ip, "Info": {"Host IP": host},
+                               "Name": f"{service}.{i + 1}.{task_id}"})
+        api(doc, "GET /tasks").append({
+            "ID": task_id, "ServiceID": OLD_SID, "DesiredState": "remove", "NodeID": nodes[host],
+            "Status": {"State": "running", "Timestamp": "2026-11-30T02:07:30Z"},
+            "NetworksAttachments": [{"Addresses": [f"{ip}/24"], "Network": {"ID": net["Id"]}}]})
+    if shown_old:
+        group["VIP"], group["LocalLBIndex"] = OLD_VIP, OLD_MARK
+    for raw in lb_namespaces(doc):
+        raw["ipvs"].append({"address": None, "family": 2, "flags": 2, "fwmark": OLD_MARK, "port": 0,
+                            "protocol": 0, "scheduler": "rr", "timeout": 0,
+                            "dests": [{"address": ip, "forwarding": "Masq", "port": 0, "weight": weight}
+                                      for _, ip, _ in OLD_TASKS]})
+        raw["iptables"]["nf_tables"] = raw["iptables"]["nf_tables"].replace(
+            "COMMIT", f"-A INPUT -d {OLD_VIP}/32 -j MARK --set-xmark {OLD_MARK:#x}/0xffffffff\nCOMMIT", 1)
+        raw["addresses"]["eth0"].append([OLD_VIP, 32])
+    for sample in doc["samples"]:
+        overlay = next(v for k, v in sample["namespaces"].items() if k.endswith("/1-h425s5xecr"))
+        for _, ip, host in OLD_TASKS:
+            mac = ssd.mac_from_ip(ip)
+            overlay["neighbours"].append({"dst": ip, "ifindex": 12, "mac": mac, "permanent": True,
+                                          "self": False})
+            overlay["fdb"].append({"dst": host, "ifindex": 12, "mac": mac, "permanent": True, "self": True})
+    return doc
+
+
+@pytest.mark.parametrize("shown_old", [False, True], ids=["new-vip-shown", "old-vip-shown"])
+def test_a_stack_deployed_again_while_the_old_tasks_stop_is_consistent(shown_old):
+    """The earlier service's load balancer, mark and alias are its own, not stale ones of the
+    new service; whichever VIP inspect shows for the name."""
+    result = replay(redeployed(shown_old=shown_old))
+    assert result.findings == []
+    [note] = [n for n in result.notes if "earlier service" in n]
+    assert "10.0.1.60, 10.0.1.61" in note and OLD_SID[:12] in note and "under s3" in note
+
+
+def test_the_current_service_is_still_judged_beside_an_earlier_one():
+    doc = redeployed(shown_old=True)
+    lose_backend(doc, task_ips(doc, "s3")[0])  # a task of the current service, not an earlier one
+    result = replay(doc)
+    assert check_ids(result) == ["ipvs-backend-missing"]
+    assert result.findings[0].subject == task_ips(doc, "s3")[0]
+    assert "FWM 258" in result.findings[0].message  # the current mark, read from its MARK rule
+
+
+def test_an_earlier_services_backend_still_at_weight_one_is_found():
+    result = replay(redeployed(weight=1))
+    assert check_ids(result) == ["ipvs-backend-weight", "ipvs-backend-weight"]
+    assert {f.subject for f in result.findings} == {ip for _, ip, _ in OLD_TASKS}
+    assert all("swarm is stopping it" in f.message and f"FWM {OLD_MARK}" in f.message
+               for f in result.findings)
+
+
+def test_a_worker_cannot_tell_two_services_under_one_name_apart():
+    """No /tasks on a worker: the same kernel state reads as the name's load balancer gone
+    wrong (documented: run ssd on a manager while a stack is redeployed)."""
+    doc = redeployed()
+    for sample in doc["samples"]:
+        for key in ("GET /tasks", "GET /services", "GET /nodes"):
+            sample["api"].pop(key, None)
+    doc["samples"][0]["api"]["GET /info"]["Swarm"]["ControlAvailable"] = False
+    assert "ipvs-service-stale" in check_ids(replay(doc))
+
+
+def test_a_service_removed_while_its_tasks_stop_is_consistent():
+    """docker service rm (no new deploy): the name is no current service's; its tasks, stopping,
+    keep their load balancer at weight 0 until they are gone."""
+    doc = fixture("28.5-dns-node1")
+    sid = service(doc, "s3")["ID"]
+    api(doc, "GET /services").remove(service(doc, "s3"))
+    for task in api(doc, "GET /tasks"):
+        if task["ServiceID"] == sid:
+            task["DesiredState"] = "remove"
+    for ip in task_ips(doc, "s3"):
+        disable(doc, ip)
+    set_answer(doc, "s3", [])
+    result = replay(doc)
+    assert result.findings == []
+    assert any("under s3" in n and "earlier service" in n for n in result.notes)
