@@ -1266,9 +1266,16 @@ def build_swarm_tasks(raw: list[dict] | None) -> dict[str, SwarmTask] | None:
                                container_id=((t.get("Status") or {}).get("ContainerStatus") or {}).get(
                                    "ContainerID") or "",
                                addresses={(a.get("Network") or {}).get("ID", ""):
-                                          str((a.get("Addresses") or [""])[0]).split("/")[0]
+                                          _ipv4_first(a.get("Addresses"))
                                           for a in t.get("NetworksAttachments") or []})
             for t in raw if t.get("ID")}
+
+
+def _ipv4_first(addresses: list | None) -> str:
+    """A task's address on a network as NetworkDB lists it (IPv4): on a dual-stack overlay swarm
+    may give its IPv6 address first."""
+    plain = [str(a).split("/")[0] for a in addresses or [] if a]
+    return next((a for a in plain if ":" not in a), plain[0] if plain else "")
 
 
 def parse_timestamp(value: str | None) -> float | None:
@@ -3527,10 +3534,13 @@ def check_vxlan_config(subject: tuple[NetworkView, OverlayDatapath], state: Node
             "overlay-vxlan-config", f"network {view.name}: VXLAN device {device} {what}: expected "
             f"{expected}, found {actual}", view, ov, f"{device} {what.split()[0]}", expected, actual,
             what="ip -d link show"))
-    for vni in view.vnis:
+    used = subnets_in_use(view)
+    for i, vni in enumerate(view.vnis):
+        subnet = view.subnets[i] if i < len(view.subnets) else None  # VNIs are in IPAM's order
         link = devices.get(vni)
-        if link is None:
+        if link is None and (subnet is None or subnet in used):
             bad("VNI", "(none)", vni, sorted(devices) or "no VXLAN device")
+        if link is None:
             continue
         if state.data_path_port is not None and link.vxlan["port"] != state.data_path_port:
             bad("UDP port", link.name, state.data_path_port, link.vxlan["port"])
@@ -3549,6 +3559,20 @@ def check_vxlan_config(subject: tuple[NetworkView, OverlayDatapath], state: Node
         if view.vnis and vni not in view.vnis:
             bad("VNI", link.name, " or ".join(map(str, view.vnis)), vni)
     return findings
+
+
+def subnets_in_use(view: NetworkView) -> set[str]:
+    """The network's IPv4 subnets holding an endpoint, here or listed: the overlay driver makes a
+    subnet's bridge and VXLAN device when the first endpoint in it joins or is learnt from a
+    peer (joinSubnetSandbox), so a subnet no endpoint uses yet has none."""
+    ips = [ipaddress.ip_address(ip) for ip in {t.ip for t in view.all_endpoints() if t.ip}
+           | {e.ip for e in view.endpoints.values() if e.ip} if ":" not in ip]
+    used = set()
+    for subnet in view.subnets:
+        net = ipaddress.ip_network(subnet, strict=False)
+        if any(ip in net for ip in ips):
+            used.add(subnet)
+    return used
 
 
 OVERLAY_PEER_IDS = ("overlay-neighbor-missing", "overlay-neighbor-stale", "overlay-fdb-missing",

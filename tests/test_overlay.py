@@ -404,3 +404,41 @@ def test_a_snapshot_without_host_rules_says_the_encryption_rules_were_not_checke
     result = run(doc)
     assert not [f for f in result.findings if f.check == "overlay-encryption-rules"]
     assert any("holds no host rules" in n for n in result.notes), result.notes
+
+
+# --- overlays with several subnets, dual-stack overlays (issue 22) -----------------------------
+
+def second_subnet(doc: dict, vni: int = 4200, subnet: str = "10.0.9.0/24") -> None:
+    """ov2 created with two --subnet: a second VNI, in IPAM's order."""
+    net = sample(doc)["api"][f"GET /networks/{OV2_ID}"]
+    net["IPAM"]["Config"].append({"Subnet": subnet, "Gateway": subnet.replace("0/24", "1")})
+    net["Options"][ssd.VXLAN_ID_OPTION] += f",{vni}"
+
+
+def test_a_subnet_no_endpoint_uses_yet_needs_no_vxlan_device():
+    doc = fixture("28.5-node1")
+    second_subnet(doc)
+    assert checks(run(doc)) == []
+
+
+def test_a_subnet_in_use_without_its_vxlan_device_is_found():
+    doc = fixture("28.5-node1")
+    second_subnet(doc)
+    task = remote_task(doc, 1)  # NetworkDB lists an endpoint in the second subnet, on node2
+    services = sample(doc)["api"][f"GET /networks/{OV2_ID}"]["Services"]
+    services[task["service"]]["Tasks"].append(dict(
+        {k: v for k, v in task.items() if k != "service"}, EndpointIP="10.0.9.5", EndpointID="9" * 64,
+        Name=task["Name"].rsplit(".", 1)[0] + ".0secondsubnettask00000000"))
+    found = run(doc)
+    assert "overlay-vxlan-config" in checks(found)
+    assert any("VNI" in f.message and f.expected == 4200 for f in found.findings)
+
+
+def test_a_dual_stack_tasks_ipv6_address_first_is_not_its_networkdb_address():
+    """swarm may list a dual-stack task's IPv6 address first; NetworkDB lists its IPv4 one."""
+    doc = fixture("28.5-node1")
+    for task in sample(doc)["api"]["GET /tasks"]:
+        for attachment in task.get("NetworksAttachments") or []:
+            attachment["Addresses"].insert(0, "fd00:1::5/64")
+    assert checks(run(doc)) == []
+    assert ssd._ipv4_first(["fd00::1/64"]) == "fd00::1"  # an IPv6-only attachment keeps its address
