@@ -601,6 +601,7 @@ class SwarmNode:
     state: str  # ready, down, unknown, disconnected
     addr: str
     since: float | None = None  # UpdatedAt: the last change of the node object (its state, say)
+    availability: str = "active"  # Spec.Availability: active, pause, drain
 
 
 @dataclass
@@ -1296,7 +1297,8 @@ def build_swarm_nodes(raw: list[dict] | None) -> dict[str, SwarmNode] | None:
     return {n["ID"]: SwarmNode(id=n["ID"], hostname=(n.get("Description") or {}).get("Hostname", ""),
                                state=(n.get("Status") or {}).get("State", ""),
                                addr=(n.get("Status") or {}).get("Addr", ""),
-                               since=parse_timestamp(n.get("UpdatedAt")))
+                               since=parse_timestamp(n.get("UpdatedAt")),
+                               availability=(n.get("Spec") or {}).get("Availability") or "active")
             for n in raw if n.get("ID")}
 
 
@@ -4546,20 +4548,50 @@ def read_views(collector: Collector, node: NodeInfo, wanted: list[str], reading:
         if ipv6:
             reading.notes.append(f"network {view.name}: service(s) {', '.join(ipv6)} have an IPv6 VIP; "
                                  "libnetwork's load balancer is IPv4-only, so ssd does not check them")
-    swarm_tasks, service_vips = build_swarm_tasks(raw_tasks), build_service_vips(raw_services)
-    service_names = None if raw_services is None else {
-        s.get("ID", ""): (s.get("Spec") or {}).get("Name", "") for s in raw_services}
-    if swarm_tasks is not None and service_names is not None:
-        for view in views:
-            separate_departed(view, swarm_tasks, service_names, service_vips or {})
-            reading.notes += departed_notes(view)
-    return NodeState(model, collector.netns_dir, views, swarm_tasks=swarm_tasks,
-                     swarm_nodes=build_swarm_nodes(raw_nodes), service_vips=service_vips,
-                     service_aliases=build_service_aliases(raw_services),
-                     health_checked=build_health_checked(raw_services),
-                     updating=build_updating(raw_services), service_names=service_names,
-                     now=collector.clock() if node.manager else None,
-                     data_path_port=node.data_path_port, node_addr=node.addr)
+    state = NodeState(model, collector.netns_dir, views,
+                      **swarm_knowledge(raw_services, raw_tasks, raw_nodes),
+                      now=collector.clock() if node.manager else None,
+                      data_path_port=node.data_path_port, node_addr=node.addr)
+    reading.notes += separate_all_departed(state)
+    reading.notes += drained_notes(state, node)
+    return state
+
+
+def drained_notes(state: NodeState, node: NodeInfo) -> list[str]:
+    """A manager drained of work (common practice) has no task, so no overlay but ingress is
+    instantiated on it: say which layers have nothing to read here, and where to look."""
+    me = (state.swarm_nodes or {}).get(node.id)
+    if me is None or me.availability == "active":
+        return []
+    how = {"drain": "drained", "pause": "paused"}.get(me.availability, me.availability)
+    return [f"this manager is {how} (availability {me.availability}): swarm runs no new task here, so "
+            "overlays other than ingress are not instantiated on it and their load balancers, overlay "
+            "and NetworkDB view cannot be read here; its ingress (the routing mesh still takes "
+            "published ports) is checked. ssd --all-nodes compares every other node's NetworkDB "
+            "with swarm from here"]
+
+
+def swarm_knowledge(raw_services: list[dict] | None, raw_tasks: list[dict] | None,
+                    raw_nodes: list[dict] | None) -> dict[str, Any]:
+    """What a manager knows of swarm (/services, /tasks, /nodes), as NodeState's fields: its
+    own check reads it, and --all-nodes judges the workers' NetworkDB against it."""
+    return {"swarm_tasks": build_swarm_tasks(raw_tasks), "swarm_nodes": build_swarm_nodes(raw_nodes),
+            "service_vips": build_service_vips(raw_services),
+            "service_aliases": build_service_aliases(raw_services),
+            "health_checked": build_health_checked(raw_services), "updating": build_updating(raw_services),
+            "service_names": None if raw_services is None else {
+                s.get("ID", ""): (s.get("Spec") or {}).get("Name", "") for s in raw_services}}
+
+
+def separate_all_departed(state: NodeState) -> list[str]:
+    """Earlier incarnations of a name set apart on every network (managers); their notes."""
+    if state.swarm_tasks is None or state.service_names is None:
+        return []
+    notes = []
+    for view in state.views:
+        separate_departed(view, state.swarm_tasks, state.service_names, state.service_vips or {})
+        notes += departed_notes(view)
+    return notes
 
 
 def departed_notes(view: NetworkView) -> list[str]:
@@ -4690,9 +4722,14 @@ def summarise_networks(results: list[NetworkResult], state: NodeState, reading: 
                 f"({', '.join(ips[:3])}{', ...' if len(ips) > 3 else ''}): tasks starting or waiting for "
                 "their health check, or stale entries; only a manager (/tasks) can tell which")
         if attachments_known(state) and result.view.instantiated:
-            result.swarm = (sum(1 for t in state.swarm_tasks.values() if result.view.id in t.addresses
-                                and t.state == "running" and not t.stopping),
-                            sum(1 for vips in (state.service_vips or {}).values() if result.view.id in vips))
+            result.swarm = swarm_counts(state, result.view)
+
+
+def swarm_counts(state: NodeState, view: NetworkView) -> tuple[int, int]:
+    """What swarm runs on a network, as the swarm block counts it: running tasks, VIPs."""
+    return (sum(1 for t in (state.swarm_tasks or {}).values() if view.id in t.addresses
+                and t.state == "running" and not t.stopping),
+            sum(1 for vips in (state.service_vips or {}).values() if view.id in vips))
 
 
 def read_ingress(collector: Collector, state: NodeState, ingress_dp: Datapath | None,
@@ -6030,6 +6067,75 @@ def fleet_node(answer: JobAnswer) -> FleetNode:
     return FleetNode(answer.node, answer.hostname, doc["report"], None, answer.seconds, snapshot, gossip)
 
 
+def view_from_gossip(state: dict) -> NetworkView:
+    """A network as a node's NetworkDB listed it, rebuilt from the state it sent back
+    (gossip_state): services with their VIP and tasks, and the peers; what only that node sees
+    (its local endpoints, its marks) is not in it."""
+    services = {}
+    for name, svc in (state.get("services") or {}).items():
+        if not isinstance(svc, dict):
+            continue
+        tasks = [TaskView(str(t.get("name") or ""), str(t.get("endpoint_id") or ""), str(t.get("ip") or ""),
+                          t.get("host_ip")) for t in svc.get("tasks") or [] if isinstance(t, dict)]
+        services[name] = ServiceView(name, svc.get("vip"), 0, [], tasks)
+    net = state.get("network") if isinstance(state.get("network"), dict) else {}
+    return NetworkView(id=str(net.get("id") or ""), name=str(net.get("name") or ""), ingress=False, dsr=False,
+                       subnets=[], services=services, endpoints={}, instantiated=True,
+                       peers=[(str(p.get("name") or ""), str(p["ip"])) for p in state.get("peers") or []
+                              if isinstance(p, dict) and p.get("ip")])
+
+
+def judge_workers(collector: Collector, nodes: list[FleetNode]) -> list[str]:
+    """A worker has no /tasks or /services: the layer that compares NetworkDB with swarm cannot
+    run there. Here, on the manager, it runs for each worker that answered, on the NetworkDB
+    view the worker sent back (the inspect its check judged) against swarm's tasks, services and
+    nodes read now; what it finds joins that worker's report. Only what the worker could not
+    judge itself is added: the same views without swarm's knowledge give the rest."""
+    workers = [n for n in nodes if n.report is not None and n.gossip
+               and not (n.report.get("node") or {}).get("manager")]
+    if not workers:
+        return []
+    knowledge = swarm_knowledge(collector.services(), collector.tasks(), collector.nodes())
+    now, judged = collector.clock(), []
+    for n in workers:
+        answers = [a["state"] for a in n.gossip.values() if isinstance(a, dict) and a.get("instantiated")
+                   and isinstance(a.get("state"), dict)]
+        if not answers:
+            continue
+        try:
+            model = engine_model(str((n.report.get("node") or {}).get("engine_version") or ""))
+        except CheckError:
+            continue
+        alone = NodeState(model, "", [view_from_gossip(a) for a in answers])
+        own = {f.key for f in run_checks(alone)}
+        state = NodeState(model, "", [view_from_gossip(a) for a in answers], **knowledge, now=now)
+        separate_all_departed(state)
+        found = [f for f in mark_converging(run_checks(state), state)
+                 if f.layer == "networkdb" and f.key not in own]
+        add_to_report(n.report, found, state)
+        judged.append(n.label)
+    if not judged:
+        return []
+    return [f"swarm's tasks, services and nodes were compared here with the NetworkDB of "
+            f"{count(len(judged), 'worker')} ({', '.join(judged)}), from the view each sent back: "
+            "a worker cannot read them itself"]
+
+
+def add_to_report(report: dict, found: list[Finding], state: NodeState) -> None:
+    """A worker's report, with what the manager judged for it: its findings, each network's
+    swarm block and the report's status (findings decide it, as overall_status does)."""
+    if found:
+        report["findings"] = [*(report.get("findings") or []), *(f.to_json() for f in found)]
+        every = [f for f in report["findings"] if isinstance(f, dict)]
+        report["status"] = "converging" if all(f.get("converging") for f in every) else "inconsistent"
+    for net in report.get("networks") or []:
+        view = next((v for v in state.views if v.id == net.get("id")), None)
+        if view is not None and isinstance(net, dict) and net.get("swarm") is None:
+            tasks, vips = swarm_counts(state, view)
+            net["swarm"] = {"status": "fail" if any(f.network == view.name for f in found) else "ok",
+                            "tasks": tasks, "vips": vips}
+
+
 def fleet_live(args: argparse.Namespace) -> FleetResult:
     started = time.monotonic()
     engine, collector = on_a_manager(args, "--all-nodes")
@@ -6053,6 +6159,11 @@ def fleet_live(args: argparse.Namespace) -> FleetResult:
     answers = job.run(eligible)
     not_checked += not_removed_problems(job.not_removed)
     nodes = [fleet_node(answer) for answer in answers.values()]
+    here = local_drained(args, engine, collector, skipped)
+    if here is not None:
+        nodes.append(here)
+        skipped = [gone for gone in skipped if gone.id != here.id]
+    notes += judge_workers(collector, nodes)
     for gone in skipped:
         nodes.append(FleetNode(gone.id, gone.hostname, None, f"{gone.reason}: not asked", asked=False))
         if not gone.deliberate:  # a node that is down or unknown could not be checked
@@ -6067,6 +6178,27 @@ def fleet_live(args: argparse.Namespace) -> FleetResult:
     not_checked += [p for g in gossip for p in g.not_checked if p.scope == "ssd service"]
     return FleetResult([(n.get("Name") or n["Id"], n["Id"]) for n in nets], nodes, gossip,
                        time.monotonic() - started, notes, not_checked)
+
+
+def local_drained(args: argparse.Namespace, engine: Engine, collector: Collector,
+                  skipped: list[SkippedNode]) -> FleetNode | None:
+    """This manager, when an operator drained (or paused) it: swarm runs no task there, so the
+    job cannot check it, yet its routing mesh still takes published ports. Checked here, in
+    this process, as its job would (only through the local socket: over -H or a context this
+    process is not on that node)."""
+    node = read_node(collector)
+    if not any(g.id == node.id and g.deliberate for g in skipped):
+        return None
+    if not engine.endpoint.url.startswith(("unix://", "/")):
+        return None
+    started = time.monotonic()
+    here = Collector(engine, args.exec_root, record_api=bool(args.snapshot_dir))
+    here.probing = args.probe
+    node, result = settled_check(here, list(args.networks), args.settle, live=True)
+    snapshot = snapshot_document(here, node, list(args.networks), args.settle) if args.snapshot_dir else None
+    answer = fleet_answer(here, node, result, snapshot)
+    return FleetNode(node.id, node.hostname, answer["report"], None, time.monotonic() - started,
+                     snapshot, answer["gossip"])
 
 
 def fleet_gossip(engine: Engine, net: dict, image: str, eligible: dict[str, str], timeout: float,

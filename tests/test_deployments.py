@@ -541,3 +541,14 @@ def test_a_service_removed_while_its_tasks_stop_is_consistent():
     result = replay(doc)
     assert result.findings == []
     assert any("under s3" in n and "earlier service" in n for n in result.notes)
+
+
+def test_a_drained_manager_says_what_it_cannot_read():
+    doc = fixture("28.5-dns-node1")
+    me = doc["samples"][0]["api"]["GET /info"]["Swarm"]["NodeID"]
+    for node in api(doc, "GET /nodes"):
+        if node["ID"] == me:
+            node.setdefault("Spec", {})["Availability"] = "drain"
+    [note] = [n for n in replay(doc).notes if "this manager is drained" in n]
+    assert "ssd --all-nodes" in note
+    assert not [n for n in replay(fixture("28.5-dns-node1")).notes if "this manager is" in n]

@@ -338,3 +338,72 @@ def test_member_prints_one_line_with_the_node_report(node, engine):
     assert answer["snapshot"]["format"] == ssd.SNAPSHOT_FORMAT and answer["snapshot"]["samples"]
     ov2 = next(n["id"] for n in report["networks"] if n["name"] == "ov2")
     assert answer["gossip"][ov2]["instantiated"] is True
+
+
+# --- a worker's NetworkDB judged against swarm on the manager (issue 22) -----------------------
+
+def recorded_fleet_node(name: str, edit=None) -> ssd.FleetNode:
+    """A fleet node as fleet_node() makes it from the answer of a node whose check ran on a
+    28.5.2 recording (edit: applied to the NetworkDB view the node sends back)."""
+    doc = json.loads((ROOT / "tests" / "fixtures" / f"snapshot-28.5-{name}.json").read_text())
+    collector = ssd.SnapshotCollector(doc, name)
+    node, result = ssd.settled_check(collector, [], 0, live=False)
+    answer = json.loads(json.dumps(ssd.fleet_answer(collector, node, result, None)))
+    if edit:
+        edit(answer["gossip"])
+    return ssd.FleetNode(node.id, node.hostname, answer["report"], gossip=answer["gossip"])
+
+
+def manager_collector() -> ssd.SnapshotCollector:
+    path = ROOT / "tests" / "fixtures" / "snapshot-28.5-node1.json"
+    return ssd.SnapshotCollector(json.loads(path.read_text()), str(path))
+
+
+def ov2_state(gossip: dict) -> dict:
+    return next(a["state"] for a in gossip.values() if a["state"] and a["state"]["network"]["name"] == "ov2")
+
+
+def test_a_workers_networkdb_is_judged_against_swarm_on_the_manager():
+    worker, manager = recorded_fleet_node("node2"), recorded_fleet_node("node1")
+    before = json.dumps(manager.report)
+    notes = ssd.judge_workers(manager_collector(), [manager, worker])
+    assert worker.report["status"] == "consistent" and not worker.report["findings"]
+    swarm = {n["name"]: n["swarm"] for n in worker.report["networks"]}
+    assert swarm["ov2"]["status"] == "ok" and swarm["ov2"]["tasks"] == 12, swarm
+    assert json.dumps(manager.report) == before  # a manager judged itself
+    assert len(notes) == 1 and "1 worker (node2)" in notes[0]
+
+
+def test_a_task_a_workers_networkdb_lost_is_found_from_the_manager():
+    """The worker's own check cannot see it (no /tasks there): NetworkDB on node2 lost a task
+    and with it every trace of it (moby#41885); swarm still runs it."""
+    lost = {}
+
+    def lose_a_task(gossip: dict) -> None:
+        tasks = ov2_state(gossip)["services"]["s1"]["tasks"]
+        lost.update(tasks.pop(0))
+    worker = recorded_fleet_node("node2", lose_a_task)
+    ssd.judge_workers(manager_collector(), [worker])
+    found = worker.report["findings"]
+    assert [f["check"] for f in found] == ["swarm-task-missing"]
+    assert found[0]["subject"] == lost["ip"] and found[0]["network"] == "ov2"
+    assert worker.report["status"] == "inconsistent"
+    assert {n["name"]: n["swarm"]["status"] for n in worker.report["networks"]}["ov2"] == "fail"
+    validate(worker.report)
+
+
+def test_a_drained_manager_running_the_fleet_checks_itself(fake, tmp_path):
+    """swarm runs no task on a drained node, so the job skips it; the manager ssd runs on is
+    checked in-process instead (here its namespaces directory is empty: it says so)."""
+    FakeSwarm(fake, healthy)
+    me = fake.routes["/info"]["Swarm"]["NodeID"]
+    fake.routes["/nodes"].append({"ID": me, "Description": {"Hostname": "manager0"},
+                                  "Status": {"State": "ready"}, "Spec": {"Availability": "drain"}})
+    (tmp_path / "netns").mkdir()
+    proc = fleet(fake, "--json", "--exec-root", str(tmp_path))
+    doc = json.loads(proc.stdout)
+    validate(doc)
+    mine = next(n for n in doc["nodes"] if n["id"] == me)
+    assert mine["report"] is not None and mine["report"]["node"]["id"] == me, mine
+    assert any("is empty here" in e["message"] for e in mine["report"]["errors"]), mine["report"]["errors"]
+    assert proc.returncode == 2  # this node could not be read: incomplete, not "not asked"
