@@ -6123,10 +6123,16 @@ def judge_workers(collector: Collector, nodes: list[FleetNode]) -> list[str]:
 
 def add_to_report(report: dict, found: list[Finding], state: NodeState) -> None:
     """A worker's report, with what the manager judged for it: its findings, each network's
-    swarm block and the report's status (findings decide it, as overall_status does)."""
-    if found:
-        report["findings"] = [*(report.get("findings") or []), *(f.to_json() for f in found)]
-        every = [f for f in report["findings"] if isinstance(f, dict)]
+    swarm block, which of the worker's own findings swarm has not converged for (a worker cannot
+    tell), and the report's status (findings decide it, as overall_status does)."""
+    names = {f.name for f in dataclasses.fields(Finding)}
+    for own in report.get("findings") or []:  # the worker's own, which it could not tell converging
+        if isinstance(own, dict) and not own.get("converging"):
+            own["converging"] = converging_reason(
+                Finding(**{k: v for k, v in own.items() if k in names}), state)
+    report["findings"] = [*(report.get("findings") or []), *(f.to_json() for f in found)]
+    every = [f for f in report["findings"] if isinstance(f, dict)]
+    if every:
         report["status"] = "converging" if all(f.get("converging") for f in every) else "inconsistent"
     for net in report.get("networks") or []:
         view = next((v for v in state.views if v.id == net.get("id")), None)

@@ -407,3 +407,24 @@ def test_a_drained_manager_running_the_fleet_checks_itself(fake, tmp_path):
     assert mine["report"] is not None and mine["report"]["node"]["id"] == me, mine
     assert any("is empty here" in e["message"] for e in mine["report"]["errors"]), mine["report"]["errors"]
     assert proc.returncode == 2  # this node could not be read: incomplete, not "not asked"
+
+
+def test_a_workers_own_finding_about_a_service_swarm_updates_is_converging_in_fleet_mode():
+    """A worker cannot know that swarm is updating a service; the manager can, for it."""
+    doc = json.loads((ROOT / "tests" / "fixtures" / "snapshot-28.5-node2.json").read_text())
+    lb = next(raw for path, raw in doc["samples"][-1]["namespaces"].items() if "/lb_" in path)
+    lb["ipvs"][0]["dests"].pop(0)  # a backend lost from the worker's load balancer
+    collector = ssd.SnapshotCollector(doc, "node2")
+    node, result = ssd.settled_check(collector, [], 0, live=False)
+    answer = json.loads(json.dumps(ssd.fleet_answer(collector, node, result, None)))
+    worker = ssd.FleetNode(node.id, node.hostname, answer["report"], gossip=answer["gossip"])
+    [finding] = worker.report["findings"]
+    assert worker.report["status"] == "inconsistent" and not finding["converging"]
+    path = ROOT / "tests" / "fixtures" / "snapshot-28.5-node1.json"
+    recorded = json.loads(path.read_text())
+    for sample in recorded["samples"]:
+        svc = next(s for s in sample["api"]["GET /services"] if s["Spec"]["Name"] == finding["service"])
+        svc["UpdateStatus"] = {"State": "updating"}
+    ssd.judge_workers(ssd.SnapshotCollector(recorded, str(path)), [worker])
+    assert "swarm is updating service" in worker.report["findings"][0]["converging"]
+    assert worker.report["status"] == "converging"
