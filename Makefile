@@ -7,6 +7,7 @@
 # make test-fast: the lint gate and tiers 1 and 2 only (about a minute).
 # make lab-image: only the lab tests that need the ssd image (container form, gossip-consistency).
 # make soak:      the soak (tests/lab/test_lab_soak.py): ssd during churn on every node, ~20 min.
+# make lab-data-path: the lab booted with --data-path-addr on every node, its own tests and the healthy swarm.
 # make lab-all:   every lab test on every engine the lab knows (20.10, 26.1, 28.5), the soak and the
 #                 real events (a task killed, a node killed: tests/lab/test_lab_layers.py) included.
 VENV ?= .venv
@@ -14,7 +15,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := iptables iproute2 util-linux openssl python3-venv qemu-system-x86 qemu-utils debootstrap e2fsprogs
 
-.PHONY: install test test-fast lab lab-all lab-image soak bench man
+.PHONY: install test test-fast lab lab-all lab-image lab-data-path soak bench man
 install:
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
@@ -35,6 +36,10 @@ lab:
 # make lab-image: the container form and gossip-consistency in the lab (node1 builds the Dockerfile).
 lab-image:
 	$(PY) -m pytest -q --durations=12 -m "lab and image" tests/lab
+
+lab-data-path:
+	SWARMLAB_DATA_PATH=1 $(PY) -m pytest -q --durations=12 tests/lab/test_lab_datapath.py \
+	  "tests/lab/test_lab.py::test_healthy_swarm_is_consistent_on_every_node"
 
 test-fast:
 	$(PY) -m ruff check .

@@ -4471,6 +4471,7 @@ class RunResult:
     host_ports: list[tuple[str, str]]  # (label, services) of the host ingress ports checked
     host_checked: bool
     absent: list[str] = field(default_factory=list)  # names asked for that this worker does not have
+    vteps: list[str] = field(default_factory=list)  # its VXLAN addresses besides node.addr (data path)
 
 
 @dataclass
@@ -4505,8 +4506,10 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
     summarise_networks(results, state, reading)
     host_ports = read_ingress(collector, state, ingress_dp, reading)
     host_checked = state.ingress is not None and state.host is not None and state.host.rules is not None
+    vteps = {ip for view in state.views if view.instantiated for ip in local_vteps(view, state)}
     return RunResult(node, results, mark_converging(run_checks(state), state), reading.not_checked,
-                     reading.notes, host_ports, host_checked, reading.absent)
+                     reading.notes, host_ports, host_checked, reading.absent,
+                     sorted(vteps - {node.addr}, key=_ip_order))
 
 
 def read_views(collector: Collector, node: NodeInfo, wanted: list[str], reading: Reading) -> NodeState:
@@ -5033,7 +5036,8 @@ def to_json(result: RunResult) -> dict:
         "schema_version": SCHEMA_VERSION, "mode": "node", "ssd_version": __version__,
         "status": overall_status(result),
         "node": {"id": node.id, "hostname": node.hostname, "engine_version": node.engine.version,
-                 "era": node.engine.era, "manager": node.manager, "addr": node.addr},
+                 "era": node.engine.era, "manager": node.manager, "addr": node.addr,
+                 "vteps": result.vteps},
         "networks": [{
             "name": n.view.name, "id": n.view.id, "namespace": n.namespace,
             "checked": n.checked, "partial": n.partial, "note": n.note,
@@ -6449,9 +6453,10 @@ def probe_pairs(result: FleetResult) -> list[ProbePair]:
     address is named by the node that reports it as its own (else it stays an address)."""
     label_of = {}
     for n in result.nodes:
-        addr = ((n.report or {}).get("node") or {}).get("addr")
-        if addr:
-            label_of[addr] = n.label
+        node = (n.report or {}).get("node") or {}
+        for addr in [node.get("addr"), *(node.get("vteps") or [])]:  # a --data-path-addr too
+            if isinstance(addr, str) and addr:
+                label_of[addr] = n.label
     pairs = []
     for n in result.nodes:
         for net in (n.report or {}).get("networks") or []:

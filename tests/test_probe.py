@@ -637,3 +637,17 @@ def test_a_docker_user_drop_on_node2_is_seen_from_node1_not_from_node2_itself(tw
     _, _, from_node2 = two_nodes.probe("u2")  # its own address: OUTPUT, not FORWARD
     assert [f for f in from_node2 if f.check == "probe-published-timeout"
             and "10.202.0.2" in f.subject] == []
+
+
+def test_the_fleet_matrix_names_nodes_by_their_data_path_address_too():
+    """--data-path-addr: echo paths are keyed by the VTEP (10.98.0.N), published ports by the
+    advertise address; both are the node's, and the matrix has one column per node."""
+    result = fleet_of(lambda source, target, what: "ok")
+    for n in result.nodes:
+        n.report["node"]["vteps"] = ["10.98.0." + n.report["node"]["addr"].rsplit(".", 1)[1]]
+        for net in n.report["networks"]:
+            if net["probe"]:
+                net["probe"]["paths"] = {"10.98.0." + ip.rsplit(".", 1)[1]: seen
+                                         for ip, seen in net["probe"]["paths"].items()}
+    validate(ssd.fleet_to_json(result), "fleet-report")
+    assert {p.target for p in ssd.probe_pairs(result)} == {"node1", "node2", "node3"}

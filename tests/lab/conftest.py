@@ -11,6 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from labkit import ENGINE, lab
 
+DATA_PATH = bool(os.environ.get("SWARMLAB_DATA_PATH"))
+
 
 # What `make test` (and so CI) runs of the lab: the healthy swarm, ssd read-only, one kernel fault
 # and one host fault found on their node only. On the machine
@@ -58,7 +60,8 @@ def swarm():
     if os.environ.get("SWARMLAB_REUSE"):  # developing the tests: a lab left up and seeded by hand
         yield
         return
-    up = lab("up", "--engine", ENGINE, "--nodes", "3")
+    # SWARMLAB_DATA_PATH=1: every node joins with --data-path-addr (make lab-data-path)
+    up = lab("up", "--engine", ENGINE, "--nodes", "3", *(["--data-path"] if DATA_PATH else []))
     assert up.returncode == 0, up.stderr
     seconds = lab_speed()
     if seconds > SLOWEST_IMPORT and not os.environ.get("SWARMLAB_SLOW_OK"):
