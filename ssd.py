@@ -6089,18 +6089,20 @@ def view_from_gossip(state: dict) -> NetworkView:
                               if isinstance(p, dict) and p.get("ip")])
 
 
-def judge_workers(collector: Collector, nodes: list[FleetNode]) -> list[str]:
+def judge_workers(collector: Collector, nodes: list[FleetNode], age: float = 0.0) -> list[str]:
     """A worker has no /tasks or /services: the layer that compares NetworkDB with swarm cannot
     run there. Here, on the manager, it runs for each worker that answered, on the NetworkDB
     view the worker sent back (the inspect its check judged) against swarm's tasks, services and
     nodes read now; what it finds joins that worker's report. Only what the worker could not
-    judge itself is added: the same views without swarm's knowledge give the rest."""
+    judge itself is added: the same views without swarm's knowledge give the rest. Tasks are
+    judged as of `age` seconds ago (when the run started): every worker read its NetworkDB after
+    that, so a task's convergence window is never cut short by the job's own duration."""
     workers = [n for n in nodes if n.report is not None and n.gossip
                and not (n.report.get("node") or {}).get("manager")]
     if not workers:
         return []
     knowledge = swarm_knowledge(collector.services(), collector.tasks(), collector.nodes())
-    now, judged = collector.clock(), []
+    now, judged = collector.clock() - age, []
     for n in workers:
         answers = [a["state"] for a in n.gossip.values() if isinstance(a, dict) and a.get("instantiated")
                    and isinstance(a.get("state"), dict)]
@@ -6173,7 +6175,7 @@ def fleet_live(args: argparse.Namespace) -> FleetResult:
     if here is not None:
         nodes.append(here)
         skipped = [gone for gone in skipped if gone.id != here.id]
-    notes += judge_workers(collector, nodes)
+    notes += judge_workers(collector, nodes, time.monotonic() - started)
     for gone in skipped:
         nodes.append(FleetNode(gone.id, gone.hostname, None, f"{gone.reason}: not asked", asked=False))
         if not gone.deliberate:  # a node that is down or unknown could not be checked
