@@ -87,6 +87,43 @@ def test_fleet_finds_a_fault_on_node3_only(ssd_image):
     record("fault_text", text[1])
 
 
+def pairs(doc: dict, network: str) -> dict[tuple[str, str], dict]:
+    return {(p["source"], p["target"]): p for p in doc["probes"] if p["network"] == network}
+
+
+def test_fleet_probe_matrix_healthy_then_node3_dropping_vxlan(ssd_image):
+    """--all-nodes --probe: every node reaches every other on ov2 and ingress; with node3
+    dropping VXLAN, exactly the pairs with node3 are lost, in both directions, and one line
+    says so (the README's example comes from here)."""
+    code, doc, elapsed = fleet("--probe")
+    assert code == 0, doc
+    for network in ("ov2", "ingress"):
+        seen = pairs(doc, network)
+        others = {(a, b) for a in ("node1", "node2", "node3") for b in ("node1", "node2", "node3") if a != b}
+        assert others <= set(seen), seen
+        assert all(seen[k]["small"] and seen[k]["full"] for k in others), seen
+    record("probe_healthy_seconds", round(elapsed, 1))
+    port = int(sh(1, "docker info --format '{{.Swarm.Cluster.DataPathPort}}'").strip() or 4789)
+    rule = f"INPUT -p udp --dport {port} -j DROP"
+    sh(3, f"iptables -I {rule}")
+    try:
+        code, doc, elapsed = fleet("--probe --settle 1")
+        text = container(1, "--all-nodes --probe --settle 1")
+    finally:
+        sh(3, f"iptables -D {rule}")
+    assert code == 1, doc
+    for network in ("ov2", "ingress"):
+        seen = pairs(doc, network)
+        for (source, target), pair in seen.items():
+            if source == target:
+                continue
+            assert (pair["small"] is False) == ("node3" in (source, target)), (network, pair)
+        assert f"node3: no other node reaches it in both directions over {network}" in " ".join(
+            text[1].split()), text[1]
+    record("probe_fault_seconds", round(elapsed, 1))
+    record("probe_fault_text", text[1])
+
+
 def test_fleet_names_a_node_whose_dockerd_is_stopped(ssd_image):
     sh(3, STOP_DOCKERD)
     try:
@@ -114,3 +151,4 @@ def test_fleet_names_a_node_whose_dockerd_is_stopped(ssd_image):
     assert "node node3" in nagios[1]
     record("stopped_node_seconds", round(elapsed, 1))
     record("stopped_node_nagios", nagios[1])
+
