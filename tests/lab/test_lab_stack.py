@@ -5,7 +5,7 @@ api-<slot>, a health check, a published port, start-first updates, on two networ
 (dnsrr, a health check) and vault (global, on an encrypted network, alias `secrets`). The
 stack adds each service's short name as an alias. Healthy, every node is consistent on every
 network of the stack; then api's tasks on node1 and node2 start failing their health check (the
-executor disables them and, httpd ignoring SIGTERM, waits the whole 60 s grace before killing
+executor disables them and, httpd ignoring SIGTERM, waits the whole 180 s grace before killing
 them while swarm still says running): still consistent, the manager says what it is draining.
 Last, the encrypted network's mark rule deleted on node3 is found there and nowhere else.
 """
@@ -16,7 +16,7 @@ import time
 
 import pytest
 from labkit import lab
-from test_lab import NODES, found_only_on, sh, ssd, ssd_everywhere, with_fault
+from test_lab import NODES, SHARE, found_only_on, sh, ssd, ssd_everywhere, with_fault
 
 pytestmark = pytest.mark.lab
 
@@ -67,6 +67,17 @@ def stack(swarm):
     wait(1, f"[ -z \"$(docker network ls -q --filter label=com.docker.stack.namespace={STACK})\" ]")
 
 
+RECORDED = SHARE.parent.parent / "examples"  # snapshots for examples/ (copied by hand, reviewed)
+
+
+def keep(node: int, name: str, *networks: str) -> None:
+    """A snapshot of node, as a user takes one, kept as lab/state/examples/<name>.json."""
+    proc = lab("ssd", f"node{node}", "--settle", "2", "--snapshot", "-", *networks)
+    assert proc.returncode in (0, 1, 3), proc.stderr
+    RECORDED.mkdir(parents=True, exist_ok=True)
+    (RECORDED / f"{name}.json").write_text(proc.stdout)
+
+
 def by_name(doc: dict) -> dict[str, dict]:
     return {n["name"]: n for n in doc["networks"]}
 
@@ -79,6 +90,8 @@ def test_the_stack_is_consistent_on_every_node(stack):
         assert nets["shop_secure"]["overlay"]["status"] == "ok"
         for net in ("shop_back", "shop_secure"):
             assert nets[net]["dns"]["status"] == "ok", (node, net, nets[net]["dns"])
+    keep(1, "stack-node1", *NETWORKS)
+    keep(2, "stack-node2", *NETWORKS)
 
 
 def test_names_answer_several_things_and_that_is_right(stack):
@@ -116,8 +129,10 @@ def test_tasks_failing_their_health_check_are_drained_without_alarm(stack):
         # Unhealthy within a few intervals, then disabled: weight 0 in the manager's load balancer.
         wait(1, "[ $(nsenter --net=/var/run/docker/netns/lb_$(docker network inspect -f '{{.Id}}' "
                 "shop_back | cut -c1-9) ipvsadm-save -n | grep -c -- '-w 0$') = 2 ]", 300)
-        verdicts = ssd_everywhere(*NETWORKS)
+        # The premise, read before the runs: swarm still runs them (the grace is 180 s).
         still = sh(1, "docker service ps shop_api --filter desired-state=running --format '{{.CurrentState}}'")
+        verdicts = ssd_everywhere(*NETWORKS)
+        keep(1, "stack-health-drain-node1", *NETWORKS)
     finally:
         converged()
     assert weight_zero(1, "shop_back") == 0
@@ -126,8 +141,8 @@ def test_tasks_failing_their_health_check_are_drained_without_alarm(stack):
     manager_notes = " ".join(verdicts[1][1]["notes"])
     assert manager_notes.count("is at weight 0") >= 2, verdicts[1][1]["notes"]
     assert "its container on this node is unhealthy" in manager_notes  # node1's own task
-    assert "has a health check" in manager_notes and "60 s" in manager_notes  # node2's
-    assert still.count("Running") == 3, still  # swarm still ran them while ssd looked
+    assert "has a health check" in manager_notes and "180 s" in manager_notes  # node2's
+    assert still.count("Running") == 3, still  # swarm still ran them when ssd started looking
 
 
 def test_encrypted_mark_rule_deleted_is_found_on_that_node_only(stack):
@@ -141,3 +156,33 @@ def test_encrypted_mark_rule_deleted_is_found_on_that_node_only(stack):
         ("overlay-encryption-rules", "overlay", "shop_secure")}
     assert by_name(doc)["shop_secure"]["overlay"]["status"] == "fail"
     assert ssd(node, "shop_secure")[0] == 0  # the rule is back: silent again
+
+
+REDEPLOY_FILE = "/lab/repo/lab/stacks/again.yml"
+
+
+def test_a_stack_removed_and_deployed_again_is_judged_by_service_id(swarm):
+    """docker stack rm, then deploy at once, on an external network: the old web's tasks (httpd
+    ignores SIGTERM: they stay their 180 s grace) are listed under the same name as the new
+    one's, each service with its own load balancer. The manager tells them apart by service ID:
+    no finding, a note naming the earlier service."""
+    sh(1, "docker network create -d overlay --attachable again_ext >/dev/null")
+    try:
+        sh(1, f"docker stack deploy --resolve-image never -c {REDEPLOY_FILE} again >/dev/null")
+        wait(1, "[ \"$(docker service ls --filter name=again_web --format '{{.Replicas}}')\" = 3/3 ]", 900)
+        old_id = sh(1, "docker service inspect -f '{{.ID}}' again_web").strip()
+        sh(1, "docker stack rm again >/dev/null")
+        sh(1, f"docker stack deploy --resolve-image never -c {REDEPLOY_FILE} again >/dev/null")
+        wait(1, "[ \"$(docker service ls --filter name=again_web --format '{{.Replicas}}')\" = 3/3 ]", 900)
+        listed_now = listed(1, "again_ext").get("again_web", 0)
+        code, doc, stderr = ssd(1, "again_ext")
+        after = listed(1, "again_ext").get("again_web", 0)
+        keep(1, "stack-redeployed-node1", "again_ext")
+    finally:
+        sh(1, "docker stack rm again >/dev/null")
+        wait(1, "[ -z \"$(docker ps -aq --filter label=com.docker.swarm.service.name=again_web)\" ]", 600)
+        sh(1, "docker network rm again_ext >/dev/null")
+    assert listed_now > 3, f"the old tasks were gone before ssd looked ({listed_now} listed)"
+    assert code in (0, 3), (doc["findings"], doc["errors"], stderr)  # consistent, or the new one converging
+    assert not [f for f in doc["findings"] if not f.get("converging")], doc["findings"]
+    assert any("earlier service" in n and old_id[:12] in n for n in doc["notes"]), (doc["notes"], after)
