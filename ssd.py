@@ -243,7 +243,9 @@ CHECKS: dict[str, CheckInfo] = {
         "dockerd) so that the namespace is created again.", layer="overlay"),
     "overlay-vxlan-config": CheckInfo(
         "The network's VXLAN device is missing, down, or its VNI, UDP port, bridge, MTU or flags "
-        "differ from what the engine sets.",
+        "differ from what the engine sets. A network with several subnets has one device per subnet, "
+        "made when the first endpoint in that subnet joins or is learnt: a subnet no endpoint uses yet "
+        "needs none.",
         "Cross-node traffic on that network is lost or fragmented; restart dockerd (it recreates the "
         "namespace when the network's last local endpoint leaves).", layer="overlay"),
     "overlay-neighbor-missing": CheckInfo(

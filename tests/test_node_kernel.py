@@ -61,7 +61,8 @@ def test_clean_node_json_contract(node, engine):
     assert set(doc) >= {"ssd_version", "status", "node", "networks", "findings", "errors"}
     assert doc["node"] == {"id": "w50ekqc911kfxxwedx60eeq5h", "hostname": "node1",
                            "engine_version": "20.10.24+dfsg1", "era": "lb-sandbox", "manager": True,
-                           "addr": None}  # the recorded /info has no Swarm.NodeAddr
+                           "addr": None,  # the recorded /info has no Swarm.NodeAddr...
+                           "vteps": ["10.99.0.1"]}  # ...its own endpoints' Host IP says where VXLAN runs
     nets = {n["name"]: n for n in doc["networks"]}
     assert nets["ov2"]["namespace"] == "lb_oc6rqvyvp" and nets["ingress"]["namespace"] == "ingress_sbox"
     s1 = next(s for s in nets["ov2"]["services"] if s["name"] == "s1")
