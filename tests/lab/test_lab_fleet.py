@@ -41,6 +41,14 @@ def statuses(doc: dict) -> dict[str, str]:
     return {n["hostname"]: n["status"] for n in doc["nodes"]}
 
 
+def why(doc: dict) -> dict[str, object]:
+    """Each node's reason and findings: what a failed assertion must show (a run under emulation
+    is too slow to repeat for a look)."""
+    return {n["hostname"]: (n["status"], n["reason"], [(f["check"], f["message"]) for f in
+                                                       (n["report"] or {}).get("findings") or []])
+            for n in doc["nodes"]}
+
+
 def record(key: str, value: object) -> None:
     FIGURES[key] = value
     REPORT.write_text(json.dumps(FIGURES, indent=2) + "\n")
@@ -48,7 +56,7 @@ def record(key: str, value: object) -> None:
 
 def test_fleet_healthy_with_gossip(ssd_image):
     code, doc, elapsed = fleet("--gossip")
-    assert code == 0, doc
+    assert code == 0, (why(doc), doc["errors"])
     assert statuses(doc) == {"node1": "consistent", "node2": "consistent", "node3": "consistent"}
     for node in doc["nodes"]:  # each node really read its own datapath
         report = node["report"]
@@ -72,8 +80,8 @@ def test_fleet_finds_a_fault_on_node3_only(ssd_image):
         text = container(1, "--all-nodes --settle 1")
     finally:
         sh(3, in_ns(ns, undo))
-    assert code == 1, doc
-    assert statuses(doc) == {"node1": "consistent", "node2": "consistent", "node3": "inconsistent"}
+    assert code == 1, (why(doc), doc["errors"])
+    assert statuses(doc) == {"node1": "consistent", "node2": "consistent", "node3": "inconsistent"}, why(doc)
     node3 = next(n for n in doc["nodes"] if n["hostname"] == "node3")
     assert {f["check"] for f in node3["report"]["findings"]} == {"mark-missing"}
     assert text[0] == 1
@@ -96,7 +104,7 @@ def test_fleet_probe_matrix_healthy_then_node3_dropping_vxlan(ssd_image):
     dropping VXLAN, exactly the pairs with node3 are lost, in both directions, and one line
     says so (the README's example comes from here)."""
     code, doc, elapsed = fleet("--probe")
-    assert code == 0, doc
+    assert code == 0, (why(doc), doc["errors"])
     for network in ("ov2", "ingress"):
         seen = pairs(doc, network)
         others = {(a, b) for a in ("node1", "node2", "node3") for b in ("node1", "node2", "node3") if a != b}
