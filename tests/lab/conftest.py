@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import labkit
 from labkit import ENGINE, lab
 
 DATA_PATH = bool(os.environ.get("SWARMLAB_DATA_PATH"))
@@ -58,12 +59,14 @@ def lab_speed() -> float:
 @pytest.fixture(scope="session")
 def swarm():
     if os.environ.get("SWARMLAB_REUSE"):  # developing the tests: a lab left up and seeded by hand
+        labkit.set_speed(lab_speed())
         yield
         return
     # SWARMLAB_DATA_PATH=1: every node joins with --data-path-addr (make lab-data-path)
     up = lab("up", "--engine", ENGINE, "--nodes", "3", *(["--data-path"] if DATA_PATH else []))
     assert up.returncode == 0, up.stderr
     seconds = lab_speed()
+    labkit.set_speed(seconds)
     if seconds > SLOWEST_IMPORT and not os.environ.get("SWARMLAB_SLOW_OK"):
         lab("down")
         pytest.skip(f"this machine emulates the lab too slowly to test on ({seconds:.1f} s to import the "

@@ -11,6 +11,7 @@ import json
 import time
 
 import pytest
+from labkit import scaled
 from schemas import validate
 from test_lab import SHARE, facts, faults, in_ns, sh
 from test_lab_gossip import LEFTOVERS, container
@@ -23,9 +24,15 @@ REPORT = SHARE.parent.parent / "fleet.json"
 FIGURES: dict[str, object] = {}
 
 
+def wait_option(args: str, seconds: float = 120) -> str:
+    """args with fleet mode's wait for the nodes (--timeout): ssd's default on the machines the lab
+    was set on, scaled to this one's speed unless args say."""
+    return args if "--timeout" in args else f"{args} --timeout {scaled(seconds)}"
+
+
 def fleet(args: str) -> tuple[int, dict, float]:
     started = time.monotonic()
-    code, out, err = container(1, "--all-nodes --json " + args)
+    code, out, err = container(1, "--all-nodes --json " + wait_option(args))
     elapsed = time.monotonic() - started
     try:
         doc = json.loads(out)
@@ -69,7 +76,7 @@ def test_fleet_healthy_with_gossip(ssd_image):
     assert sorted((g["network"], g["status"]) for g in doc["gossip"]) == [
         ("ingress", "consistent"), ("ov2", "consistent")]
     record("healthy_gossip_seconds", round(elapsed, 1))
-    assert elapsed < 180
+    assert elapsed < scaled(180)
 
 
 def test_fleet_finds_a_fault_on_node3_only(ssd_image):
@@ -77,7 +84,7 @@ def test_fleet_finds_a_fault_on_node3_only(ssd_image):
     sh(3, in_ns(ns, inject))
     try:
         code, doc, elapsed = fleet("--settle 1")
-        text = container(1, "--all-nodes --settle 1")
+        text = container(1, "--all-nodes " + wait_option("--settle 1"))
     finally:
         sh(3, in_ns(ns, undo))
     assert code == 1, (why(doc), doc["errors"])
@@ -116,7 +123,7 @@ def test_fleet_probe_matrix_healthy_then_node3_dropping_vxlan(ssd_image):
     sh(3, f"iptables -I {rule}")
     try:
         code, doc, elapsed = fleet("--probe --settle 1")
-        text = container(1, "--all-nodes --probe --settle 1")
+        text = container(1, "--all-nodes " + wait_option("--probe --settle 1"))
     finally:
         sh(3, f"iptables -D {rule}")
     assert code == 1, doc
@@ -135,8 +142,8 @@ def test_fleet_probe_matrix_healthy_then_node3_dropping_vxlan(ssd_image):
 def test_fleet_names_a_node_whose_dockerd_is_stopped(ssd_image):
     sh(3, STOP_DOCKERD)
     try:
-        code, doc, elapsed = fleet("--timeout 60")
-        nagios = container(1, "--all-nodes --nagios --timeout 60")
+        code, doc, elapsed = fleet(f"--timeout {scaled(60)}")
+        nagios = container(1, f"--all-nodes --nagios --timeout {scaled(60)}")
     finally:
         sh(3, START_DOCKERD)
         wait(1, "docker node ls --format '{{.Hostname}} {{.Status}}' | grep -q 'node3 Ready'")

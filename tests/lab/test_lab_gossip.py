@@ -13,7 +13,7 @@ import pytest
 from test_lab import FAULT_NODE, NODES, faults, facts, in_ns, sh
 
 from schemas import validate
-from labkit import lab
+from labkit import lab, scaled
 
 pytestmark = [pytest.mark.lab, pytest.mark.image]
 
@@ -35,6 +35,8 @@ def container(node: int, args: str, form: str = "privileged") -> tuple[int, str,
 
 def gossip(*args: str) -> tuple[int, dict, float]:
     started = time.monotonic()
+    if "--timeout" not in args:  # ssd's default wait, scaled to this machine's speed
+        args = (*args, "--timeout", str(scaled(120)))
     code, out, err = container(1, "ov2 gossip-consistency --json " + " ".join(args))
     elapsed = time.monotonic() - started
     try:
