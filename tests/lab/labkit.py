@@ -19,14 +19,13 @@ def lab(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
 # mode's wait for every node's answer) scale with it, so that a slow machine (SWARMLAB_SLOW_OK=1)
 # tests ssd instead of the wait.
 REFERENCE_IMPORT = 1.8  # seconds
-SLOWNESS = 1.0
+SPEED = {"slowness": 1.0}
 
 
 def set_speed(import_seconds: float) -> None:
-    global SLOWNESS
-    SLOWNESS = max(1.0, import_seconds / REFERENCE_IMPORT)
+    SPEED["slowness"] = max(1.0, import_seconds / REFERENCE_IMPORT)
 
 
 def scaled(seconds: float, cap: float = 900) -> int:
     """seconds on the reference machine, as many on this one (at most cap)."""
-    return int(min(cap, seconds * SLOWNESS))
+    return int(min(cap, seconds * SPEED["slowness"]))
