@@ -6970,6 +6970,7 @@ def main_member(args: argparse.Namespace) -> int:
     snapshot inside it with --snapshot -. The verdict is in the answer: exit 0."""
     try:
         collector = Collector(engine_of(args), args.exec_root)
+        collector.probing = args.probe  # --all-nodes --probe: each node probes from where it is
         node, result = settled_check(collector, args.networks, args.settle, live=True)
         doc = snapshot_document(collector, node, args.networks, args.settle) if args.snapshot else None
         answer = fleet_answer(collector, node, result, doc)

@@ -340,6 +340,21 @@ def test_member_prints_one_line_with_the_node_report(node, engine):
     assert answer["gossip"][ov2]["instantiated"] is True
 
 
+def test_member_probes_when_fleet_mode_asks(node, engine):
+    """--all-nodes --probe hands --probe to every node's member: its answer carries what each
+    network's probes saw, as the node check's own --probe does (the lab found the member
+    ignoring it: a probe matrix with no pair, and an exit 0)."""
+    member = node.ssd(engine.url, "--settle", "0", "--probe", "ov2", "fleet-member", "--json")
+    assert member.returncode == 0, member.stderr
+    answer = json.loads(member.stdout)
+    plain = json.loads(node.ssd(engine.url, "--settle", "0", "--probe", "--json", "ov2").stdout)
+    probes = {n["name"]: n["probe"] for n in answer["report"]["networks"]}
+    assert probes["ov2"] is not None, probes
+    assert probes == {n["name"]: n["probe"] for n in plain["networks"]}
+    quiet = json.loads(node.ssd(engine.url, "--settle", "0", "ov2", "fleet-member", "--json").stdout)
+    assert all(n["probe"] is None for n in quiet["report"]["networks"])
+
+
 # --- a worker's NetworkDB judged against swarm on the manager (issue 22) -----------------------
 
 def recorded_fleet_node(name: str, edit=None) -> ssd.FleetNode:
