@@ -262,7 +262,11 @@ def test_a_churning_table_is_never_read_half(monkeypatch):
                         refused += 1
                         continue
                     assert found[-1] - found[0] + 1 == len(found), "a hole: a row the dump skipped"
-                    assert len(found) in (size - 1, size)
+                    # One more row than the table ever held: a row added while one part of the
+                    # dump was read, next to one deleted after it was read. The kernel dumps
+                    # addresses under RCU (6.x) and checks for changes between parts only, so it
+                    # does not flag this (seen once in 700 runs, kernel 6.18); no row is skipped.
+                    assert len(found) in (size - 1, size, size + 1)
                     whole += 1
         finally:
             stop.set()
