@@ -265,7 +265,7 @@ def test_a_churning_table_is_never_read_half(monkeypatch):
                     # One more row than the table ever held: a row added while one part of the
                     # dump was read, next to one deleted after it was read. The kernel dumps
                     # addresses under RCU (6.x) and checks for changes between parts only, so it
-                    # does not flag this (seen once in 700 runs, kernel 6.18); no row is skipped.
+                    # does not flag this (seen once, in a CI run on kernel 6.18); no row is skipped.
                     assert len(found) in (size - 1, size, size + 1)
                     whole += 1
         finally:
