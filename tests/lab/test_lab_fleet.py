@@ -139,6 +139,10 @@ def test_fleet_probe_matrix_healthy_then_node3_dropping_vxlan(ssd_image):
     record("probe_fault_text", text[1])
 
 
+# Disruptive: 28.5.2's dockerd, started again, keeps logging "Inconsistent driver and libnetwork
+# state" for endpoints on node3, and a stack deployed later never reaches NetworkDB there
+# (2026-12-01): the tests that deploy must run before it.
+@pytest.mark.disruptive
 def test_fleet_names_a_node_whose_dockerd_is_stopped(ssd_image):
     sh(3, STOP_DOCKERD)
     try:
