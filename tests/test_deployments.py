@@ -552,3 +552,54 @@ def test_a_drained_manager_says_what_it_cannot_read():
     [note] = [n for n in replay(doc).notes if "this manager is drained" in n]
     assert "ssd --all-nodes" in note
     assert not [n for n in replay(fixture("28.5-dns-node1")).notes if "this manager is" in n]
+
+
+# --- the real stack: lab/stacks/shop.yml deployed on 28.5.2 (tests/lab/test_lab_stack.py) ------
+
+def example(name: str) -> dict:
+    return json.loads((EXAMPLES / f"{name}.json").read_text())
+
+
+def replay_example(doc: dict) -> ssd.RunResult:
+    """As `ssd --from` replays it: the networks the snapshot was taken for."""
+    _, result = ssd.settled_check(ssd.SnapshotCollector(doc, "example"), doc["networks"], 0, live=False)
+    return result
+
+
+def test_the_real_stack_with_api_drained_names_both_tasks_as_notes():
+    """node1 while shop_api's tasks on node1 and node2 failed their health check: at weight 0 in
+    its load balancers while swarm still ran them (httpd ignores SIGTERM: 180 s of grace)."""
+    result = replay_example(example("stack-health-drain-node1"))
+    assert result.findings == []
+    drained = [n for n in result.notes if "is at weight 0" in n and "shop_api" in n]
+    assert any("its container on this node is unhealthy" in n for n in drained), drained
+    assert any("has a health check" in n and "180 s" in n for n in drained), drained
+
+
+def test_the_real_stack_drained_without_any_health_check_is_found():
+    """The same recording, the health check taken from the spec and the container: nothing
+    explains the weight 0 any more."""
+    doc = example("stack-health-drain-node1")
+    for svc in api(doc, "GET /services"):
+        svc["Spec"]["TaskTemplate"]["ContainerSpec"].pop("Healthcheck", None)
+    for key, value in doc["samples"][0]["api"].items():
+        if key.startswith("GET /containers/"):
+            value["State"].pop("Health", None)
+    assert set(check_ids(replay_example(doc))) == {"ipvs-backend-weight"}
+
+
+def test_the_real_stack_deployed_again_names_the_earlier_service():
+    result = replay_example(example("stack-redeployed-node1"))
+    assert result.findings == []
+    [note] = [n for n in result.notes if "earlier service" in n]
+    assert "again_web" in note and "docker stack rm and deploy" in note
+
+
+def test_the_real_stack_deployed_again_without_the_old_tasks_known_is_found():
+    """Swarm no longer knowing the earlier service's tasks: their load balancer is nobody's."""
+    doc = example("stack-redeployed-node1")
+    services = {svc["ID"] for svc in api(doc, "GET /services")}
+    tasks = api(doc, "GET /tasks")
+    tasks[:] = [t for t in tasks if t["ServiceID"] in services]
+    # the cascade the service-ID rule prevents: the earlier service's load balancer read as stale
+    assert {"ipvs-service-stale", "mark-stale", "vip-alias-stale"} <= set(check_ids(replay_example(doc)))
