@@ -774,6 +774,12 @@ class OverlayDatapath:
     def vxlans(self) -> list[Link]:
         return [link for link in self.links or [] if link.kind == "vxlan"]
 
+    def own_vxlans(self, vnis: list[int]) -> list[Link]:
+        """The network's own VXLAN devices (its VNIs; all of them where the VNIs are unknown): a
+        stray device in the namespace is overlay-vxlan-config's finding, and its MTU says nothing
+        of the network's packets."""
+        return [link for link in self.vxlans() if not vnis or (link.vxlan or {}).get("vni") in vnis]
+
 
 @dataclass
 class DnsProbe:
@@ -4192,9 +4198,10 @@ def check_underlay_mtu(_: NodeState, state: NodeState) -> list[Finding]:
     findings = []
     for view in state.views:
         ov = (state.overlays or {}).get(view.id)
-        vxlan = ov.vxlans()[0] if ov is not None and ov.error is None and ov.vxlans() else None
-        if vxlan is None:
+        own = ov.own_vxlans(view.vnis) if ov is not None and ov.error is None else []
+        if not own:
             continue
+        vxlan = own[0]
         need = vxlan.mtu + VXLAN_OVERHEAD + (ESP_OVERHEAD if view.encrypted else 0)
         if link["mtu"] >= need:
             continue
@@ -4243,8 +4250,8 @@ class PlannedProbe:
 def probe_mtu(view: NetworkView, state: NodeState) -> int:
     """The size of a full packet on the network: its VXLAN device's MTU as read, else the engine's."""
     ov = (state.overlays or {}).get(view.id)
-    vxlans = ov.vxlans() if ov is not None and ov.error is None else []
-    return vxlans[0].mtu if vxlans else vxlan_mtu(view)
+    own = ov.own_vxlans(view.vnis) if ov is not None and ov.error is None else []
+    return own[0].mtu if own else vxlan_mtu(view)
 
 
 def plan_probes(state: NodeState) -> list[PlannedProbe]:

@@ -266,6 +266,23 @@ def test_an_underlay_smaller_than_vxlan_needs_is_found_on_each_overlay():
     assert finding.subject == "ens4" and "1500 bytes" in finding.message and finding.actual == 1460
 
 
+def test_a_stray_vxlan_device_is_not_measured_against_the_underlay():
+    """Seen in the lab: a second VXLAN device (MTU 1500, another VNI) in ov2's namespace, listed
+    before the network's own, made underlay-mtu judge the stray's 1550 bytes too."""
+    doc = with_host()
+    links = doc["samples"][0]["namespaces"]["/var/run/docker/netns/1-pgt602lcio"]["links"]
+    links.insert(0, {"index": 99, "kind": "vxlan", "mac": "02:00:00:00:00:99", "master": None, "mtu": 1500,
+                     "name": "vxlan9", "up": True, "vxlan": {"l2miss": False, "l3miss": False,
+                     "learning": False, "port": 4789, "proxy": False, "vni": 4999}})
+    result = replay(doc)
+    assert checks(result) == ["overlay-vxlan-config"]
+    assert "4999" in result.findings[0].message
+    # and --probe's full size on ov2 is still the network's (1450), not the stray's
+    _, collector = probed(healthy, doc)
+    sizes = {p.size for p in collector.sent if p.kind == "echo" and "lb_pgt602lci" in p.source}
+    assert sizes == {ssd.ECHO_SMALL, 1450}
+
+
 def test_an_underlay_of_exactly_mtu_plus_vxlan_is_enough():
     assert replay(with_host(links=[{"name": "ens4", "mtu": 1500, "driver": None,
                                     "addresses": [NODE1]}])).findings == []
