@@ -88,7 +88,13 @@ def test_worker_without_the_network_says_so(swarm):
           ">/dev/null")
     try:
         sh(1, CONVERGED)
+        # asked alone, the name may as well be a typo (a worker cannot tell): not checked, exit 2
         code, doc, stderr = ssd(3, "ov9")
+        assert code == 2 and doc["status"] == "incomplete", (doc, stderr)
+        assert [e["scope"] for e in doc["errors"]] == ["network ov9"], doc["errors"]
+        assert "not on this node" in stderr and "check the name" in stderr, stderr
+        # beside a network it has: that one is compared, and the other said in a note
+        code, doc, stderr = ssd(3, "ov2", "ov9")
         assert code == 0, (doc, stderr)
         assert any("'ov9' is not instantiated on this node" in n for n in doc["notes"])
     finally:
