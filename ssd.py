@@ -1096,6 +1096,13 @@ class NodeInfo:
     firewall: str = ""  # GET /info FirewallBackend.Driver (28.x+): iptables, nftables, +firewalld
     data_path_port: int | None = None  # the VXLAN UDP port, known on managers (/info Swarm.Cluster)
     addr: str | None = None  # /info Swarm.NodeAddr: the address the node advertises
+    heartbeat: float = 5.0  # swarm's dispatcher heartbeat period, seconds (managers; 5 s default)
+
+    def heartbeat_expiry(self) -> float:
+        """How long swarm may still call a node ready whose dockerd stopped: its dispatcher marks
+        a node down after 3 missed heartbeats, each period plus up to 0.5 s of jitter (swarmkit
+        manager/dispatcher: defaultGracePeriodMultiplier, defaultHeartBeatEpsilon); 1 s spare."""
+        return 3 * (self.heartbeat + 0.5) + 1.0
 
 
 def read_node(engine: Engine | Collector) -> NodeInfo:
@@ -1114,7 +1121,14 @@ def read_node(engine: Engine | Collector) -> NodeInfo:
                     # 0 or absent (API < 1.40): swarm's default port.
                     data_path_port=(int(cluster.get("DataPathPort") or DEFAULT_VXLAN_PORT)
                                     if manager and "Cluster" in swarm else None),
-                    addr=swarm.get("NodeAddr") or None)
+                    addr=swarm.get("NodeAddr") or None,
+                    heartbeat=_heartbeat_period(cluster))
+
+
+def _heartbeat_period(cluster: dict) -> float:
+    """Spec.Dispatcher.HeartbeatPeriod (nanoseconds; `docker swarm update --dispatcher-heartbeat`)."""
+    period = ((cluster.get("Spec") or {}).get("Dispatcher") or {}).get("HeartbeatPeriod")
+    return period / 1e9 if isinstance(period, (int, float)) and period > 0 else 5.0
 
 
 def resolve_networks(listing: list[dict], wanted: list[str], absent: list[str] | None = None
@@ -2432,7 +2446,8 @@ _TASK_ENTRY = {"Name": True, "EndpointID": True, "EndpointIP": True, "Info": Tru
 API_SHAPES: dict[str, Any] = {
     "info": {"Name": True, "ServerVersion": True, "FirewallBackend": {"Driver": True},
              "Swarm": {"LocalNodeState": True, "NodeID": True, "ControlAvailable": True,
-                       "NodeAddr": True, "Cluster": {"ID": True, "DataPathPort": True}}},
+                       "NodeAddr": True, "Cluster": {"ID": True, "DataPathPort": True,
+                                                     "Spec": {"Dispatcher": {"HeartbeatPeriod": True}}}}},
     "version": {"Version": True, "ApiVersion": True},
     "networks": [{"Id": True, "Name": True, "Scope": True, "Driver": True, "Ingress": True}],
     "network": {"Id": True, "Name": True, "Scope": True, "Driver": True, "Ingress": True,
@@ -3282,6 +3297,36 @@ def _orchestrator_finding(check: str, message: str, view: NetworkView, service: 
                                        f"docker network inspect -v {view.name}")
 
 
+def left_gossip(view: NetworkView, state: NodeState) -> dict[str, SwarmNode]:
+    """Nodes swarm calls ready, running a settled task on the network that NetworkDB on this
+    node does not list, and that it no longer lists among the network's peers either (compared by
+    address: peers are named by NetworkDB's own node IDs). A stopped dockerd leaves the gossip at
+    once, while swarm calls its node ready until its heartbeats are missed; a cut gossip port
+    (7946) leaves it ready for good. Judged only where this node finds itself among the peers,
+    so that the addresses compare."""
+    key = ("left_gossip", view.id)
+    if key not in state.memo:
+        peers = {ip for _, ip in view.peers}
+        listed = {t.task_id for svc in view.services.values() for t in svc.tasks}
+        left: dict[str, SwarmNode] = {}
+        if state.swarm_tasks is not None and state.node_addr in peers:
+            for task in state.swarm_tasks.values():
+                node = (state.swarm_nodes or {}).get(task.node_id)
+                if node is not None and node.state == "ready" and node.addr and node.addr not in peers \
+                        and view.id in task.addresses and task.state == "running" and not task.stopping \
+                        and _settled(task, state) and task.id not in listed:
+                    left[node.id] = node
+        state.memo[key] = left
+    return state.memo[key]
+
+
+def gossip_leavers(state: NodeState) -> list[str]:
+    """The hostnames of the nodes that have left this node's gossip on some network while swarm
+    still calls them ready (left_gossip), for the node check to look again past swarm's heartbeat."""
+    return sorted({node.hostname or node.id[:12] for view in state.views
+                   for node in left_gossip(view, state).values()})
+
+
 @register_check("swarm-task-missing", "task-ip-mismatch", scope="network")
 def check_swarm_tasks(view: NetworkView, state: NodeState) -> list[Finding]:
     """Every task swarm runs on the network, settled, on a node that is up: NetworkDB lists it,
@@ -3299,10 +3344,19 @@ def check_swarm_tasks(view: NetworkView, state: NodeState) -> list[Finding]:
         service = (state.service_names or {}).get(task.service)
         entry = listed.get(task.id)
         if entry is None:
-            findings.append(_orchestrator_finding(
+            finding = _orchestrator_finding(
                 "swarm-task-missing", f"network {view.name}: swarm runs task {task.id[:12]} "
                 f"{'of ' + service + ' ' if service else ''}on {_node_label(state, task.node_id)} at {ip}, "
-                "but NetworkDB on this node does not list it", view, service, ip, "listed", "absent"))
+                "but NetworkDB on this node does not list it", view, service, ip, "listed", "absent")
+            gone = left_gossip(view, state).get(task.node_id)
+            if gone is not None:
+                finding.message += (f"; nor does it list {gone.hostname} ({gone.addr}) among the network's "
+                                    "peers: that node's gossip with this one is cut (TCP and UDP 7946 "
+                                    "between them), or its dockerd stopped and swarm has not marked it "
+                                    "down yet")
+                finding.hint = (f"docker node ls (a stopped node turns Down within 3 heartbeats); "
+                                f"ssd {view.name} gossip-consistency")
+            findings.append(finding)
         elif entry[1].ip != ip:
             findings.append(_orchestrator_finding(
                 "task-ip-mismatch", f"network {view.name}: task {entry[1].name} is at {ip} for swarm but "
@@ -4481,6 +4535,7 @@ class RunResult:
     host_checked: bool
     absent: list[str] = field(default_factory=list)  # names asked for that this worker does not have
     vteps: list[str] = field(default_factory=list)  # its VXLAN addresses besides node.addr (data path)
+    leavers: list[str] = field(default_factory=list)  # gossip_leavers: nodes out of gossip, ready for swarm
 
 
 @dataclass
@@ -4504,7 +4559,7 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
         reading.not_checked.append(NotChecked(blind[0], blind[1]))
         results = [NetworkResult(view, None, False, "not checked: " + blind[0]) for view in state.views]
         return RunResult(node, results, run_checks(state), reading.not_checked, reading.notes, [], False,
-                         reading.absent)
+                         reading.absent, leavers=gossip_leavers(state))
     results, ingress_dp = read_load_balancers(collector, state, reading)
     adopt_marks(state)
     read_health(collector, node, state, reading)
@@ -4518,7 +4573,7 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
     vteps = {ip for view in state.views if view.instantiated for ip in local_vteps(view, state)}
     return RunResult(node, results, mark_converging(run_checks(state), state), reading.not_checked,
                      reading.notes, host_ports, host_checked, reading.absent,
-                     sorted(vteps - {node.addr}, key=_ip_order))
+                     sorted(vteps - {node.addr}, key=_ip_order), gossip_leavers(state))
 
 
 def read_views(collector: Collector, node: NodeInfo, wanted: list[str], reading: Reading) -> NodeState:
@@ -6771,13 +6826,28 @@ def settled_check(collector: Collector, wanted: list[str], settle_seconds: float
     node = read_node(collector)
     result = run_once(collector, node, wanted)
     if result.findings and settle_seconds > 0 and (live or len(collector.recorded) >= 2):
+        # A node out of the gossip that swarm still calls ready may be one whose dockerd just
+        # stopped: the second sample waits until swarm would have missed its heartbeats.
+        wait = max(settle_seconds, node.heartbeat_expiry()) if result.leavers else settle_seconds
         if live:  # (a snapshot taken without a second sample is judged on its one)
-            time.sleep(settle_seconds)
+            time.sleep(wait)
         collector.new_sample(reread={f.namespace for f in result.findings})
-        result = settle(result, run_once(collector, node, wanted))
+        first, result = result, settle(result, run_once(collector, node, wanted))
+        result.notes += leaver_notes(first.leavers, result.leavers, wait)
     for finding in result.findings:
         finding.known_issues = known_issues(finding.check, node.engine.version)
     return node, result
+
+
+def leaver_notes(before: list[str], after: list[str], wait: float) -> list[str]:
+    """What became of the nodes the first sample found out of the gossip but ready for swarm."""
+    back = [name for name in before if name not in after]
+    if not back:
+        return []
+    return [f"{', '.join(back)}: out of this node's gossip while swarm still called "
+            f"{'them' if len(back) > 1 else 'it'} ready (a dockerd stopping, say); a second sample "
+            f"{wait:g} s later, past swarm's heartbeat expiry, no longer found it so (swarm marked "
+            "it down, or the gossip came back: `docker node ls`)"]
 
 
 def node_check(args: argparse.Namespace) -> tuple[RunResult, dict | None]:

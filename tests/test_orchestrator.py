@@ -197,3 +197,81 @@ def test_json_and_service_status_keep_the_layers_apart():
     assert next(s for s in ov2["services"] if s["name"] == "s1")["status"] == "ok"  # its load balancer
     worker = json.loads((FIXTURE.parent / "snapshot-28.5-node2.json").read_text())
     assert all(n["swarm"] is None for n in ssd.to_json(run(worker))["networks"])
+
+
+# A node whose dockerd stops leaves NetworkDB's gossip at once (its tasks and its peer entry go),
+# while swarm calls it ready until 3 heartbeats are missed (~16 s): for that moment a manager
+# sees swarm run tasks that NetworkDB has dropped. The lab's dockerd-stop fleet test met it.
+
+def node3_out_of_gossip(doc: dict, sample: int = 0) -> None:
+    """node3 as NetworkDB on node1 sees it once node3's dockerd has stopped: no task, no peer."""
+    for key, net in doc["samples"][sample]["api"].items():
+        if key.startswith("GET /networks/") and isinstance(net, dict) and net.get("Peers"):
+            net["Peers"] = [p for p in net["Peers"] if p["IP"] != "10.99.0.3"]
+            for svc in (net.get("Services") or {}).values():
+                svc["Tasks"] = [t for t in svc["Tasks"] if t["Info"].get("Host IP") != "10.99.0.3"]
+
+
+def with_second_sample(doc: dict, node3_state: str) -> dict:
+    import copy
+    doc["samples"].append(copy.deepcopy(doc["samples"][0]))
+    node = next(n for n in doc["samples"][1]["api"]["GET /nodes"] if n["Description"]["Hostname"] == "node3")
+    node["Status"]["State"], node["UpdatedAt"] = node3_state, stamp(clock(doc) - 2)
+    return doc
+
+
+def waited(doc: dict, monkeypatch) -> tuple[ssd.RunResult, list[float]]:
+    """The node check, live as far as its wait goes (recorded samples, the sleep only noted)."""
+    sleeps: list[float] = []
+    monkeypatch.setattr(ssd.time, "sleep", sleeps.append)
+    _, result = ssd.settled_check(ssd.SnapshotCollector(doc, "fixture"), [], ssd.DEFAULT_SETTLE, live=True)
+    return result, sleeps
+
+
+def test_tasks_of_a_ready_node_out_of_the_gossip_say_so():
+    doc = fixture("28.5-node1")
+    node3_out_of_gossip(doc)
+    result = run(doc)
+    missing = [f for f in result.findings if f.check == "swarm-task-missing"]
+    assert missing and all("node3 (ready)" in f.message for f in missing)
+    assert all("nor does it list node3 (10.99.0.3) among the network's peers" in f.message for f in missing)
+    assert all("docker node ls" in f.hint for f in missing) and result.leavers == ["node3"]
+
+
+def test_a_task_missing_from_a_node_still_in_the_gossip_is_plain():
+    doc = fixture("28.5-node1")
+    entry = listed(doc, on="10.99.0.3")
+    ov2_services(doc)["s1"]["Tasks"].remove(entry)
+    result = run(doc)
+    (missing,) = [f for f in result.findings if f.check == "swarm-task-missing"]
+    assert "peers" not in missing.message and result.leavers == []
+
+
+def test_second_sample_waits_past_the_heartbeat_and_drops_a_stopped_node(monkeypatch):
+    doc = with_second_sample(fixture("28.5-node1"), "down")
+    node3_out_of_gossip(doc, 0)
+    node3_out_of_gossip(doc, 1)
+    result, sleeps = waited(doc, monkeypatch)
+    # (the recorded kernel still balances to node3's tasks: only swarm against NetworkDB is read)
+    assert sleeps == [3 * (5 + 0.5) + 1] and "swarm-task-missing" not in checks(result)
+    assert any(n.startswith("node3: out of this node's gossip") for n in result.notes), result.notes
+
+
+def test_a_cut_gossip_outlasts_the_wait_and_is_reported(monkeypatch):
+    doc = with_second_sample(fixture("28.5-node1"), "ready")
+    node3_out_of_gossip(doc, 0)
+    node3_out_of_gossip(doc, 1)
+    api(doc)["GET /info"]["Swarm"]["Cluster"]["Spec"] = {"Dispatcher": {"HeartbeatPeriod": 10_000_000_000}}
+    result, sleeps = waited(doc, monkeypatch)
+    assert sleeps == [3 * (10 + 0.5) + 1]
+    missing = [f for f in result.findings if f.check == "swarm-task-missing"]
+    assert missing and all("gossip with this one is cut" in f.message for f in missing)
+    assert not any("out of this node's gossip" in n for n in result.notes)
+
+
+def test_findings_of_nodes_in_the_gossip_wait_only_the_settle_time(monkeypatch):
+    doc = with_second_sample(fixture("28.5-node1"), "ready")
+    for sample in doc["samples"]:
+        sample["api"][f"GET /networks/{OV2_ID}"]["Services"]["s1"]["Tasks"].pop()
+    result, sleeps = waited(doc, monkeypatch)
+    assert sleeps == [ssd.DEFAULT_SETTLE] and "swarm-task-missing" in checks(result)
