@@ -1563,16 +1563,18 @@ _U16 = struct.Struct("=H").unpack_from
 
 def decode_ipvs_dest(genl: bytes, service_family: int = AF_INET) -> IpvsDest:
     """A destination from an IPVS_CMD_GET_DEST reply; its family is the service's unless it says."""
+    if len(genl) >= 4 + _DEST_HEAD.size:  # the message is the one nested attribute DEST: read in place
+        outer, okind = _NLA_HEADER(genl, 0)
+        if okind & NLA_TYPE_MASK == IPVS_CMD_ATTR_DEST and 4 + _DEST_HEAD.size <= outer <= len(genl):
+            (alen, akind, addr, plen, pkind, port, flen, fkind, fwd, wlen, wkind, weight
+             ) = _DEST_HEAD.unpack_from(genl, 4)
+            if (alen, akind & NLA_TYPE_MASK, plen, pkind & NLA_TYPE_MASK, flen, fkind & NLA_TYPE_MASK,
+                    wlen, wkind & NLA_TYPE_MASK) == _DEST_HEAD_TYPES:
+                family = _dest_family(genl, 4 + _DEST_HEAD.size, outer) or service_family
+                method = fwd & IP_VS_CONN_F_FWD_MASK
+                return IpvsDest(address=str(_ip(addr, family)), port=int.from_bytes(port, "big"),
+                                weight=weight, forwarding=FWD_METHODS.get(method, str(method)))
     data = nla_parse(genl).get(IPVS_CMD_ATTR_DEST, b"")
-    if len(data) >= _DEST_HEAD.size:
-        (alen, akind, addr, plen, pkind, port, flen, fkind, fwd, wlen, wkind, weight
-         ) = _DEST_HEAD.unpack_from(data)
-        if (alen, akind & NLA_TYPE_MASK, plen, pkind & NLA_TYPE_MASK, flen, fkind & NLA_TYPE_MASK,
-                wlen, wkind & NLA_TYPE_MASK) == _DEST_HEAD_TYPES:
-            family = _dest_family(data, _DEST_HEAD.size) or service_family
-            method = fwd & IP_VS_CONN_F_FWD_MASK
-            return IpvsDest(address=str(_ip(addr, family)), port=int.from_bytes(port, "big"),
-                            weight=weight, forwarding=FWD_METHODS.get(method, str(method)))
     dest = nla_parse(data)
     family = _u(dest, DEST_ADDR_FAMILY, "=H") or service_family
     method = _u(dest, DEST_FWD_METHOD) & IP_VS_CONN_F_FWD_MASK
@@ -1580,9 +1582,9 @@ def decode_ipvs_dest(genl: bytes, service_family: int = AF_INET) -> IpvsDest:
                     weight=_u(dest, DEST_WEIGHT), forwarding=FWD_METHODS.get(method, str(method)))
 
 
-def _dest_family(data: bytes, start: int) -> int:
-    """IPVS_DEST_ATTR_ADDR_FAMILY from start on, or 0."""
-    end, header = len(data), _NLA_HEADER
+def _dest_family(data: bytes, start: int, end: int) -> int:
+    """IPVS_DEST_ATTR_ADDR_FAMILY between start and end, or 0."""
+    header = _NLA_HEADER
     while start + 4 <= end:
         length, kind = header(data, start)
         if length < 4 or start + length > end:
@@ -1616,6 +1618,10 @@ class NetlinkSocket:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self.sock.bind((0, 0))
         self.seq = 0
+        # One receive buffer for the socket's life: a dump of 1,250 IPVS services is 2,500
+        # datagrams, and a fresh 64 KiB buffer for each cost more than reading it.
+        self.buffer = bytearray(1 << 16)
+        self.view = memoryview(self.buffer)
 
     def __enter__(self) -> NetlinkSocket:
         return self
@@ -1623,34 +1629,38 @@ class NetlinkSocket:
     def __exit__(self, *exc) -> None:
         self.sock.close()
 
-    def request(self, kind: int, body: bytes, dump: bool) -> list[bytes]:
+    def request(self, kind: int, body: bytes, dump: bool, skip: int = 0) -> list[bytes]:
         """The payload (after the netlink header) of every reply message. A dump the kernel says
         was interrupted is read again; one interrupted every time is an error (OSError EAGAIN),
         never a partial table that would read as missing or stale entries."""
         for _ in range(DUMP_TRIES if dump else 1):
-            replies, interrupted = self._exchange(kind, body, dump)
+            replies, interrupted = self._exchange(kind, body, dump, skip)
             if not interrupted:
                 return replies
         raise OSError(errno.EAGAIN, f"the table kept changing while it was read (netlink dump "
                                     f"interrupted {DUMP_TRIES} times in a row)")
 
-    def _exchange(self, kind: int, body: bytes, dump: bool) -> tuple[list[bytes], bool]:
+    def _exchange(self, kind: int, body: bytes, dump: bool, skip: int = 0) -> tuple[list[bytes], bool]:
+        """One request's replies, each without its netlink header and `skip` more bytes (the
+        generic netlink header): one copy per message, straight from the receive buffer."""
         self.seq += 1
         flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
         self.sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, flags, self.seq, 0) + body)
         replies = []
         interrupted = False
+        data, view, header, seq_now = self.buffer, self.view, _NLMSGHDR.unpack_from, self.seq
         while True:
-            data, _, flags, _ = self.sock.recvmsg(1 << 16)  # one datagram; a dump fills <= 32 KiB
+            # one datagram; a dump fills <= 32 KiB
+            size, _, flags, _ = self.sock.recvmsg_into([data])
             if flags & socket.MSG_TRUNC:
                 raise OSError(errno.EMSGSIZE, "netlink reply larger than 64 KiB")
             offset = 0
-            while offset + _NLMSGHDR.size <= len(data):
-                length, kind, msg_flags, seq, _ = _NLMSGHDR.unpack_from(data, offset)
-                if length < _NLMSGHDR.size:
+            while offset + 16 <= size:  # 16: the netlink header
+                length, kind, msg_flags, seq, _ = header(data, offset)
+                if length < 16:
                     raise OSError(errno.EBADMSG, "malformed netlink reply")
-                start, offset = offset + _NLMSGHDR.size, offset + ((length + 3) & ~3)
-                if seq != self.seq:
+                start, offset = offset + 16, offset + ((length + 3) & ~3)
+                if seq != seq_now:
                     continue  # a late reply to an earlier request
                 interrupted |= bool(msg_flags & NLM_F_DUMP_INTR)
                 if kind == NLMSG_DONE:
@@ -1660,7 +1670,7 @@ class NetlinkSocket:
                     if code:
                         raise OSError(code, os.strerror(code))
                     return replies, interrupted  # the ACK
-                replies.append(data[start:start + length - _NLMSGHDR.size])
+                replies.append(bytes(view[start + skip:start + length - 16]))
 
 
 class GenlSocket(NetlinkSocket):
@@ -1671,7 +1681,7 @@ class GenlSocket(NetlinkSocket):
                 dump: bool = False) -> list[bytes]:
         """The attributes (after the genl header) of every reply message."""
         body = struct.pack("=BBH", cmd, version, 0) + attrs
-        return [reply[_GENLHDR_LEN:] for reply in super().request(family, body, dump)]
+        return super().request(family, body, dump, skip=_GENLHDR_LEN)
 
     def family_id(self, name: str) -> int:
         [reply] = self.request(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, 1,
