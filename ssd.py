@@ -93,6 +93,7 @@ import functools
 import importlib
 import ipaddress
 import json
+import marshal
 import math
 import re
 import select
@@ -103,6 +104,7 @@ import socket
 import struct
 import subprocess
 import textwrap
+import threading
 import time
 from dataclasses import dataclass, field
 from collections.abc import Callable, Iterable, Iterator
@@ -2509,6 +2511,133 @@ class SnapshotError(CheckError):
     pass
 
 
+class ReadAhead:
+    """The namespaces a run will read, read by forked children while this process talks to the
+    Engine API, parses its JSON and builds the views: every core at work instead of one (the
+    netlink dumps and iptables-save run beside the API reads, not after them).
+
+    Each child runs the same readers (read_namespace, read_overlay_namespace) on its share of
+    the jobs, in the order the run takes them, and sends each result, as marshal data, down its
+    own pipe; a thread here drains each pipe. A job no child delivered (it died, it was killed)
+    is read here as if there had been no read-ahead. The children only read; none outlives the
+    run (close(), and the pipe: a child whose reader is gone ends at its next write)."""
+
+    def __init__(self, jobs: list[tuple[str, str, bool]], backends: dict[str, str],
+                 workers: int = 2) -> None:
+        self.pending = set(jobs)  # (kind "ns" | "overlay", path, want_ipvs)
+        self.results: dict[tuple[str, str, bool], dict] = {}
+        self.done = threading.Condition()
+        self.running = 0
+        self.pids: list[int] = []
+        for share in (jobs[i::workers] for i in range(max(1, min(workers, len(jobs))))):
+            self._start(share, backends)
+
+    def _start(self, jobs: list[tuple[str, str, bool]], backends: dict[str, str]) -> None:
+        readable, writable = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: read, write, and leave without running anything of the parent's
+            code = 1
+            try:
+                os.close(readable)
+                with os.fdopen(writable, "wb") as out:
+                    for job in jobs:
+                        blob = marshal.dumps((job, self._read(job, backends)))
+                        out.write(struct.pack("=I", len(blob)) + blob)
+                        out.flush()
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(writable)
+        self.pids.append(pid)
+        self.running += 1
+        threading.Thread(target=self._drain, args=(readable, pid), daemon=True).start()
+
+    @staticmethod
+    def _read(job: tuple[str, str, bool], backends: dict[str, str]) -> dict:
+        kind, path, want_ipvs = job
+        if kind == "overlay":
+            return read_overlay_namespace(path)
+        return read_namespace(path, backends, want_ipvs)
+
+    def _drain(self, fd: int, pid: int) -> None:
+        with os.fdopen(fd, "rb") as pipe:
+            while True:
+                head = pipe.read(4)
+                if len(head) < 4:
+                    break
+                size = struct.unpack("=I", head)[0]
+                blob = pipe.read(size)
+                if len(blob) < size:
+                    break
+                job, raw = marshal.loads(blob)
+                with self.done:
+                    self.results[tuple(job)] = raw
+                    self.done.notify_all()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        with self.done:
+            self.running -= 1
+            self.done.notify_all()
+
+    def take(self, kind: str, path: str, want_ipvs: bool) -> dict | None:
+        """What a child read for this job, once it has; None: not one of the jobs, or lost."""
+        job = (kind, path, want_ipvs)
+        if job not in self.pending:
+            return None
+        self.pending.discard(job)
+        with self.done:
+            while job not in self.results and self.running:
+                self.done.wait()
+            return self.results.pop(job, None)
+
+    def close(self) -> None:
+        """Stop the children still reading (jobs the run did not need), and forget."""
+        self.pending.clear()
+        with self.done:
+            if self.running:
+                for pid in self.pids:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+            self.results.clear()
+
+
+def start_read_ahead(netns_dir: str, networks: list[dict] | None, lb_named: bool = True
+                     ) -> ReadAhead | None:
+    """A ReadAhead of the namespaces a run reads for these networks (None: every network this
+    node has a namespace of, which is what a run that names no network checks), or None where
+    there is nothing to gain or it cannot be: no namespaces directory, another thread in this
+    process (a fork copies only the calling one), SSD_NO_READ_AHEAD set, or no fork."""
+    if threading.active_count() > 1 or os.environ.get("SSD_NO_READ_AHEAD"):
+        return None
+    try:
+        present = set(os.listdir(netns_dir))
+    except OSError:
+        return None
+    overlay_names = [m for m in map(re.compile(r"(\d+)-(\w{10})").fullmatch, present) if m]
+    newest: dict[str, tuple[int, str]] = {}
+    for m in overlay_names:  # the overlay driver's namespace: <epoch>-<network id[:10]>, the newest
+        newest[m.group(2)] = max(newest.get(m.group(2), (-1, "")), (int(m.group(1)), m.group(0)))
+    if networks is None:
+        lb_names = sorted(n for n in present if n == "ingress_sbox" or (lb_named and n.startswith("lb_")))
+        overlay_ids = sorted(newest)
+    else:
+        lb_names, overlay_ids = [], []
+        for net in networks:
+            net_id = str(net.get("Id") or "")
+            name = "ingress_sbox" if net.get("Ingress") else f"lb_{net_id[:9]}" if lb_named else ""
+            lb_names += [name] if name in present else []
+            overlay_ids += [net_id[:10]] if net_id[:10] in newest else []
+    path = functools.partial(os.path.join, netns_dir)
+    # In the order the run takes them: load balancers, overlays, then the host's rules (the
+    # routing mesh's and the encrypted overlays').
+    jobs = [*(("ns", path(name), True) for name in lb_names),
+            *(("overlay", path(newest[net_id][1]), False) for net_id in overlay_ids), ("ns", "", False)]
+    try:  # two readers beside this process: the lab's 2-core VMs measured it best
+        return ReadAhead(jobs, iptables_backends(), workers=2 if (os.cpu_count() or 1) > 1 else 1)
+    except OSError:  # no fork (a limit on processes): read as usual
+        return None
+
+
 class Collector:
     """Reads this node's control plane and datapath for one run, and keeps what it read.
 
@@ -2516,6 +2645,8 @@ class Collector:
     snapshot stores, and the checks only ever see what was recorded: a live run and a
     run on its snapshot see the same data.
     """
+
+    ahead: ReadAhead | None = None  # the namespaces a child reads ahead (a live run's first sample)
 
     def __init__(self, engine: Engine | None, exec_root: str, record_api: bool = True) -> None:
         self.engine = engine
@@ -2527,7 +2658,25 @@ class Collector:
         self.backends = iptables_backends() if engine is not None else {}
         self.samples: list[dict] = []
         self.reusable: dict[str, dict] = {}
+        self.ahead: ReadAhead | None = None
         self.new_sample()
+
+    def read_ahead(self, networks: list[dict], lb_named: bool) -> None:
+        """Start reading, in child processes, the namespaces this run will read for these
+        networks (from the API's network list): their load balancers (where this engine names
+        them), their overlay namespaces and the host's rules. Only a live run's first sample
+        (a run that named no network started it already, before the Engine API: read_ahead_all)."""
+        if self.engine is None or self.ahead is not None or len(self.samples) > 1:
+            return
+        self.ahead = start_read_ahead(self.netns_dir, networks, lb_named)
+
+    def end_read_ahead(self) -> None:
+        if self.ahead is not None:
+            self.ahead.close()
+            self.ahead = None
+
+    def _ahead(self, kind: str, path: str, want_ipvs: bool) -> dict | None:
+        return self.ahead.take(kind, path, want_ipvs) if self.ahead is not None else None
 
     def new_sample(self, reread: set[str | None] | None = None) -> None:
         """Start another sample. With reread (the namespaces the last sample's findings name),
@@ -2559,7 +2708,8 @@ class Collector:
         return value
 
     def _namespace(self, path: str, want_ipvs: bool) -> dict:
-        raw = self.reusable.get(path or "host") or read_namespace(path, self.backends, want_ipvs)
+        raw = (self.reusable.get(path or "host") or self._ahead("ns", path, want_ipvs)
+               or read_namespace(path, self.backends, want_ipvs))
         self.sample["namespaces"][path or "host"] = raw
         return raw
 
@@ -2622,7 +2772,7 @@ class Collector:
     has_dns = True  # False: a snapshot taken before ssd asked the embedded DNS
 
     def _overlay(self, path: str) -> dict | None:
-        raw = self.reusable.get(path) or read_overlay_namespace(path)
+        raw = self.reusable.get(path) or self._ahead("overlay", path, False) or read_overlay_namespace(path)
         self.sample["namespaces"][path] = raw
         return raw
 
@@ -4624,6 +4774,10 @@ def read_views(collector: Collector, node: NodeInfo, wanted: list[str], reading:
         reading.notes.append(f"network {term!r} is not instantiated on this node: nothing to check here "
                              "(a worker lists only the swarm networks its tasks use; a manager would "
                              "tell an unknown name from one with no task here)")
+    if not any(n.get("Ingress") for n in chosen):
+        chosen += [n for n in listing if n.get("Ingress") and n.get("Scope") == "swarm"]
+    # The namespaces are read in a child process while the API answers what follows.
+    collector.read_ahead(chosen, model.lb_location == "named")
     raw_services = raw_tasks = raw_nodes = None
     if node.manager:
         raw_services, raw_tasks, raw_nodes = collector.services(), collector.tasks(), collector.nodes()
@@ -4634,8 +4788,6 @@ def read_views(collector: Collector, node: NodeInfo, wanted: list[str], reading:
                              "with NetworkDB, services' DNS aliases are not asked for and a dnsrr "
                              "service's name may lack a task (run ssd on a manager for those)")
     protocols = service_protocols(raw_services) if node.manager else None
-    if not any(n.get("Ingress") for n in chosen):
-        chosen += [n for n in listing if n.get("Ingress") and n.get("Scope") == "swarm"]
     views: list[NetworkView] = []
     for raw in chosen:
         inspected = collector.network(raw["Id"])
@@ -6859,7 +7011,10 @@ def settled_check(collector: Collector, wanted: list[str], settle_seconds: float
     """One node check, settled: a sample (run_once, which runs every check: run_checks), and a
     second one if the first found something; only what both show is reported."""
     node = read_node(collector)
-    result = run_once(collector, node, wanted)
+    try:
+        result = run_once(collector, node, wanted)
+    finally:
+        collector.end_read_ahead()  # what the first sample did not take is not needed
     if result.findings and settle_seconds > 0 and (live or len(collector.recorded) >= 2):
         # A node out of the gossip that swarm still calls ready may be one whose dockerd just
         # stopped: the second sample waits until swarm would have missed its heartbeats.
@@ -6898,9 +7053,16 @@ def node_check(args: argparse.Namespace) -> tuple[RunResult, dict | None]:
         with replaying(source):
             _, result = settled_check(collector, wanted, float(snapshot.get("settle") or 0), live=False)
         return nothing_named_compared(result, args.networks), None
-    collector = Collector(engine_of(args), args.exec_root, record_api=bool(args.snapshot))
-    collector.probing = args.probe
-    node, result = settled_check(collector, args.networks, args.settle, live=True)
+    # A run that names no network reads every namespace of this node: read them ahead, while
+    # Python imports the Docker SDK (seconds under emulation) and the API answers.
+    early = None if args.networks else start_read_ahead(os.path.join(args.exec_root, "netns"), None)
+    try:
+        collector = Collector(engine_of(args), args.exec_root, record_api=bool(args.snapshot))
+        collector.ahead, collector.probing = early, args.probe
+        node, result = settled_check(collector, args.networks, args.settle, live=True)
+    finally:
+        if early is not None:
+            early.close()
     doc = snapshot_document(collector, node, args.networks, args.settle) if args.snapshot else None
     return nothing_named_compared(result, args.networks), doc
 

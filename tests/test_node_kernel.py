@@ -16,7 +16,7 @@ import pytest
 
 import ssd
 from fake_engine import FakeEngine
-from kernel_node import KernelNode, sh
+from kernel_node import TASK_NAMESPACES, KernelNode, sh
 from schemas import validate
 
 LB = "lb_oc6rqvyvp"
@@ -453,3 +453,81 @@ def test_ipsec_policies_read_as_the_kernel_holds_them(node):
         {"src": "10.99.0.1", "dst": "10.99.0.2", "dport": 4789, "proto": 17, "dir": 1, "mark": 0xD0C4E3},
         {"src": "10.99.0.1", "dst": "10.99.0.3", "dport": 4789, "proto": 17, "dir": 1, "mark": 0xD0C4E3},
         {"src": "10.99.0.1", "dst": "10.99.0.4", "dport": 0, "proto": 0, "dir": 0, "mark": None}]
+
+
+# --- the read-ahead: the namespaces read by a child while the API is read -----------------
+
+def test_read_ahead_delivers_what_a_direct_read_finds(node):
+    """The child runs the same readers: its results, through the pipe, equal a read made here."""
+    jobs = [("ns", node.ns(LB), True), ("ns", node.ns("ingress_sbox"), True),
+            ("overlay", node.ns(OV2_OVERLAY), False), ("ns", node.ns(WEB1_NS), False)]
+    backends = ssd.iptables_backends()
+    ahead = ssd.ReadAhead(jobs, backends)  # two children, two jobs each
+    try:
+        for kind, path, want_ipvs in reversed(jobs):  # taken in another order than read
+            got = ahead.take(kind, path, want_ipvs)
+            direct = (ssd.read_overlay_namespace(path) if kind == "overlay"
+                      else ssd.read_namespace(path, backends, want_ipvs))
+            assert got == direct and got["error"] is None, path
+        assert ahead.take("ns", node.ns(S1_NS), False) is None  # not one of its jobs: read here
+    finally:
+        ahead.close()
+
+
+def test_read_ahead_lost_child_falls_back_and_leaves_no_process(node):
+    """A child that dies before it delivers leaves the caller to read; close() stops a child
+    still at work on jobs the run no longer needs, and reaps it."""
+    jobs = [("ns", node.ns(LB), True)] + [("ns", node.ns(ns), False) for ns in TASK_NAMESPACES]
+    ahead = ssd.ReadAhead(jobs, ssd.iptables_backends(), workers=1)
+    os.kill(ahead.pids[0], 9)
+    assert ahead.take("ns", node.ns(LB), True) in (None, ssd.read_namespace(node.ns(LB), ssd.iptables_backends()))
+    assert ahead.take("ns", node.ns(TASK_NAMESPACES[-1]), False) is None  # nothing more comes
+    ahead.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{ahead.pids[0]}"):
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{ahead.pids[0]}")  # killed and reaped: no zombie left
+    busy = ssd.ReadAhead(jobs * 20, ssd.iptables_backends())
+    assert len(busy.pids) == 2
+    busy.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in busy.pids):
+        time.sleep(0.05)
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in busy.pids)
+
+
+def test_read_ahead_plans_the_namespaces_the_run_reads(node, engine, monkeypatch):
+    """From the API's network list: each network's load balancer and newest overlay namespace,
+    and the host; nothing for a network with no namespace here."""
+    monkeypatch.setattr(ssd.threading, "active_count", lambda: 1)  # the fake engine's thread
+    collector = ssd.Collector(object(), str(node.exec_root))  # an engine it never calls
+    networks = [{"Id": n["Id"], "Ingress": n.get("Ingress", False)} for n in engine.routes["/networks"]]
+    collector.read_ahead([*networks, {"Id": "zzzzzzzzzzzz", "Ingress": False}], lb_named=True)
+    try:
+        assert collector.ahead is not None
+        assert collector.ahead.pending == {("ns", node.ns(LB), True), ("ns", node.ns("ingress_sbox"), True),
+                                           ("overlay", node.ns(OV2_OVERLAY), False),
+                                           ("overlay", node.ns("1-vilwkwmrxy"), False), ("ns", "", False)}
+    finally:
+        collector.end_read_ahead()
+    (node.netns_dir / "0-oc6rqvyvpk").write_text("")  # an older epoch's leftover: not the one read
+    everything = ssd.start_read_ahead(str(node.netns_dir), None)  # a run that names no network
+    try:
+        assert everything is not None
+        assert everything.pending == {("ns", node.ns(LB), True), ("ns", node.ns("ingress_sbox"), True),
+                                      ("overlay", node.ns(OV2_OVERLAY), False),
+                                      ("overlay", node.ns("1-vilwkwmrxy"), False), ("ns", "", False)}
+    finally:
+        everything.close()
+        (node.netns_dir / "0-oc6rqvyvpk").unlink()
+
+
+@pytest.mark.parametrize("networks", [["ov2"], []], ids=["named", "all"])
+def test_a_run_with_and_without_read_ahead_says_the_same(node, engine, networks):
+    FAULTS["vip-alias-missing"](node)
+    with_it = run_json(node, engine, *networks)
+    proc = node.ssd(engine.url, "--settle", "0", "--json", *networks, env={"SSD_NO_READ_AHEAD": "1"})
+    without = (proc.returncode, json.loads(proc.stdout), proc.stderr)
+    assert with_it[0] == without[0] == 1
+    assert with_it[1]["findings"] == without[1]["findings"] and with_it[1]["networks"] == without[1]["networks"]
+    assert with_it[1]["findings"] and with_it[1]["networks"]
