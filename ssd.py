@@ -4778,9 +4778,13 @@ def read_views(collector: Collector, node: NodeInfo, wanted: list[str], reading:
         chosen += [n for n in listing if n.get("Ingress") and n.get("Scope") == "swarm"]
     # The namespaces are read in a child process while the API answers what follows.
     collector.read_ahead(chosen, model.lb_location == "named")
-    raw_services = raw_tasks = raw_nodes = None
+    raw_services = None
+    knowledge = swarm_knowledge(None, None, None)
     if node.manager:
-        raw_services, raw_tasks, raw_nodes = collector.services(), collector.tasks(), collector.nodes()
+        # swarm's tasks kept as SwarmTasks at once: the raw list (20,000 tasks on a big swarm, the
+        # largest thing a run reads) is not held while the networks are inspected
+        raw_services = collector.services()
+        knowledge = swarm_knowledge(raw_services, collector.tasks(), collector.nodes())
     else:
         reading.notes.append("worker node: no /services or /tasks here, so a weight-0 backend cannot be "
                              "told from a draining task (tolerated), published-port protocols are "
@@ -4788,13 +4792,14 @@ def read_views(collector: Collector, node: NodeInfo, wanted: list[str], reading:
                              "with NetworkDB, services' DNS aliases are not asked for and a dnsrr "
                              "service's name may lack a task (run ssd on a manager for those)")
     protocols = service_protocols(raw_services) if node.manager else None
+    changes = port_changes(raw_services)
     views: list[NetworkView] = []
     for raw in chosen:
         inspected = collector.network(raw["Id"])
         if inspected is None:
             reading.not_checked.append(NotChecked(f"network {raw.get('Name')}", "vanished while ssd ran"))
             continue
-        view = build_network_view(inspected, protocols, port_changes(raw_services))
+        view = build_network_view(inspected, protocols, changes)
         if view.instantiated or (wanted and not view.ingress):
             views.append(view)  # by default, only the networks this node has
     for view in views:
@@ -4802,8 +4807,7 @@ def read_views(collector: Collector, node: NodeInfo, wanted: list[str], reading:
         if ipv6:
             reading.notes.append(f"network {view.name}: service(s) {', '.join(ipv6)} have an IPv6 VIP; "
                                  "libnetwork's load balancer is IPv4-only, so ssd does not check them")
-    state = NodeState(model, collector.netns_dir, views,
-                      **swarm_knowledge(raw_services, raw_tasks, raw_nodes),
+    state = NodeState(model, collector.netns_dir, views, **knowledge,
                       now=collector.clock() if node.manager else None,
                       data_path_port=node.data_path_port, node_addr=node.addr)
     reading.notes += separate_all_departed(state)
