@@ -4561,11 +4561,25 @@ def _plan_published(state: NodeState) -> list[PlannedProbe]:
 
 
 def node_label(ip: str, state: NodeState) -> str:
-    """A node by its address: its hostname where this node knows it (a manager), else the address."""
-    for node in (state.swarm_nodes or {}).values():
+    """A node by its address: its hostname where this node knows it (a manager), else the address.
+    A data-path address (--data-path-addr) is not the node's address in /nodes: it is known
+    through the tasks swarm placed on the node whose endpoints NetworkDB lists at that address."""
+    nodes = state.swarm_nodes or {}
+    for node in nodes.values():
         if node.addr == ip:
             return f"{node.hostname} ({ip})"
-    return f"node {ip}"
+    node = nodes.get(vtep_owners(state).get(ip, ""))
+    return f"{node.hostname} ({ip})" if node else f"node {ip}"
+
+
+def vtep_owners(state: NodeState) -> dict[str, str]:
+    """VTEP address -> node ID, from swarm's tasks (a manager) and NetworkDB's endpoints."""
+    if "vtep_owners" not in state.memo:
+        tasks = state.swarm_tasks or {}
+        state.memo["vtep_owners"] = {ep.host_ip: tasks[ep.task_id].node_id for view in state.views
+                                     for ep in view.all_endpoints()
+                                     if ep.host_ip and ep.task_id in tasks and tasks[ep.task_id].node_id}
+    return state.memo["vtep_owners"]
 
 
 def probe_result(planned: PlannedProbe, state: NodeState) -> str | None:

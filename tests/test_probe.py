@@ -158,6 +158,17 @@ def test_a_node_that_drops_vxlan_is_unreachable_on_every_network():
     assert ssd.overall_status(result) == "inconsistent"
 
 
+def test_a_node_with_a_data_path_address_is_named_by_its_hostname():
+    # --data-path-addr: NetworkDB's Host IP (the VTEP) is not the address /nodes gives; the
+    # manager still names the node, through the tasks swarm placed on it.
+    doc = json.loads(json.dumps(fixture("28.5-node1")).replace('"Host IP": "10.99.0.3"', '"Host IP": "10.98.0.3"'))
+    def node3_cut(p: ssd.Probe) -> str:
+        return "timeout" if ON_NODE.get(p.target) == NODE3 and p.source else "ok"
+    result, _ = probed(node3_cut, doc)
+    unreachable = [f for f in result.findings if f.check == "probe-node-unreachable"]
+    assert [f.subject for f in unreachable] == ["node3 (10.98.0.3)"] * 2
+
+
 def test_an_mtu_black_hole_names_the_node_and_both_sizes():
     def big_lost(p: ssd.Probe) -> str:
         return "timeout" if p.kind == "echo" and p.size > 1000 and ON_NODE[p.target] == NODE3 else "ok"
