@@ -11,6 +11,7 @@ consistent with --probe on every node. Timings go to lab/state/probe.json.
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -20,7 +21,10 @@ pytestmark = pytest.mark.lab
 
 REPORT = SHARE.parent.parent / "probe.json"
 FIGURES: dict[str, object] = {}
-NODE_IP = {1: "10.99.0.1", 2: "10.99.0.2", 3: "10.99.0.3"}
+NODE_IP = {1: "10.99.0.1", 2: "10.99.0.2", 3: "10.99.0.3"}  # what published ports are reached at
+# The addresses overlay echoes cross between (the VTEPs): the data-path addresses under
+# make lab-data-path (SWARMLAB_DATA_PATH=1), else the nodes' own.
+VTEP = ({n: f"10.98.0.{n}" for n in NODE_IP} if os.environ.get("SWARMLAB_DATA_PATH") else NODE_IP)
 
 
 def probe(node: int) -> tuple[int, dict]:
@@ -62,9 +66,9 @@ def test_healthy_swarm_with_probe_is_consistent_on_every_node():
 
 
 def lost(doc: dict, network: str) -> set[str]:
-    """The nodes (their addresses) a node's probes found unreachable on a network."""
+    """The nodes (their VTEP addresses) a node's probes found unreachable on a network."""
     return {ip for f in doc["findings"] if f["check"] == "probe-node-unreachable" and f["network"] == network
-            for ip in NODE_IP.values() if ip in f["subject"]}
+            for ip in VTEP.values() if ip in f["subject"]}
 
 
 def test_node3_dropping_vxlan_is_unreachable_from_the_others_and_back():
@@ -77,8 +81,11 @@ def test_node3_dropping_vxlan_is_unreachable_from_the_others_and_back():
         sh(3, f"iptables -D {rule}")
     assert code1 == code3 == 1
     for network in ("ov2", "ingress"):
-        assert lost(from1, network) == {NODE_IP[3]}, from1["findings"]
-        assert lost(from3, network) == {NODE_IP[1], NODE_IP[2]}, from3["findings"]
+        assert lost(from1, network) == {VTEP[3]}, from1["findings"]
+        assert lost(from3, network) == {VTEP[1], VTEP[2]}, from3["findings"]
+    # a manager names the node, --data-path-addr or not
+    assert all(f["subject"] == f"node3 ({VTEP[3]})" for f in from1["findings"]
+               if f["check"] == "probe-node-unreachable"), from1["findings"]
     code, doc = probe(1)
     assert code == 0, doc["findings"]  # undone: consistent again
 
@@ -91,7 +98,7 @@ def test_an_mtu_black_hole_is_found_with_both_sizes():
     finally:
         sh(3, f"iptables -t raw -D {rule}")
     assert code == 1 and checks(doc) == {"probe-mtu-blackhole"}, doc["findings"]
-    assert all(NODE_IP[3] in f["subject"] for f in doc["findings"])
+    assert all(f"node3 ({VTEP[3]})" == f["subject"] for f in doc["findings"]), doc["findings"]
 
 
 def test_a_docker_user_drop_on_node2_fails_its_port_from_the_others_only():
