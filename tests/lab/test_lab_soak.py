@@ -5,14 +5,17 @@ job, drains a node and re-activates it, and a worker's dockerd is restarted. Mea
 back to back on every node, as a cron job would: plain `ssd --json`, default settle.
 
 Two claims, from one stream of runs:
-- every run ends cleanly (exit 0/1/2 with its JSON verdict, no traceback, no hang), whatever
+- every run ends cleanly (exit 0/1/2/3 with its JSON verdict, no traceback, no hang), whatever
   the swarm was doing while it looked;
 - a run that began and ended inside a quiet window finds nothing. A quiet window opens when the
   swarm says it has converged AND every node's kernel holds exactly the backends the desired
   replicas call for, and closes when both still hold and no node's rules, IPVS tables or
   addresses changed in between (which also shows that ssd, running all along, wrote nothing).
 
-The figures (runs, quiet runs, findings) go to lab/state/soak.json and into the README.
+The figures (runs, quiet runs, findings) go to lab/state/soak.json and into the README, with how
+many runs during churn said `converging` (exit 3: swarm itself had not finished what every finding
+concerns) rather than `inconsistent` (exit 1, a page): issue 22 asks that a deployment in progress
+pages no one.
 """
 from __future__ import annotations
 
@@ -67,7 +70,7 @@ def run_ssd(node: int) -> Run:
     except json.JSONDecodeError:
         return Run(node, started, ended, proc.returncode, None, fault=f"no JSON: {proc.stderr[-300:]}")
     run = Run(node, started, ended, proc.returncode, doc.get("status"), doc.get("findings") or [])
-    expected = {"consistent": 0, "inconsistent": 1, "incomplete": 2}.get(run.status)
+    expected = {"consistent": 0, "inconsistent": 1, "incomplete": 2, "converging": 3}.get(run.status)
     if "Traceback" in proc.stderr:
         run.fault = f"traceback: {proc.stderr[-500:]}"
     elif expected != proc.returncode:
@@ -277,7 +280,13 @@ def test_soak(swarm):
               "churn_seconds": round(churned), "passes": passes, "steps": len(windows),
               "runs": len(runs), "runs_by_exit": {str(c): sum(r.code == c for r in runs)
                                                   for c in sorted({r.code for r in runs}, key=str)},
+              "runs_by_status": {status: sum(str(r.status) == status for r in runs)
+                                 for status in sorted({str(r.status) for r in runs})},
               "findings_during_churn": sum(len(r.findings) for r in runs),
+              "findings_marked_converging": sum(bool(f.get("converging")) for r in runs for f in r.findings),
+              "inconsistent_runs": [{"node": r.node, "checks": sorted({f["check"] for f in r.findings}),
+                                     "unmarked": sum(not f.get("converging") for f in r.findings)}
+                                    for r in runs if r.status == "inconsistent"],
               "quiet_runs": len(quiet), "quiet_findings": sum(len(r.findings) for _, r in quiet),
               "unclean_runs": [(r.node, r.fault) for r in unclean],
               "longest_run_seconds": round(max(r.ended - r.started for r in runs), 1),
