@@ -1,6 +1,7 @@
 # make install:   everything the tool and its tests need (Debian packages, a venv with the Python deps).
 # make test:      the lint gate and tiers 1 and 2, then the lab's CI selection (tier 3, marker ci, on
-#                 the newest engine: the healthy swarm, read-only, two real faults, the real stack).
+#                 the newest engine: the healthy swarm, read-only, two real faults, the real stack,
+#                 --probe with its faults).
 #                 Run as root: tier 2 makes namespaces, the lab boots VMs.
 # make lab:       every lab test on the newest engine but the soak and the real events (what make
 #                 test ran until the lab machine got ten times slower than CI's budget assumed).

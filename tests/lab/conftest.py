@@ -16,16 +16,18 @@ DATA_PATH = bool(os.environ.get("SWARMLAB_DATA_PATH"))
 
 
 # What `make test` (and so CI) runs of the lab: the healthy swarm, ssd read-only, one kernel fault
-# and one host fault found on their node only. On the machine
-# of 2026-11-30 one emulated ssd run took 55-60 s and the seed 12.6 minutes (the budget was set
-# when they took 5-7 s and 2.5), so the whole lab part no longer fits CI's budget; `make lab`
-# runs all of it on the newest engine, `make lab-all` on every engine.
-# The stack module (test_lab_stack.py) joins it once it has passed in the lab: on 2026-11-30 the
-# lab machine could not converge the stack (see SLOWEST_IMPORT).
+# and one host fault found on their node only, the real stack (test_lab_stack.py: stack deploy,
+# health drain, an encrypted network, a stack deployed again) and --probe with its faults
+# (test_lab_probe.py). On the machine of 2026-11-30 one emulated ssd run took 55-60 s and the
+# seed 12.6 minutes (the budget was set when they took 5-7 s and 2.5), so the whole lab no longer
+# fits CI's budget; `make lab` runs all of it on the newest engine, `make lab-all` on every engine.
+# A prefix ending in "::" takes a whole module.
 CI = ("test_lab.py::test_healthy_swarm_is_consistent_on_every_node",
       "test_lab.py::test_ssd_is_read_only",
       "test_lab.py::test_real_fault_found_on_its_node_only[ipvs-backend-missing]",
-      "test_lab.py::test_real_fault_found_on_its_node_only[ingress-dnat-missing]")
+      "test_lab.py::test_real_fault_found_on_its_node_only[ingress-dnat-missing]",
+      "test_lab_probe.py::",
+      "test_lab_stack.py::")
 
 
 def pytest_collection_modifyitems(items):
