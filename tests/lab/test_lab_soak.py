@@ -10,7 +10,8 @@ Two claims, from one stream of runs:
 - a run that began and ended inside a quiet window finds nothing. A quiet window opens when the
   swarm says it has converged AND every node's kernel holds exactly the backends the desired
   replicas call for, and closes when both still hold and no node's rules, IPVS tables or
-  addresses changed in between (which also shows that ssd, running all along, wrote nothing).
+  addresses changed in between (which also shows that ssd, running all along, wrote nothing);
+  a window in which something changed is not quiet and another opens after it (at most 4).
 
 The figures (runs, quiet runs, findings) go to lab/state/soak.json and into the README, with how
 many runs during churn said `converging` (exit 3: swarm itself had not finished what every finding
@@ -19,6 +20,7 @@ pages no one.
 """
 from __future__ import annotations
 
+import difflib
 import json
 import subprocess
 import sys
@@ -231,16 +233,34 @@ def datapaths() -> dict[int, str]:
         return dict(zip(NODES, pool.map(lambda n: sh(n, LB_STATE), NODES), strict=True))
 
 
-def quiet_window(replicas: dict[str, int]) -> tuple[float, float]:
-    """Hold still for QUIET seconds and prove it: the same kernel state at both ends."""
+def quiet_window(replicas: dict[str, int]) -> tuple[float, float, list[dict]]:
+    """Hold still for QUIET seconds and prove it: the same kernel state at both ends. Swarm may
+    call itself converged while its engines still clean up (2026-12-02, 28.5.2: every node's
+    datapath changed within 45 s after a job's removal and a drain had converged): such a window
+    is not quiet, and a new one opens at its end, at most WINDOW_TRIES times; what changed is
+    kept in the report. A node that kept changing (ssd writing, say) fails the soak."""
+    retried = []
     before = datapaths()
-    opened = time.monotonic()
-    time.sleep(QUIET)
-    closed = time.monotonic()
-    after = datapaths()
-    changed = [n for n in NODES if after[n] != before[n]]
-    assert not changed and converged(replicas), f"nodes {changed} changed while the swarm was quiet"
-    return opened, closed
+    for _ in range(WINDOW_TRIES):
+        opened = time.monotonic()
+        time.sleep(QUIET)
+        closed = time.monotonic()
+        after = datapaths()
+        changed = {n: changes(before[n], after[n]) for n in NODES if after[n] != before[n]}
+        if not changed and converged(replicas):
+            return opened, closed, retried
+        retried.append({f"node{n}": lines for n, lines in changed.items()} or {"swarm": "not converged"})
+        before = after
+    pytest.fail(f"the swarm never held still for {QUIET:g} s in {WINDOW_TRIES} tries: {retried}")
+
+
+WINDOW_TRIES = 4
+
+
+def changes(before: str, after: str, most: int = 8) -> list[str]:
+    """The lines a datapath dump lost (-) and gained (+), the first few."""
+    return [line for line in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
+            if line[:1] in "+-" and not line.startswith(("+++", "---"))][:most]
 
 
 def test_soak(swarm):
@@ -265,10 +285,11 @@ def test_soak(swarm):
                 changed = time.monotonic()
                 wait_converged(replicas, nudge=nudge)
                 converged_at = time.monotonic()
-                windows.append((what, *quiet_window(replicas)))
+                opened, closed, retried = quiet_window(replicas)
+                windows.append((what, opened, closed))
                 steps.append({"step": what, "at": round(began - started), "change_s": round(changed - began),
                               "converge_s": round(converged_at - changed),
-                              "window_s": round(time.monotonic() - converged_at)})
+                              "window_s": round(time.monotonic() - converged_at), "windows_retried": retried})
                 print(f"soak: {steps[-1]}", file=sys.stderr, flush=True)
         churned = time.monotonic() - started
     runs = runners.runs
@@ -284,7 +305,8 @@ def test_soak(swarm):
                                  for status in sorted({str(r.status) for r in runs})},
               "findings_during_churn": sum(len(r.findings) for r in runs),
               "findings_marked_converging": sum(bool(f.get("converging")) for r in runs for f in r.findings),
-              "inconsistent_runs": [{"node": r.node, "checks": sorted({f["check"] for f in r.findings}),
+              "inconsistent_runs": [{"node": r.node, "at": round(r.started - started),  # as steps' "at"
+                                     "checks": sorted({f["check"] for f in r.findings}),
                                      "unmarked": sum(not f.get("converging") for f in r.findings)}
                                     for r in runs if r.status == "inconsistent"],
               "quiet_runs": len(quiet), "quiet_findings": sum(len(r.findings) for _, r in quiet),
