@@ -186,3 +186,39 @@ def test_fleet_names_a_node_whose_dockerd_is_stopped(ssd_image):
     record("stopped_node_seconds", round(elapsed, 1))
     record("stopped_node_nagios", nagios[1])
 
+
+
+def test_fleet_from_a_drained_manager_compares_every_worker_and_finds_a_fault_on_node3(ssd_image):
+    """A manager drained of work (common practice): swarm runs no task on it, so fleet mode
+    checks it in-process, and it hands the workers what it knows (tasks, services, nodes) so
+    that each worker's NetworkDB is still compared with swarm. A fault on node3 is found there
+    only; node1 says which layers it could not read, and why."""
+    sh(1, "docker node update --availability drain node1 >/dev/null")
+    try:
+        wait(1, "[ -z \"$(docker node ps node1 -f desired-state=running -q)\" ]")
+        wait_converged(SEED)
+        ns, inject, undo = faults(facts(3))["mark-missing"]
+        sh(3, in_ns(ns, inject))
+        try:
+            code, doc, elapsed = fleet("--settle 1 ov2")
+        finally:
+            sh(3, in_ns(ns, undo))
+    finally:
+        sh(1, "docker node update --availability active node1 >/dev/null")
+        for name in SEED:  # swarm does not move tasks back by itself: spread them again
+            sh(1, f"docker service update -d --force {name} >/dev/null")
+            wait(1, UPDATED.replace("web", name))
+        wait_converged(SEED)
+    record("drained_manager_seconds", round(elapsed, 1))
+    record("drained_manager", why(doc))
+    assert code == 1, (why(doc), doc["errors"])
+    assert statuses(doc)["node2"] == "consistent" and statuses(doc)["node3"] == "inconsistent", why(doc)
+    node1, node3 = (next(n for n in doc["nodes"] if n["hostname"] == h) for h in ("node1", "node3"))
+    assert {f["check"] for f in node3["report"]["findings"]} == {"mark-missing"}, why(doc)
+    assert node1["report"] is not None and not node1["report"]["findings"], why(doc)
+    assert any("this manager is drained" in note for note in node1["report"]["notes"]), node1["report"]["notes"]
+    # swarm against NetworkDB ran for the workers, from the manager's knowledge
+    for node in doc["nodes"]:
+        if node["hostname"] != "node1":
+            ov2 = next(n for n in node["report"]["networks"] if n["name"] == "ov2")
+            assert ov2["swarm"]["status"] == "ok", (node["hostname"], ov2)
