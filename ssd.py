@@ -3707,6 +3707,57 @@ def mark_converging(findings: list[Finding], state: NodeState) -> list[Finding]:
     return findings
 
 
+# A worker cannot ask swarm what it has not finished, but it sees its own NetworkDB and load
+# balancers move. In the soak (2026-12-02, 28.5.2) most pages during a deployment came from
+# workers: a task NetworkDB listed that IPVS did not carry yet, both samples, while the engine
+# was still working through the update. A finding about a service whose NetworkDB entries or
+# load-balancer destinations changed between the node's two samples is about work still under
+# way here: kept, and marked converging (a manager's as well, when swarm's word did not say so).
+
+@dataclass
+class Motion:
+    """What one sample saw of each service, to compare with the other sample."""
+    services: dict[tuple[str, str], tuple] = field(default_factory=dict)  # (network, service) -> state
+    owners: dict[tuple[str, str], str] = field(default_factory=dict)  # (network, task IP) -> service
+
+
+def motion_of(state: NodeState) -> Motion:
+    motion = Motion()
+    for view in state.views:
+        for svc in [*view.services.values(), *view.departed]:
+            tasks = tuple(sorted((t.ip, t.host_ip or "", t.endpoint_id) for t in svc.tasks))
+            key = (view.name, svc.name)
+            motion.services[key] = (*motion.services.get(key, ()), svc.vip, svc.fwmark, tasks)
+            for task in svc.tasks:
+                motion.owners[(view.name, task.ip)] = svc.name
+    for lb in state.lbs:
+        if lb.datapath.ipvs is None:
+            continue
+        for svc in lb.network.services.values():
+            ipvs = lb.datapath.ipvs_by_mark.get(svc.fwmark) if svc.fwmark else None
+            dests = tuple(sorted((d.address, d.weight) for d in ipvs.dests)) if ipvs else None
+            key = (lb.network.name, svc.name)
+            motion.services[key] = (*motion.services.get(key, ()), lb.datapath.name, dests)
+    return motion
+
+
+def moved(finding: Finding, before: Motion, after: Motion) -> str | None:
+    """How this node's state for what the finding concerns changed between two samples, or None."""
+    net = finding.network or ""
+    subject = (finding.subject or "").split()[-1] if finding.subject else ""
+    was, now = before.owners.get((net, subject)), after.owners.get((net, subject))
+    if subject and was != now:
+        went = f"left service {was}" if now is None else (
+            f"joined service {now}" if was is None else f"moved from service {was} to {now}")
+        return f"task address {subject} {went} in this node's NetworkDB between its two samples"
+    for service in sorted({s for s in (finding.service, was, now) if s}):
+        key = (net, service)
+        if before.services.get(key) != after.services.get(key):
+            return (f"this node's NetworkDB entries or load balancers for service {service} "
+                    "changed between its two samples: the node is still applying an update")
+    return None
+
+
 # --- the overlay: VXLAN device, neighbours and FDB against NetworkDB ------------------
 
 def vxlan_mtu(view: NetworkView) -> int:
@@ -4735,6 +4786,7 @@ class RunResult:
     absent: list[str] = field(default_factory=list)  # names asked for that this worker does not have
     vteps: list[str] = field(default_factory=list)  # its VXLAN addresses besides node.addr (data path)
     leavers: list[str] = field(default_factory=list)  # gossip_leavers: nodes out of gossip, ready for swarm
+    motion: Motion | None = None  # what the sample saw of each service: compared by settle()
 
 
 @dataclass
@@ -4772,7 +4824,7 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
     vteps = {ip for view in state.views if view.instantiated for ip in local_vteps(view, state)}
     return RunResult(node, results, mark_converging(run_checks(state), state), reading.not_checked,
                      reading.notes, host_ports, host_checked, reading.absent,
-                     sorted(vteps - {node.addr}, key=_ip_order), gossip_leavers(state))
+                     sorted(vteps - {node.addr}, key=_ip_order), gossip_leavers(state), motion_of(state))
 
 
 def read_views(collector: Collector, node: NodeInfo, wanted: list[str], reading: Reading) -> NodeState:
@@ -5239,10 +5291,14 @@ def read_task_datapaths(collector: Collector, ingress: NetworkView, not_checked:
 
 
 def settle(first: RunResult, second: RunResult) -> RunResult:
-    """Keep only the inconsistencies both samples show: swarm converges asynchronously."""
+    """Keep only the inconsistencies both samples show: swarm converges asynchronously; of
+    those, what this node saw move between the samples is converging."""
     seen = {f.key for f in first.findings}
     transient = [f for f in second.findings if f.key not in seen]
     second.findings = [f for f in second.findings if f.key in seen]
+    if first.motion is not None and second.motion is not None:
+        for finding in second.findings:
+            finding.converging = finding.converging or moved(finding, first.motion, second.motion)
     if transient or len(first.findings) > len(second.findings):
         second.notes.append(f"{len(first.findings) - len(second.findings) + len(transient)} "
                             "difference(s) seen in only one of two samples were ignored as "

@@ -378,6 +378,67 @@ def test_a_worker_cannot_tell_and_says_inconsistent():
     assert check_ids(result) == ["ipvs-backend-missing"] and result.findings[0].converging is None
 
 
+def two_samples(doc: dict) -> dict:
+    """The snapshot with a second sample, as a live run takes one when the first found something."""
+    doc["samples"].append(copy.deepcopy(doc["samples"][0]))
+    doc["settle"] = 2.0
+    return doc
+
+
+def lose_in(sample: dict, ip: str) -> None:
+    for key, raw in sample["namespaces"].items():
+        if "/lb_" in key:
+            for svc in raw["ipvs"]:
+                svc["dests"] = [d for d in svc["dests"] if d["address"] != ip]
+
+
+def settled(doc: dict) -> ssd.RunResult:
+    _, result = ssd.settled_check(ssd.SnapshotCollector(doc, "fixture"), [], doc["settle"], live=False)
+    return result
+
+
+def test_a_worker_whose_load_balancer_catches_up_between_samples_says_converging(tmp_path):
+    """The soak's most frequent page: during an update a worker's IPVS lags NetworkDB. Between
+    its two samples the engine added one of two missing backends: still at work, not a fault."""
+    doc = two_samples(fixture("28.5-dns-node2"))
+    first, second = task_ips(doc, "s1")[:2]
+    lose_in(doc["samples"][0], first)
+    lose_in(doc["samples"][0], second)
+    lose_in(doc["samples"][1], first)
+    result = settled(doc)
+    assert check_ids(result) == ["ipvs-backend-missing"] and result.findings[0].subject == first
+    assert "load balancers for service s1 changed between its two samples" in result.findings[0].converging
+    assert ssd.overall_status(result) == "converging"
+    code, out = ssd_from(doc, tmp_path, "--nagios")
+    assert code == 1 and out.startswith("SSD WARNING"), out
+
+
+def test_a_worker_whose_networkdb_moves_between_samples_says_converging():
+    doc = two_samples(fixture("28.5-dns-node2"))
+    missing = task_ips(doc, "s1")[0]
+    for sample in doc["samples"]:
+        lose_in(sample, missing)
+    tasks = ov2({"samples": doc["samples"][1:]})["Services"]["s1"]["Tasks"]
+    tasks.append({**tasks[-1], "Name": "s1.9.newtask0000000000000000", "EndpointID": "f" * 64,
+                  "EndpointIP": "10.0.1.250"})
+    result = settled(doc)  # the new task is missing in the second sample only: not reported
+    assert check_ids(result) == ["ipvs-backend-missing"] and result.findings[0].subject == missing
+    assert "NetworkDB entries or load balancers for service s1" in result.findings[0].converging
+
+
+def test_a_backend_missing_in_both_samples_of_a_still_node_is_inconsistent(tmp_path):
+    doc = two_samples(fixture("28.5-dns-node2"))
+    missing = task_ips(doc, "s1")[0]
+    for sample in doc["samples"]:
+        lose_in(sample, missing)
+    lose_in(doc["samples"][1], task_ips(doc, "s2")[0])  # another service moving says nothing of s1
+    result = settled(doc)
+    assert check_ids(result) == ["ipvs-backend-missing"] and result.findings[0].converging is None
+    assert ssd.overall_status(result) == "inconsistent"
+    code, out = ssd_from(doc, tmp_path, "--nagios")
+    assert code == 2 and out.startswith("SSD CRITICAL"), out
+
+
 # --- the report never claims what it did not compare ----------------------------------------
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
