@@ -3721,22 +3721,35 @@ class Motion:
     owners: dict[tuple[str, str], str] = field(default_factory=dict)  # (network, task IP) -> service
 
 
-def motion_of(state: NodeState) -> Motion:
+def motion_of(state: NodeState, findings: list[Finding]) -> Motion:
+    """What this sample saw of the services the findings concern (none: nothing to keep, which
+    spares the memory of a big swarm's every service on a consistent run)."""
     motion = Motion()
+    if not findings:
+        return motion
+    subjects = {(f.network or "", f.subject.split()[-1]) for f in findings if f.subject}
+    wanted = {(f.network or "", f.service) for f in findings if f.service}
     for view in state.views:
         for svc in [*view.services.values(), *view.departed]:
-            tasks = tuple(sorted((t.ip, t.host_ip or "", t.endpoint_id) for t in svc.tasks))
-            key = (view.name, svc.name)
-            motion.services[key] = (*motion.services.get(key, ()), svc.vip, svc.fwmark, tasks)
             for task in svc.tasks:
-                motion.owners[(view.name, task.ip)] = svc.name
+                if (view.name, task.ip) in subjects:
+                    motion.owners[(view.name, task.ip)] = svc.name
+                    wanted.add((view.name, svc.name))
+    for view in state.views:
+        for svc in [*view.services.values(), *view.departed]:
+            key = (view.name, svc.name)
+            if key in wanted:
+                tasks = tuple(sorted((t.ip, t.host_ip or "", t.endpoint_id) for t in svc.tasks))
+                motion.services[key] = (*motion.services.get(key, ()), svc.vip, svc.fwmark, tasks)
     for lb in state.lbs:
         if lb.datapath.ipvs is None:
             continue
         for svc in lb.network.services.values():
+            key = (lb.network.name, svc.name)
+            if key not in wanted:
+                continue
             ipvs = lb.datapath.ipvs_by_mark.get(svc.fwmark) if svc.fwmark else None
             dests = tuple(sorted((d.address, d.weight) for d in ipvs.dests)) if ipvs else None
-            key = (lb.network.name, svc.name)
             motion.services[key] = (*motion.services.get(key, ()), lb.datapath.name, dests)
     return motion
 
@@ -4822,9 +4835,10 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
     host_ports = read_ingress(collector, state, ingress_dp, reading)
     host_checked = state.ingress is not None and state.host is not None and state.host.rules is not None
     vteps = {ip for view in state.views if view.instantiated for ip in local_vteps(view, state)}
-    return RunResult(node, results, mark_converging(run_checks(state), state), reading.not_checked,
-                     reading.notes, host_ports, host_checked, reading.absent,
-                     sorted(vteps - {node.addr}, key=_ip_order), gossip_leavers(state), motion_of(state))
+    findings = mark_converging(run_checks(state), state)
+    return RunResult(node, results, findings, reading.not_checked, reading.notes, host_ports, host_checked,
+                     reading.absent, sorted(vteps - {node.addr}, key=_ip_order), gossip_leavers(state),
+                     motion_of(state, findings))
 
 
 def read_views(collector: Collector, node: NodeInfo, wanted: list[str], reading: Reading) -> NodeState:

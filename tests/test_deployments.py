@@ -426,6 +426,23 @@ def test_a_worker_whose_networkdb_moves_between_samples_says_converging():
     assert "NetworkDB entries or load balancers for service s1" in result.findings[0].converging
 
 
+def test_an_address_that_changes_hands_between_samples_is_motion():
+    finding = ssd.Finding("overlay-neighbor-stale", "", network="ov2", subject="10.0.1.9")
+    still = ssd.Motion()
+    joined = ssd.Motion(owners={("ov2", "10.0.1.9"): "s1"})
+    assert ssd.moved(finding, still, still) is None
+    assert ssd.moved(finding, still, joined).startswith("task address 10.0.1.9 joined service s1")
+    assert "left service s1" in ssd.moved(finding, joined, still)
+
+
+def test_a_consistent_sample_keeps_no_motion():
+    """Kept only for what findings concern: a consistent run of a big swarm holds nothing more."""
+    doc = fixture("28.5-dns-node2")
+    assert replay(doc).motion == ssd.Motion()
+    lose_backend(doc, task_ips(doc, "s1")[0])
+    assert {key[1] for key in replay(doc).motion.services} == {"s1"}
+
+
 def test_a_backend_missing_in_both_samples_of_a_still_node_is_inconsistent(tmp_path):
     doc = two_samples(fixture("28.5-dns-node2"))
     missing = task_ips(doc, "s1")[0]
