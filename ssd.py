@@ -2679,9 +2679,10 @@ class Collector:
         return self.ahead.take(kind, path, want_ipvs) if self.ahead is not None else None
 
     def new_sample(self, reread: set[str | None] | None = None) -> None:
-        """Start another sample. With reread (the namespaces the last sample's findings name),
-        every other namespace is taken over as last read: a finding must show in both samples
-        to count, and those namespaces had none, so a second look could change nothing."""
+        """Start another sample. With reread (the namespaces the last sample's findings name,
+        and their networks' load balancers: reread_for), every other namespace is taken over as
+        last read: a finding must show in both samples to count, and those namespaces had none
+        and judge none of them, so a second look could change nothing."""
         last = self.samples[-1]["namespaces"] if self.samples else {}
         self.reusable = {} if reread is None or None in reread else {
             key: raw for key, raw in last.items()
@@ -7109,12 +7110,23 @@ def settled_check(collector: Collector, wanted: list[str], settle_seconds: float
         wait = max(settle_seconds, node.heartbeat_expiry()) if result.leavers else settle_seconds
         if live:  # (a snapshot taken without a second sample is judged on its one)
             time.sleep(wait)
-        collector.new_sample(reread={f.namespace for f in result.findings})
+        collector.new_sample(reread=reread_for(result))
         first, result = result, settle(result, run_once(collector, node, wanted))
         result.notes += leaver_notes(first.leavers, result.leavers, wait)
     for finding in result.findings:
         finding.known_issues = known_issues(finding.check, node.engine.version)
     return node, result
+
+
+def reread_for(result: RunResult) -> set[str | None]:
+    """The namespaces a second sample reads again: those the findings name, and the load
+    balancers of their networks, whose state judges findings elsewhere (a task at weight 0 there
+    may lack its DNS records) and shows what moved between the samples. Soak, 2026-12-02: a
+    DNS finding judged, in the second sample, against the first one's weights paged 7 times."""
+    networks = {f.network for f in result.findings}
+    lbs = {name for net in result.networks if net.view.name in networks and net.namespace
+           for name in net.namespace.split(", ")}
+    return {f.namespace for f in result.findings} | lbs
 
 
 def leaver_notes(before: list[str], after: list[str], wait: float) -> list[str]:

@@ -426,6 +426,21 @@ def test_a_worker_whose_networkdb_moves_between_samples_says_converging():
     assert "NetworkDB entries or load balancers for service s1" in result.findings[0].converging
 
 
+def test_the_second_sample_reads_again_the_load_balancer_that_excuses_a_dns_finding():
+    """Soak, 2026-12-02 (28.5.2, node3): a task being stopped lost its tasks.<name> record; the
+    first sample had read the load balancer before the engine set its weight to 0, and the
+    second, reading again only the container the DNS finding named, judged the fresh answer
+    against that old weight: a page, twice. Its network's load balancer is read again too."""
+    doc = fixture("28.5-dns-node2")
+    drop = task_ips(doc, "s2")[0]
+    set_answer(doc, "tasks.s2", [ip for ip in task_ips(doc, "s2") if ip != drop])
+    result = replay(doc)
+    [finding] = result.findings
+    assert finding.check == "dns-answer-incomplete"
+    lb = next(k for k in doc["samples"][0]["namespaces"] if "/lb_" in k).rsplit("/", 1)[-1]
+    assert ssd.reread_for(result) == {finding.namespace, lb}
+
+
 def test_an_address_that_changes_hands_between_samples_is_motion():
     finding = ssd.Finding("overlay-neighbor-stale", "", network="ov2", subject="10.0.1.9")
     still = ssd.Motion()
