@@ -501,11 +501,13 @@ class TaskView:
     endpoint_id: str
     ip: str
     host_ip: str | None
+    # Task container names are <service>.<slot or node id>.<task id>. Kept, not a property:
+    # the checks ask for it nine times per task (180,000 times at 5000 x 4).
+    task_id: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def task_id(self) -> str:
-        # Task container names are <service>.<slot or node id>.<task id>.
-        return self.name.rsplit(".", 1)[-1]
+    def __post_init__(self) -> None:
+        # interned: the same string as swarm's SwarmTask.id, held once
+        object.__setattr__(self, "task_id", sys.intern(self.name.rsplit(".", 1)[-1]))
 
 
 @dataclass
@@ -1291,17 +1293,20 @@ def build_network_view(raw: dict, protocols: dict[str, dict] | None,
 def build_swarm_tasks(raw: list[dict] | None) -> dict[str, SwarmTask] | None:
     if raw is None:
         return None
-    return {t["ID"]: SwarmTask(id=t["ID"], service=t.get("ServiceID", ""),
-                               desired_state=t.get("DesiredState", ""),
-                               state=(t.get("Status") or {}).get("State", ""),
-                               node_id=t.get("NodeID") or "",
-                               since=parse_timestamp((t.get("Status") or {}).get("Timestamp")),
-                               container_id=((t.get("Status") or {}).get("ContainerStatus") or {}).get(
-                                   "ContainerID") or "",
-                               addresses={(a.get("Network") or {}).get("ID", ""):
-                                          _ipv4_first(a.get("Addresses"))
-                                          for a in t.get("NetworksAttachments") or []})
-            for t in raw if t.get("ID")}
+    tasks = {}
+    for t in raw:
+        if not t.get("ID"):
+            continue
+        status = t.get("Status") or {}
+        task_id = sys.intern(t["ID"])  # one string per task, shared with NetworkDB's TaskView
+        tasks[task_id] = SwarmTask(
+            id=task_id, service=t.get("ServiceID", ""), desired_state=t.get("DesiredState", ""),
+            state=status.get("State", ""), node_id=t.get("NodeID") or "",
+            since=parse_timestamp(status.get("Timestamp")),
+            container_id=(status.get("ContainerStatus") or {}).get("ContainerID") or "",
+            addresses={(a.get("Network") or {}).get("ID", ""): _ipv4_first(a.get("Addresses"))
+                       for a in t.get("NetworksAttachments") or []})
+    return tasks
 
 
 def _ipv4_first(addresses: list | None) -> str:
@@ -2529,16 +2534,22 @@ class ReadAhead:
         self.done = threading.Condition()
         self.running = 0
         self.pids: list[int] = []
-        for share in (jobs[i::workers] for i in range(max(1, min(workers, len(jobs))))):
-            self._start(share, backends)
+        self.pipes: list[int] = []
+        # Every child is forked before any thread starts here: a fork copies only the calling
+        # thread, and Python warns (3.12+) when a process with threads forks.
+        started = [self._start(share, backends)
+                   for share in (jobs[i::workers] for i in range(max(1, min(workers, len(jobs)))))]
+        for readable, pid in started:
+            threading.Thread(target=self._drain, args=(readable, pid), daemon=True).start()
 
-    def _start(self, jobs: list[tuple[str, str, bool]], backends: dict[str, str]) -> None:
+    def _start(self, jobs: list[tuple[str, str, bool]], backends: dict[str, str]) -> tuple[int, int]:
         readable, writable = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: read, write, and leave without running anything of the parent's
             code = 1
             try:
-                os.close(readable)
+                for fd in (readable, *self.pipes):  # a reader's pipe is held by the parent alone
+                    os.close(fd)
                 with os.fdopen(writable, "wb") as out:
                     for job in jobs:
                         blob = marshal.dumps((job, self._read(job, backends)))
@@ -2549,8 +2560,9 @@ class ReadAhead:
                 os._exit(code)
         os.close(writable)
         self.pids.append(pid)
+        self.pipes.append(readable)
         self.running += 1
-        threading.Thread(target=self._drain, args=(readable, pid), daemon=True).start()
+        return readable, pid
 
     @staticmethod
     def _read(job: tuple[str, str, bool], backends: dict[str, str]) -> dict:
@@ -2632,8 +2644,11 @@ def start_read_ahead(netns_dir: str, networks: list[dict] | None, lb_named: bool
     # routing mesh's and the encrypted overlays').
     jobs = [*(("ns", path(name), True) for name in lb_names),
             *(("overlay", path(newest[net_id][1]), False) for net_id in overlay_ids), ("ns", "", False)]
-    try:  # two readers beside this process: the lab's 2-core VMs measured it best
-        return ReadAhead(jobs, iptables_backends(), workers=2 if (os.cpu_count() or 1) > 1 else 1)
+    # One reader beside this process. Two finished the reads sooner but slowed this process's
+    # own imports and API reads (the critical path) more: 5000 x 4 in the lab's 2-core VM, 7.0 s
+    # with one child against 9.0 s with two (9.2 s with none).
+    try:
+        return ReadAhead(jobs, iptables_backends(), workers=1)
     except OSError:  # no fork (a limit on processes): read as usual
         return None
 
@@ -2805,6 +2820,10 @@ class Collector:
 
     probing = False  # --probe: send the probes a run plans (a snapshot replays what it recorded)
 
+    def will_probe(self) -> bool:
+        """Whether probe() would send (or replay) anything: the plan is made only then."""
+        return self.probing
+
     def probe(self, probes: list[Probe]) -> dict[str, dict] | None:
         """What came back of each probe, by key. None: not probing (or nothing recorded)."""
         if not self.probing:
@@ -2852,6 +2871,9 @@ class SnapshotCollector(Collector):
 
     def nodes(self) -> list[dict] | None:
         return self.sample["api"].get("GET /nodes")  # not recorded before the orchestrator checks
+
+    def will_probe(self) -> bool:
+        return self.probing or "probes" in self.sample["lookups"]
 
     def probe(self, probes: list[Probe]) -> dict[str, dict] | None:
         return self._lookup("probes", dict)  # replayed when the snapshot was taken with --probe
@@ -3581,22 +3603,28 @@ def zombie_notes(views: list[NetworkView], state: NodeState) -> list[str]:
 
 @register_check("duplicate-ip", scope="network")
 def check_duplicate_ips(view: NetworkView, state: NodeState) -> list[Finding]:
-    owners: dict[str, dict[str, str]] = {}  # IP -> endpoint ID (or "vip:<service>") -> label
-
-    def hold(ip: str | None, key: str, label: str) -> None:
-        if ip:
-            owners.setdefault(ip, {}).setdefault(key, label)
-    for svc in view.services.values():
-        hold(svc.vip, f"vip:{svc.name}", f"VIP of {svc.name}")
-        for t in svc.tasks:
-            hold(t.ip, t.endpoint_id or t.name, f"task {t.name}")
-    for t in view.others:
-        hold(t.ip, t.endpoint_id or t.name, f"endpoint {t.name or t.endpoint_id[:12]}")
-    lb = view.lb_endpoint
-    if lb:
-        hold(lb.ip, lb.endpoint_id or view.lb_key, f"this node's load balancer {view.lb_key}")
+    def holders() -> Iterator[tuple[str | None, str, str, str]]:  # IP, key, label's two halves
+        for svc in view.services.values():
+            yield svc.vip, f"vip:{svc.name}", "VIP of ", svc.name
+            for t in svc.tasks:
+                yield t.ip, t.endpoint_id or t.name, "task ", t.name
+        for t in view.others:
+            yield t.ip, t.endpoint_id or t.name, "endpoint ", t.name or t.endpoint_id[:12]
+        lb = view.lb_endpoint
+        if lb:
+            yield lb.ip, lb.endpoint_id or view.lb_key, "this node's load balancer ", view.lb_key
+    # Labels are made only for the addresses held twice: one label per endpoint, 25,000 at 5000 x 4,
+    # was most of this check's time.
+    first: dict[str, tuple[str, str, str]] = {}  # IP -> its first holder's key and label halves
+    clashes: dict[str, dict[str, str]] = {}  # IP held by two keys or more -> key -> label
+    for ip, key, what, name in holders():
+        if not ip:
+            continue
+        held = first.setdefault(ip, (key, what, name))
+        if held[0] != key:
+            clashes.setdefault(ip, {held[0]: held[1] + held[2]}).setdefault(key, what + name)
     findings = []
-    for ip, who in sorted(owners.items()):
+    for ip, who in sorted(clashes.items()):
         if len(who) > 1:
             labels = sorted(who.values())
             findings.append(Finding(
@@ -3611,11 +3639,12 @@ def check_peer_records(view: NetworkView, state: NodeState) -> list[Finding]:
     """Every endpoint NetworkDB lists carries the Host IP of its node's peer record. A peer record
     is published before the endpoint's entry and withdrawn after it: one without it is no
     transient (a finding must still show in both samples of a run to count)."""
+    lacking = [t for t in view.all_endpoints() if not t.host_ip]  # (then sorted: none, usually)
+    if not lacking:
+        return []
     owner = {t.endpoint_id: svc.name for svc in view.services.values() for t in svc.tasks}
     findings = []
-    for task in sorted(view.all_endpoints(), key=lambda t: (t.name, t.ip)):
-        if task.host_ip:
-            continue
+    for task in sorted(lacking, key=lambda t: (t.name, t.ip)):
         service = owner.get(task.endpoint_id)
         findings.append(Finding(
             "networkdb-peer-missing", f"network {view.name}: NetworkDB on this node lists "
@@ -5008,6 +5037,8 @@ def read_probes(collector: Collector, state: NodeState, results: list[NetworkRes
                 reading: Reading) -> None:
     """--probe: send what plan_probes() plans (the layers are read: it knows where from and to
     whom), and count per network what came back."""
+    if not collector.will_probe():  # planning alone is 7% of a run at 5000 x 4
+        return
     plan = plan_probes(state)
     state.probe_results = collector.probe([p.probe for p in plan])
     if state.probe_results is None:
@@ -5153,10 +5184,13 @@ def read_dns(collector: Collector, views: list[NetworkView], state: NodeState, n
     out: dict[str, DnsProbe] = {}
     unasked = []
     for view in views:
-        names = dns_names(view, state) if view.instantiated and not view.ingress else []
-        if not names:
-            continue  # ingress has no service discovery (libnetwork addSvcRecords)
-        probe = dns_probe(collector, view, ingress_names, names, not_checked)
+        if not view.instantiated or view.ingress or not any(
+                not svc.ipv6 and any(t.ip for t in svc.tasks) for svc in view.services.values()):
+            continue  # no name to ask for (ingress has no service discovery: addSvcRecords)
+        if not dns_candidates(view):  # (before the names: 5,000 services' records take a while)
+            unasked.append(view.name)
+            continue
+        probe = dns_probe(collector, view, ingress_names, dns_names(view, state), not_checked)
         if probe is None:
             unasked.append(view.name)
         else:
@@ -5167,14 +5201,18 @@ def read_dns(collector: Collector, views: list[NetworkView], state: NodeState, n
     return out
 
 
+def dns_candidates(view: NetworkView) -> list[str]:
+    """This node's containers on the network (endpoint keys, by name): where to ask from."""
+    return sorted((k for k in view.endpoints if k != view.lb_key and not k.startswith("lb-")
+                   and k != "ingress-sbox"), key=lambda k: view.endpoints[k].name)
+
+
 def dns_probe(collector: Collector, view: NetworkView, ingress_names: set[str], names: list[str],
               not_checked: list[NotChecked]) -> DnsProbe | None:
     """Ask from a container on this network only where one runs here: the resolver answers a name
     from the first of the container's networks that has it."""
     best: tuple[dict, list[str]] | None = None
-    keys = sorted((k for k in view.endpoints if k != view.lb_key and not k.startswith("lb-")
-                   and k != "ingress-sbox"), key=lambda k: view.endpoints[k].name)
-    for key in keys[:DNS_CANDIDATES]:
+    for key in dns_candidates(view)[:DNS_CANDIDATES]:
         info = collector.container(key) or {}
         settings = info.get("NetworkSettings") or {}
         if not settings.get("SandboxKey"):
@@ -7524,7 +7562,19 @@ def cli() -> None:
         print("ssd: interrupted", file=sys.stderr)
         status = 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the verdict is out: a late Ctrl-C changes nothing
-    sys.exit(status)
+    if PROFILERS & sys.modules.keys():  # they write what they measured once the program returns
+        sys.exit(status)
+    # Everything is written (emit flushes; snapshots and metrics are renamed into place): leave
+    # without the interpreter's teardown, which frees every object of the run one by one (0.3 s
+    # at 1,000 services under the lab's emulation, more than some of ssd's checks take).
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            if stream is not None:
+                stream.flush()
+    os._exit(status)
+
+
+PROFILERS = {"cProfile", "profile", "coverage", "trace", "pyinstrument"}
 
 
 if __name__ == "__main__":
