@@ -271,3 +271,13 @@ def test_a_finding_names_the_engine_bugs_it_may_be():
         "moby#45089": True}
     text = run("--from", example).stdout
     assert "known engine bug firewalld/firewalld#503, fixed in 29.0.0" in text
+
+
+def test_a_profiler_loaded_still_writes_what_it_measured(tmp_path):
+    """ssd leaves without the interpreter's teardown (os._exit once the verdict is flushed),
+    except when a profiler is loaded: cProfile writes its results after the program returns."""
+    out = tmp_path / "ssd.prof"
+    proc = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), SSD, "-q", "--from", EXAMPLE],
+                          capture_output=True, text=True, timeout=60, check=False, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert out.exists() and out.stat().st_size > 0

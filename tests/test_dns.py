@@ -231,6 +231,23 @@ def test_an_answer_from_the_containers_other_network_is_not_judged():
         assert sorted(f.check for f in ssd.run_checks(state)) == expected
 
 
+def test_no_local_container_no_names_listed(monkeypatch):
+    """A network with no container here cannot be asked: its names (every service's records,
+    5,000 services on a big swarm) are not even listed; the note says why DNS was not asked."""
+    view = ssd.NetworkView(id="n1", name="ov2", ingress=False, dsr=False, subnets=["10.0.1.0/24"],
+                           services={"s1": ssd.ServiceView("s1", "10.0.1.2", 256, [], [
+                               ssd.TaskView("s1.1.a", "e1", "10.0.1.3", "10.99.0.1")])},
+                           endpoints={}, instantiated=True)
+    state = ssd.NodeState(ssd.engine_model("28.5.2"), "/run/netns", [view])
+
+    def names(view, state):
+        raise AssertionError("names listed with no container to ask from")
+    monkeypatch.setattr(ssd, "dns_names", names)
+    notes: list[str] = []
+    assert ssd.read_dns(ssd.Collector(None, "/run"), [view], state, [], notes) == {}
+    assert len(notes) == 1 and "ov2: no container of the network runs here" in notes[0]
+
+
 def test_snapshot_without_dns_answers_says_so():
     doc = json.loads((FIXTURES / "snapshot-28.5-node1.json").read_text())
     result = run(doc)

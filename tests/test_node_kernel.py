@@ -520,6 +520,27 @@ def test_read_ahead_plans_the_namespaces_the_run_reads(node, engine, monkeypatch
     finally:
         everything.close()
         (node.netns_dir / "0-oc6rqvyvpk").unlink()
+    assert len(everything.pids) == 1  # one reader beside the run (two slowed the run itself)
+
+
+def test_read_ahead_forks_every_child_before_any_thread(node, monkeypatch):
+    """A fork copies only the calling thread (Python 3.12+ warns on every such fork): each
+    child is forked while this process has no thread of the read-ahead's yet."""
+    threads_at_fork = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        threads_at_fork.append(threading.active_count())
+        return real_fork()
+    monkeypatch.setattr(ssd.os, "fork", fork)
+    before = threading.active_count()
+    jobs = [("ns", node.ns(LB), True), ("ns", node.ns("ingress_sbox"), True), ("ns", "", False)]
+    ahead = ssd.ReadAhead(jobs, ssd.iptables_backends(), workers=3)
+    try:
+        assert threads_at_fork == [before] * 3
+        assert ahead.take("ns", node.ns(LB), True)["error"] is None
+    finally:
+        ahead.close()
 
 
 @pytest.mark.parametrize("networks", [["ov2"], []], ids=["named", "all"])
