@@ -2613,13 +2613,22 @@ class ReadAhead:
             self.results.clear()
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (a container's cpuset, taskset), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def start_read_ahead(netns_dir: str, networks: list[dict] | None, lb_named: bool = True
                      ) -> ReadAhead | None:
     """A ReadAhead of the namespaces a run reads for these networks (None: every network this
     node has a namespace of, which is what a run that names no network checks), or None where
     there is nothing to gain or it cannot be: no namespaces directory, another thread in this
-    process (a fork copies only the calling one), SSD_NO_READ_AHEAD set, or no fork."""
-    if threading.active_count() > 1 or os.environ.get("SSD_NO_READ_AHEAD"):
+    process (a fork copies only the calling one), SSD_NO_READ_AHEAD set, one core only (a child
+    there takes turns with this process: the lab's 1-vCPU nodes measured no gain), or no fork."""
+    if threading.active_count() > 1 or os.environ.get("SSD_NO_READ_AHEAD") or usable_cores() < 2:
         return None
     try:
         present = set(os.listdir(netns_dir))

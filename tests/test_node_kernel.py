@@ -523,6 +523,17 @@ def test_read_ahead_plans_the_namespaces_the_run_reads(node, engine, monkeypatch
     assert len(everything.pids) == 1  # one reader beside the run (two slowed the run itself)
 
 
+def test_no_read_ahead_on_one_core(node, monkeypatch):
+    """A child on the only core takes turns with the run: no gain measured, so none started."""
+    monkeypatch.setattr(ssd.threading, "active_count", lambda: 1)  # the fake engine's thread
+    monkeypatch.setattr(ssd.os, "sched_getaffinity", lambda pid: {0})
+    assert ssd.start_read_ahead(str(node.netns_dir), None) is None
+    monkeypatch.setattr(ssd.os, "sched_getaffinity", lambda pid: {0, 1})
+    two = ssd.start_read_ahead(str(node.netns_dir), None)
+    assert two is not None
+    two.close()
+
+
 def test_read_ahead_forks_every_child_before_any_thread(node, monkeypatch):
     """A fork copies only the calling thread (Python 3.12+ warns on every such fork): each
     child is forked while this process has no thread of the read-ahead's yet."""
