@@ -45,6 +45,33 @@ def addr(k: int, i: int) -> str:
     return f"10.{k + 1}.{i // 256}.{i % 256}"
 
 
+STAMP = "2026-11-30T08:15:42.123456789Z"  # long settled: every task is judged
+
+
+def task_record(task_id: str, svc_id: str, slot: int, net_id: str, net_name: str, ip: str,
+                rng: random.Random) -> dict:
+    """A task as /tasks gives it, with the parts ssd reads (state, timestamp, container, the
+    network attachment and its address: swarm against NetworkDB is judged for every task) and
+    the common rest of a real record (spec, versions, times), so that both ssd and the floor
+    decode as much JSON per task as a real engine sends (about 1 KiB)."""
+    return {
+        "ID": task_id, "Version": {"Index": rng.randrange(1000, 99999)}, "CreatedAt": STAMP,
+        "UpdatedAt": STAMP, "Labels": {}, "ServiceID": svc_id, "Slot": slot, "NodeID": "benchnode",
+        "Spec": {"ContainerSpec": {"Image": "nginx:1.27-alpine@sha256:" + ident(rng, 64),
+                                   "Init": False, "DNSConfig": {}, "Isolation": "default"},
+                 "Resources": {"Limits": {}, "Reservations": {}}, "Placement": {"Platforms": [
+                     {"Architecture": "amd64", "OS": "linux"}]},
+                 "Networks": [{"Target": net_id}], "ForceUpdate": 0},
+        "Status": {"Timestamp": STAMP, "State": "running", "Message": "started",
+                   "ContainerStatus": {"ContainerID": ident(rng, 64), "PID": rng.randrange(100, 60000),
+                                       "ExitCode": 0}, "PortStatus": {}},
+        "DesiredState": "running",
+        "NetworksAttachments": [{
+            "Network": {"ID": net_id, "Spec": {"Name": net_name, "Labels": {}, "Scope": "swarm",
+                                               "DriverConfiguration": {"Name": "overlay"}}},
+            "Addresses": [f"{ip}/16"]}]}
+
+
 def build(n: int, m: int, k: int, rng: random.Random) -> tuple[list[dict], dict]:
     """Per network: what to program; and the Engine API routes of the same swarm."""
     networks, services, tasks = [], [], []
@@ -70,8 +97,7 @@ def build(n: int, m: int, k: int, rng: random.Random) -> tuple[list[dict], dict]
                 host = REMOTE_NODES[j % len(REMOTE_NODES)]
                 task_entries.append({"Name": f"{svc_name}.{j + 1}.{task_id}", "EndpointID": ident(rng, 64),
                                      "EndpointIP": ip, "Info": {"Host IP": host}})
-                tasks.append({"ID": task_id, "ServiceID": svc_id, "NodeID": "benchnode",
-                              "DesiredState": "running", "Status": {"State": "running"}})
+                tasks.append(task_record(task_id, svc_id, j + 1, net_id, name, ip, rng))
             inspect_services[svc_name] = {"VIP": vip, "LocalLBIndex": mark, "Ports": [],
                                           "Tasks": task_entries}
             services.append({"ID": svc_id, "Spec": {"Name": svc_name},
