@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import socket
 import struct
 
@@ -276,3 +277,46 @@ def test_ipvs_raw_is_asdict():
     svc = ssd.IpvsService(2, 256, 0, None, 0, "rr", 2, 0,
                           [ssd.IpvsDest("10.0.1.3", 0, 1, "Masq"), ssd.IpvsDest("fd00::1", 80, 0, "Route")])
     assert ssd.ipvs_raw(svc) == dataclasses.asdict(svc)
+
+
+# --- /tasks, decoded one task at a time -------------------------------------------------
+
+@pytest.mark.parametrize("items", [[], [{}], [{"ID": "a"}, {"ID": "b", "Status": {"State": "running"}}],
+                                   [1, "two", [3], None, {"x": [{"y": 1}]}]])
+@pytest.mark.parametrize("indent", [None, 2])
+def test_json_array_items_are_what_json_decodes(items, indent):
+    text = json.dumps(items, indent=indent)
+    assert list(ssd.json_array_items(text, "GET /tasks")) == json.loads(text)
+    assert list(ssd.json_array_items(f" \n\t{text}\r\n ", "GET /tasks")) == items
+
+
+@pytest.mark.parametrize("text", ["", "{}", "[", "[1", "[1 2]", "[1,]", "[{]", "null", "[1]x", "[] []"])
+def test_json_array_items_refuses_what_is_not_an_array_in_one_line(text):
+    with pytest.raises(ssd.CheckError) as err:
+        list(ssd.json_array_items(text, "GET /tasks"))
+    assert "GET /tasks" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_json_array_items_decodes_only_what_is_consumed():
+    items = ssd.json_array_items('[{"ID": "a"}, {"ID": "b"}, oops]', "GET /tasks")
+    assert next(items) == {"ID": "a"} and next(items) == {"ID": "b"}
+    with pytest.raises(ssd.CheckError):
+        next(items)
+
+
+def test_engine_streams_the_same_tasks_as_the_sdk(engine):
+    api = ssd.Engine(engine.url)
+    streamed = api.tasks()
+    assert not isinstance(streamed, list)
+    assert list(streamed) == api.api.tasks() and engine.routes["/tasks"]
+
+
+def test_engine_tasks_that_are_not_json_are_one_line(engine):
+    engine.routes["/tasks"] = "[{\"ID\": \"a\"}, <html>"
+    with pytest.raises(ssd.CheckError) as err:
+        ssd.build_swarm_tasks(ssd.Engine(engine.url).tasks())
+    assert "GET /tasks" in str(err.value)
+    engine.routes["/tasks"] = 500
+    with pytest.raises(ssd.CheckError) as err:
+        ssd.Engine(engine.url).tasks()
+    assert "GET /tasks" in str(err.value)
