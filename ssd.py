@@ -86,6 +86,7 @@ if sys.version_info < MIN_PYTHON:
     _refuse_old_python()
 
 import argparse
+import codecs
 import contextlib
 import dataclasses
 import errno
@@ -1081,15 +1082,26 @@ class Engine:
         return self.call("GET /services", self.api.services)
 
     def tasks(self) -> Iterator[dict]:
-        """/tasks, one task at a time, decoded from the body as it is consumed. Swarm keeps
-        every task of a big swarm (and their history) in it: decoded whole, 20,000 tasks are
-        150 MiB of dicts at once, which the run then reduces to SwarmTasks; one at a time,
-        the peak is the body's text (lab, 5000 x 4: 190 MiB whole)."""
-        def body() -> str:
-            response = self.api._get(self.api._url("/tasks"))  # the SDK's own request, undecoded
+        """/tasks, one task at a time, decoded from the body as it arrives and is consumed.
+        Swarm keeps every task of a big swarm (and their history) in it: decoded whole, 20,000
+        tasks are 150 MiB of dicts at once, and the body's bytes and text 22 MB more each,
+        which the run then reduces to SwarmTasks (lab, 5000 x 4: 190 MiB at its peak whole)."""
+        def start() -> Any:
+            response = self.api._get(self.api._url("/tasks"), stream=True)  # the SDK's own request
             self.api._raise_for_status(response)
-            return response.content.decode("utf-8", errors="replace")
-        return json_array_items(self.call("GET /tasks", body), "GET /tasks")
+            return response
+        return json_array_items(self._text(self.call("GET /tasks", start), "GET /tasks"), "GET /tasks")
+
+    def _text(self, response: Any, what: str) -> Iterator[str]:
+        """A streamed response's body as text, a MiB at a time; closed when read or dropped."""
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        try:
+            with response:
+                for raw in response.iter_content(1 << 20):
+                    yield utf8.decode(raw)
+                yield utf8.decode(b"", final=True)
+        except Exception as exc:  # the connection lost or timed out half-way
+            raise CheckError(f"Engine API {what}: {why_unreachable(self.endpoint.url, exc)}") from exc
 
     def nodes(self) -> list[dict] | None:
         try:
@@ -1105,29 +1117,65 @@ class Engine:
 
 
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
+_AFTER_NUMBER = re.compile(r"[ \t\n\r,\]]")
 
 
-def json_array_items(text: str, what: str) -> Iterator[Any]:
-    """The items of the JSON array in text, decoded one by one as they are asked for."""
-    decode, space = json.JSONDecoder().raw_decode, _JSON_SPACE.match
-    at = space(text).end()
+def json_array_items(pieces: Iterable[str], what: str) -> Iterator[Any]:
+    """The items of a JSON array whose text arrives in pieces (a response's body, a MiB at a
+    time), decoded one by one as they are asked for: what is held is a piece and an item,
+    never the whole array nor its whole text."""
+    decode, space, source = json.JSONDecoder().raw_decode, _JSON_SPACE.match, iter(pieces)
+    buf, at = "", 0
+
+    def more() -> bool:  # the next piece after what is left unread; False: no more
+        nonlocal buf, at
+        piece = next(source, None)
+        if piece is None:
+            return False
+        buf, at = buf[at:] + piece, 0
+        return True
+
+    def next_char() -> str:  # the next character that is not white space ("" at the end)
+        nonlocal at
+        while True:
+            at = space(buf, at).end()
+            if at < len(buf) or not more():
+                return buf[at:at + 1]
+
+    def item() -> Any:
+        nonlocal at
+        while True:
+            try:
+                value, end = decode(buf, at)
+            except ValueError:
+                if more():  # cut by a piece's end: decoded again with the next piece
+                    continue
+                raise
+            # A number cut by a piece's end reads as a shorter one ("-0." of "-0.5e3"): it is
+            # whole only once a delimiter follows it.
+            if isinstance(value, (int, float)) and not _AFTER_NUMBER.search(buf, end) and more():
+                continue
+            at = end
+            return value
+
     try:
-        if text[at:at + 1] != "[":
+        if next_char() != "[":
             raise ValueError("not an array")
-        at = space(text, at + 1).end()
-        while text[at:at + 1] != "]":  # an item, then ']' or ',' and another item
-            item, at = decode(text, at)
-            yield item
-            at = space(text, at).end()
-            if text[at:at + 1] == "]":
-                break
-            if text[at:at + 1] != ",":
-                raise ValueError(f"',' or ']' expected at offset {at}")
-            at = space(text, at + 1).end()
-            if text[at:at + 1] == "]":
-                raise ValueError(f"an item expected at offset {at}")
-        if space(text, at + 1).end() != len(text):
-            raise ValueError(f"more after the array's end, at offset {at + 1}")
+        at += 1
+        if next_char() != "]":
+            while True:
+                yield item()
+                found = next_char()
+                if found == "]":
+                    break
+                if found != ",":
+                    raise ValueError(f"',' or ']' expected, not {found or 'the end'!r}")
+                at += 1
+                if next_char() == "]":
+                    raise ValueError("an item expected after ','")
+        at += 1
+        if next_char():
+            raise ValueError("more after the array's end")
     except ValueError as exc:
         raise CheckError(f"Engine API {what}: the answer is not a JSON array ({_short(exc)})") from exc
 
@@ -1559,6 +1607,7 @@ SVC_AF, SVC_PROTOCOL, SVC_ADDR, SVC_PORT, SVC_FWMARK, SVC_SCHED_NAME, SVC_FLAGS,
 DEST_ADDR, DEST_PORT, DEST_FWD_METHOD, DEST_WEIGHT, DEST_ADDR_FAMILY = 1, 2, 3, 4, 11
 IP_VS_CONN_F_FWD_MASK = 0x7
 _NLMSGHDR = struct.Struct("=IHHII")
+_MSG_TRUNC = int(socket.MSG_TRUNC)  # a plain int: the enum's & runs Python code, once per datagram
 _GENLHDR_LEN = 4
 
 
@@ -1708,7 +1757,7 @@ class NetlinkSocket:
         while True:
             # one datagram; a dump fills <= 32 KiB
             size, _, flags, _ = self.sock.recvmsg_into([data])
-            if flags & socket.MSG_TRUNC:
+            if flags & _MSG_TRUNC:
                 raise OSError(errno.EMSGSIZE, "netlink reply larger than 64 KiB")
             offset = 0
             while offset + 16 <= size:  # 16: the netlink header

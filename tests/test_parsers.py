@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import http.server
 import json
 import socket
+import socketserver
 import struct
+import threading
 
 import pytest
 from pyroute2.netlink.generic.ipvs import ipvsmsg
@@ -281,25 +284,47 @@ def test_ipvs_raw_is_asdict():
 
 # --- /tasks, decoded one task at a time -------------------------------------------------
 
-@pytest.mark.parametrize("items", [[], [{}], [{"ID": "a"}, {"ID": "b", "Status": {"State": "running"}}],
-                                   [1, "two", [3], None, {"x": [{"y": 1}]}]])
+def pieces_of(text: str, size: int) -> list[str]:
+    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+
+
+ARRAYS = [[], [{}], [{"ID": "a"}, {"ID": "b", "Status": {"State": "running"}}],
+          [1, "two", [3], None, {"x": [{"y": 1}]}, 12345, -0.5e3, True, "é ☃ \u2028"],
+          [{"ID": f"task{i}", "Slot": i} for i in range(50)]]
+
+
+@pytest.mark.parametrize("items", ARRAYS)
 @pytest.mark.parametrize("indent", [None, 2])
-def test_json_array_items_are_what_json_decodes(items, indent):
-    text = json.dumps(items, indent=indent)
-    assert list(ssd.json_array_items(text, "GET /tasks")) == json.loads(text)
-    assert list(ssd.json_array_items(f" \n\t{text}\r\n ", "GET /tasks")) == items
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 1 << 20])
+def test_json_array_items_are_what_json_decodes_however_the_text_is_cut(items, indent, size):
+    text = f" \n\t{json.dumps(items, indent=indent, ensure_ascii=False)}\r\n "
+    assert list(ssd.json_array_items(pieces_of(text, size), "GET /tasks")) == items
 
 
-@pytest.mark.parametrize("text", ["", "{}", "[", "[1", "[1 2]", "[1,]", "[{]", "null", "[1]x", "[] []"])
-def test_json_array_items_refuses_what_is_not_an_array_in_one_line(text):
+def test_a_number_cut_by_a_piece_is_read_whole():
+    assert list(ssd.json_array_items(["[12", "34, 5", "6]"], "GET /tasks")) == [1234, 56]
+    assert list(ssd.json_array_items(["[-0.", "5e", "+3,1", "]"], "GET /tasks")) == [-500.0, 1]
+
+
+@pytest.mark.parametrize("text", ["", "{}", "[", "[1", "[1 2]", "[1,]", "[{]", "null", "[1]x", "[] []",
+                                  '[{"a": "b}]'])
+@pytest.mark.parametrize("size", [1, 3, 1 << 20])
+def test_json_array_items_refuses_what_is_not_an_array_in_one_line(text, size):
     with pytest.raises(ssd.CheckError) as err:
-        list(ssd.json_array_items(text, "GET /tasks"))
+        list(ssd.json_array_items(pieces_of(text, size), "GET /tasks"))
     assert "GET /tasks" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_json_array_items_decodes_only_what_is_consumed():
-    items = ssd.json_array_items('[{"ID": "a"}, {"ID": "b"}, oops]', "GET /tasks")
-    assert next(items) == {"ID": "a"} and next(items) == {"ID": "b"}
+    read = []
+
+    def source():
+        for piece in ['[{"ID": "a"}, ', '{"ID": "b"}, ', "oops]"]:
+            read.append(piece)
+            yield piece
+    items = ssd.json_array_items(source(), "GET /tasks")
+    assert next(items) == {"ID": "a"} and len(read) == 1
+    assert next(items) == {"ID": "b"} and len(read) == 2
     with pytest.raises(ssd.CheckError):
         next(items)
 
@@ -320,3 +345,38 @@ def test_engine_tasks_that_are_not_json_are_one_line(engine):
     with pytest.raises(ssd.CheckError) as err:
         ssd.Engine(engine.url).tasks()
     assert "GET /tasks" in str(err.value)
+
+
+def test_engine_tasks_cut_half_way_are_one_line(tmp_path):
+    """The daemon's answer ends before its Content-Length (a daemon restarting, say)."""
+    path = str(tmp_path / "cut.sock")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"ApiVersion": "1.41", "Version": "20.10.24"}'
+            cut = b'[{"ID": "a"}, {"ID": "b"'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body) if "/version" in self.path else len(cut) + 500))
+            self.end_headers()
+            self.wfile.write(body if "/version" in self.path else cut)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+        daemon_threads = True
+
+        def get_request(self):
+            conn, _ = super().get_request()
+            return conn, ("local", 0)
+
+    server = Server(path, Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(ssd.CheckError) as err:
+            ssd.build_swarm_tasks(ssd.Engine(f"unix://{path}", timeout=10).tasks())
+        assert "GET /tasks" in str(err.value) and "\n" not in str(err.value)
+    finally:
+        server.shutdown()
+        server.server_close()
