@@ -52,6 +52,10 @@ def recorded_routes() -> dict[str, object]:
     return routes
 
 
+class Truncated(bytes):
+    """A body sent with a Content-Length 500 bytes beyond it: a daemon that hangs up half-way."""
+
+
 class FakeEngine:
     """Serve routes on a unix socket in a thread of the test process."""
 
@@ -71,7 +75,9 @@ class FakeEngine:
                     length = int(self.headers.get("Content-Length") or 0)
                     sent = json.loads(self.rfile.read(length) or b"null")
                     body = body(self.command, urllib.parse.parse_qs(query), sent)
-                if isinstance(body, bytes):  # a raw stream (logs)
+                if isinstance(body, Truncated):
+                    self._send(200, body, declared=len(body) + 500)
+                elif isinstance(body, bytes):  # a raw stream (logs)
                     self._send(200, body, "application/vnd.docker.raw-stream")
                 elif isinstance(body, int):
                     self._send(body, {"message": f"fake engine: no such object: {path}"})
@@ -82,7 +88,8 @@ class FakeEngine:
 
             do_POST = do_DELETE = do_GET
 
-            def _send(self, status: int, body: object, ctype: str = "application/json") -> None:
+            def _send(self, status: int, body: object, ctype: str = "application/json",
+                      declared: int | None = None) -> None:
                 if isinstance(body, bytes):
                     data = body
                 else:
@@ -90,7 +97,7 @@ class FakeEngine:
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Api-Version", "1.41")
-                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Content-Length", str(len(data) if declared is None else declared))
                 self.end_headers()
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(data)  # a client may hang up early
