@@ -688,6 +688,27 @@ def test_the_real_stack_deployed_again_names_the_earlier_service():
     assert "again_web" in note and "docker stack rm and deploy" in note
 
 
+def test_an_earlier_incarnations_task_still_at_weight_1_is_converging():
+    """Recorded by the lab's CI (2026-12-06, 28.5.2), first sample only: 25 s after docker stack
+    rm and deploy, one of the earlier service's three tasks (desired state remove, still in
+    their grace) was at weight 1 in its load balancer on both samples. Swarm is still stopping
+    them: converging, not a page. The same task with swarm done stopping it is a finding."""
+    doc = json.loads((FIXTURES / "stack-redeployed-lagging-node1.json").read_text())
+    result = replay_example(doc)
+    [finding] = result.findings
+    assert finding.check == "ipvs-backend-weight" and "desired state remove" in finding.message
+    assert finding.converging == "swarm is still stopping 3 tasks of service again_web"
+    for task in api(doc, "GET /tasks"):  # the others gone, this one still running
+        if task["DesiredState"] == "remove" and not task["ID"].startswith("rg6otg3a"):
+            task["Status"]["State"] = "shutdown"
+    [finding] = replay_example(doc).findings
+    assert finding.converging == "swarm is still stopping 1 task of service again_web"
+    for task in api(doc, "GET /tasks"):
+        if task["DesiredState"] == "remove":
+            task["Status"]["State"] = "shutdown"
+    assert [f.converging for f in replay_example(doc).findings] in ([], [None])
+
+
 def test_the_real_stack_deployed_again_without_the_old_tasks_known_is_found():
     """Swarm no longer knowing the earlier service's tasks: their load balancer is nobody's."""
     doc = example("stack-redeployed-node1")
