@@ -25,7 +25,7 @@ RUN python3 -m venv /opt/ssd/venv \
       -r /opt/ssd/requirements.txt \
  && /opt/ssd/venv/bin/pip uninstall -q -y pip \
  && rm -rf /opt/ssd/venv/bin/activate* /opt/ssd/requirements.txt
-COPY ssd.py /opt/ssd/ssd.py
+COPY ssd /opt/ssd/ssd
 # Compiled once here and run as a module: a script is compiled on every run (about a second in
 # an emulated VM), a module's bytecode is cached.
 RUN /opt/ssd/venv/bin/python -m compileall -q /opt/ssd

@@ -5,7 +5,10 @@
 #                 Run as root: tier 2 makes namespaces, the lab boots VMs.
 # make lab:       every lab test on the newest engine but the soak and the real events (what make
 #                 test ran until the lab machine got ten times slower than CI's budget assumed).
-# make test-fast: the lint gate and tiers 1 and 2 only (about a minute).
+# make test-fast: the lint gate and tiers 1 and 2 only (about five minutes).
+# make dist:      dist/ssd, ssd as one executable file (a zip application with its pure-Python
+#                 dependencies inside): copy it to a node with python3 >= 3.11, run it as root.
+# make docs:      docs/checks.md's table of check ids and docs/ssd.1 from the code.
 # make lab-image: only the lab tests that need the ssd image (container form, gossip-consistency).
 # make soak:      the soak (tests/lab/test_lab_soak.py): ssd during churn on every node, ~20 min.
 # make lab-data-path: the lab booted with --data-path-addr on every node, its own tests and the healthy swarm.
@@ -16,7 +19,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := iptables iproute2 util-linux openssl python3-venv qemu-system-x86 qemu-utils debootstrap e2fsprogs
 
-.PHONY: install test test-fast lab lab-all lab-image lab-data-path soak bench man
+.PHONY: install test test-fast lab lab-all lab-image lab-data-path soak bench man dist docs
 install:
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
@@ -58,11 +61,31 @@ bench:
 	$(PY) -m pip install -q -r bench/requirements.txt
 	$(PY) bench/run
 
+# make docs: docs/checks.md's table of check ids from the checks' declarations, and the man page.
+docs: man
+	$(PY) tools/make_docs.py
+
 # make man: docs/ssd.1 from the argument parser (and docs/ssd.1.include); tests/test_docs.py fails
 # when the committed page differs from what this makes.
 MAN_OUT ?= docs/ssd.1
 man:
-	$(VENV)/bin/argparse-manpage --pyfile ssd.py --function build_parser --prog ssd --project-name ssd \
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/argparse-manpage --module ssd.cli --function build_parser --prog ssd --project-name ssd \
 	  --version "$$($(PY) -c 'import ssd; print(ssd.__version__)')" --manual-title "ssd manual" \
 	  --description "check a Docker Swarm node's service datapath against the control plane" \
 	  --include docs/ssd.1.include --output $(MAN_OUT)
+
+# make dist: dist/ssd. The dependencies are pip's pure-Python wheels (any platform), so the one file
+# runs on any Linux with python3 >= 3.11 and no pip; the bytecode is compiled in (legacy .pyc
+# beside each source, which zipimport reads: a zip's modules are never cached otherwise).
+DIST_OUT ?= dist/ssd
+DIST_BUILD ?= build/dist
+dist:
+	rm -rf $(DIST_BUILD) && mkdir -p $(DIST_BUILD)/app $(dir $(DIST_OUT))
+	$(PY) -m pip install -q --target $(DIST_BUILD)/app --only-binary=:all: --platform any \
+	  --python-version 3.11 --implementation py --no-compile -r requirements.txt
+	rm -rf $(DIST_BUILD)/app/bin
+	cp -r ssd $(DIST_BUILD)/app/ssd
+	find $(DIST_BUILD)/app -name __pycache__ -prune -exec rm -rf {} +
+	$(PY) -m compileall -q -b --invalidation-mode unchecked-hash $(DIST_BUILD)/app
+	$(PY) -m zipapp $(DIST_BUILD)/app -c -p "/usr/bin/env python3" -m "ssd.cli:cli" -o $(DIST_OUT).new
+	mv $(DIST_OUT).new $(DIST_OUT)

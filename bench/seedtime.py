@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SSD = HERE.parent / "ssd.py"
+SSD = HERE.parent / "ssd.py"  # the launcher; the package ssd/ beside it is what runs
 APP = Path("/run/ssd-seed")
 PYLIB = "/opt/ssd-pylib"
 
@@ -56,7 +56,8 @@ def timed(cmd: list[str], env: dict) -> tuple[float, int]:
 
 def time_runs(network: str, reps: int) -> dict:
     APP.mkdir(parents=True, exist_ok=True)
-    shutil.copy(SSD, APP / "ssd.py")
+    shutil.rmtree(APP / "ssd", ignore_errors=True)
+    shutil.copytree(SSD.parent / "ssd", APP / "ssd", ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(APP)], check=True)
     env = dict(os.environ, PYTHONPATH=f"{APP}:{PYLIB}")
     cmd = [sys.executable, "-m", "ssd", "--settle", "0", "-q", network]

@@ -3,9 +3,22 @@ from pathlib import Path
 
 import pytest
 
-# ssd is one file at the repository root; the tests import it as a module.
+# The package ssd/ is at the repository root; the tests import its modules.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.fixture
+def catalog_restored(monkeypatch):
+    """declare_layer and register_check add to the catalog in place: put it back afterwards."""
+    import ssd.catalog
+    import ssd.layers  # the catalog whole before it is kept
+    kept = [(table, dict(table)) for table in (ssd.catalog.LAYERS, ssd.catalog.CHECKS)]
+    monkeypatch.setattr(ssd.catalog, "REGISTRY", list(ssd.catalog.REGISTRY))
+    yield
+    for table, entries in kept:
+        table.clear()
+        table.update(entries)
 
 
 @pytest.fixture

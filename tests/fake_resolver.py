@@ -19,7 +19,8 @@ import dns.query
 import dns.rcode
 import dns.rrset
 
-import ssd
+import ssd.kernel.namespaces
+import ssd.kernel.resolver
 
 
 def libnetwork_records(network: dict) -> dict[str, list[str]]:
@@ -38,12 +39,12 @@ class FakeResolver:
     def __init__(self, ns_path: str, udp_port: int, tcp_port: int, records: dict[str, list[str]]) -> None:
         self.records = records  # edited by the tests: the faults
         self.forwarded: set[str] = set()  # names it holds no record of and asks upstream, in vain
-        with ssd.entered_netns(ns_path):  # the sockets belong to the namespace they are made in
+        with ssd.kernel.namespaces.entered_netns(ns_path):  # the sockets belong to the namespace they are made in
             self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            self.udp.bind((ssd.DNS_RESOLVER, udp_port))
+            self.udp.bind((ssd.kernel.resolver.DNS_RESOLVER, udp_port))
             self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.tcp.bind((ssd.DNS_RESOLVER, tcp_port))
+            self.tcp.bind((ssd.kernel.resolver.DNS_RESOLVER, tcp_port))
             self.tcp.listen(8)
         self.wake_r, self.wake_w = os.pipe()
         self.thread = threading.Thread(target=self._serve, daemon=True)

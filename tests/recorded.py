@@ -10,7 +10,12 @@ import json
 import re
 from pathlib import Path
 
-import ssd
+import ssd.catalog
+import ssd.kernel.iptables
+import ssd.model
+import ssd.run
+import ssd.snapshot
+import ssd.views
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ONE_NODE = FIXTURES / "engine-20.10-1node"
@@ -45,9 +50,9 @@ def save_format(ns: str, root: Path = ONE_NODE) -> str:
     return "\n".join(out) + "\n"
 
 
-def ipvs_from_save(save: str) -> list[ssd.IpvsService]:
+def ipvs_from_save(save: str) -> list[ssd.model.IpvsService]:
     """Parse `ipvsadm-save -n` (test-side only: ssd itself reads IPVS over netlink)."""
-    services: dict[int, ssd.IpvsService] = {}
+    services: dict[int, ssd.model.IpvsService] = {}
     fwd = {"-m": "Masq", "-g": "Route", "-i": "Tunnel"}
     for line in save.splitlines():
         tok = line.split()
@@ -55,12 +60,12 @@ def ipvs_from_save(save: str) -> list[ssd.IpvsService]:
             continue
         mark = int(tok[tok.index("-f") + 1])
         if tok[0] == "-A":
-            services[mark] = ssd.IpvsService(family=2, fwmark=mark, protocol=0, address=None, port=0,
+            services[mark] = ssd.model.IpvsService(family=2, fwmark=mark, protocol=0, address=None, port=0,
                                              scheduler=tok[tok.index("-s") + 1], flags=0x2, timeout=0)
         elif tok[0] == "-a":
             addr, port = tok[tok.index("-r") + 1].rsplit(":", 1)
             method = next(fwd[t] for t in tok if t in fwd)
-            services[mark].dests.append(ssd.IpvsDest(address=addr, port=int(port),
+            services[mark].dests.append(ssd.model.IpvsDest(address=addr, port=int(port),
                                                      weight=int(tok[tok.index("-w") + 1]),
                                                      forwarding=method))
     return list(services.values())
@@ -73,13 +78,13 @@ def addresses_from_ip(output: str) -> dict[str, list[tuple[str, int]]]:
     return out
 
 
-def datapath(ns: str, sysctls: dict[str, int] | None = None) -> ssd.Datapath:
+def datapath(ns: str, sysctls: dict[str, int] | None = None) -> ssd.model.Datapath:
     """The recorded namespace as ssd.read_datapath would have returned it."""
     ipvs_file = ONE_NODE / f"netns-{ns}-ipvsadm-save.txt"
-    return ssd.Datapath(
+    return ssd.model.Datapath(
         path=f"/var/run/docker/netns/{ns}", name=ns,
         ipvs=ipvs_from_save(text(ipvs_file.name)) if ipvs_file.exists() else None,
-        ipvs_error=None, rules=ssd.parse_iptables_save(save_format(ns)),
+        ipvs_error=None, rules=ssd.kernel.iptables.parse_iptables_save(save_format(ns)),
         backends_with_docker_chains=["nf_tables"], iptables_error=None,
         addresses=addresses_from_ip(text(f"netns-{ns}-ip-addr.txt")),
         sysctls=dict(sysctls if sysctls is not None else
@@ -87,9 +92,9 @@ def datapath(ns: str, sysctls: dict[str, int] | None = None) -> ssd.Datapath:
                       "expire_quiescent_template": 1, "conntrack": 1}))
 
 
-def host_datapath() -> ssd.Datapath:
-    return ssd.Datapath(path="", name="host", ipvs=None, ipvs_error=None,
-                        rules=ssd.parse_iptables_save(text("host-iptables-save.txt")),
+def host_datapath() -> ssd.model.Datapath:
+    return ssd.model.Datapath(path="", name="host", ipvs=None, ipvs_error=None,
+                        rules=ssd.kernel.iptables.parse_iptables_save(text("host-iptables-save.txt")),
                         backends_with_docker_chains=["nf_tables"], iptables_error=None,
                         addresses=None, sysctls=None)
 
@@ -102,9 +107,9 @@ def network_json(name: str) -> dict:
     return recorded_json(f"network-inspect-{name}-verbose.txt")[0]
 
 
-def network_view(name: str, manager: bool = True) -> ssd.NetworkView:
-    protocols = ssd.service_protocols(services_json()) if manager else None
-    return ssd.build_network_view(network_json(name), protocols)
+def network_view(name: str, manager: bool = True) -> ssd.model.NetworkView:
+    protocols = ssd.views.service_protocols(services_json()) if manager else None
+    return ssd.views.build_network_view(network_json(name), protocols)
 
 
 def tasks_json(desired: str = "running", state: str = "running") -> list[dict]:
@@ -118,7 +123,7 @@ def tasks_json(desired: str = "running", state: str = "running") -> list[dict]:
     return tasks
 
 
-MODEL = ssd.engine_model("20.10.24+dfsg1")
+MODEL = ssd.catalog.engine_model("20.10.24+dfsg1")
 SANDBOX_OF = {line.split()[0]: line.split()[2].rsplit("/", 1)[1]
               for line in (ONE_NODE / "container-sandbox-map.txt").read_text().splitlines()}
 
@@ -132,11 +137,11 @@ def fixture(name: str) -> dict:
     return json.loads((FIXTURES / f"snapshot-{name}.json").read_text())
 
 
-def replay(doc: dict) -> ssd.RunResult:
+def replay(doc: dict) -> ssd.model.RunResult:
     """A snapshot checked as `ssd --from` checks it (no settling: the recorded samples only)."""
-    _, result = ssd.settled_check(ssd.SnapshotCollector(doc, "fixture"), [], 0, live=False)
+    _, result = ssd.run.settled_check(ssd.snapshot.SnapshotCollector(doc, "fixture"), [], 0, live=False)
     return result
 
 
-def check_ids(result: ssd.RunResult) -> list[str]:
+def check_ids(result: ssd.model.RunResult) -> list[str]:
     return sorted(f.check for f in result.findings)

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-import ssd
+import ssd.base
+import ssd.catalog
+import ssd.kernel.iptables
+import ssd.kernel.namespaces
+import ssd.layers.lb
+import ssd.model
+import ssd.report
+import ssd.views
 from recorded import (MODEL, SANDBOX_OF, datapath, host_datapath, network_json, network_view,
                       services_json, tasks_json)
 
@@ -26,45 +33,45 @@ class Node:
         self.sbox = datapath(INGRESS_NS)
         self.host = host_datapath()
         self.tasks = {cid: datapath(SANDBOX_OF[cid[:12]]) for cid in WEB_TASK_CONTAINERS}
-        self.swarm_tasks = ssd.build_swarm_tasks(tasks_json()) if manager else None
+        self.swarm_tasks = ssd.views.build_swarm_tasks(tasks_json()) if manager else None
         self.model = MODEL
 
-    def state(self) -> ssd.NodeState:
+    def state(self) -> ssd.model.NodeState:
         """What run_once would collect from this node, for the same runner it uses."""
-        lbs = [ssd.LoadBalancer(view, dp, view.lb_endpoint.ip, expect_aliases=not self.model.per_container)
+        lbs = [ssd.model.LoadBalancer(view, dp, view.lb_endpoint.ip, expect_aliases=not self.model.per_container)
                for view, dp in ((self.ov2, self.lb), (self.ingress, self.sbox))]
-        return ssd.NodeState(self.model, "/var/run/docker/netns", [self.ov2, self.ingress], lbs,
+        return ssd.model.NodeState(self.model, "/var/run/docker/netns", [self.ov2, self.ingress], lbs,
                              swarm_tasks=self.swarm_tasks, ingress=self.ingress, host=self.host,
                              gw_ip="172.18.0.2", task_datapaths=self.tasks)
 
-    def findings(self) -> list[ssd.Finding]:
-        return ssd.run_checks(self.state())
+    def findings(self) -> list[ssd.model.Finding]:
+        return ssd.catalog.run_checks(self.state())
 
 
-def checks(findings: list[ssd.Finding]) -> list[str]:
+def checks(findings: list[ssd.model.Finding]) -> list[str]:
     return sorted(f.check for f in findings)
 
 
-def rules(dp: ssd.Datapath, table: str, chain: str) -> list[ssd.Rule]:
+def rules(dp: ssd.model.Datapath, table: str, chain: str) -> list[ssd.model.Rule]:
     return dp.rules.setdefault(table, {}).setdefault(chain, [])
 
 
-def add_rule(dp: ssd.Datapath, table: str, line: str) -> None:
-    rule = ssd.parse_rule(table, line)
+def add_rule(dp: ssd.model.Datapath, table: str, line: str) -> None:
+    rule = ssd.kernel.iptables.parse_rule(table, line)
     rules(dp, table, rule.chain).append(rule)
 
 
-def drop_rules(dp: ssd.Datapath, table: str, chain: str, contains: str) -> None:
+def drop_rules(dp: ssd.model.Datapath, table: str, chain: str, contains: str) -> None:
     kept = [r for r in rules(dp, table, chain) if contains not in r.text]
     assert len(kept) < len(rules(dp, table, chain)), f"no rule with {contains!r} to drop"
     dp.rules[table][chain] = kept
 
 
-def ipvs_service(dp: ssd.Datapath, mark: int) -> ssd.IpvsService:
+def ipvs_service(dp: ssd.model.Datapath, mark: int) -> ssd.model.IpvsService:
     return next(s for s in dp.ipvs if s.fwmark == mark)
 
 
-def dest(dp: ssd.Datapath, mark: int, ip: str) -> ssd.IpvsDest:
+def dest(dp: ssd.model.Datapath, mark: int, ip: str) -> ssd.model.IpvsDest:
     return next(d for d in ipvs_service(dp, mark).dests if d.address == ip)
 
 
@@ -82,7 +89,7 @@ def test_recording_is_what_the_checks_expect():
     """Guard the baseline itself: the recording holds what the fault tests take away."""
     node = Node()
     assert node.ov2.services["s1"].fwmark == 258 and node.ov2.services["web"].fwmark == 257
-    assert node.ingress.services["web"].ports == [ssd.PublishedPort(8080, 80, "tcp")]
+    assert node.ingress.services["web"].ports == [ssd.model.PublishedPort(8080, 80, "tcp")]
     assert len(ipvs_service(node.lb, 258).dests) == 3
     assert node.lb.addresses["eth0"] == [("10.0.1.6", 24), ("10.0.1.7", 32), ("10.0.1.2", 32)]
 
@@ -103,14 +110,14 @@ def _shared_fwmark(node: Node) -> None:
 
 
 def _foreign_service_dest(node: Node) -> None:
-    ipvs_service(node.lb, 258).dests.append(ssd.IpvsDest("10.0.1.8", 0, 1, "Masq"))
+    ipvs_service(node.lb, 258).dests.append(ssd.model.IpvsDest("10.0.1.8", 0, 1, "Masq"))
 
 
 FAULTS = {
     "fwmark-duplicate": _shared_fwmark,
     "ipvs-service-missing": lambda n: n.lb.ipvs.remove(ipvs_service(n.lb, 258)),
     "ipvs-service-stale": lambda n: n.lb.ipvs.append(
-        ssd.IpvsService(2, 999, 0, None, 0, "rr", 2, 0, [ssd.IpvsDest("10.0.1.50", 0, 1, "Masq")])),
+        ssd.model.IpvsService(2, 999, 0, None, 0, "rr", 2, 0, [ssd.model.IpvsDest("10.0.1.50", 0, 1, "Masq")])),
     "ipvs-service-config": lambda n: setattr(ipvs_service(n.lb, 258), "scheduler", "wlc"),
     "ipvs-backend-missing": lambda n: ipvs_service(n.lb, 258).dests.pop(0),
     "ipvs-backend-stale": _foreign_service_dest,
@@ -145,7 +152,7 @@ def test_fault_fires_its_check_and_only_it(check):
     assert checks(found) == [check], [f.message for f in found]
     finding = found[0]
     assert finding.message and finding.hint
-    assert check in ssd.CHECKS
+    assert check in ssd.catalog.CHECKS
 
 
 def test_every_finding_says_which_layer_disagrees():
@@ -154,7 +161,7 @@ def test_every_finding_says_which_layer_disagrees():
     _shared_fwmark(node)
     layers = {f.check: f.to_json()["layer"] for f in node.findings()}
     assert layers["mark-missing"] == "kernel" and layers["fwmark-duplicate"] == "networkdb"
-    assert {i.layer for i in ssd.CHECKS.values()} == {"kernel", "networkdb", "overlay", "dns", "host", "probe"}
+    assert {i.layer for i in ssd.catalog.CHECKS.values()} == {"kernel", "networkdb", "overlay", "dns", "host", "probe"}
 
 
 def test_every_check_id_has_a_fault_test():
@@ -163,7 +170,7 @@ def test_every_check_id_has_a_fault_test():
     test_dns.py, real deployments in test_deployments.py, lb-namespace-missing in tier 2."""
     here = Path(__file__).resolve()
     others = "\n".join(p.read_text() for p in here.parent.glob("test_*.py") if p != here)
-    untested = [c for c in ssd.CHECKS if c not in FAULTS and f'"{c}"' not in others]
+    untested = [c for c in ssd.catalog.CHECKS if c not in FAULTS and f'"{c}"' not in others]
     assert untested == []
 
 
@@ -179,7 +186,7 @@ def test_stale_backend_names_the_service_it_belongs_to():
 
 def test_unknown_stale_backend_says_it_is_no_task():
     node = Node()
-    ipvs_service(node.lb, 258).dests.append(ssd.IpvsDest("10.0.1.77", 0, 1, "Masq"))
+    ipvs_service(node.lb, 258).dests.append(ssd.model.IpvsDest("10.0.1.77", 0, 1, "Masq"))
     (finding,) = node.findings()
     assert "no task of this network" in finding.message
 
@@ -194,7 +201,7 @@ def test_missing_backend_names_task_and_fwmark():
     assert "FWM 258" in finding.message and finding.namespace == OV2_NS and finding.network == "ov2"
 
 
-def set_every_dest(dps: list[ssd.Datapath], **values) -> None:
+def set_every_dest(dps: list[ssd.model.Datapath], **values) -> None:
     for svc in (s for dp in dps for s in dp.ipvs):
         for d in svc.dests:
             for name, value in values.items():
@@ -204,7 +211,7 @@ def set_every_dest(dps: list[ssd.Datapath], **values) -> None:
 def stopping_node() -> Node:
     """Swarm is stopping every task; the engine has set every destination to weight 0."""
     node = Node()
-    node.swarm_tasks = ssd.build_swarm_tasks(tasks_json(desired="shutdown", state="running"))
+    node.swarm_tasks = ssd.views.build_swarm_tasks(tasks_json(desired="shutdown", state="running"))
     set_every_dest([node.lb, node.sbox], weight=0)
     return node
 
@@ -275,7 +282,7 @@ def test_ingress_mark_for_another_protocol_is_stale_on_a_manager():
 
 def test_worker_accepts_any_protocol_for_published_ports():
     node = Node(manager=False)
-    assert node.ingress.services["web"].ports == [ssd.PublishedPort(8080, 80, None)]
+    assert node.ingress.services["web"].ports == [ssd.model.PublishedPort(8080, 80, None)]
     drop_rules(node.host, "nat", "DOCKER-INGRESS", "DNAT")
     add_rule(node.host, "nat", "-A DOCKER-INGRESS -p udp -m udp --dport 8080 -j DNAT --to-destination 172.18.0.2:8080")
     assert node.findings() == []
@@ -319,7 +326,7 @@ def test_snat_to_the_wrong_address_is_missing():
 
 def test_jump_chain_follows_the_engine_version():
     node = Node()
-    node.model = ssd.engine_model("28.5.2")
+    node.model = ssd.catalog.engine_model("28.5.2")
     assert checks(node.findings()) == ["ingress-jump-missing"]  # 28.0.1+ jumps from DOCKER-FORWARD
     add_rule(node.host, "filter", "-A DOCKER-FORWARD -j DOCKER-INGRESS")
     assert node.findings() == []
@@ -339,16 +346,16 @@ def test_lb_namespace_missing():
     state = node.state()
     state.lbs = [lb for lb in state.lbs if lb.network is not node.ov2]
     state.lb_not_found = [node.ov2.id]
-    (finding,) = ssd.run_checks(state)
+    (finding,) = ssd.catalog.run_checks(state)
     assert finding.check == "lb-namespace-missing"
     assert finding.expected == "/var/run/docker/netns/lb_oc6rqvyvp"
-    state.model = ssd.engine_model("17.06.2-ce")  # every container is its own load balancer
-    assert "lb-namespace-missing" not in checks(ssd.run_checks(state))
+    state.model = ssd.catalog.engine_model("17.06.2-ce")  # every container is its own load balancer
+    assert "lb-namespace-missing" not in checks(ssd.catalog.run_checks(state))
 
 
 def test_per_container_era_checks_output_chain_and_no_aliases():
     node = Node()
-    node.model = ssd.engine_model("18.03.1-ce")
+    node.model = ssd.catalog.engine_model("18.03.1-ce")
     for dp in (node.lb,):
         for r in rules(dp, "mangle", "INPUT"):
             r.chain = "OUTPUT"
@@ -357,10 +364,10 @@ def test_per_container_era_checks_output_chain_and_no_aliases():
     state = node.state()
     state.lbs, state.host, state.ingress = state.lbs[:1], None, None  # ov2 only
     state.lbs[0].lb_ip = "10.0.1.6"
-    assert ssd.run_checks(state) == []
+    assert ssd.catalog.run_checks(state) == []
     node.lb.rules["mangle"]["INPUT"] = node.lb.rules["mangle"].pop("OUTPUT")
     # Marks in INPUT are not where an 18.03 engine puts them: the VIP mark is missing.
-    assert checks(ssd.run_checks(state)) == ["mark-missing"] * 2  # s1, web
+    assert checks(ssd.catalog.run_checks(state)) == ["mark-missing"] * 2  # s1, web
 
 
 # --- engine versions --------------------------------------------------------------------
@@ -372,44 +379,44 @@ def test_per_container_era_checks_output_chain_and_no_aliases():
     ("28.5.2", "lb-sandbox", True), ("29.7.2", "lb-sandbox", True), ("31.0.0", "lb-sandbox", False),
 ])
 def test_engine_eras(version, era, known):
-    model = ssd.engine_model(version)
+    model = ssd.catalog.engine_model(version)
     assert (model.era, model.known) == (era, known)
 
 
 @pytest.mark.parametrize("version", ["", "garbage", "1.13.1", "17.03.2-ce"])
 def test_unusable_engine_versions_are_errors(version):
-    with pytest.raises(ssd.CheckError):
-        ssd.engine_model(version)
+    with pytest.raises(ssd.base.CheckError):
+        ssd.catalog.engine_model(version)
 
 
 def test_sysctls_by_version():
-    assert ssd.engine_model("19.03.15").lb_sysctls(nat_mode=True) == {"expire_nodest_conn": 1, "conntrack": 1}
-    assert ssd.engine_model("20.10.0").lb_sysctls(nat_mode=False) == {
+    assert ssd.catalog.engine_model("19.03.15").lb_sysctls(nat_mode=True) == {"expire_nodest_conn": 1, "conntrack": 1}
+    assert ssd.catalog.engine_model("20.10.0").lb_sysctls(nat_mode=False) == {
         "expire_nodest_conn": 1, "conn_reuse_mode": 0, "expire_quiescent_template": 1}
-    assert ssd.engine_model("18.03.1-ce").lb_sysctls(nat_mode=True) == {}
+    assert ssd.catalog.engine_model("18.03.1-ce").lb_sysctls(nat_mode=True) == {}
 
 
 # --- control-plane parsing ---------------------------------------------------------------
 
 def test_ports_and_protocols():
     protocols = {(53, 53): ["tcp", "udp"]}
-    ports = ssd.parse_ports(["Target: 53, Publish: 53"], protocols)
-    assert ports == [ssd.PublishedPort(53, 53, "tcp"), ssd.PublishedPort(53, 53, "udp")]
-    assert ssd.parse_ports(["Target: 80, Publish: 8080"], None) == [ssd.PublishedPort(8080, 80, None)]
+    ports = ssd.views.parse_ports(["Target: 53, Publish: 53"], protocols)
+    assert ports == [ssd.model.PublishedPort(53, 53, "tcp"), ssd.model.PublishedPort(53, 53, "udp")]
+    assert ssd.views.parse_ports(["Target: 80, Publish: 8080"], None) == [ssd.model.PublishedPort(8080, 80, None)]
 
 
 def test_host_mode_ports_are_not_ingress_ports():
     svc = {"Spec": {"Name": "h"}, "Endpoint": {"Ports": [
         {"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 81, "PublishMode": "host"},
         {"Protocol": "udp", "TargetPort": 53, "PublishedPort": 53, "PublishMode": "ingress"}]}}
-    assert ssd.service_protocols([svc]) == {"h": {(53, 53): ["udp"]}}
+    assert ssd.views.service_protocols([svc]) == {"h": {(53, 53): ["udp"]}}
 
 
 @pytest.mark.parametrize("vip", ["<nil>", "", None])
 def test_dnsrr_vip_spellings(vip):
     data = network_json("ov2")
     data["Services"]["s1"]["VIP"] = vip
-    assert ssd.build_network_view(data, None).services["s1"].vip is None
+    assert ssd.views.build_network_view(data, None).services["s1"].vip is None
 
 
 def test_empty_service_name_group_is_not_a_service():
@@ -420,17 +427,17 @@ def test_resolve_networks():
     listing = [{"Id": "oc6rqvyvpk9gjpy59fjkshnni", "Name": "ov2", "Scope": "swarm", "Driver": "overlay"},
                {"Id": "oc6zzz", "Name": "ov3", "Scope": "swarm", "Driver": "overlay"},
                {"Id": "87fefd15bdc7", "Name": "bridge", "Scope": "local", "Driver": "bridge"}]
-    assert [n["Name"] for n in ssd.resolve_networks(listing, [])] == ["ov2", "ov3"]
-    assert [n["Name"] for n in ssd.resolve_networks(listing, ["oc6r"])] == ["ov2"]
-    assert [n["Name"] for n in ssd.resolve_networks(listing, ["ov3"])] == ["ov3"]
+    assert [n["Name"] for n in ssd.views.resolve_networks(listing, [])] == ["ov2", "ov3"]
+    assert [n["Name"] for n in ssd.views.resolve_networks(listing, ["oc6r"])] == ["ov2"]
+    assert [n["Name"] for n in ssd.views.resolve_networks(listing, ["ov3"])] == ["ov3"]
     for bad, words in (("oc6", "ambiguous"), ("nope", "not found"), ("bridge", "not a swarm-scoped")):
-        with pytest.raises(ssd.CheckError, match=words):
-            ssd.resolve_networks(listing, [bad])
+        with pytest.raises(ssd.base.CheckError, match=words):
+            ssd.views.resolve_networks(listing, [bad])
 
 
 def test_the_checks_page_documents_every_check_id():
     page = (Path(__file__).resolve().parents[1] / "docs" / "checks.md").read_text()
-    for check, info in ssd.CHECKS.items():
+    for check, info in ssd.catalog.CHECKS.items():
         assert f"| `{check}` | {info.meaning} |" in page, check
 
 
@@ -439,7 +446,7 @@ def test_the_checks_page_documents_every_check_id():
 def test_running_job_task_with_weight_one_is_silent():
     """A job's running task has desired state "complete": it is not being stopped."""
     node = Node()
-    node.swarm_tasks = ssd.build_swarm_tasks(tasks_json(desired="complete", state="running"))
+    node.swarm_tasks = ssd.views.build_swarm_tasks(tasks_json(desired="complete", state="running"))
     assert node.findings() == []
     dest(node.lb, 258, "10.0.1.4").weight = 0  # ...and it must still receive traffic
     assert checks(node.findings()) == ["ipvs-backend-weight"]
@@ -448,7 +455,7 @@ def test_running_job_task_with_weight_one_is_silent():
 def test_missing_backend_of_a_task_swarm_is_stopping_is_silent():
     """25.0.13+/29.0+: a node that learns of a task already disabled programs no backend for it."""
     node = Node()
-    node.swarm_tasks = ssd.build_swarm_tasks(tasks_json(desired="shutdown", state="running"))
+    node.swarm_tasks = ssd.views.build_swarm_tasks(tasks_json(desired="shutdown", state="running"))
     set_every_dest([node.lb, node.sbox], weight=0)
     ipvs_service(node.lb, 258).dests.pop(0)
     assert node.findings() == []
@@ -456,7 +463,7 @@ def test_missing_backend_of_a_task_swarm_is_stopping_is_silent():
 
 def test_missing_backend_of_a_running_task_still_fires_on_a_manager():
     node = Node()
-    node.swarm_tasks = ssd.build_swarm_tasks(tasks_json(desired="complete", state="running"))
+    node.swarm_tasks = ssd.views.build_swarm_tasks(tasks_json(desired="complete", state="running"))
     ipvs_service(node.lb, 258).dests.pop(0)
     assert checks(node.findings()) == ["ipvs-backend-missing"]
 
@@ -486,7 +493,7 @@ def test_manager_port_published_over_tcp_and_udp_is_consistent():
     web = next(s for s in services if s["Spec"]["Name"] == "web")
     web["Endpoint"]["Ports"].append({**web["Endpoint"]["Ports"][0], "Protocol": "udp"})
     node = Node()
-    node.ingress = ssd.build_network_view(network_json("ingress"), ssd.service_protocols(services))
+    node.ingress = ssd.views.build_network_view(network_json("ingress"), ssd.views.service_protocols(services))
     add_rule(node.sbox, "mangle", UDP_MARK)
     add_rule(node.host, "nat", UDP_DNAT)
     add_rule(node.host, "filter", "-A DOCKER-INGRESS -p udp -m udp --dport 8080 -j ACCEPT")
@@ -508,10 +515,10 @@ def test_table_an_older_iptables_cannot_read_is_unreadable_not_empty():
     raw = {"iptables": {"nf_tables": "# Table `mangle' is incompatible, use 'nft' tool.\n*nat\n"
                                      ":PREROUTING ACCEPT [0:0]\nCOMMIT\n"},
            "iptables_error": None, "ipvs": [], "addresses": {}, "sysctls": {}}
-    dp = ssd.datapath_from_raw("/var/run/docker/netns/lb_x", raw)
+    dp = ssd.kernel.namespaces.datapath_from_raw("/var/run/docker/netns/lb_x", raw)
     assert dp.rules is None and "mangle" in dp.iptables_error and "newer iptables" in dp.iptables_error
     raw["iptables"]["nf_tables"] = "*mangle\n:INPUT ACCEPT [0:0]\nCOMMIT\n"
-    assert ssd.datapath_from_raw("/x", raw).rules == {"mangle": {"INPUT": []}}
+    assert ssd.kernel.namespaces.datapath_from_raw("/x", raw).rules == {"mangle": {"INPUT": []}}
 
 
 def test_ipv6_vip_is_not_checked_as_a_missing_load_balancer():
@@ -528,15 +535,15 @@ def test_every_finding_carries_its_action():
     node = Node()
     FAULTS["mark-missing"](node)
     (finding,) = node.findings()
-    assert finding.to_json()["action"] == ssd.CHECKS["mark-missing"].action.replace("<service>", "s1")
-    text = " ".join(" ".join(ssd._render_findings([finding], verbose=False)).split())
+    assert finding.to_json()["action"] == ssd.catalog.CHECKS["mark-missing"].action.replace("<service>", "s1")
+    text = " ".join(" ".join(ssd.report._render_findings([finding], verbose=False)).split())
     assert "fix: " in text and "docker service update --force s1" in text
 
 
 # --- known engine bugs: which finding, which engine ------------------------------------------
 
 def refs(check: str, version: str) -> dict[str, bool]:
-    return {k["ref"]: k["affects_this_engine"] for k in ssd.known_issues(check, version)}
+    return {k["ref"]: k["affects_this_engine"] for k in ssd.catalog.known_issues(check, version)}
 
 
 @pytest.mark.parametrize("check,version,expected", [
@@ -568,26 +575,26 @@ def test_known_issues_by_check_and_engine(check, version, expected):
 
 
 def test_every_known_issue_names_real_checks_and_links():
-    assert len({issue.ref for issue in ssd.KNOWN_ISSUES}) == len(ssd.KNOWN_ISSUES) >= 10
-    for issue in ssd.KNOWN_ISSUES:
-        assert issue.checks <= set(ssd.CHECKS), issue.ref
+    assert len({issue.ref for issue in ssd.catalog.KNOWN_ISSUES}) == len(ssd.catalog.KNOWN_ISSUES) >= 10
+    for issue in ssd.catalog.KNOWN_ISSUES:
+        assert issue.checks <= set(ssd.catalog.CHECKS), issue.ref
         assert issue.url.startswith("https://github.com/") and issue.ref.split("#")[1] in issue.url
         assert all(first < fixed for first, fixed in issue.affected)
 
 
 def test_known_issue_lines():
-    [affected] = ssd.known_issues("ipvs-backend-weight", "28.5.2")
-    assert ssd.known_issue_line(affected).startswith("known engine bug moby#41896: during a rolling")
-    fixed = {k["ref"]: k for k in ssd.known_issues("ingress-dnat-missing", "29.7.0")}
-    assert ssd.known_issue_line(fixed["moby#51656"]) == \
+    [affected] = ssd.catalog.known_issues("ipvs-backend-weight", "28.5.2")
+    assert ssd.report.known_issue_line(affected).startswith("known engine bug moby#41896: during a rolling")
+    fixed = {k["ref"]: k for k in ssd.catalog.known_issues("ingress-dnat-missing", "29.7.0")}
+    assert ssd.report.known_issue_line(fixed["moby#51656"]) == \
         "not moby#51656: this engine has its fix (29.7.0 (moby#51657))"
 
 
 # --- the registry: every check declared once, run by one runner ----------------------------
 
 def test_every_check_id_is_registered_exactly_once():
-    registered = [i for check in ssd.REGISTRY for i in check.ids]
-    assert sorted(registered) == sorted(ssd.CHECKS)
+    registered = [i for check in ssd.catalog.REGISTRY for i in check.ids]
+    assert sorted(registered) == sorted(ssd.catalog.CHECKS)
 
 
 def test_a_part_that_could_not_be_read_skips_only_the_checks_that_need_it():
@@ -598,20 +605,22 @@ def test_a_part_that_could_not_be_read_skips_only_the_checks_that_need_it():
     assert checks(node.findings()) == ["mark-missing"]  # marks still checked, no IPVS-based finding
 
 
-def test_a_new_check_is_one_function_and_its_registration(monkeypatch):
-    monkeypatch.setattr(ssd, "REGISTRY", list(ssd.REGISTRY))
-    monkeypatch.setitem(ssd.CHECKS, "toy-check", ssd.CheckInfo("a toy", "nothing"))
+def test_a_new_check_is_one_function_and_its_registration(catalog_restored):
     seen = []
 
-    @ssd.register_check("toy-check", scope="lb", needs=("addresses",))
+    @ssd.catalog.register_check(ssd.catalog.CheckInfo("toy-check", "a toy", "nothing"), scope="lb",
+                                needs=("addresses",))
     def toy(lb, state):
         seen.append(lb.datapath.name)
-        return [ssd.Finding("toy-check", "found", namespace=lb.datapath.name)]
+        return [ssd.model.Finding("toy-check", "found", namespace=lb.datapath.name)]
     node = Node()
     node.sbox.addresses = None
     assert checks(node.findings()) == ["toy-check"] and seen == [OV2_NS]
-    with pytest.raises(ValueError):
-        ssd.register_check("no-such-id", scope="lb")
+    assert ssd.catalog.CHECKS["toy-check"].meaning == "a toy"
+    with pytest.raises(ValueError, match="declared twice"):  # an id belongs to one check
+        ssd.catalog.register_check(ssd.catalog.CheckInfo("mark-missing", "again", "nothing"), scope="lb")
+    with pytest.raises(ValueError, match="scope"):
+        ssd.catalog.register_check(ssd.catalog.CheckInfo("toy-two", "a toy", "nothing"), scope="no-such-scope")
 
 
 def test_ingress_recreated_under_another_name_is_checked_as_ingress():
@@ -621,9 +630,9 @@ def test_ingress_recreated_under_another_name_is_checked_as_ingress():
     raw["Name"] = "edge"
     raw["Containers"]["edge-sbox"] = raw["Containers"].pop("ingress-sbox")
     node = Node()
-    node.ingress = ssd.build_network_view(raw, ssd.service_protocols(services_json()))
+    node.ingress = ssd.views.build_network_view(raw, ssd.views.service_protocols(services_json()))
     assert node.ingress.lb_endpoint.ip == network_view("ingress").lb_endpoint.ip
-    assert ssd.lb_namespace_name(node.ingress) == "ingress_sbox"
+    assert ssd.layers.lb.lb_namespace_name(node.ingress) == "ingress_sbox"
     assert node.findings() == []
     drop_rules(node.sbox, "mangle", "PREROUTING", "--dport 8080")
     assert checks(node.findings()) == ["mark-missing"]

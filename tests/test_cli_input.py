@@ -84,9 +84,9 @@ def test_missing_package_is_named(package, args):
 
 def test_the_kernel_is_read_without_pyroute2():
     """pyroute2 is only the tests' reference: ssd's own netlink readers must not need it."""
-    code = (f"import sys; sys.modules['pyroute2'] = None; sys.path.insert(0, {str(REPO)!r}); import ssd; "
-            "assert 'lo' in ssd.read_addresses(); "
-            "assert ssd.GenlSocket().family_id('nlctrl') == ssd.GENL_ID_CTRL; print('read')")
+    code = (f"import sys; sys.modules['pyroute2'] = None; sys.path.insert(0, {str(REPO)!r}); import ssd.kernel.netlink; "
+            "assert 'lo' in ssd.kernel.netlink.read_addresses(); "
+            "assert ssd.kernel.netlink.GenlSocket().family_id('nlctrl') == ssd.kernel.netlink.GENL_ID_CTRL; print('read')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           check=False)
     assert proc.returncode == 0 and proc.stdout == "read\n", proc.stderr

@@ -18,7 +18,11 @@ from pathlib import Path
 
 import pytest
 
-import ssd
+import ssd.cli
+import ssd.engine
+import ssd.report
+import ssd.run
+import ssd.snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 SSD = str(REPO / "ssd.py")
@@ -80,9 +84,9 @@ def test_the_os_error_is_found_under_the_sdk_wrappers():
     inner = PermissionError(13, "Permission denied")
     wrapped = RuntimeError("Error while fetching server API version: ('Connection aborted.', ...)")
     wrapped.__cause__ = ValueError("Connection aborted.", inner)
-    why = ssd.why_unreachable("unix:///run/docker.sock", wrapped)
+    why = ssd.engine.why_unreachable("unix:///run/docker.sock", wrapped)
     assert why.startswith("permission denied on /run/docker.sock: run ssd as root"), why
-    assert ssd.why_unreachable("x", RuntimeError("boom")) == "cannot reach the Docker daemon at x: boom"
+    assert ssd.engine.why_unreachable("x", RuntimeError("boom")) == "cannot reach the Docker daemon at x: boom"
 
 
 # --- stdout that cannot take the report ------------------------------------------------------
@@ -181,10 +185,10 @@ def test_timeout_bounds_the_node_check(tmp_path, mode, status):
 # --- words and help ---------------------------------------------------------------------------
 
 def test_one_network_is_one_network():
-    doc = ssd.load_snapshot(EXAMPLE)
-    _, result = ssd.settled_check(ssd.SnapshotCollector(doc, EXAMPLE), ["ov2"], 0, live=False)
+    doc = ssd.snapshot.load_snapshot(EXAMPLE)
+    _, result = ssd.run.settled_check(ssd.snapshot.SnapshotCollector(doc, EXAMPLE), ["ov2"], 0, live=False)
     result.networks = [n for n in result.networks if n.view.name == "ingress"]  # one, one service
-    text = ssd.render_text(result, ssd.Painter(False), quiet=False, verbose=False)
+    text = ssd.report.render_text(result, ssd.report.Painter(False), quiet=False, verbose=False)
     assert text.splitlines()[-1] == "1 network, 1 service, 0 inconsistencies", text
     assert "(s)" not in run("--from", EXAMPLE, "-v").stdout
 
@@ -197,13 +201,13 @@ def test_an_empty_no_color_does_not_disable_colour(monkeypatch, value, colour):
     monkeypatch.setenv("NO_COLOR", value)
     monkeypatch.setenv("TERM", "xterm")
     monkeypatch.setattr(sys, "stdout", Tty())
-    assert ssd.use_colour(argparse.Namespace(no_color=False)) is colour
+    assert ssd.cli.use_colour(argparse.Namespace(no_color=False)) is colour
 
 
 def test_usage_errors_come_from_the_arguments_given(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["ssd", "--json"])  # what main() was NOT given
     with pytest.raises(SystemExit) as exit_:
-        ssd.main(["--nagios", "--settle", "nan", "ov2"])
+        ssd.cli.main(["--nagios", "--settle", "nan", "ov2"])
     assert exit_.value.code == 3
     out = capsys.readouterr().out
     assert out.startswith("SSD UNKNOWN - usage: argument --settle"), out

@@ -16,7 +16,15 @@ from pathlib import Path
 
 import pytest
 
-import ssd
+import ssd.collect
+import ssd.converging
+import ssd.kernel.iptables
+import ssd.layers.overlay
+import ssd.model
+import ssd.report
+import ssd.run
+import ssd.snapshot
+import ssd.views
 from recorded import check_ids, replay, fixture
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -203,17 +211,17 @@ def test_health_checks_are_read_from_the_service_spec():
         {"Spec": {"Name": "c", "TaskTemplate": {"ContainerSpec": {}}}},
         {"Spec": {"Name": "d", "TaskTemplate": {"ContainerSpec": {"Healthcheck": {"Test": ["CMD-SHELL", "x"]}}}}},
     ]
-    assert ssd.build_health_checked(services) == {"a": 5.0, "d": ssd.DEFAULT_STOP_GRACE}
-    assert ssd.build_health_checked(None) is None
+    assert ssd.views.build_health_checked(services) == {"a": 5.0, "d": ssd.views.DEFAULT_STOP_GRACE}
+    assert ssd.views.build_health_checked(None) is None
 
 
 def test_the_snapshot_keeps_what_the_health_rule_reads():
-    shapes = ssd.API_SHAPES
+    shapes = ssd.collect.API_SHAPES
     assert shapes["services"][0]["Spec"]["TaskTemplate"]["ContainerSpec"] == {
         "Healthcheck": True, "StopGracePeriod": True}
     assert shapes["tasks"][0]["Status"]["ContainerStatus"] == {"ContainerID": True}
     assert shapes["container"]["State"] == {"Health": {"Status": True}}
-    kept = ssd.project({"State": {"Health": {"Status": "unhealthy", "Log": ["secret output"]}, "Pid": 1}},
+    kept = ssd.collect.project({"State": {"Health": {"Status": "unhealthy", "Log": ["secret output"]}, "Pid": 1}},
                        {"State": shapes["container"]["State"]})
     assert kept == {"State": {"Health": {"Status": "unhealthy"}}}
     assert copy.deepcopy(kept) == kept
@@ -227,7 +235,7 @@ def drop_peer_record(doc: dict, service: str, on_node_addr: str) -> str:
     task = next(t for t in ov2(doc)["Services"][service]["Tasks"] if t["Info"]["Host IP"] == on_node_addr)
     task["Info"] = {}
     ip = task["EndpointIP"]
-    mac = ssd.mac_from_ip(ip)
+    mac = ssd.layers.overlay.mac_from_ip(ip)
     for sample in doc["samples"]:
         for key, raw in sample["namespaces"].items():
             if "-h425s5xecr" in key and raw.get("neighbours") is not None:
@@ -259,22 +267,22 @@ ACCEPT_OLD = f"-A INPUT -p udp -m policy --dir in --pol ipsec -m udp --dport 478
 DROP_OLD = f"-A INPUT -p udp -m udp --dport 4789 {U32} -j DROP"
 
 
-def ruleset(mangle: list[str], filter_: list[str]) -> ssd.Ruleset:
+def ruleset(mangle: list[str], filter_: list[str]) -> ssd.model.Ruleset:
     text = "\n".join(["*mangle", ":OUTPUT ACCEPT [0:0]", *mangle, "COMMIT", "*filter",
                       ":INPUT ACCEPT [0:0]", *filter_, "COMMIT"]) + "\n"
-    return ssd.parse_iptables_save(text)
+    return ssd.kernel.iptables.parse_iptables_save(text)
 
 
 @pytest.mark.parametrize("inputs", [[DROP_NEW], [ACCEPT_OLD, DROP_OLD]], ids=["23.0+", "20.10"])
 def test_encryption_rules_are_read_in_both_engine_forms(inputs):
-    assert ssd.encryption_rules(ruleset([MARK], inputs), 4097) == {
+    assert ssd.layers.overlay.encryption_rules(ruleset([MARK], inputs), 4097) == {
         "mangle OUTPUT MARK 0xd0c4e3": True, "filter INPUT DROP of cleartext VXLAN": True}
-    assert not any(ssd.encryption_rules(ruleset([MARK], inputs), 4098).values())  # another VNI
+    assert not any(ssd.layers.overlay.encryption_rules(ruleset([MARK], inputs), 4098).values())  # another VNI
 
 
 def test_an_accept_of_ipsec_traffic_is_no_drop_and_another_mark_no_mark():
     rules = ruleset([MARK.replace("0xd0c4e3", "0xd0c4e4")], [ACCEPT_OLD])
-    assert ssd.encryption_rules(rules, 4097) == {
+    assert ssd.layers.overlay.encryption_rules(rules, 4097) == {
         "mangle OUTPUT MARK 0xd0c4e3": False, "filter INPUT DROP of cleartext VXLAN": False}
 
 
@@ -295,7 +303,7 @@ def service(doc: dict, name: str) -> dict:
 def ssd_from(doc: dict, tmp_path, *args: str) -> tuple[int, str]:
     path = tmp_path / "doc.json"
     path.write_text(json.dumps(doc))
-    proc = subprocess.run([sys.executable, str(Path(ssd.__file__)), "--from", str(path), *args],
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "ssd.py"), "--from", str(path), *args],
                           capture_output=True, text=True, check=False)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc.returncode, proc.stdout
@@ -305,12 +313,12 @@ def test_a_finding_about_a_service_being_updated_is_converging(tmp_path):
     doc = fixture("28.5-dns-node1")
     _, ip = running_task(doc, "s1", on_node="o0wngrps05lifxc8ilpjj6psz")
     lose_backend(doc, ip)
-    assert ssd.overall_status(replay(doc)) == "inconsistent"  # swarm is done: a fault
+    assert ssd.report.overall_status(replay(doc)) == "inconsistent"  # swarm is done: a fault
     service(doc, "s1")["UpdateStatus"] = {"State": "updating"}
     result = replay(doc)
     assert check_ids(result) == ["ipvs-backend-missing"]
     assert result.findings[0].converging == "swarm is updating service s1 (update updating)"
-    assert ssd.overall_status(result) == "converging"
+    assert ssd.report.overall_status(result) == "converging"
     code, out = ssd_from(doc, tmp_path)
     assert code == 3 and "converging: swarm is updating service s1" in out and "while swarm converges" in out
     code, out = ssd_from(doc, tmp_path, "--nagios")
@@ -326,7 +334,7 @@ def test_a_completed_or_paused_update_is_not_converging():
     lose_backend(doc, ip)
     for state in ("completed", "paused", "rollback_completed"):
         service(doc, "s1")["UpdateStatus"] = {"State": state}
-        assert ssd.overall_status(replay(doc)) == "inconsistent", state
+        assert ssd.report.overall_status(replay(doc)) == "inconsistent", state
 
 
 def test_tasks_swarm_is_starting_make_the_service_converging():
@@ -339,7 +347,7 @@ def test_tasks_swarm_is_starting_make_the_service_converging():
     api(doc, "GET /tasks").append(starting)
     result = replay(doc)
     assert result.findings[0].converging == "swarm is still starting 1 task of service s1"
-    assert ssd.overall_status(result) == "converging"
+    assert ssd.report.overall_status(result) == "converging"
 
 
 def test_one_settled_finding_beside_a_converging_one_is_inconsistent():
@@ -351,7 +359,7 @@ def test_one_settled_finding_beside_a_converging_one_is_inconsistent():
     service(doc, "s1")["UpdateStatus"] = {"State": "updating"}
     result = replay(doc)
     assert [bool(f.converging) for f in sorted(result.findings, key=lambda f: f.service)] == [True, False]
-    assert ssd.overall_status(result) == "inconsistent"
+    assert ssd.report.overall_status(result) == "inconsistent"
 
 
 @pytest.mark.parametrize("age, converging", [(10, True), (600, False)])
@@ -392,8 +400,8 @@ def lose_in(sample: dict, ip: str) -> None:
                 svc["dests"] = [d for d in svc["dests"] if d["address"] != ip]
 
 
-def settled(doc: dict) -> ssd.RunResult:
-    _, result = ssd.settled_check(ssd.SnapshotCollector(doc, "fixture"), [], doc["settle"], live=False)
+def settled(doc: dict) -> ssd.model.RunResult:
+    _, result = ssd.run.settled_check(ssd.snapshot.SnapshotCollector(doc, "fixture"), [], doc["settle"], live=False)
     return result
 
 
@@ -408,7 +416,7 @@ def test_a_worker_whose_load_balancer_catches_up_between_samples_says_converging
     result = settled(doc)
     assert check_ids(result) == ["ipvs-backend-missing"] and result.findings[0].subject == first
     assert "load balancers for service s1 changed between its two samples" in result.findings[0].converging
-    assert ssd.overall_status(result) == "converging"
+    assert ssd.report.overall_status(result) == "converging"
     code, out = ssd_from(doc, tmp_path, "--nagios")
     assert code == 1 and out.startswith("SSD WARNING"), out
 
@@ -438,22 +446,22 @@ def test_the_second_sample_reads_again_the_load_balancer_that_excuses_a_dns_find
     [finding] = result.findings
     assert finding.check == "dns-answer-incomplete"
     lb = next(k for k in doc["samples"][0]["namespaces"] if "/lb_" in k).rsplit("/", 1)[-1]
-    assert ssd.reread_for(result) == {finding.namespace, lb}
+    assert ssd.run.reread_for(result) == {finding.namespace, lb}
 
 
 def test_an_address_that_changes_hands_between_samples_is_motion():
-    finding = ssd.Finding("overlay-neighbor-stale", "", network="ov2", subject="10.0.1.9")
-    still = ssd.Motion()
-    joined = ssd.Motion(owners={("ov2", "10.0.1.9"): "s1"})
-    assert ssd.moved(finding, still, still) is None
-    assert ssd.moved(finding, still, joined).startswith("task address 10.0.1.9 joined service s1")
-    assert "left service s1" in ssd.moved(finding, joined, still)
+    finding = ssd.model.Finding("overlay-neighbor-stale", "", network="ov2", subject="10.0.1.9")
+    still = ssd.converging.Motion()
+    joined = ssd.converging.Motion(owners={("ov2", "10.0.1.9"): "s1"})
+    assert ssd.converging.moved(finding, still, still) is None
+    assert ssd.converging.moved(finding, still, joined).startswith("task address 10.0.1.9 joined service s1")
+    assert "left service s1" in ssd.converging.moved(finding, joined, still)
 
 
 def test_a_consistent_sample_keeps_no_motion():
     """Kept only for what findings concern: a consistent run of a big swarm holds nothing more."""
     doc = fixture("28.5-dns-node2")
-    assert replay(doc).motion == ssd.Motion()
+    assert replay(doc).motion == ssd.converging.Motion()
     lose_backend(doc, task_ips(doc, "s1")[0])
     assert {key[1] for key in replay(doc).motion.services} == {"s1"}
 
@@ -466,7 +474,7 @@ def test_a_backend_missing_in_both_samples_of_a_still_node_is_inconsistent(tmp_p
     lose_in(doc["samples"][1], task_ips(doc, "s2")[0])  # another service moving says nothing of s1
     result = settled(doc)
     assert check_ids(result) == ["ipvs-backend-missing"] and result.findings[0].converging is None
-    assert ssd.overall_status(result) == "inconsistent"
+    assert ssd.report.overall_status(result) == "inconsistent"
     code, out = ssd_from(doc, tmp_path, "--nagios")
     assert code == 2 and out.startswith("SSD CRITICAL"), out
 
@@ -477,7 +485,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, str(Path(ssd.__file__)), *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "ssd.py"), *args], capture_output=True, text=True,
                           check=False)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
@@ -574,7 +582,7 @@ def redeployed(service: str = "s3", weight: int = 0, shown_old: bool = False) ->
     for sample in doc["samples"]:
         overlay = next(v for k, v in sample["namespaces"].items() if k.endswith("/1-h425s5xecr"))
         for _, ip, host in OLD_TASKS:
-            mac = ssd.mac_from_ip(ip)
+            mac = ssd.layers.overlay.mac_from_ip(ip)
             overlay["neighbours"].append({"dst": ip, "ifindex": 12, "mac": mac, "permanent": True,
                                           "self": False})
             overlay["fdb"].append({"dst": host, "ifindex": 12, "mac": mac, "permanent": True, "self": True})
@@ -653,9 +661,9 @@ def example(name: str) -> dict:
     return json.loads((EXAMPLES / f"{name}.json").read_text())
 
 
-def replay_example(doc: dict) -> ssd.RunResult:
+def replay_example(doc: dict) -> ssd.model.RunResult:
     """As `ssd --from` replays it: the networks the snapshot was taken for."""
-    _, result = ssd.settled_check(ssd.SnapshotCollector(doc, "example"), doc["networks"], 0, live=False)
+    _, result = ssd.run.settled_check(ssd.snapshot.SnapshotCollector(doc, "example"), doc["networks"], 0, live=False)
     return result
 
 

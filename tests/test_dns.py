@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
-import ssd
+import ssd.base
+import ssd.catalog
+import ssd.collect
+import ssd.engine
+import ssd.kernel.namespaces
+import ssd.kernel.resolver
+import ssd.layers.dns
+import ssd.model
+import ssd.report
 from recorded import replay as run, check_ids as checks, fixture
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -71,7 +79,7 @@ def test_healthy_recording_is_silent_and_asked_every_name(node):
     assert asked >= services | {f"tasks.{s}" for s in services}
     # Aliases come from /services: a manager asks them, a worker cannot know them.
     assert ({"dbalias", "tasks.dbalias", "other", "tasks.other"} <= asked) == (node == "node1")
-    assert ov2_json(ssd.to_json(result))["dns"]["status"] == "ok"
+    assert ov2_json(ssd.report.to_json(result))["dns"]["status"] == "ok"
     ingress = next(n for n in result.networks if n.view.ingress)
     assert ingress.dns is None  # no service discovery on ingress
 
@@ -218,33 +226,33 @@ def test_a_task_swarm_is_stopping_may_be_missing_on_a_manager():
 
 
 def test_an_answer_from_the_containers_other_network_is_not_judged():
-    view = ssd.NetworkView(id="n1", name="ov2", ingress=False, dsr=False, subnets=["10.0.1.0/24"],
-                           services={"s1": ssd.ServiceView("s1", "10.0.1.2", 256, [], [
-                               ssd.TaskView("s1.1.a", "e1", "10.0.1.3", "10.99.0.1")])},
+    view = ssd.model.NetworkView(id="n1", name="ov2", ingress=False, dsr=False, subnets=["10.0.1.0/24"],
+                           services={"s1": ssd.model.ServiceView("s1", "10.0.1.2", 256, [], [
+                               ssd.model.TaskView("s1.1.a", "e1", "10.0.1.3", "10.99.0.1")])},
                            endpoints={}, instantiated=True)
-    state = ssd.NodeState(ssd.engine_model("28.5.2"), "/run/netns", [view])
+    state = ssd.model.NodeState(ssd.catalog.engine_model("28.5.2"), "/run/netns", [view])
     for others, expected in (([], ["dns-answer-incomplete", "dns-answer-stale"]), (["ov3"], [])):
-        probe = ssd.DnsProbe("c1", "/run/netns/x", others, None,
+        probe = ssd.model.DnsProbe("c1", "/run/netns/x", others, None,
                              {"s1": {"rcode": "NOERROR", "ips": ["10.0.5.2"]},
                               "tasks.s1": {"rcode": "NOERROR", "ips": ["10.0.1.3"]}})
         state.dns = {"n1": probe}
-        assert sorted(f.check for f in ssd.run_checks(state)) == expected
+        assert sorted(f.check for f in ssd.catalog.run_checks(state)) == expected
 
 
 def test_no_local_container_no_names_listed(monkeypatch):
     """A network with no container here cannot be asked: its names (every service's records,
     5,000 services on a big swarm) are not even listed; the note says why DNS was not asked."""
-    view = ssd.NetworkView(id="n1", name="ov2", ingress=False, dsr=False, subnets=["10.0.1.0/24"],
-                           services={"s1": ssd.ServiceView("s1", "10.0.1.2", 256, [], [
-                               ssd.TaskView("s1.1.a", "e1", "10.0.1.3", "10.99.0.1")])},
+    view = ssd.model.NetworkView(id="n1", name="ov2", ingress=False, dsr=False, subnets=["10.0.1.0/24"],
+                           services={"s1": ssd.model.ServiceView("s1", "10.0.1.2", 256, [], [
+                               ssd.model.TaskView("s1.1.a", "e1", "10.0.1.3", "10.99.0.1")])},
                            endpoints={}, instantiated=True)
-    state = ssd.NodeState(ssd.engine_model("28.5.2"), "/run/netns", [view])
+    state = ssd.model.NodeState(ssd.catalog.engine_model("28.5.2"), "/run/netns", [view])
 
     def names(view, state):
         raise AssertionError("names listed with no container to ask from")
-    monkeypatch.setattr(ssd, "dns_names", names)
+    monkeypatch.setattr(ssd.layers.dns, "dns_names", names)
     notes: list[str] = []
-    assert ssd.read_dns(ssd.Collector(None, "/run"), [view], state, [], notes) == {}
+    assert ssd.layers.dns.read_dns(ssd.collect.Collector(None, "/run"), [view], state, [], notes) == {}
     assert len(notes) == 1 and "ov2: no container of the network runs here" in notes[0]
 
 
@@ -261,7 +269,7 @@ def test_text_and_json_attribute_the_finding_to_the_dns_layer():
     doc = fixture("28.5-dns-node1")
     edit_answers(doc, "tasks.s1", {"rcode": "NXDOMAIN", "ips": []})
     result = run(doc)
-    text = ssd.render_text(result, ssd.Painter(False), quiet=False, verbose=False)
+    text = ssd.report.render_text(result, ssd.report.Painter(False), quiet=False, verbose=False)
     block = text.split("Asking the embedded DNS for network ov2\n", 1)[1]
     assert re.match(r"\d+ names, in container \S+\.\.\. FAIL\n  dns-name-missing: ", block)
     assert "    layer: embedded DNS, against NetworkDB on this node" in block
@@ -270,11 +278,11 @@ def test_text_and_json_attribute_the_finding_to_the_dns_layer():
     assert max(len(line) for line in text.splitlines()
                if line.strip().removeprefix("next: ") not in commands) <= 80
     assert "    next: nsenter --net=" in block and "\n      docker network inspect -v ov2\n" in block
-    doc_json = ssd.to_json(result)
+    doc_json = ssd.report.to_json(result)
     assert doc_json["findings"][0]["layer"] == "dns"
     net = ov2_json(doc_json)
     assert net["dns"]["status"] == "fail" and all(s["status"] != "fail" for s in net["services"])
-    assert ssd.EXIT_CODES[doc_json["status"]] == 1
+    assert ssd.report.EXIT_CODES[doc_json["status"]] == 1
 
 
 def test_a_worker_judges_only_stale_answers_for_a_dnsrr_service():
@@ -293,18 +301,18 @@ def test_a_worker_judges_only_stale_answers_for_a_dnsrr_service():
 def test_without_dnspython_the_dns_is_not_asked_and_the_rest_is_checked(monkeypatch):
     def missing(package):
         if package.startswith("dns"):
-            raise ssd.CheckError(f"the Python package {ssd.REQUIREMENTS['dns']!r} is missing or broken")
+            raise ssd.base.CheckError(f"the Python package {ssd.engine.REQUIREMENTS['dns']!r} is missing or broken")
         return __import__(package)
-    monkeypatch.setattr(ssd, "require", missing)
-    raw = ssd.ask_resolver("/nonexistent-netns", ["s1"])
+    monkeypatch.setattr(ssd.kernel.resolver, "require", missing)
+    raw = ssd.kernel.resolver.ask_resolver("/nonexistent-netns", ["s1"])
     assert raw["answers"] == {} and "dnspython" in raw["error"]
-    collector = ssd.Collector(None, "/var/run/docker")
-    problems: list[ssd.NotChecked] = []
-    view = ssd.NetworkView(id="n1", name="ov2", ingress=False, dsr=False, subnets=[], services={},
-                           endpoints={"c1": ssd.LocalEndpoint("c1", "s1.1.a", "e1", "10.0.1.3", 24)},
+    collector = ssd.collect.Collector(None, "/var/run/docker")
+    problems: list[ssd.model.NotChecked] = []
+    view = ssd.model.NetworkView(id="n1", name="ov2", ingress=False, dsr=False, subnets=[], services={},
+                           endpoints={"c1": ssd.model.LocalEndpoint("c1", "s1.1.a", "e1", "10.0.1.3", 24)},
                            instantiated=True)
     collector.container = lambda key: {"Name": "/s1.1.a", "NetworkSettings": {
         "SandboxKey": "/var/run/docker/netns/abc", "Networks": {"ov2": {}}}}
-    collector.datapath = lambda path, want_ipvs=True: ssd.datapath_from_raw(path, {"iptables": {}})
-    assert ssd.dns_probe(collector, view, set(), ["s1"], problems) is None
+    collector.datapath = lambda path, want_ipvs=True: ssd.kernel.namespaces.datapath_from_raw(path, {"iptables": {}})
+    assert ssd.layers.dns.dns_probe(collector, view, set(), ["s1"], problems) is None
     assert len(problems) == 1 and "dnspython" in problems[0].message

@@ -18,7 +18,13 @@ from pathlib import Path
 
 import pytest
 
-import ssd
+import ssd.cli
+import ssd.model
+import ssd.run
+import ssd.snapshot
+import ssd.swarmwide.answers
+import ssd.swarmwide.fleet
+import ssd.swarmwide.gossip
 from fake_engine import FakeEngine
 from fake_swarm import NODES, FakeSwarm
 from schemas import validate
@@ -40,9 +46,9 @@ def member_answer(fault=None, snapshot: bool = False) -> str:
     doc = copy.deepcopy(RECORDED)
     if fault:
         fault(doc)
-    collector = ssd.SnapshotCollector(doc, str(SNAPSHOT))
-    node, result = ssd.settled_check(collector, [], 0, live=False)
-    answer = ssd.fleet_answer(collector, node, result, doc if snapshot else None)
+    collector = ssd.snapshot.SnapshotCollector(doc, str(SNAPSHOT))
+    node, result = ssd.run.settled_check(collector, [], 0, live=False)
+    answer = ssd.swarmwide.answers.fleet_answer(collector, node, result, doc if snapshot else None)
     return json.dumps(answer, separators=(",", ":")) + "\n"
 
 
@@ -167,7 +173,7 @@ def test_drained_node_is_a_note_not_a_failure(fake):
 def test_member_error_is_the_reason(fake):
     def answer(node, sample):
         if node.startswith("n2"):
-            return "failed", json.dumps(ssd.error_document("cannot enter /var/run/docker/netns/x")), ""
+            return "failed", json.dumps(ssd.cli.error_document("cannot enter /var/run/docker/netns/x")), ""
         return "complete", HEALTHY, ""
     FakeSwarm(fake, answer)
     proc = fleet(fake)
@@ -188,7 +194,7 @@ def test_gossip_divergence_is_resampled_by_gossip_services(fake):
     view = json.loads(HEALTHY)["gossip"][NETS["ov2"]]
     other = copy.deepcopy(view["state"])
     other["peers"] = other["peers"][:-1]  # node3 has lost a peer, in every sample
-    diverged = {**view, "state": other, "digest": ssd.gossip_digest(other)}
+    diverged = {**view, "state": other, "digest": ssd.swarmwide.answers.gossip_digest(other)}
 
     def answer(node, sample):
         if sample == 0:
@@ -202,7 +208,7 @@ def test_gossip_divergence_is_resampled_by_gossip_services(fake):
     proc = fleet(fake, "--gossip")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "network ov2: DIVERGED" in proc.stdout and "views diverge on ov2" in proc.stdout
-    assert len(swarm.created) == 1 + (ssd.GOSSIP_TRIES - 1)
+    assert len(swarm.created) == 1 + (ssd.swarmwide.gossip.GOSSIP_TRIES - 1)
     assert swarm.created[1]["TaskTemplate"]["ContainerSpec"]["Args"] == [NETS["ov2"], "gossip-hash",
                                                                          "--json"]
     assert not swarm.services
@@ -211,7 +217,7 @@ def test_gossip_divergence_is_resampled_by_gossip_services(fake):
 def with_overlay_finding(answer: str) -> str:
     """node3's report with one overlay finding on ov2 (as the overlay check words it)."""
     doc = json.loads(answer)
-    finding = ssd.Finding("overlay-fdb-missing", "network ov2: task s1.1 (10.0.1.5) on node 10.99.0.1 "
+    finding = ssd.model.Finding("overlay-fdb-missing", "network ov2: task s1.1 (10.0.1.5) on node 10.99.0.1 "
                           "(MAC 02:42:0a:00:01:05) has no permanent FDB entry towards 10.99.0.1",
                           network="ov2", namespace="1-" + NETS["ov2"][:10], service="s1", subject="10.0.1.5")
     doc["report"]["findings"].append(finding.to_json())
@@ -224,7 +230,7 @@ def test_gossip_and_overlay_say_which_layer_disagrees(fake, gossip_differs):
     view = json.loads(HEALTHY)["gossip"][NETS["ov2"]]
     other = copy.deepcopy(view["state"])
     other["peers"] = other["peers"][:-1]
-    diverged = {**view, "state": other, "digest": ssd.gossip_digest(other)}
+    diverged = {**view, "state": other, "digest": ssd.swarmwide.answers.gossip_digest(other)}
 
     def answer(node, sample):
         if sample == 0:
@@ -332,10 +338,10 @@ def test_member_prints_one_line_with_the_node_report(node, engine):
     answer = json.loads(member.stdout)
     plain = node.ssd(engine.url, "--settle", "0", "--json", "ov2")
     report = json.loads(plain.stdout)
-    assert answer["format"] == ssd.FLEET_ANSWER
+    assert answer["format"] == ssd.swarmwide.answers.FLEET_ANSWER
     assert answer["report"]["status"] == report["status"]
     assert [n["name"] for n in answer["report"]["networks"]] == [n["name"] for n in report["networks"]]
-    assert answer["snapshot"]["format"] == ssd.SNAPSHOT_FORMAT and answer["snapshot"]["samples"]
+    assert answer["snapshot"]["format"] == ssd.snapshot.SNAPSHOT_FORMAT and answer["snapshot"]["samples"]
     ov2 = next(n["id"] for n in report["networks"] if n["name"] == "ov2")
     assert answer["gossip"][ov2]["instantiated"] is True
 
@@ -357,21 +363,21 @@ def test_member_probes_when_fleet_mode_asks(node, engine):
 
 # --- a worker's NetworkDB judged against swarm on the manager (issue 22) -----------------------
 
-def recorded_fleet_node(name: str, edit=None) -> ssd.FleetNode:
+def recorded_fleet_node(name: str, edit=None) -> ssd.swarmwide.answers.FleetNode:
     """A fleet node as fleet_node() makes it from the answer of a node whose check ran on a
     28.5.2 recording (edit: applied to the NetworkDB view the node sends back)."""
     doc = json.loads((ROOT / "tests" / "fixtures" / f"snapshot-28.5-{name}.json").read_text())
-    collector = ssd.SnapshotCollector(doc, name)
-    node, result = ssd.settled_check(collector, [], 0, live=False)
-    answer = json.loads(json.dumps(ssd.fleet_answer(collector, node, result, None)))
+    collector = ssd.snapshot.SnapshotCollector(doc, name)
+    node, result = ssd.run.settled_check(collector, [], 0, live=False)
+    answer = json.loads(json.dumps(ssd.swarmwide.answers.fleet_answer(collector, node, result, None)))
     if edit:
         edit(answer["gossip"])
-    return ssd.FleetNode(node.id, node.hostname, answer["report"], gossip=answer["gossip"])
+    return ssd.swarmwide.answers.FleetNode(node.id, node.hostname, answer["report"], gossip=answer["gossip"])
 
 
-def manager_collector() -> ssd.SnapshotCollector:
+def manager_collector() -> ssd.snapshot.SnapshotCollector:
     path = ROOT / "tests" / "fixtures" / "snapshot-28.5-node1.json"
-    return ssd.SnapshotCollector(json.loads(path.read_text()), str(path))
+    return ssd.snapshot.SnapshotCollector(json.loads(path.read_text()), str(path))
 
 
 def ov2_state(gossip: dict) -> dict:
@@ -381,7 +387,7 @@ def ov2_state(gossip: dict) -> dict:
 def test_a_workers_networkdb_is_judged_against_swarm_on_the_manager():
     worker, manager = recorded_fleet_node("node2"), recorded_fleet_node("node1")
     before = json.dumps(manager.report)
-    notes = ssd.judge_workers(manager_collector(), [manager, worker])
+    notes = ssd.swarmwide.fleet.judge_workers(manager_collector(), [manager, worker])
     assert worker.report["status"] == "consistent" and not worker.report["findings"]
     swarm = {n["name"]: n["swarm"] for n in worker.report["networks"]}
     assert swarm["ov2"]["status"] == "ok" and swarm["ov2"]["tasks"] == 12, swarm
@@ -398,7 +404,7 @@ def test_a_task_a_workers_networkdb_lost_is_found_from_the_manager():
         tasks = ov2_state(gossip)["services"]["s1"]["tasks"]
         lost.update(tasks.pop(0))
     worker = recorded_fleet_node("node2", lose_a_task)
-    ssd.judge_workers(manager_collector(), [worker])
+    ssd.swarmwide.fleet.judge_workers(manager_collector(), [worker])
     found = worker.report["findings"]
     assert [f["check"] for f in found] == ["swarm-task-missing"]
     assert found[0]["subject"] == lost["ip"] and found[0]["network"] == "ov2"
@@ -429,10 +435,10 @@ def test_a_workers_own_finding_about_a_service_swarm_updates_is_converging_in_fl
     doc = json.loads((ROOT / "tests" / "fixtures" / "snapshot-28.5-node2.json").read_text())
     lb = next(raw for path, raw in doc["samples"][-1]["namespaces"].items() if "/lb_" in path)
     lb["ipvs"][0]["dests"].pop(0)  # a backend lost from the worker's load balancer
-    collector = ssd.SnapshotCollector(doc, "node2")
-    node, result = ssd.settled_check(collector, [], 0, live=False)
-    answer = json.loads(json.dumps(ssd.fleet_answer(collector, node, result, None)))
-    worker = ssd.FleetNode(node.id, node.hostname, answer["report"], gossip=answer["gossip"])
+    collector = ssd.snapshot.SnapshotCollector(doc, "node2")
+    node, result = ssd.run.settled_check(collector, [], 0, live=False)
+    answer = json.loads(json.dumps(ssd.swarmwide.answers.fleet_answer(collector, node, result, None)))
+    worker = ssd.swarmwide.answers.FleetNode(node.id, node.hostname, answer["report"], gossip=answer["gossip"])
     [finding] = worker.report["findings"]
     assert worker.report["status"] == "inconsistent" and not finding["converging"]
     path = ROOT / "tests" / "fixtures" / "snapshot-28.5-node1.json"
@@ -440,6 +446,6 @@ def test_a_workers_own_finding_about_a_service_swarm_updates_is_converging_in_fl
     for sample in recorded["samples"]:
         svc = next(s for s in sample["api"]["GET /services"] if s["Spec"]["Name"] == finding["service"])
         svc["UpdateStatus"] = {"State": "updating"}
-    ssd.judge_workers(ssd.SnapshotCollector(recorded, str(path)), [worker])
+    ssd.swarmwide.fleet.judge_workers(ssd.snapshot.SnapshotCollector(recorded, str(path)), [worker])
     assert "swarm is updating service" in worker.report["findings"][0]["converging"]
     assert worker.report["status"] == "converging"

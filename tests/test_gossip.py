@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-import ssd
+import ssd.swarmwide.answers
+import ssd.swarmwide.gossip
+import ssd.swarmwide.job
 from fake_engine import FakeEngine
 from fake_swarm import NODES, FakeSwarm
 from recorded import network_json
@@ -44,14 +46,14 @@ def shuffled(raw: dict) -> dict:
 
 
 def test_digest_ignores_order():
-    assert ssd.gossip_digest(ssd.gossip_state(shuffled(OV2))) == ssd.gossip_digest(ssd.gossip_state(OV2))
+    assert ssd.swarmwide.answers.gossip_digest(ssd.swarmwide.answers.gossip_state(shuffled(OV2))) == ssd.swarmwide.answers.gossip_digest(ssd.swarmwide.answers.gossip_state(OV2))
 
 
 def test_digest_ignores_what_is_node_local():
     local = view(Containers={"abc": {"Name": "other", "EndpointID": "e", "IPv4Address": "10.0.1.50/24"}})
     for svc in local["Services"].values():
         svc["LocalLBIndex"] = svc.get("LocalLBIndex", 0) + 7  # every node numbers its own fwmarks
-    assert ssd.gossip_digest(ssd.gossip_state(local)) == ssd.gossip_digest(ssd.gossip_state(OV2))
+    assert ssd.swarmwide.answers.gossip_digest(ssd.swarmwide.answers.gossip_state(local)) == ssd.swarmwide.answers.gossip_digest(ssd.swarmwide.answers.gossip_state(OV2))
 
 
 @pytest.mark.parametrize("change", ["vip", "task ip", "task host", "task gone", "peer gone", "port"])
@@ -70,7 +72,7 @@ def test_digest_sees_what_must_agree(change):
         raw["Peers"] = []
     else:
         raw["Services"]["web"]["Ports"] = ["Target: 80, Publish: 9090"]
-    assert ssd.gossip_digest(ssd.gossip_state(raw)) != ssd.gossip_digest(ssd.gossip_state(OV2))
+    assert ssd.swarmwide.answers.gossip_digest(ssd.swarmwide.answers.gossip_state(raw)) != ssd.swarmwide.answers.gossip_digest(ssd.swarmwide.answers.gossip_state(OV2))
 
 
 def test_diff_names_the_entry_and_the_nodes():
@@ -85,8 +87,8 @@ def test_diff_names_the_entry_and_the_nodes():
     behind["Services"]["web"]["VIP"] = "10.0.1.99"
     del behind["Services"]["s3"]
     behind["Peers"] = []
-    good = ssd.gossip_state(base)
-    diffs = ssd.diff_gossip({"node1": good, "node2": good, "node3": ssd.gossip_state(behind)})
+    good = ssd.swarmwide.answers.gossip_state(base)
+    diffs = ssd.swarmwide.gossip.diff_gossip({"node1": good, "node2": good, "node3": ssd.swarmwide.answers.gossip_state(behind)})
     by_kind = {(d["kind"], d["service"]): d for d in diffs}
     assert set(by_kind) == {("task", "s1"), ("vip", "web"), ("service", "s3"), ("peers", None)}
     task = by_kind[("task", "s1")]
@@ -99,17 +101,17 @@ def test_diff_names_the_entry_and_the_nodes():
 
 
 def test_no_diff_when_states_agree():
-    state = ssd.gossip_state(OV2)
-    assert ssd.diff_gossip({"a": state, "b": ssd.gossip_state(shuffled(OV2))}) == []
+    state = ssd.swarmwide.answers.gossip_state(OV2)
+    assert ssd.swarmwide.gossip.diff_gossip({"a": state, "b": ssd.swarmwide.answers.gossip_state(shuffled(OV2))}) == []
 
 
 # --- the coordinator against a fake swarm -----------------------------------------------
 
 def answer_from(raw: dict | None, node: str) -> str:
-    state = ssd.gossip_state(raw) if raw else None
+    state = ssd.swarmwide.answers.gossip_state(raw) if raw else None
     return json.dumps({"ssd_version": "t", "node": {"id": node, "hostname": NODES[node]},
                        "network": "ov2", "instantiated": raw is not None,
-                       "digest": ssd.gossip_digest(state) if state else None, "state": state},
+                       "digest": ssd.swarmwide.answers.gossip_digest(state) if state else None, "state": state},
                       separators=(",", ":")) + "\n"
 
 
@@ -138,7 +140,7 @@ def test_agreement(fake):
     proc = coordinator(fake)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
-    digest = ssd.gossip_digest(ssd.gossip_state(OV2))
+    digest = ssd.swarmwide.answers.gossip_digest(ssd.swarmwide.answers.gossip_state(OV2))
     for node, host in NODES.items():
         assert f"Node id: {node} ({host}) gossip hash {digest}" in lines
     assert "network ov2: OK: 3 nodes agree" in proc.stdout
@@ -255,8 +257,8 @@ def test_interrupted_run_removes_its_service(fake, sig):
 
 def test_leftover_of_a_killed_run_is_reported_and_removed(fake):
     swarm = FakeSwarm(fake, healthy)
-    old = {"Name": "ssd-gossip-dead0001", "Labels": {ssd.GOSSIP_LABEL: str(int(time.time()) - 3600)}}
-    live = {"Name": "ssd-gossip-busy0002", "Labels": {ssd.GOSSIP_LABEL: str(int(time.time()) + 3600)}}
+    old = {"Name": "ssd-gossip-dead0001", "Labels": {ssd.swarmwide.job.GOSSIP_LABEL: str(int(time.time()) - 3600)}}
+    live = {"Name": "ssd-gossip-busy0002", "Labels": {ssd.swarmwide.job.GOSSIP_LABEL: str(int(time.time()) + 3600)}}
     swarm.create("POST", {}, old)
     swarm.create("POST", {}, live)
     swarm.created.clear()
@@ -270,7 +272,7 @@ def test_leftover_of_a_killed_run_is_reported_and_removed(fake):
 def test_a_leftover_is_named_by_the_mode_that_left_it(fake):
     """A killed --all-nodes run leaves ssd-fleet-*: not 'an earlier gossip-consistency run'."""
     swarm = FakeSwarm(fake, healthy)
-    old = {"Name": "ssd-fleet-dead0003", "Labels": {ssd.GOSSIP_LABEL: str(int(time.time()) - 3600)}}
+    old = {"Name": "ssd-fleet-dead0003", "Labels": {ssd.swarmwide.job.GOSSIP_LABEL: str(int(time.time()) - 3600)}}
     swarm.create("POST", {}, old)
     swarm.created.clear()
     out = coordinator(fake).stdout.replace("\n      ", " ")
@@ -288,12 +290,12 @@ def test_removal_failures_belong_to_the_job_not_the_class():
     class Engine:
         api = Api()
 
-    first = ssd.NodeJob(Engine(), ["ov2"], "ssd:test", 60)
+    first = ssd.swarmwide.job.NodeJob(Engine(), ["ov2"], "ssd:test", 60)
     first.requested = True
     first.remove()
     assert first.not_removed == [f"{first.name}: daemon gone"]
-    assert ssd.NodeJob(Engine(), ["ov2"], "ssd:test", 60).not_removed == []
-    assert not hasattr(ssd.NodeJob, "not_removed")
+    assert ssd.swarmwide.job.NodeJob(Engine(), ["ov2"], "ssd:test", 60).not_removed == []
+    assert not hasattr(ssd.swarmwide.job.NodeJob, "not_removed")
 
 
 def test_old_engine_gets_a_global_service_that_does_not_restart(fake):
@@ -324,7 +326,7 @@ def test_gossip_hash_is_one_json_line(fake):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0 and proc.stdout.count("\n") == 1
     answer = json.loads(proc.stdout)
-    assert answer["instantiated"] and answer["digest"] == ssd.gossip_digest(ssd.gossip_state(OV2))
+    assert answer["instantiated"] and answer["digest"] == ssd.swarmwide.answers.gossip_digest(ssd.swarmwide.answers.gossip_state(OV2))
     assert answer["node"]["hostname"] == "node1"
 
 
@@ -348,7 +350,7 @@ def test_service_interrupted_while_being_created_is_removed_by_name():
         def call(self, what, fn, *args, **kwargs):
             return fn(*args, **kwargs)
 
-    job = ssd.NodeJob(Engine(), ["net0", "gossip-hash", "--json"], "ssd:test", 60)
+    job = ssd.swarmwide.job.NodeJob(Engine(), ["net0", "gossip-hash", "--json"], "ssd:test", 60)
     with pytest.raises(KeyboardInterrupt):
         job.start()
     job.remove()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = ["ssd.py", "pyproject.toml", "requirements.txt", "README.md", "LICENSE"]
+SOURCES = ["pyproject.toml", "requirements.txt", "README.md", "LICENSE"]
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +24,7 @@ def installed(tmp_path_factory) -> Path:
     source.mkdir()
     for name in SOURCES:
         shutil.copy(REPO / name, source / name)
+    shutil.copytree(REPO / "ssd", source / "ssd", ignore=shutil.ignore_patterns("__pycache__"))
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     proc = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(source)], capture_output=True,

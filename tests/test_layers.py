@@ -9,33 +9,39 @@ from pathlib import Path
 
 import pytest
 
-import ssd
+import ssd.catalog
+import ssd.model
+import ssd.report
+import ssd.run
+import ssd.snapshot
+import ssd.swarmwide.answers
+import ssd.swarmwide.report
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = str(REPO / "examples" / "healthy-node1.json")
 
 
-def healthy() -> ssd.RunResult:
-    doc = ssd.load_snapshot(EXAMPLE)
-    _, result = ssd.settled_check(ssd.SnapshotCollector(doc, EXAMPLE), [], 0, live=False)
+def healthy() -> ssd.model.RunResult:
+    doc = ssd.snapshot.load_snapshot(EXAMPLE)
+    _, result = ssd.run.settled_check(ssd.snapshot.SnapshotCollector(doc, EXAMPLE), [], 0, live=False)
     assert result.findings == []
     return result
 
 
-def text(result: ssd.RunResult) -> list[str]:
-    return ssd.render_text(result, ssd.Painter(False), quiet=False, verbose=False).splitlines()
+def text(result: ssd.model.RunResult) -> list[str]:
+    return ssd.report.render_text(result, ssd.report.Painter(False), quiet=False, verbose=False).splitlines()
 
 
 def test_every_check_id_names_a_declared_layer():
-    assert {info.layer for info in ssd.CHECKS.values()} <= set(ssd.LAYERS)
-    assert set(ssd.LAYERS) >= {"kernel", "networkdb", "dns", "overlay"}
+    assert {info.layer for info in ssd.catalog.CHECKS.values()} <= set(ssd.catalog.LAYERS)
+    assert set(ssd.catalog.LAYERS) >= {"kernel", "networkdb", "dns", "overlay"}
 
 
 def test_fwmark_duplicate_is_shown_with_networkdb_not_the_load_balancer():
     """Two services with one LocalLBIndex is NetworkDB contradicting itself (its layer), not a
     fault of the load balancer of the service it names."""
     result = healthy()
-    result.findings.append(ssd.Finding("fwmark-duplicate", "services s1 and s2 share fwmark 0x100",
+    result.findings.append(ssd.model.Finding("fwmark-duplicate", "services s1 and s2 share fwmark 0x100",
                                        network="ov2", service="s1", subject="0x100"))
     lines = text(result)
     at = lines.index(next(line for line in lines if line.startswith("fwmark-duplicate") or
@@ -45,57 +51,71 @@ def test_fwmark_duplicate_is_shown_with_networkdb_not_the_load_balancer():
     assert header in ("Checking NetworkDB's view of network ov2",
                       "Comparing swarm with NetworkDB for network ov2"), lines
     assert "service s1... OK" in lines
-    ov2 = next(n for n in ssd.to_json(result)["networks"] if n["name"] == "ov2")
+    ov2 = next(n for n in ssd.report.to_json(result)["networks"] if n["name"] == "ov2")
     assert {s["name"]: s["status"] for s in ov2["services"]}["s1"] == "ok"
 
 
 def test_an_overlay_finding_read_in_the_host_namespace_counts_under_its_network():
     """overlay-esp-missing is read from the host's IPsec state (namespace host): the fleet
     matrix's cell of its network fails, not the host's published ports."""
-    report = ssd.to_json(healthy())
+    report = ssd.report.to_json(healthy())
     net = next(n for n in report["networks"] if n["name"] == "ov2")
-    report["findings"].append(ssd.Finding("overlay-esp-missing", "no ESP state towards 10.99.0.2",
+    report["findings"].append(ssd.model.Finding("overlay-esp-missing", "no ESP state towards 10.99.0.2",
                                           network="ov2", namespace="host").to_json())
-    node = ssd.FleetNode("n1", "node1", report, None, 1.0)
-    assert ssd.fleet_cell(node, net["id"]) == "FAIL 1"
-    assert ssd.fleet_cell(node, None) == "OK"
-    report["findings"].append(ssd.Finding("ingress-dnat-missing", "no DNAT for 8080/tcp",
+    node = ssd.swarmwide.answers.FleetNode("n1", "node1", report, None, 1.0)
+    assert ssd.swarmwide.report.fleet_cell(node, net["id"]) == "FAIL 1"
+    assert ssd.swarmwide.report.fleet_cell(node, None) == "OK"
+    report["findings"].append(ssd.model.Finding("ingress-dnat-missing", "no DNAT for 8080/tcp",
                                           network="ingress", namespace="host").to_json())
-    assert ssd.fleet_cell(node, None) == "FAIL 1"
+    assert ssd.swarmwide.report.fleet_cell(node, None) == "FAIL 1"
 
 
-def test_a_new_layer_is_one_declaration(monkeypatch):
-    """What the issue promises: a layer, its check id and a describe function; its findings get
-    a block of their own, its status, its 'layer:' line, and leave the load balancer alone."""
-    monkeypatch.setitem(ssd.LAYERS, "probe", ssd.Layer("traffic between nodes, against the overlay"))
-    monkeypatch.setitem(ssd.CHECKS, "probe-unreachable", ssd.CheckInfo("No reply.", "Open 4789/udp.", "probe"))
-    monkeypatch.setattr(ssd, "_describe_probe", lambda net: (f"Probing network {net.view.name}",
-                                                             "2 other nodes", True), raising=False)
-    result = healthy()
-    result.findings.append(ssd.Finding("probe-unreachable", "node3 does not answer", network="ov2",
-                                       service="s1", subject="node3"))
+def test_a_new_layer_is_one_declaration(monkeypatch, catalog_restored):
+    """A brand-new layer (no existing one patched): its declaration, its check id and its check;
+    its findings get a block of their own, its status, its 'layer:' line, a place among the
+    layers by rank, and leave the load balancer alone."""
+    result = healthy()  # before the layer exists
+    ssd.catalog.declare_layer(ssd.catalog.Layer(
+        "canary", 35, "the canary, against the air", read=lambda net: net.view.name == "ov2",
+        describe=lambda net: (f"Listening to the canary of {net.view.name}", "one canary", True)))
+
+    @ssd.catalog.register_check(ssd.catalog.CheckInfo("canary-dead", "The canary is dead.", "Open a window.",
+                                                      layer="canary"), scope="network")
+    def check_canary(view, state):
+        return [ssd.model.Finding("canary-dead", "no song", network=view.name, service="s1", subject="canary")
+                ] if view.name == "ov2" else []
+
+    result.findings += ssd.catalog.run_checks(ssd.model.NodeState(ssd.catalog.engine_model("28.5.2"),
+                                                                  "/nonexistent", [n.view for n in result.networks]))
+    assert list(ssd.catalog.LAYERS).index("canary") == list(ssd.catalog.LAYERS).index("dns") + 1
     lines = text(result)
-    block = lines.index("Probing network ov2")
-    assert lines[block + 1] == "2 other nodes... FAIL"
-    assert lines[block + 2].startswith("  probe-unreachable: node3 does not answer")
-    assert "    layer: traffic between nodes, against the overlay" in lines
+    block = lines.index("Listening to the canary of ov2")
+    assert lines[block + 1] == "one canary... FAIL"
+    assert lines[block + 2].startswith("  canary-dead: no song")
+    assert "    layer: the canary, against the air" in lines
     assert "service s1... OK" in lines
     ov2 = next(n for n in result.networks if n.view.name == "ov2")
-    assert ssd.layer_status(result, ov2, "probe") == "fail"
-    assert ssd.layer_status(result, ov2, "overlay") in ("ok", "error")
-    assert json.loads(json.dumps(ssd.to_json(result)))["findings"][0]["layer"] == "probe"
+    assert ssd.report.layer_status(result, ov2, "canary") == "fail"
+    ingress = next(n for n in result.networks if n.view.name == "ingress")
+    assert ssd.report.layer_status(result, ingress, "canary") == "error"  # not read there
+    assert json.loads(json.dumps(ssd.report.to_json(result)))["findings"][0]["layer"] == "canary"
+
+
+def test_a_layer_is_declared_once():
+    with pytest.raises(ValueError, match="declared twice"):
+        ssd.catalog.declare_layer(ssd.catalog.Layer("dns", 99, "again"))
 
 
 def test_a_check_may_emit_only_the_ids_it_registered(monkeypatch):
-    stray = ssd.Check(("mark-missing",), "node", (), lambda subject, state: [ssd.Finding("mark-stale", "x")])
-    monkeypatch.setattr(ssd, "REGISTRY", [stray])
-    state = ssd.NodeState(ssd.engine_model("28.5.2"), "/nonexistent", [])
+    stray = ssd.catalog.Check(("mark-missing",), "node", (), lambda subject, state: [ssd.model.Finding("mark-stale", "x")])
+    monkeypatch.setattr(ssd.catalog, "REGISTRY", [stray])
+    state = ssd.model.NodeState(ssd.catalog.engine_model("28.5.2"), "/nonexistent", [])
     with pytest.raises(ValueError, match="mark-stale"):
-        ssd.run_checks(state)
+        ssd.catalog.run_checks(state)
 
 
 def test_no_id_prefix_or_set_decides_a_layer():
-    source = (REPO / "ssd.py").read_text()
+    source = "".join(path.read_text() for path in sorted((REPO / "ssd").rglob("*.py")))
     for smell in ('startswith("overlay-")', 'startswith("dns-")', "SWARM_CHECKS", "LAYER_TEXT"):
         assert smell not in source, smell
-    assert not any(f.name in ("overlay", "dns", "swarm") for f in dataclasses.fields(ssd.Finding))
+    assert not any(f.name in ("overlay", "dns", "swarm") for f in dataclasses.fields(ssd.model.Finding))

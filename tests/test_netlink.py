@@ -18,7 +18,9 @@ import pytest
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 
-import ssd
+import ssd.kernel.namespaces
+import ssd.kernel.netlink
+import ssd.kernel.overlay
 
 RTM_NEWLINK, RTM_NEWNEIGH = 16, 28
 
@@ -49,8 +51,8 @@ class Replay:
         pass
 
 
-def scripted(script) -> ssd.NetlinkSocket:
-    sock = ssd.NetlinkSocket.__new__(ssd.NetlinkSocket)
+def scripted(script) -> ssd.kernel.netlink.NetlinkSocket:
+    sock = ssd.kernel.netlink.NetlinkSocket.__new__(ssd.kernel.netlink.NetlinkSocket)
     sock.sock, sock.seq = Replay(script), 0
     sock.buffer = bytearray(1 << 16)
     sock.view = memoryview(sock.buffer)
@@ -58,9 +60,9 @@ def scripted(script) -> ssd.NetlinkSocket:
 
 
 def dump(*rows: bytes, interrupted: bool = False, on_done: bool = False):
-    flag = ssd.NLM_F_DUMP_INTR if interrupted else 0
+    flag = ssd.kernel.netlink.NLM_F_DUMP_INTR if interrupted else 0
     messages = [(RTM_NEWLINK, 0x2 | (0 if on_done else flag), row) for row in rows]
-    return [*messages, (ssd.NLMSG_DONE, 0x2 | flag, b"\0\0\0\0")]
+    return [*messages, (ssd.kernel.netlink.NLMSG_DONE, 0x2 | flag, b"\0\0\0\0")]
 
 
 def test_an_interrupted_dump_is_read_again():
@@ -75,20 +77,20 @@ def test_the_flag_on_the_done_message_counts_too():
 
 
 def test_a_dump_interrupted_every_time_is_an_error_not_a_table():
-    sock = scripted([dump(b"half", interrupted=True)] * ssd.DUMP_TRIES)
+    sock = scripted([dump(b"half", interrupted=True)] * ssd.kernel.netlink.DUMP_TRIES)
     with pytest.raises(OSError) as raised:
         sock.request(18, b"", dump=True)
     assert raised.value.errno == errno.EAGAIN and "kept changing" in raised.value.strerror
-    assert sock.sock.sent == ssd.DUMP_TRIES
+    assert sock.sock.sent == ssd.kernel.netlink.DUMP_TRIES
 
 
 def test_a_namespace_whose_tables_keep_changing_is_not_checked(monkeypatch):
     def always_interrupted(self, kind, body, dump, skip=0):
         return [], True
-    monkeypatch.setattr(ssd.NetlinkSocket, "_exchange", always_interrupted)
-    raw = ssd.read_overlay_namespace("/proc/self/ns/net")
+    monkeypatch.setattr(ssd.kernel.netlink.NetlinkSocket, "_exchange", always_interrupted)
+    raw = ssd.kernel.overlay.read_overlay_namespace("/proc/self/ns/net")
     assert raw["error"].endswith("the table kept changing while it was read (netlink dump "
-                                 f"interrupted {ssd.DUMP_TRIES} times in a row)"), raw
+                                 f"interrupted {ssd.kernel.netlink.DUMP_TRIES} times in a row)"), raw
 
 
 # --- links, neighbours and FDB rows as pyroute2 reads them -------------------------------------
@@ -118,7 +120,7 @@ def pyroute2_neighbour(payload: bytes) -> dict:
 
 
 def nla(kind: int, payload: bytes) -> bytes:
-    return ssd.nla(kind, payload)
+    return ssd.kernel.netlink.nla(kind, payload)
 
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO = 1, 3, 4, 10, 18
@@ -147,10 +149,10 @@ def vxlan_link(order: tuple[int, ...], kind_first: bool = True) -> bytes:
 @pytest.mark.parametrize("order", list(itertools.permutations(range(5)))[::7])
 def test_a_link_reads_as_pyroute2_reads_it_whatever_the_attribute_order(order):
     payload = vxlan_link(order)
-    assert ssd.decode_link(payload) == pyroute2_link(payload)
-    assert ssd.decode_link(payload)["vxlan"] == {"vni": 4097, "port": 4789, "learning": False,
+    assert ssd.kernel.netlink.decode_link(payload) == pyroute2_link(payload)
+    assert ssd.kernel.netlink.decode_link(payload)["vxlan"] == {"vni": 4097, "port": 4789, "learning": False,
                                                  "proxy": True, "l2miss": True, "l3miss": True}
-    assert ssd.decode_link(vxlan_link(order, kind_first=False)) == ssd.decode_link(payload)
+    assert ssd.kernel.netlink.decode_link(vxlan_link(order, kind_first=False)) == ssd.kernel.netlink.decode_link(payload)
 
 
 @pytest.mark.parametrize("order", [(0, 1), (1, 0)])
@@ -161,7 +163,7 @@ def test_a_neighbour_reads_as_pyroute2_reads_it(order, family, dst):
     if dst:
         attrs.append(nla(NDA_DST, socket.inet_aton(dst)))
     payload = struct.pack("=BxxxiHBB", family, 5, 0x80, 0x2, 1) + b"".join(attrs[i % len(attrs)] for i in order)
-    assert ssd.decode_neighbour(payload) == pyroute2_neighbour(payload)
+    assert ssd.kernel.overlay.decode_neighbour(payload) == pyroute2_neighbour(payload)
 
 
 # --- real dumps of this kernel (tier 2) --------------------------------------------------------
@@ -195,16 +197,16 @@ def test_real_links_neighbours_and_fdb_read_as_pyroute2_reads_them():
             ip(ns, "link", "set", "dev", "vxlan0", "up")
             subprocess.run(["bridge", "-n", ns, "fdb", "add", mac, "dev", "vxlan0", "dst",
                             f"10.99.0.{i % 3 + 2}", "self", "permanent"], check=True)
-        with ssd.entered_netns(f"/var/run/netns/{ns}"), ssd.NetlinkSocket(ssd.NETLINK_ROUTE) as sock:
-            links = sock.request(ssd.RTM_GETLINK, ssd._IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0), dump=True)
-            rows = {family: sock.request(ssd.RTM_GETNEIGH, ssd._NDMSG.pack(family, 0, 0, 0, 0), dump=True)
+        with ssd.kernel.namespaces.entered_netns(f"/var/run/netns/{ns}"), ssd.kernel.netlink.NetlinkSocket(ssd.kernel.netlink.NETLINK_ROUTE) as sock:
+            links = sock.request(ssd.kernel.netlink.RTM_GETLINK, ssd.kernel.netlink._IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0), dump=True)
+            rows = {family: sock.request(ssd.kernel.netlink.RTM_GETNEIGH, ssd.kernel.netlink._NDMSG.pack(family, 0, 0, 0, 0), dump=True)
                     for family in (socket.AF_INET, socket.AF_BRIDGE)}
-    assert {ssd.decode_link(m)["kind"] for m in links} >= {"bridge", "vxlan"}
+    assert {ssd.kernel.netlink.decode_link(m)["kind"] for m in links} >= {"bridge", "vxlan"}
     for payload in links:
-        assert ssd.decode_link(payload) == pyroute2_link(payload)
+        assert ssd.kernel.netlink.decode_link(payload) == pyroute2_link(payload)
     assert len(rows[socket.AF_INET]) >= 39 and len(rows[socket.AF_BRIDGE]) >= 39
     for payload in rows[socket.AF_INET] + rows[socket.AF_BRIDGE]:
-        assert ssd.decode_neighbour(payload) == pyroute2_neighbour(payload)
+        assert ssd.kernel.overlay.decode_neighbour(payload) == pyroute2_neighbour(payload)
     # the kernel writes the VXLAN device's rows in the order the fixed-offset reader expects
     # (neighbours: NDA_DST, NDA_LLADDR; FDB: NDA_LLADDR, NDA_DST), so the fast path is the one taken
     fixed = {family: sum(fixed_layout(m) for m in rows[family]) for family in rows}
@@ -229,13 +231,13 @@ def test_a_churning_table_is_never_read_half(monkeypatch):
     says the table kept changing."""
     size, base = 1500, int(ipaddress.IPv4Address("10.2.0.0"))
     flagged = []
-    exchange = ssd.NetlinkSocket._exchange
+    exchange = ssd.kernel.netlink.NetlinkSocket._exchange
 
     def spy(self, kind, body, dump, skip=0):
         replies, interrupted = exchange(self, kind, body, dump, skip)
         flagged.append(interrupted)
         return replies, interrupted
-    monkeypatch.setattr(ssd.NetlinkSocket, "_exchange", spy)
+    monkeypatch.setattr(ssd.kernel.netlink.NetlinkSocket, "_exchange", spy)
     with namespace() as ns:
         ip(ns, "link", "add", "d0", "type", "bridge")
         batch = "".join(f"addr add {ipaddress.IPv4Address(base + k)}/32 dev d0\n" for k in range(size))
@@ -256,10 +258,10 @@ def test_a_churning_table_is_never_read_half(monkeypatch):
         thread.start()
         whole = refused = 0
         try:
-            with ssd.entered_netns(f"/var/run/netns/{ns}"):
+            with ssd.kernel.namespaces.entered_netns(f"/var/run/netns/{ns}"):
                 for _ in range(60):
                     try:
-                        found = sorted(int(ipaddress.IPv4Address(a)) for a, _ in ssd.read_addresses()["d0"])
+                        found = sorted(int(ipaddress.IPv4Address(a)) for a, _ in ssd.kernel.netlink.read_addresses()["d0"])
                     except OSError as exc:
                         assert exc.errno == errno.EAGAIN, exc
                         refused += 1

@@ -14,7 +14,13 @@ import time
 
 import pytest
 
-import ssd
+import ssd.base
+import ssd.collect
+import ssd.kernel.iptables
+import ssd.kernel.namespaces
+import ssd.kernel.netlink
+import ssd.kernel.overlay
+import ssd.kernel.resolver
 from fake_engine import FakeEngine
 from kernel_node import TASK_NAMESPACES, KernelNode, sh
 from schemas import validate
@@ -161,13 +167,13 @@ def test_a_name_forwarded_upstream_is_missing_and_the_rest_still_asked(node, eng
     missing = next(f for f in doc["findings"] if f["check"] == "dns-name-missing")
     assert "no answer" in missing["message"] and "other names" in missing["message"]
     # Asked together: the unanswered name costs one wait of DNS_TRIES x DNS_TIMEOUT, not one each.
-    assert time.monotonic() - started < 2 * ssd.DNS_TRIES * ssd.DNS_TIMEOUT + 8
+    assert time.monotonic() - started < 2 * ssd.kernel.resolver.DNS_TRIES * ssd.kernel.resolver.DNS_TIMEOUT + 8
 
 
 def test_a_name_dns_cannot_carry_is_not_asked_and_the_rest_are(node):
     """An alias longer than 63 characters (swarm does not validate aliases): one line, no crash."""
     long_alias = "a" * 70
-    with_tasks = ssd.ask_resolver(node.ns(S1_NS), [long_alias, "tasks.s1", "s1"])
+    with_tasks = ssd.kernel.resolver.ask_resolver(node.ns(S1_NS), [long_alias, "tasks.s1", "s1"])
     assert with_tasks["error"] is None
     assert with_tasks["answers"][long_alias]["error"].startswith("not asked: not a name DNS can carry")
     assert with_tasks["answers"]["s1"] == {"rcode": "NOERROR", "ips": ["10.0.1.2"]}
@@ -342,7 +348,7 @@ def test_overlay_read_as_iproute2_reads_it(node):
         ip, mac = f"10.0.1.{50 + i}", f"02:42:0a:00:01:{50 + i:02x}"
         sh("ip", "neigh", "add", ip, "lladdr", mac, "dev", "vxlan0", "nud", "permanent", ns=ns)
         sh("bridge", "fdb", "add", mac, "dev", "vxlan0", "dst", f"192.168.9.{i + 1}", "self", "permanent", ns=ns)
-    raw = ssd.read_overlay_namespace(ns)
+    raw = ssd.kernel.overlay.read_overlay_namespace(ns)
     assert raw["error"] is None
     links = {x["ifname"]: x for x in json.loads(sh("ip", "-j", "-d", "link", "show", ns=ns))}
     for link in raw["links"]:
@@ -413,12 +419,12 @@ def test_addresses_read_as_pyroute2_reads_them(node):
     from kernel_node import LB_NAMESPACES, TASK_NAMESPACES
     sh("ip", "addr", "add", "10.0.1.200/32", "dev", "lo", ns=node.ns(LB))  # a second alias, elsewhere
     for name in LB_NAMESPACES + TASK_NAMESPACES:
-        with ssd.entered_netns(node.ns(name)):
-            lean = ssd.read_addresses()
+        with ssd.kernel.namespaces.entered_netns(node.ns(name)):
+            lean = ssd.kernel.netlink.read_addresses()
             with IPRoute() as ipr:
                 names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
                 reference: dict[str, list] = {}
-                for addr in ipr.get_addr(family=ssd.AF_INET):
+                for addr in ipr.get_addr(family=ssd.base.AF_INET):
                     ip = addr.get_attr("IFA_LOCAL") or addr.get_attr("IFA_ADDRESS")
                     reference.setdefault(names[addr["index"]], []).append((ip, addr["prefixlen"]))
         assert lean == reference and len(lean) >= 2, (name, lean, reference)
@@ -446,8 +452,8 @@ def test_ipsec_policies_read_as_the_kernel_holds_them(node):
            "4789", "dir", "out", "mark", "0xd0c4e3", "mask", "0xffffffff", "tmpl", "src", "10.99.0.1", "dst",
            peer, "proto", "esp", "spi", hex(0x100 + i), "reqid", "13681891", "mode", "transport", ns=node.host)
     sh("ip", "xfrm", "policy", "add", "src", "10.99.0.1/32", "dst", "10.99.0.4/32", "dir", "in", ns=node.host)
-    with ssd.entered_netns(node.host):
-        raw = ssd.read_xfrm()
+    with ssd.kernel.namespaces.entered_netns(node.host):
+        raw = ssd.kernel.overlay.read_xfrm()
     assert raw["error"] is None and raw["states"] == []
     assert sorted(raw["policies"], key=lambda p: p["dst"]) == [
         {"src": "10.99.0.1", "dst": "10.99.0.2", "dport": 4789, "proto": 17, "dir": 1, "mark": 0xD0C4E3},
@@ -461,13 +467,13 @@ def test_read_ahead_delivers_what_a_direct_read_finds(node):
     """The child runs the same readers: its results, through the pipe, equal a read made here."""
     jobs = [("ns", node.ns(LB), True), ("ns", node.ns("ingress_sbox"), True),
             ("overlay", node.ns(OV2_OVERLAY), False), ("ns", node.ns(WEB1_NS), False)]
-    backends = ssd.iptables_backends()
-    ahead = ssd.ReadAhead(jobs, backends)  # two children, two jobs each
+    backends = ssd.kernel.iptables.iptables_backends()
+    ahead = ssd.collect.ReadAhead(jobs, backends)  # two children, two jobs each
     try:
         for kind, path, want_ipvs in reversed(jobs):  # taken in another order than read
             got = ahead.take(kind, path, want_ipvs)
-            direct = (ssd.read_overlay_namespace(path) if kind == "overlay"
-                      else ssd.read_namespace(path, backends, want_ipvs))
+            direct = (ssd.kernel.overlay.read_overlay_namespace(path) if kind == "overlay"
+                      else ssd.kernel.namespaces.read_namespace(path, backends, want_ipvs))
             assert got == direct and got["error"] is None, path
         assert ahead.take("ns", node.ns(S1_NS), False) is None  # not one of its jobs: read here
     finally:
@@ -478,16 +484,16 @@ def test_read_ahead_lost_child_falls_back_and_leaves_no_process(node):
     """A child that dies before it delivers leaves the caller to read; close() stops a child
     still at work on jobs the run no longer needs, and reaps it."""
     jobs = [("ns", node.ns(LB), True)] + [("ns", node.ns(ns), False) for ns in TASK_NAMESPACES]
-    ahead = ssd.ReadAhead(jobs, ssd.iptables_backends(), workers=1)
+    ahead = ssd.collect.ReadAhead(jobs, ssd.kernel.iptables.iptables_backends(), workers=1)
     os.kill(ahead.pids[0], 9)
-    assert ahead.take("ns", node.ns(LB), True) in (None, ssd.read_namespace(node.ns(LB), ssd.iptables_backends()))
+    assert ahead.take("ns", node.ns(LB), True) in (None, ssd.kernel.namespaces.read_namespace(node.ns(LB), ssd.kernel.iptables.iptables_backends()))
     assert ahead.take("ns", node.ns(TASK_NAMESPACES[-1]), False) is None  # nothing more comes
     ahead.close()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and os.path.exists(f"/proc/{ahead.pids[0]}"):
         time.sleep(0.05)
     assert not os.path.exists(f"/proc/{ahead.pids[0]}")  # killed and reaped: no zombie left
-    busy = ssd.ReadAhead(jobs * 20, ssd.iptables_backends())
+    busy = ssd.collect.ReadAhead(jobs * 20, ssd.kernel.iptables.iptables_backends())
     assert len(busy.pids) == 2
     busy.close()
     deadline = time.monotonic() + 10
@@ -499,8 +505,8 @@ def test_read_ahead_lost_child_falls_back_and_leaves_no_process(node):
 def test_read_ahead_plans_the_namespaces_the_run_reads(node, engine, monkeypatch):
     """From the API's network list: each network's load balancer and newest overlay namespace,
     and the host; nothing for a network with no namespace here."""
-    monkeypatch.setattr(ssd.threading, "active_count", lambda: 1)  # the fake engine's thread
-    collector = ssd.Collector(object(), str(node.exec_root))  # an engine it never calls
+    monkeypatch.setattr(ssd.collect.threading, "active_count", lambda: 1)  # the fake engine's thread
+    collector = ssd.collect.Collector(object(), str(node.exec_root))  # an engine it never calls
     networks = [{"Id": n["Id"], "Ingress": n.get("Ingress", False)} for n in engine.routes["/networks"]]
     collector.read_ahead([*networks, {"Id": "zzzzzzzzzzzz", "Ingress": False}], lb_named=True)
     try:
@@ -511,7 +517,7 @@ def test_read_ahead_plans_the_namespaces_the_run_reads(node, engine, monkeypatch
     finally:
         collector.end_read_ahead()
     (node.netns_dir / "0-oc6rqvyvpk").write_text("")  # an older epoch's leftover: not the one read
-    everything = ssd.start_read_ahead(str(node.netns_dir), None)  # a run that names no network
+    everything = ssd.collect.start_read_ahead(str(node.netns_dir), None)  # a run that names no network
     try:
         assert everything is not None
         assert everything.pending == {("ns", node.ns(LB), True), ("ns", node.ns("ingress_sbox"), True),
@@ -525,11 +531,11 @@ def test_read_ahead_plans_the_namespaces_the_run_reads(node, engine, monkeypatch
 
 def test_no_read_ahead_on_one_core(node, monkeypatch):
     """A child on the only core takes turns with the run: no gain measured, so none started."""
-    monkeypatch.setattr(ssd.threading, "active_count", lambda: 1)  # the fake engine's thread
-    monkeypatch.setattr(ssd.os, "sched_getaffinity", lambda pid: {0})
-    assert ssd.start_read_ahead(str(node.netns_dir), None) is None
-    monkeypatch.setattr(ssd.os, "sched_getaffinity", lambda pid: {0, 1})
-    two = ssd.start_read_ahead(str(node.netns_dir), None)
+    monkeypatch.setattr(ssd.collect.threading, "active_count", lambda: 1)  # the fake engine's thread
+    monkeypatch.setattr(ssd.collect.os, "sched_getaffinity", lambda pid: {0})
+    assert ssd.collect.start_read_ahead(str(node.netns_dir), None) is None
+    monkeypatch.setattr(ssd.collect.os, "sched_getaffinity", lambda pid: {0, 1})
+    two = ssd.collect.start_read_ahead(str(node.netns_dir), None)
     assert two is not None
     two.close()
 
@@ -543,10 +549,10 @@ def test_read_ahead_forks_every_child_before_any_thread(node, monkeypatch):
     def fork() -> int:
         threads_at_fork.append(threading.active_count())
         return real_fork()
-    monkeypatch.setattr(ssd.os, "fork", fork)
+    monkeypatch.setattr(ssd.collect.os, "fork", fork)
     before = threading.active_count()
     jobs = [("ns", node.ns(LB), True), ("ns", node.ns("ingress_sbox"), True), ("ns", "", False)]
-    ahead = ssd.ReadAhead(jobs, ssd.iptables_backends(), workers=3)
+    ahead = ssd.collect.ReadAhead(jobs, ssd.kernel.iptables.iptables_backends(), workers=3)
     try:
         assert threads_at_fork == [before] * 3
         assert ahead.take("ns", node.ns(LB), True)["error"] is None

@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 
-import ssd
+import ssd.base
+import ssd.model
+import ssd.report
+import ssd.run
+import ssd.snapshot
+import ssd.views
 from recorded import replay as run, check_ids as checks, fixture, OV2_ID
 
 FIXTURE = Path(__file__).parent / "fixtures" / "snapshot-28.5-node1.json"
@@ -58,9 +63,9 @@ def test_recorded_manager_is_silent_and_has_what_the_checks_read():
     doc = fixture("28.5-node1")
     result = run(doc)
     assert result.findings == [] and result.not_checked == []
-    state = ssd.build_swarm_tasks(api(doc)["GET /tasks"])
+    state = ssd.views.build_swarm_tasks(api(doc)["GET /tasks"])
     running = [t for t in state.values() if t.state == "running" and OV2_ID in t.addresses]
-    assert len(running) == 12 and all(t.since and clock(doc) - t.since > ssd.CONVERGENCE_WINDOW for t in running)
+    assert len(running) == 12 and all(t.since and clock(doc) - t.since > ssd.model.CONVERGENCE_WINDOW for t in running)
 
 
 def test_task_swarm_runs_but_networkdb_lacks_is_found():
@@ -188,15 +193,15 @@ def test_snapshot_without_a_clock_judges_no_task_age():
 
 
 def test_timestamps_parse_as_the_engine_writes_them():
-    assert ssd.parse_timestamp("2026-11-29T22:52:39.338203138Z") == pytest.approx(1795992759.338203, abs=1e-5)
-    assert ssd.parse_timestamp("2026-11-29T23:52:39+01:00") == ssd.parse_timestamp("2026-11-29T22:52:39Z")
-    assert ssd.parse_timestamp("0001-01-01T00:00:00Z") is None and ssd.parse_timestamp("soon") is None
+    assert ssd.model.parse_timestamp("2026-11-29T22:52:39.338203138Z") == pytest.approx(1795992759.338203, abs=1e-5)
+    assert ssd.model.parse_timestamp("2026-11-29T23:52:39+01:00") == ssd.model.parse_timestamp("2026-11-29T22:52:39Z")
+    assert ssd.model.parse_timestamp("0001-01-01T00:00:00Z") is None and ssd.model.parse_timestamp("soon") is None
 
 
 def test_text_report_names_the_layers_that_disagree():
     doc = fixture("28.5-node1")
     ov2_services(doc)["s1"]["Tasks"].remove(listed(doc, on="10.99.0.2"))
-    text = ssd.render_text(run(doc), ssd.Painter(False), quiet=False, verbose=False)
+    text = ssd.report.render_text(run(doc), ssd.report.Painter(False), quiet=False, verbose=False)
     assert "swarm-task-missing: network ov2: swarm runs task" in text
     assert "    layer: NetworkDB on this node, against swarm (or itself)\n" in text
 
@@ -205,13 +210,13 @@ def test_json_and_service_status_keep_the_layers_apart():
     doc = fixture("28.5-node1")
     entry = listed(doc)
     swarm_task(doc, task_id(entry))["NetworksAttachments"][0]["Addresses"] = ["10.0.1.240/24"]
-    report = ssd.to_json(run(doc))
+    report = ssd.report.to_json(run(doc))
     assert [f["check"] for f in report["findings"]] == ["task-ip-mismatch"]
     ov2 = next(n for n in report["networks"] if n["name"] == "ov2")
     assert ov2["swarm"] == {"status": "fail", "tasks": 12, "vips": 4}
     assert next(s for s in ov2["services"] if s["name"] == "s1")["status"] == "ok"  # its load balancer
     worker = json.loads((FIXTURE.parent / "snapshot-28.5-node2.json").read_text())
-    assert all(n["swarm"] is None for n in ssd.to_json(run(worker))["networks"])
+    assert all(n["swarm"] is None for n in ssd.report.to_json(run(worker))["networks"])
 
 
 # A node whose dockerd stops leaves NetworkDB's gossip at once (its tasks and its peer entry go),
@@ -235,11 +240,11 @@ def with_second_sample(doc: dict, node3_state: str) -> dict:
     return doc
 
 
-def waited(doc: dict, monkeypatch) -> tuple[ssd.RunResult, list[float]]:
+def waited(doc: dict, monkeypatch) -> tuple[ssd.model.RunResult, list[float]]:
     """The node check, live as far as its wait goes (recorded samples, the sleep only noted)."""
     sleeps: list[float] = []
-    monkeypatch.setattr(ssd.time, "sleep", sleeps.append)
-    _, result = ssd.settled_check(ssd.SnapshotCollector(doc, "fixture"), [], ssd.DEFAULT_SETTLE, live=True)
+    monkeypatch.setattr(ssd.run.time, "sleep", sleeps.append)
+    _, result = ssd.run.settled_check(ssd.snapshot.SnapshotCollector(doc, "fixture"), [], ssd.base.DEFAULT_SETTLE, live=True)
     return result, sleeps
 
 
@@ -289,4 +294,4 @@ def test_findings_of_nodes_in_the_gossip_wait_only_the_settle_time(monkeypatch):
     for sample in doc["samples"]:
         sample["api"][f"GET /networks/{OV2_ID}"]["Services"]["s1"]["Tasks"].pop()
     result, sleeps = waited(doc, monkeypatch)
-    assert sleeps == [ssd.DEFAULT_SETTLE] and "swarm-task-missing" in checks(result)
+    assert sleeps == [ssd.base.DEFAULT_SETTLE] and "swarm-task-missing" in checks(result)

@@ -14,7 +14,11 @@ from pathlib import Path
 
 import pytest
 
-import ssd
+import ssd.catalog
+import ssd.layers.overlay
+import ssd.model
+import ssd.report
+import ssd.views
 from recorded import replay as run, check_ids as checks, fixture, OV2_ID
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -113,7 +117,7 @@ FAULTS = {
 def test_every_overlay_check_has_a_fault_here():
     # overlay-esp-missing, overlay-encryption-rules: the encrypted tests at the end.
     assert set(FAULTS) | {"overlay-esp-missing", "overlay-encryption-rules"} == {
-        c for c in ssd.CHECKS if c.startswith("overlay-")}
+        c for c in ssd.catalog.CHECKS if c.startswith("overlay-")}
 
 
 @pytest.mark.parametrize("node", [1, 2])
@@ -200,7 +204,7 @@ def test_a_local_endpoint_programmed_as_remote_is_stale():
     ns = overlay_ns(doc)
     local = next(t for t in ov2_tasks(doc) if t["Info"]["Host IP"] == NODE_ADDR[2])
     ns["neighbours"].append({"ifindex": vxlan(ns)["index"], "dst": local["EndpointIP"],
-                             "mac": ssd.mac_from_ip(local["EndpointIP"]), "permanent": True, "self": False})
+                             "mac": ssd.layers.overlay.mac_from_ip(local["EndpointIP"]), "permanent": True, "self": False})
     (finding,) = run(doc).findings
     assert finding.check == "overlay-neighbor-stale" and "local endpoint" in finding.message
 
@@ -238,22 +242,22 @@ def test_vxlan_device_config(change):
 
 
 def test_vxlan_mtu_follows_the_network_options():
-    view = ssd.NetworkView("x", "x", False, False, [], {}, {}, True)
-    assert ssd.vxlan_mtu(view) == 1450
+    view = ssd.model.NetworkView("x", "x", False, False, [], {}, {}, True)
+    assert ssd.layers.overlay.vxlan_mtu(view) == 1450
     view.mtu = 9000
-    assert ssd.vxlan_mtu(view) == 8950
+    assert ssd.layers.overlay.vxlan_mtu(view) == 8950
     view.mtu, view.encrypted = None, True
-    assert ssd.vxlan_mtu(view) == 1424  # 1450 - 26 ESP bytes, rounded down to a multiple of 4
+    assert ssd.layers.overlay.vxlan_mtu(view) == 1424  # 1450 - 26 ESP bytes, rounded down to a multiple of 4
 
 
 def test_mac_from_ip_is_libnetworks():
-    assert ssd.mac_from_ip("10.0.1.5") == "02:42:0a:00:01:05"
+    assert ssd.layers.overlay.mac_from_ip("10.0.1.5") == "02:42:0a:00:01:05"
 
 
 def test_json_reports_each_networks_overlay():
     doc = fixture("28.5-node2")
     _fdb_deleted(doc, 2)
-    report = ssd.to_json(run(doc))
+    report = ssd.report.to_json(run(doc))
     ov2 = next(n for n in report["networks"] if n["name"] == "ov2")
     assert ov2["overlay"] == {"namespace": f"1-{OV2_ID[:10]}", "checked": True, "status": "fail",
                               "remote_endpoints": 9, "remote_nodes": 2}
@@ -266,7 +270,7 @@ def test_json_reports_each_networks_overlay():
 def test_text_report_has_an_overlay_block():
     doc = fixture("28.5-node2")
     _stale_neighbour(doc, 2)
-    text = ssd.render_text(run(doc), ssd.Painter(False), quiet=False, verbose=False)
+    text = ssd.report.render_text(run(doc), ssd.report.Painter(False), quiet=False, verbose=False)
     assert f"Verifying overlay for network ov2 (netns 1-{OV2_ID[:10]})" in text
     assert "9 remote endpoints on 2 other nodes... FAIL" in text
     assert "overlay-neighbor-stale: network ov2: permanent neighbour 10.0.1.200" in text
@@ -280,7 +284,7 @@ def test_snapshot_of_format_1_is_checked_without_the_overlay():
     result = run(doc)
     assert result.findings == [] and any("format 1" in n for n in result.notes)
     assert all(n.overlay is None for n in result.networks)
-    assert all(n["overlay"] is None for n in ssd.to_json(result)["networks"])
+    assert all(n["overlay"] is None for n in ssd.report.to_json(result)["networks"])
 
 
 def test_overlay_namespace_that_vanished_is_not_checked_not_a_fault():
@@ -289,7 +293,7 @@ def test_overlay_namespace_that_vanished_is_not_checked_not_a_fault():
     sample(doc)["namespaces"][path] = {"error": f"namespace {path} does not exist (it may have vanished)"}
     result = run(doc)
     assert result.findings == [] and any("vanished" in p.message for p in result.not_checked)
-    assert ssd.overall_status(result) == "incomplete"
+    assert ssd.report.overall_status(result) == "incomplete"
 
 
 def test_fixture_is_what_the_tests_assume():
@@ -412,7 +416,7 @@ def second_subnet(doc: dict, vni: int = 4200, subnet: str = "10.0.9.0/24") -> No
     """ov2 created with two --subnet: a second VNI, in IPAM's order."""
     net = sample(doc)["api"][f"GET /networks/{OV2_ID}"]
     net["IPAM"]["Config"].append({"Subnet": subnet, "Gateway": subnet.replace("0/24", "1")})
-    net["Options"][ssd.VXLAN_ID_OPTION] += f",{vni}"
+    net["Options"][ssd.views.VXLAN_ID_OPTION] += f",{vni}"
 
 
 def test_a_subnet_no_endpoint_uses_yet_needs_no_vxlan_device():
@@ -441,4 +445,4 @@ def test_a_dual_stack_tasks_ipv6_address_first_is_not_its_networkdb_address():
         for attachment in task.get("NetworksAttachments") or []:
             attachment["Addresses"].insert(0, "fd00:1::5/64")
     assert checks(run(doc)) == []
-    assert ssd._ipv4_first(["fd00::1/64"]) == "fd00::1"  # an IPv6-only attachment keeps its address
+    assert ssd.views._ipv4_first(["fd00::1/64"]) == "fd00::1"  # an IPv6-only attachment keeps its address

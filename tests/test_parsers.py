@@ -10,7 +10,13 @@ import struct
 import pytest
 from pyroute2.netlink.generic.ipvs import ipvsmsg
 
-import ssd
+import ssd.base
+import ssd.engine
+import ssd.kernel.iptables
+import ssd.kernel.namespaces
+import ssd.kernel.netlink
+import ssd.model
+import ssd.views
 from fake_engine import Truncated
 from recorded import text
 
@@ -38,7 +44,7 @@ COMMIT
 
 
 def test_nft_spelling():
-    rules = ssd.parse_iptables_save(NFT_SAVE)
+    rules = ssd.kernel.iptables.parse_iptables_save(NFT_SAVE)
     pre, inp = rules["mangle"]["PREROUTING"][0], rules["mangle"]["INPUT"][0]
     assert (pre.proto, pre.port("--dport"), pre.target, pre.mark) == ("tcp", 8080, "MARK", (0x100, 0xFFFFFFFF))
     assert (inp.dst, inp.mark) == ("10.0.0.3/32", (256, 0xFFFFFFFF))
@@ -49,27 +55,27 @@ def test_nft_spelling():
 
 
 def test_legacy_spellings_of_mark():
-    first, second = ssd.parse_iptables_save(LEGACY_SAVE)["mangle"]["INPUT"]
+    first, second = ssd.kernel.iptables.parse_iptables_save(LEGACY_SAVE)["mangle"]["INPUT"]
     assert first.mark == (0x100, 0xFFFFFFFF)
     assert second.mark == (256, 0xFFFFFFFF) and second.dst == "10.0.0.4/32"
 
 
 def test_negation_is_not_a_match():
-    rule = ssd.parse_rule("nat", "-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER")
+    rule = ssd.kernel.iptables.parse_rule("nat", "-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER")
     assert rule.dst is None and "-d" in rule.negated and rule.get("--dst-type") == "LOCAL"
 
 
 def test_recorded_host_rules():
-    rules = ssd.parse_iptables_save(text("host-iptables-save.txt"))
+    rules = ssd.kernel.iptables.parse_iptables_save(text("host-iptables-save.txt"))
     (dnat,) = [r for r in rules["nat"]["DOCKER-INGRESS"] if r.target == "DNAT"]
     assert dnat.get("--to-destination") == "172.18.0.2:8080" and dnat.port("--dport") == 8080
     state = [r for r in rules["filter"]["DOCKER-INGRESS"] if r.port("--sport") == 8080]
     assert state[0].get("--state") == "RELATED,ESTABLISHED"
-    assert "DOCKER-USER" in rules["filter"] and ssd.docker_chains(rules)
+    assert "DOCKER-USER" in rules["filter"] and ssd.kernel.iptables.docker_chains(rules)
 
 
 def test_rulesets_merge_across_backends():
-    merged = ssd.merge_rulesets([ssd.parse_iptables_save(NFT_SAVE), ssd.parse_iptables_save(LEGACY_SAVE)])
+    merged = ssd.kernel.iptables.merge_rulesets([ssd.kernel.iptables.parse_iptables_save(NFT_SAVE), ssd.kernel.iptables.parse_iptables_save(LEGACY_SAVE)])
     assert len(merged["mangle"]["INPUT"]) == 3
 
 
@@ -121,7 +127,7 @@ def reference(message: bytes):
     svc = msg.get_attr("IPVS_CMD_ATTR_SERVICE")
     if svc is not None:
         flags = svc.get_attr("IPVS_SVC_ATTR_FLAGS")
-        return ssd.IpvsService(
+        return ssd.model.IpvsService(
             family=svc.get_attr("IPVS_SVC_ATTR_AF") or 0, fwmark=svc.get_attr("IPVS_SVC_ATTR_FWMARK") or 0,
             protocol=svc.get_attr("IPVS_SVC_ATTR_PROTOCOL") or 0, address=svc.get_attr("IPVS_SVC_ATTR_ADDR"),
             port=svc.get_attr("IPVS_SVC_ATTR_PORT") or 0,
@@ -130,15 +136,15 @@ def reference(message: bytes):
             timeout=svc.get_attr("IPVS_SVC_ATTR_TIMEOUT") or 0)
     dest = msg.get_attr("IPVS_CMD_ATTR_DEST")
     method = (dest.get_attr("IPVS_DEST_ATTR_FWD_METHOD") or 0) & 0x7
-    return ssd.IpvsDest(address=str(dest.get_attr("IPVS_DEST_ATTR_ADDR")),
+    return ssd.model.IpvsDest(address=str(dest.get_attr("IPVS_DEST_ATTR_ADDR")),
                         port=dest.get_attr("IPVS_DEST_ATTR_PORT") or 0,
                         weight=dest.get_attr("IPVS_DEST_ATTR_WEIGHT") or 0,
-                        forwarding=ssd.FWD_METHODS.get(method, str(method)))
+                        forwarding=ssd.base.FWD_METHODS.get(method, str(method)))
 
 
 def lean(message: bytes):
     payload = message[16 + 4:]  # after nlmsghdr and genl header, as GenlSocket hands it over
-    return ssd.decode_ipvs_service(payload) if message[16] == 4 else ssd.decode_ipvs_dest(payload)
+    return ssd.kernel.netlink.decode_ipvs_service(payload) if message[16] == 4 else ssd.kernel.netlink.decode_ipvs_dest(payload)
 
 
 SERVICES = {
@@ -173,7 +179,7 @@ def test_kernel_service_message():
     assert (svc.family, svc.fwmark, svc.scheduler, svc.flags, svc.timeout) == (2, 257, "rr", 0x2, 0)
     assert svc.label() == "FWM 257"
     persistent = lean(SERVICES["persistent wlc"])
-    assert persistent.flags & ssd.IP_VS_SVC_F_PERSISTENT and persistent.timeout == 300
+    assert persistent.flags & ssd.base.IP_VS_SVC_F_PERSISTENT and persistent.timeout == 300
     assert lean(SERVICES["udp vip, port 65535"]).label() == "UDP 10.0.0.6:65535"
 
 
@@ -192,15 +198,15 @@ def test_dest_built_with_pyroute2_encoder():
         ("IPVS_DEST_ATTR_FWD_METHOD", 0), ("IPVS_DEST_ATTR_WEIGHT", 0),
         ("IPVS_DEST_ATTR_ADDR_FAMILY", 2)]})]
     msg.encode()
-    assert lean(bytes(msg.data)) == ssd.IpvsDest("10.0.0.7", 0, 0, "Masq")
+    assert lean(bytes(msg.data)) == ssd.model.IpvsDest("10.0.0.7", 0, 0, "Masq")
 
 
 def test_dest_without_its_family_takes_the_services():
     """Kernels before 3.18 send no IPVS_DEST_ATTR_ADDR_FAMILY: the service's family is the dest's."""
     inner = nla(1, addr16("fd00::9")) + nla(2, struct.pack(">H", 0)) + nla(4, struct.pack("I", 1))
     payload = genl(8, 2, inner)[20:]
-    assert ssd.decode_ipvs_dest(payload, socket.AF_INET6).address == "fd00::9"
-    assert ssd.decode_ipvs_dest(payload).address == "253.0.0.0"  # what an IPv4 reading would give
+    assert ssd.kernel.netlink.decode_ipvs_dest(payload, socket.AF_INET6).address == "fd00::9"
+    assert ssd.kernel.netlink.decode_ipvs_dest(payload).address == "253.0.0.0"  # what an IPv4 reading would give
 
 
 @pytest.mark.parametrize("order", [(4, 3, 2, 1, 11), (1, 2, 11, 3, 4), (2, 1, 3, 4, 11)])
@@ -212,16 +218,16 @@ def test_dest_in_another_layout_reads_the_same(order):
              11: nla(11, struct.pack("H", socket.AF_INET6))}
     message = genl(8, 2, b"".join(attrs[k] for k in order))
     dest = lean(message)
-    assert dest == ssd.IpvsDest(address="fd00::2:7", port=8080, weight=5, forwarding="Tunnel")
+    assert dest == ssd.model.IpvsDest(address="fd00::2:7", port=8080, weight=5, forwarding="Tunnel")
     assert dest == reference(message)
 
 
 def test_truncated_attributes_keep_what_was_whole():
     whole = nla(1, b"abcd") + nla(2, b"ef")
-    assert ssd.nla_parse(whole + struct.pack("HH", 40, 3) + b"xy") == {1: b"abcd", 2: b"ef"}
+    assert ssd.kernel.netlink.nla_parse(whole + struct.pack("HH", 40, 3) + b"xy") == {1: b"abcd", 2: b"ef"}
 
 
-class FakeGenl(ssd.GenlSocket):
+class FakeGenl(ssd.kernel.netlink.GenlSocket):
     """Answers like the kernel: one FWM service with two destinations. Records the requests."""
 
     def __init__(self) -> None:
@@ -233,9 +239,9 @@ class FakeGenl(ssd.GenlSocket):
 
     def request(self, family, cmd, version, attrs=b"", dump=False):
         self.requests.append((family, cmd, attrs, dump))
-        if family == ssd.GENL_ID_CTRL:
-            assert ssd.nla_parse(attrs)[ssd.CTRL_ATTR_FAMILY_NAME] == b"IPVS\0"
-            return [nla(ssd.CTRL_ATTR_FAMILY_NAME, b"IPVS\0") + nla(ssd.CTRL_ATTR_FAMILY_ID, struct.pack("H", 42))]
+        if family == ssd.kernel.netlink.GENL_ID_CTRL:
+            assert ssd.kernel.netlink.nla_parse(attrs)[ssd.kernel.netlink.CTRL_ATTR_FAMILY_NAME] == b"IPVS\0"
+            return [nla(ssd.kernel.netlink.CTRL_ATTR_FAMILY_NAME, b"IPVS\0") + nla(ssd.kernel.netlink.CTRL_ATTR_FAMILY_ID, struct.pack("H", 42))]
         assert family == 42 and version == 1 and dump
         if cmd == 4:
             return [SERVICES["fwm 257"][20:], SERVICES["udp vip, port 65535"][20:]]
@@ -243,14 +249,14 @@ class FakeGenl(ssd.GenlSocket):
 
 
 def test_read_ipvs_asks_for_each_services_destinations_by_its_key(monkeypatch):
-    monkeypatch.setattr(ssd, "GenlSocket", FakeGenl)
-    fwm, vip = ssd.read_ipvs()
+    monkeypatch.setattr(ssd.kernel.netlink, "GenlSocket", FakeGenl)
+    fwm, vip = ssd.kernel.netlink.read_ipvs()
     assert [(d.address, d.weight) for d in fwm.dests] == [("10.0.1.3", 1), ("10.0.1.4", 0)]
     assert vip.label() == "UDP 10.0.0.6:65535" and len(vip.dests) == 2
     keys = []
     for _, cmd, attrs, _ in FakeGenl.last.requests[2:]:  # after the family lookup and the service dump
         assert cmd == 8
-        decoded = ipvsmsg(genl(8, 1, ssd.nla_parse(attrs)[1]))  # pyroute2 reads ssd's key
+        decoded = ipvsmsg(genl(8, 1, ssd.kernel.netlink.nla_parse(attrs)[1]))  # pyroute2 reads ssd's key
         decoded.decode()
         keys.append([(a.name, a.value) for a in decoded.get_attr("IPVS_CMD_ATTR_SERVICE")["attrs"]])
     assert keys == [[("IPVS_SVC_ATTR_AF", 2), ("IPVS_SVC_ATTR_FWMARK", 257)],
@@ -260,14 +266,14 @@ def test_read_ipvs_asks_for_each_services_destinations_by_its_key(monkeypatch):
 
 def test_generic_netlink_on_this_kernel():
     """A real netlink socket: the controller finds itself, and this kernel (no IPVS) says so."""
-    with ssd.GenlSocket() as sock:
-        assert sock.family_id("nlctrl") == ssd.GENL_ID_CTRL
+    with ssd.kernel.netlink.GenlSocket() as sock:
+        assert sock.family_id("nlctrl") == ssd.kernel.netlink.GENL_ID_CTRL
         with pytest.raises(OSError) as missing:
             sock.family_id("no-such-family")
         assert missing.value.errno == errno.ENOENT
     try:  # this machine's kernel has no IPVS; one that has gets a (possibly empty) table
-        table = ssd.read_ipvs()
-    except ssd.IpvsUnavailable as exc:
+        table = ssd.kernel.netlink.read_ipvs()
+    except ssd.kernel.netlink.IpvsUnavailable as exc:
         assert "no IPVS" in str(exc)
     else:
         assert isinstance(table, list)
@@ -275,9 +281,9 @@ def test_generic_netlink_on_this_kernel():
 
 def test_ipvs_raw_is_asdict():
     """The snapshot form of an IPVS service, written by hand for speed, is dataclasses.asdict's."""
-    svc = ssd.IpvsService(2, 256, 0, None, 0, "rr", 2, 0,
-                          [ssd.IpvsDest("10.0.1.3", 0, 1, "Masq"), ssd.IpvsDest("fd00::1", 80, 0, "Route")])
-    assert ssd.ipvs_raw(svc) == dataclasses.asdict(svc)
+    svc = ssd.model.IpvsService(2, 256, 0, None, 0, "rr", 2, 0,
+                          [ssd.model.IpvsDest("10.0.1.3", 0, 1, "Masq"), ssd.model.IpvsDest("fd00::1", 80, 0, "Route")])
+    assert ssd.kernel.namespaces.ipvs_raw(svc) == dataclasses.asdict(svc)
 
 
 # --- /tasks, decoded one task at a time -------------------------------------------------
@@ -296,20 +302,20 @@ ARRAYS = [[], [{}], [{"ID": "a"}, {"ID": "b", "Status": {"State": "running"}}],
 @pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 1 << 20])
 def test_json_array_items_are_what_json_decodes_however_the_text_is_cut(items, indent, size):
     text = f" \n\t{json.dumps(items, indent=indent, ensure_ascii=False)}\r\n "
-    assert list(ssd.json_array_items(pieces_of(text, size), "GET /tasks")) == items
+    assert list(ssd.engine.json_array_items(pieces_of(text, size), "GET /tasks")) == items
 
 
 def test_a_number_cut_by_a_piece_is_read_whole():
-    assert list(ssd.json_array_items(["[12", "34, 5", "6]"], "GET /tasks")) == [1234, 56]
-    assert list(ssd.json_array_items(["[-0.", "5e", "+3,1", "]"], "GET /tasks")) == [-500.0, 1]
+    assert list(ssd.engine.json_array_items(["[12", "34, 5", "6]"], "GET /tasks")) == [1234, 56]
+    assert list(ssd.engine.json_array_items(["[-0.", "5e", "+3,1", "]"], "GET /tasks")) == [-500.0, 1]
 
 
 @pytest.mark.parametrize("text", ["", "{}", "[", "[1", "[1 2]", "[1,]", "[{]", "null", "[1]x", "[] []",
                                   '[{"a": "b}]'])
 @pytest.mark.parametrize("size", [1, 3, 1 << 20])
 def test_json_array_items_refuses_what_is_not_an_array_in_one_line(text, size):
-    with pytest.raises(ssd.CheckError) as err:
-        list(ssd.json_array_items(pieces_of(text, size), "GET /tasks"))
+    with pytest.raises(ssd.base.CheckError) as err:
+        list(ssd.engine.json_array_items(pieces_of(text, size), "GET /tasks"))
     assert "GET /tasks" in str(err.value) and "\n" not in str(err.value)
 
 
@@ -320,15 +326,15 @@ def test_json_array_items_decodes_only_what_is_consumed():
         for piece in ['[{"ID": "a"}, ', '{"ID": "b"}, ', "oops]"]:
             read.append(piece)
             yield piece
-    items = ssd.json_array_items(source(), "GET /tasks")
+    items = ssd.engine.json_array_items(source(), "GET /tasks")
     assert next(items) == {"ID": "a"} and len(read) == 1
     assert next(items) == {"ID": "b"} and len(read) == 2
-    with pytest.raises(ssd.CheckError):
+    with pytest.raises(ssd.base.CheckError):
         next(items)
 
 
 def test_engine_streams_the_same_tasks_as_the_sdk(engine):
-    api = ssd.Engine(engine.url)
+    api = ssd.engine.Engine(engine.url)
     streamed = api.tasks()
     assert not isinstance(streamed, list)
     assert list(streamed) == api.api.tasks() and engine.routes["/tasks"]
@@ -336,18 +342,18 @@ def test_engine_streams_the_same_tasks_as_the_sdk(engine):
 
 def test_engine_tasks_that_are_not_json_are_one_line(engine):
     engine.routes["/tasks"] = "[{\"ID\": \"a\"}, <html>"
-    with pytest.raises(ssd.CheckError) as err:
-        ssd.build_swarm_tasks(ssd.Engine(engine.url).tasks())
+    with pytest.raises(ssd.base.CheckError) as err:
+        ssd.views.build_swarm_tasks(ssd.engine.Engine(engine.url).tasks())
     assert "GET /tasks" in str(err.value)
     engine.routes["/tasks"] = 500
-    with pytest.raises(ssd.CheckError) as err:
-        ssd.Engine(engine.url).tasks()
+    with pytest.raises(ssd.base.CheckError) as err:
+        ssd.engine.Engine(engine.url).tasks()
     assert "GET /tasks" in str(err.value)
 
 
 def test_engine_tasks_cut_half_way_are_one_line(engine):
     """The daemon's answer ends before its Content-Length (a daemon restarting, say)."""
     engine.routes["/tasks"] = Truncated(b'[{"ID": "a"}, {"ID": "b"')
-    with pytest.raises(ssd.CheckError) as err:
-        ssd.build_swarm_tasks(ssd.Engine(engine.url, timeout=10).tasks())
+    with pytest.raises(ssd.base.CheckError) as err:
+        ssd.views.build_swarm_tasks(ssd.engine.Engine(engine.url, timeout=10).tasks())
     assert "GET /tasks" in str(err.value) and "\n" not in str(err.value)

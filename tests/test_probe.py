@@ -18,7 +18,18 @@ from pathlib import Path
 
 import pytest
 
-import ssd
+import ssd.catalog
+import ssd.cli
+import ssd.collect
+import ssd.kernel.namespaces
+import ssd.kernel.prober
+import ssd.layers.probe
+import ssd.model
+import ssd.report
+import ssd.run
+import ssd.snapshot
+import ssd.swarmwide.answers
+import ssd.swarmwide.report
 from recorded import fixture
 from schemas import validate
 
@@ -28,7 +39,7 @@ ON_NODE = {"10.0.1.38": NODE2, "10.0.1.50": NODE2, "10.0.1.32": NODE3, "10.0.1.3
            "10.0.0.21": NODE2, "10.0.0.22": NODE3, "10.0.0.20": NODE1}
 
 
-class Probing(ssd.SnapshotCollector):
+class Probing(ssd.snapshot.SnapshotCollector):
     """node1's snapshot, checked with --probe: answer(probe) plays the network."""
     probing = True
 
@@ -36,22 +47,22 @@ class Probing(ssd.SnapshotCollector):
         super().__init__(doc, "fixture")
         self.answer, self.sent = answer, []
 
-    def probe(self, probes: list[ssd.Probe]) -> dict[str, dict]:
+    def probe(self, probes: list[ssd.kernel.prober.Probe]) -> dict[str, dict]:
         self.sent += probes
         return {p.key: {"result": self.answer(p), "ms": None, "detail": None} for p in probes}
 
 
-def probed(answer, doc: dict | None = None) -> tuple[ssd.RunResult, Probing]:
+def probed(answer, doc: dict | None = None) -> tuple[ssd.model.RunResult, Probing]:
     collector = Probing(doc or fixture("28.5-node1"), answer)
-    _, result = ssd.settled_check(collector, [], 0, live=False)
+    _, result = ssd.run.settled_check(collector, [], 0, live=False)
     return result, collector
 
 
-def healthy(probe: ssd.Probe) -> str:
+def healthy(probe: ssd.kernel.prober.Probe) -> str:
     return "ok"
 
 
-def checks(result: ssd.RunResult) -> list[str]:
+def checks(result: ssd.model.RunResult) -> list[str]:
     return sorted(f.check for f in result.findings)
 
 
@@ -65,11 +76,11 @@ def test_the_plan_asks_every_other_node_from_each_load_balancer_at_two_sizes():
         by_source.setdefault(Path(p.source).name, set()).add(ON_NODE[p.target])
     # node1 asks node2 and node3, never itself, from each network's own load balancer
     assert by_source == {"lb_pgt602lci": {NODE2, NODE3}, "ingress_sbox": {NODE2, NODE3}}
-    assert {p.size for p in echoes} == {ssd.ECHO_SMALL, 1450}  # 1450: the VXLAN devices' MTU
+    assert {p.size for p in echoes} == {ssd.kernel.prober.ECHO_SMALL, 1450}  # 1450: the VXLAN devices' MTU
     per_node = {}
     for p in echoes:
         per_node.setdefault((p.source, ON_NODE[p.target], p.size), []).append(p.target)
-    assert max(len(v) for v in per_node.values()) == ssd.ECHO_TARGETS_PER_NODE
+    assert max(len(v) for v in per_node.values()) == ssd.layers.probe.ECHO_TARGETS_PER_NODE
     assert checks(result) == []
 
 
@@ -108,11 +119,11 @@ def test_echo_targets_prefer_endpoints_not_being_drained():
 
 def test_a_healthy_swarm_is_consistent_and_the_report_says_what_was_probed():
     result, _ = probed(healthy)
-    assert result.findings == [] and ssd.overall_status(result) == "consistent"
-    text = ssd.render_text(result, ssd.Painter(False), False, False)
+    assert result.findings == [] and ssd.report.overall_status(result) == "consistent"
+    text = ssd.report.render_text(result, ssd.report.Painter(False), False, False)
     assert "Probing network ov2 from lb_pgt602lci" in text
     assert max(len(line) for line in text.splitlines()) <= 80
-    doc = ssd.to_json(result)
+    doc = ssd.report.to_json(result)
     validate(doc, "node-report")
     ov2 = next(n for n in doc["networks"] if n["name"] == "ov2")
     assert ov2["probe"]["status"] == "ok" and ov2["probe"]["reached"] == 2
@@ -124,7 +135,7 @@ def test_prometheus_carries_what_the_probes_saw(tmp_path):
     result, _ = probed(lambda p: "timeout" if p.kind == "echo" and p.size > 1000 and ON_NODE[p.target] == NODE3
                        else "refused" if p.kind == "tcp" and p.source else "ok")
     target = tmp_path / "ssd.prom"
-    ssd.write_prometheus(str(target), result, 1.0)
+    ssd.report.write_prometheus(str(target), result, 1.0)
     text = target.read_text()
     assert f'ssd_probe_path_answered{{network="ov2",node="{NODE3}",size="full"}} 0.0' in text
     assert f'ssd_probe_path_answered{{network="ov2",node="{NODE3}",size="small"}} 1.0' in text
@@ -133,25 +144,25 @@ def test_prometheus_carries_what_the_probes_saw(tmp_path):
 
 
 def test_without_probe_nothing_is_sent_nor_planned_and_no_probe_block_is_shown(monkeypatch):
-    collector = ssd.SnapshotCollector(fixture("28.5-node1"), "fixture")
+    collector = ssd.snapshot.SnapshotCollector(fixture("28.5-node1"), "fixture")
     sent = []
     collector.probe = sent.append  # would be called only with --probe
     assert collector.probing is False
 
     def plan(state):  # 7% of a run at 5000 x 4: not made when nothing will be sent
         raise AssertionError("planned without --probe")
-    monkeypatch.setattr(ssd, "plan_probes", plan)
-    _, result = ssd.settled_check(collector, [], 0, live=False)
+    monkeypatch.setattr(ssd.layers.probe, "plan_probes", plan)
+    _, result = ssd.run.settled_check(collector, [], 0, live=False)
     assert sent == []
-    doc = ssd.to_json(result)
+    doc = ssd.report.to_json(result)
     assert all(n["probe"] is None for n in doc["networks"])
-    assert "Probing" not in ssd.render_text(result, ssd.Painter(False), False, False)
+    assert "Probing" not in ssd.report.render_text(result, ssd.report.Painter(False), False, False)
 
 
 # --- faults, as the network would answer them -------------------------------------------------
 
 def test_a_node_that_drops_vxlan_is_unreachable_on_every_network():
-    def node3_cut(p: ssd.Probe) -> str:
+    def node3_cut(p: ssd.kernel.prober.Probe) -> str:
         return "timeout" if ON_NODE.get(p.target, p.target) == NODE3 and p.source else "ok"
     result, _ = probed(node3_cut)
     unreachable = [f for f in result.findings if f.check == "probe-node-unreachable"]
@@ -160,14 +171,14 @@ def test_a_node_that_drops_vxlan_is_unreachable_on_every_network():
     assert all(f.hint.startswith("nsenter --net=/var/run/docker/netns/") for f in unreachable)
     # its backend on ingress cannot be reached either; node3's published port is not cut here
     assert checks(result) == ["probe-backend-timeout", "probe-node-unreachable", "probe-node-unreachable"]
-    assert ssd.overall_status(result) == "inconsistent"
+    assert ssd.report.overall_status(result) == "inconsistent"
 
 
 def test_a_node_with_a_data_path_address_is_named_by_its_hostname():
     # --data-path-addr: NetworkDB's Host IP (the VTEP) is not the address /nodes gives; the
     # manager still names the node, through the tasks swarm placed on it.
     doc = json.loads(json.dumps(fixture("28.5-node1")).replace('"Host IP": "10.99.0.3"', '"Host IP": "10.98.0.3"'))
-    def node3_cut(p: ssd.Probe) -> str:
+    def node3_cut(p: ssd.kernel.prober.Probe) -> str:
         return "timeout" if ON_NODE.get(p.target) == NODE3 and p.source else "ok"
     result, _ = probed(node3_cut, doc)
     unreachable = [f for f in result.findings if f.check == "probe-node-unreachable"]
@@ -175,7 +186,7 @@ def test_a_node_with_a_data_path_address_is_named_by_its_hostname():
 
 
 def test_an_mtu_black_hole_names_the_node_and_both_sizes():
-    def big_lost(p: ssd.Probe) -> str:
+    def big_lost(p: ssd.kernel.prober.Probe) -> str:
         return "timeout" if p.kind == "echo" and p.size > 1000 and ON_NODE[p.target] == NODE3 else "ok"
     result, _ = probed(big_lost)
     assert checks(result) == ["probe-mtu-blackhole", "probe-mtu-blackhole"]
@@ -185,7 +196,7 @@ def test_an_mtu_black_hole_names_the_node_and_both_sizes():
 
 
 def test_a_docker_user_drop_on_node2_fails_node2s_port_only():
-    def node2_port_dropped(p: ssd.Probe) -> str:
+    def node2_port_dropped(p: ssd.kernel.prober.Probe) -> str:
         return "timeout" if p.kind == "tcp" and not p.source and p.target == NODE2 else "ok"
     result, _ = probed(node2_port_dropped)
     (finding,) = result.findings
@@ -194,7 +205,7 @@ def test_a_docker_user_drop_on_node2_fails_node2s_port_only():
 
 
 def test_a_refusal_is_a_note_about_the_application_never_a_finding():
-    def nothing_listens(p: ssd.Probe) -> str:
+    def nothing_listens(p: ssd.kernel.prober.Probe) -> str:
         return "refused" if p.kind == "tcp" else "ok"
     result, _ = probed(nothing_listens)
     assert result.findings == []
@@ -208,7 +219,7 @@ def test_probes_that_did_not_run_are_not_judged():
 
 
 def test_a_node_answering_only_one_of_its_endpoints_is_reachable():
-    def one_silent(p: ssd.Probe) -> str:  # a container that drops ICMP: not the node's fault
+    def one_silent(p: ssd.kernel.prober.Probe) -> str:  # a container that drops ICMP: not the node's fault
         return "timeout" if p.target == "10.0.1.32" else "ok"
     result, collector = probed(one_silent)
     assert "10.0.1.34" in {p.target for p in collector.sent}  # node3's other endpoint on ov2
@@ -221,14 +232,14 @@ def test_recorded_probes_replay_from_a_snapshot():
     doc["samples"][0]["lookups"]["probes"] = {
         p.key: {"result": "timeout" if p.target == NODE2 and p.kind == "tcp" else "ok", "ms": None,
                 "detail": None} for p in collector.sent}
-    result = ssd.settled_check(ssd.SnapshotCollector(doc, "fixture"), [], 0, live=False)[1]
+    result = ssd.run.settled_check(ssd.snapshot.SnapshotCollector(doc, "fixture"), [], 0, live=False)[1]
     assert checks(result) == ["probe-published-timeout"]
 
 
 def test_probe_with_from_is_refused(capsys, tmp_path):
     path = tmp_path / "s.json"
     path.write_text(json.dumps(fixture("28.5-node1")))
-    assert ssd.main(["--from", str(path), "--probe"]) == 2
+    assert ssd.cli.main(["--from", str(path), "--probe"]) == 2
     assert "--probe is for reading a live node" in capsys.readouterr().err
 
 
@@ -244,8 +255,8 @@ def with_host(**prereqs) -> dict:
     return doc
 
 
-def replay(doc: dict) -> ssd.RunResult:
-    return ssd.settled_check(ssd.SnapshotCollector(doc, "fixture"), [], 0, live=False)[1]
+def replay(doc: dict) -> ssd.model.RunResult:
+    return ssd.run.settled_check(ssd.snapshot.SnapshotCollector(doc, "fixture"), [], 0, live=False)[1]
 
 
 def test_healthy_prerequisites_are_silent():
@@ -296,7 +307,7 @@ def test_a_stray_vxlan_device_is_not_measured_against_the_underlay():
     # and --probe's full size on ov2 is still the network's (1450), not the stray's
     _, collector = probed(healthy, doc)
     sizes = {p.size for p in collector.sent if p.kind == "echo" and "lb_pgt602lci" in p.source}
-    assert sizes == {ssd.ECHO_SMALL, 1450}
+    assert sizes == {ssd.kernel.prober.ECHO_SMALL, 1450}
 
 
 def test_an_underlay_of_exactly_mtu_plus_vxlan_is_enough():
@@ -349,7 +360,7 @@ def pair(tmp_path):
                      "-p tcp --dport 8082 -j DROP",
                      "-p tcp --syn"):  # another counter
             sh("iptables", "-A", "INPUT", *rule.split(), ns=b)
-        with ssd.entered_netns(b):
+        with ssd.kernel.namespaces.entered_netns(b):
             listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.bind(("10.201.0.2", 8080))
         listener.listen(512)
@@ -370,47 +381,47 @@ def counters(ns: str) -> dict[str, int]:
 
 def test_the_prober_tells_answered_lost_and_too_big_apart(pair):
     a, b = pair
-    probes = [ssd.Probe("echo", a, "10.201.0.2", size=ssd.ECHO_SMALL),
-              ssd.Probe("echo", a, "10.201.0.2", size=1500),  # dropped by b above 1000 bytes
-              ssd.Probe("echo", a, "10.201.0.2", size=1600),  # over the veth's MTU, with DF
-              ssd.Probe("echo", a, "10.201.0.9", size=ssd.ECHO_SMALL)]  # nobody there
+    probes = [ssd.kernel.prober.Probe("echo", a, "10.201.0.2", size=ssd.kernel.prober.ECHO_SMALL),
+              ssd.kernel.prober.Probe("echo", a, "10.201.0.2", size=1500),  # dropped by b above 1000 bytes
+              ssd.kernel.prober.Probe("echo", a, "10.201.0.2", size=1600),  # over the veth's MTU, with DF
+              ssd.kernel.prober.Probe("echo", a, "10.201.0.9", size=ssd.kernel.prober.ECHO_SMALL)]  # nobody there
     started = time.monotonic()
-    got = ssd.Prober(probes).run()
+    got = ssd.kernel.prober.Prober(probes).run()
     took = time.monotonic() - started
     assert [got[p.key]["result"] for p in probes] == ["ok", "timeout", "too-big", "timeout"]
     assert got[probes[0].key]["ms"] is not None
     # bounds: the lost size PROBE_TRIES times, the answered one until answered (once, unless the
     # machine is slow), the one too big for the way out never; all within the time limit
-    assert ssd.PROBE_TRIES + 1 <= counters(b)["echo"] <= 2 * ssd.PROBE_TRIES
-    assert took < (ssd.PROBE_TRIES - 1) * ssd.PROBE_INTERVAL + ssd.PROBE_TIMEOUT + 1
+    assert ssd.kernel.prober.PROBE_TRIES + 1 <= counters(b)["echo"] <= 2 * ssd.kernel.prober.PROBE_TRIES
+    assert took < (ssd.kernel.prober.PROBE_TRIES - 1) * ssd.kernel.prober.PROBE_INTERVAL + ssd.kernel.prober.PROBE_TIMEOUT + 1
 
 
 def test_the_prober_tells_accepted_refused_and_dropped_connections_apart(pair):
     a, b = pair
-    probes = [ssd.Probe("tcp", a, "10.201.0.2", 8080), ssd.Probe("tcp", a, "10.201.0.2", 8081),
-              ssd.Probe("tcp", a, "10.201.0.2", 8082)]
-    got = ssd.Prober(probes).run()
+    probes = [ssd.kernel.prober.Probe("tcp", a, "10.201.0.2", 8080), ssd.kernel.prober.Probe("tcp", a, "10.201.0.2", 8081),
+              ssd.kernel.prober.Probe("tcp", a, "10.201.0.2", 8082)]
+    got = ssd.kernel.prober.Prober(probes).run()
     assert [got[p.key]["result"] for p in probes] == ["ok", "refused", "timeout"]
     assert counters(b)["syn"] == 2  # one SYN per answered connection: nothing sent twice
 
 
 def test_hundreds_of_connections_run_at_once_within_the_bounds(pair):
     a, _ = pair
-    probes = [ssd.Probe("tcp", a, "10.201.0.2", 20000 + i) for i in range(ssd.PROBE_SOCKETS + 100)]
-    probes += [ssd.Probe("tcp", a, "10.201.0.2", 8082)]
+    probes = [ssd.kernel.prober.Probe("tcp", a, "10.201.0.2", 20000 + i) for i in range(ssd.kernel.prober.PROBE_SOCKETS + 100)]
+    probes += [ssd.kernel.prober.Probe("tcp", a, "10.201.0.2", 8082)]
     started = time.monotonic()
-    got = ssd.Prober(probes).run()
-    assert time.monotonic() - started < ssd.PROBE_TIMEOUT + 1.5
+    got = ssd.kernel.prober.Prober(probes).run()
+    assert time.monotonic() - started < ssd.kernel.prober.PROBE_TIMEOUT + 1.5
     results = [got[p.key]["result"] for p in probes]
-    assert results.count("refused") == ssd.PROBE_SOCKETS + 100 and results[-1] == "timeout"
+    assert results.count("refused") == ssd.kernel.prober.PROBE_SOCKETS + 100 and results[-1] == "timeout"
 
 
 def test_a_namespace_that_is_gone_is_an_error_for_its_probes_only(pair, tmp_path):
     a, _ = pair
     gone = str(tmp_path / "gone")
-    probes = [ssd.Probe("echo", gone, "10.201.0.2", size=84), ssd.Probe("tcp", gone, "10.201.0.2", 8080),
-              ssd.Probe("echo", a, "10.201.0.2", size=84)]
-    got = ssd.Prober(probes).run()
+    probes = [ssd.kernel.prober.Probe("echo", gone, "10.201.0.2", size=84), ssd.kernel.prober.Probe("tcp", gone, "10.201.0.2", 8080),
+              ssd.kernel.prober.Probe("echo", a, "10.201.0.2", size=84)]
+    got = ssd.kernel.prober.Prober(probes).run()
     assert [got[p.key]["result"] for p in probes] == ["error", "error", "ok"]
     assert "gone" in got[probes[0].key]["detail"]
 
@@ -418,7 +429,7 @@ def test_a_namespace_that_is_gone_is_an_error_for_its_probes_only(pair, tmp_path
 def test_the_prober_leaves_nothing_behind(pair):
     a, _ = pair
     before = sh("ss", "-tan", ns=a)
-    ssd.Prober([ssd.Probe("tcp", a, "10.201.0.2", 8082)]).run()
+    ssd.kernel.prober.Prober([ssd.kernel.prober.Probe("tcp", a, "10.201.0.2", 8082)]).run()
     assert "SYN-SENT" not in before and "SYN-SENT" not in sh("ss", "-tan", ns=a)
 
 
@@ -428,7 +439,7 @@ def member_report(hostname: str, addr: str, answer) -> dict:
     """What a member sends back with --probe: node1's recorded report, as the node at addr, whose
     probes to each other node (and to each node's published port) answer(source, target) plays."""
     result, _ = probed(healthy)
-    doc = ssd.to_json(result)
+    doc = ssd.report.to_json(result)
     doc["node"].update(hostname=hostname, addr=addr)
     for net in doc["networks"]:
         if net["probe"]:
@@ -441,20 +452,20 @@ def member_report(hostname: str, addr: str, answer) -> dict:
     return doc
 
 
-def fleet_of(answer) -> ssd.FleetResult:
-    nodes = [ssd.FleetNode(f"id{i}", f"node{i}", member_report(f"node{i}", addr, answer))
+def fleet_of(answer) -> ssd.swarmwide.answers.FleetResult:
+    nodes = [ssd.swarmwide.answers.FleetNode(f"id{i}", f"node{i}", member_report(f"node{i}", addr, answer))
              for i, addr in ((1, NODE1), (2, NODE2), (3, NODE3))]
-    return ssd.FleetResult([("ov2", "x"), ("ingress", "y")], nodes, [], 1.0, [], [])
+    return ssd.swarmwide.answers.FleetResult([("ov2", "x"), ("ingress", "y")], nodes, [], 1.0, [], [])
 
 
 def test_the_fleet_matrix_of_a_healthy_swarm_is_all_ok():
     result = fleet_of(lambda source, target, what: "ok")
-    text = ssd.render_fleet(result, ssd.Painter(False), False, False)
+    text = ssd.swarmwide.report.render_fleet(result, ssd.report.Painter(False), False, False)
     rows = [line for line in text.splitlines() if re.match(r"node\d {2,}(ok|\.)", line)]
     assert "Probes on network ov2" in text and len(rows) == 6  # 3 rows on each network
     assert not any("LOST" in row or "MTU" in row or "/" in row for row in rows)
     assert max(len(line) for line in text.splitlines()) <= 80
-    doc = ssd.fleet_to_json(result)
+    doc = ssd.swarmwide.report.fleet_to_json(result)
     validate(doc, "fleet-report")
     assert len([p for p in doc["probes"] if p["network"] == "ov2"]) == 6  # 3 nodes x 2 others
 
@@ -463,18 +474,18 @@ def test_a_node_cut_off_is_one_line_in_the_fleet_matrix():
     def node3_drops(source: str, target: str, what: str) -> str:
         return "timeout" if NODE3 in (source, target) and what != "port" else "ok"
     result = fleet_of(node3_drops)
-    pairs = ssd.probe_pairs(result)
+    pairs = ssd.swarmwide.report.probe_pairs(result)
     lost = sorted((p.source, p.target) for p in pairs if p.network == "ov2" and p.small is False)
     assert lost == [("node1", "node3"), ("node2", "node3"), ("node3", "node1"), ("node3", "node2")]
-    lines = ssd.probe_verdicts([p for p in pairs if p.network == "ov2"])
+    lines = ssd.swarmwide.report.probe_verdicts([p for p in pairs if p.network == "ov2"])
     assert lines == ["node3: no other node reaches it in both directions over ov2"]
 
 
 def test_a_one_way_loss_shows_as_one_pair():
     def one_way(source: str, target: str, what: str) -> str:
         return "timeout" if (source, target) == (NODE1, NODE2) and what != "port" else "ok"
-    pairs = [p for p in ssd.probe_pairs(fleet_of(one_way)) if p.network == "ov2"]
-    assert ssd.probe_verdicts(pairs) == ["node1 -> node2 over ov2: no echo answered"]
+    pairs = [p for p in ssd.swarmwide.report.probe_pairs(fleet_of(one_way)) if p.network == "ov2"]
+    assert ssd.swarmwide.report.probe_verdicts(pairs) == ["node1 -> node2 over ov2: no echo answered"]
 
 
 def test_an_mtu_black_hole_and_a_dropped_port_in_the_fleet_matrix():
@@ -485,13 +496,13 @@ def test_an_mtu_black_hole_and_a_dropped_port_in_the_fleet_matrix():
             return "timeout"  # DOCKER-USER on node2: only traffic from outside crosses it
         return "ok"
     result = fleet_of(faults)
-    ingress = [p for p in ssd.probe_pairs(result) if p.network == "ingress"]
-    assert ssd.probe_verdicts(ingress) == [
+    ingress = [p for p in ssd.swarmwide.report.probe_pairs(result) if p.network == "ingress"]
+    assert ssd.swarmwide.report.probe_verdicts(ingress) == [
         "node3: full-size packets pass in both directions between it and no other node over "
         "ingress (small ones do: an MTU black hole)",
         "node1 -> node2 over ingress: 1 of 1 published ports silent",
         "node3 -> node2 over ingress: 1 of 1 published ports silent"]
-    text = ssd.render_fleet(result, ssd.Painter(False), False, False)
+    text = ssd.swarmwide.report.render_fleet(result, ssd.report.Painter(False), False, False)
     assert "MTU" in text and max(len(line) for line in text.splitlines()) <= 80
 
 
@@ -549,36 +560,36 @@ class TwoNodes:
         for path in self.bound:
             subprocess.run(["umount", path], capture_output=True, check=False)
 
-    def state(self) -> ssd.NodeState:
+    def state(self) -> ssd.model.NodeState:
         """Node 1's view: network ovt, its load balancer (l1), service web with one task on node 2
         at 10.0.9.3 publishing 8080 -> 80."""
-        task = ssd.TaskView("web.1.x8k2mtpq0c1v", "ep-task", "10.0.9.3", "10.202.0.2")
-        view = ssd.NetworkView(
+        task = ssd.model.TaskView("web.1.x8k2mtpq0c1v", "ep-task", "10.0.9.3", "10.202.0.2")
+        view = ssd.model.NetworkView(
             "ovt0123456789abcdefghijk", "ovt", False, False, ["10.0.9.0/24"],
-            {"web": ssd.ServiceView("web", "10.0.9.100", 256, [ssd.PublishedPort(8080, 80, "tcp")], [task])},
-            {"lb-ovt": ssd.LocalEndpoint("lb-ovt", "ovt-endpoint", "ep-lb", "10.0.9.2", 24)}, True,
+            {"web": ssd.model.ServiceView("web", "10.0.9.100", 256, [ssd.model.PublishedPort(8080, 80, "tcp")], [task])},
+            {"lb-ovt": ssd.model.LocalEndpoint("lb-ovt", "ovt-endpoint", "ep-lb", "10.0.9.2", 24)}, True,
             peers=[("n1", "10.202.0.1"), ("n2", "10.202.0.2")])
-        dp = ssd.Datapath(self.ns("l1"), "l1", [], None, {}, [], None, {}, {})
+        dp = ssd.model.Datapath(self.ns("l1"), "l1", [], None, {}, [], None, {}, {})
         # ingress as every node sees it: its peers are every node; web publishes 8080 there (its
         # load balancer is not laid out here: only the published ports are probed on it)
-        ingress = ssd.NetworkView(
+        ingress = ssd.model.NetworkView(
             "ingress0123456789abcdefg", "ingress", True, False, ["10.0.0.0/24"],
-            {"web": ssd.ServiceView("web", "10.0.0.100", 257, [ssd.PublishedPort(8080, 80, "tcp")], [])},
+            {"web": ssd.model.ServiceView("web", "10.0.0.100", 257, [ssd.model.PublishedPort(8080, 80, "tcp")], [])},
             {}, True, peers=[("n1", "10.202.0.1"), ("n2", "10.202.0.2")])
-        return ssd.NodeState(ssd.engine_model("28.5.2"), str(self.tmp), [view, ingress],
-                             [ssd.LoadBalancer(view, dp, "10.0.9.2", True)], node_addr="10.202.0.1")
+        return ssd.model.NodeState(ssd.catalog.engine_model("28.5.2"), str(self.tmp), [view, ingress],
+                             [ssd.model.LoadBalancer(view, dp, "10.0.9.2", True)], node_addr="10.202.0.1")
 
-    def probe(self, node: str = "u1") -> tuple[ssd.NodeState, ssd.Reading, list[ssd.Finding]]:
+    def probe(self, node: str = "u1") -> tuple[ssd.model.NodeState, ssd.model.Reading, list[ssd.model.Finding]]:
         """What ssd --probe does after reading the layers, run in node's own namespace (where its
         published-port probes leave from): the live collector sends the plan."""
-        state, reading = self.state(), ssd.Reading()
-        collector = ssd.Collector(None, str(self.tmp))
+        state, reading = self.state(), ssd.model.Reading()
+        collector = ssd.collect.Collector(None, str(self.tmp))
         collector.probing = True
-        results = [ssd.NetworkResult(view, None, True) for view in state.views]
-        with ssd.entered_netns(self.ns(node)):
-            ssd.read_probes(collector, state, results, reading)
+        results = [ssd.model.NetworkResult(view, None, True) for view in state.views]
+        with ssd.kernel.namespaces.entered_netns(self.ns(node)):
+            ssd.layers.probe.read_probes(collector, state, results, reading)
         # only the probe layer: this layout has no IPVS or rules for the kernel layer to compare
-        return state, reading, [f for f in ssd.run_checks(state) if f.layer == "probe"]
+        return state, reading, [f for f in ssd.catalog.run_checks(state) if f.layer == "probe"]
 
 
 def routing_mesh(nodes: TwoNodes, n: int) -> socket.socket:
@@ -601,7 +612,7 @@ def routing_mesh(nodes: TwoNodes, n: int) -> socket.socket:
            "-j", "DNAT", "--to-destination", "10.203.0.2:8080", ns=u)
     sh("iptables", "-N", "DOCKER-USER", ns=u)
     sh("iptables", "-A", "FORWARD", "-j", "DOCKER-USER", ns=u)
-    with ssd.entered_netns(sbox):
+    with ssd.kernel.namespaces.entered_netns(sbox):
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("0.0.0.0", 8080))
     listener.listen(16)
@@ -614,7 +625,7 @@ def two_nodes(tmp_path):
     listeners = []
     try:  # a layout that fails half-way is taken down too
         nodes.create()
-        with ssd.entered_netns(nodes.ns("l2")):  # node 2's task listens on its target port
+        with ssd.kernel.namespaces.entered_netns(nodes.ns("l2")):  # node 2's task listens on its target port
             listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listeners.append(listener)
         listener.bind(("10.0.9.3", 80))
@@ -632,7 +643,7 @@ def test_over_real_vxlan_a_healthy_path_is_consistent(two_nodes):
     state, _, findings = two_nodes.probe()
     assert findings == [], [f.message for f in findings]
     assert {r["result"] for r in state.probe_results.values()} == {"ok"}
-    assert {p.probe.size for p in ssd.plan_probes(state) if p.what == "path"} == {ssd.ECHO_SMALL, 1450}
+    assert {p.probe.size for p in ssd.layers.probe.plan_probes(state) if p.what == "path"} == {ssd.kernel.prober.ECHO_SMALL, 1450}
 
 
 def test_over_real_vxlan_node2_dropping_udp_4789_is_unreachable(two_nodes):
@@ -682,5 +693,5 @@ def test_the_fleet_matrix_names_nodes_by_their_data_path_address_too():
             if net["probe"]:
                 net["probe"]["paths"] = {"10.98.0." + ip.rsplit(".", 1)[1]: seen
                                          for ip, seen in net["probe"]["paths"].items()}
-    validate(ssd.fleet_to_json(result), "fleet-report")
-    assert {p.target for p in ssd.probe_pairs(result)} == {"node1", "node2", "node3"}
+    validate(ssd.swarmwide.report.fleet_to_json(result), "fleet-report")
+    assert {p.target for p in ssd.swarmwide.report.probe_pairs(result)} == {"node1", "node2", "node3"}

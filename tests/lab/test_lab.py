@@ -19,7 +19,7 @@ import pytest
 from schemas import validate
 from labkit import ENGINE, SWARMLAB, lab
 
-from ssd import engine_model
+from ssd.catalog import engine_model
 
 pytestmark = pytest.mark.lab
 

@@ -111,7 +111,7 @@ def test_overlay_fault_found_on_its_node_only(standalone, node, fault):
 
 
 def test_text_report_shows_the_overlay_on_the_manager(standalone):
-    text = sh(1, "PYTHONPATH=/opt/ssd-pylib python3 /lab/repo/ssd.py --settle 0 ov2")
+    text = sh(1, "PYTHONPATH=/opt/ssd-pylib PYTHONPYCACHEPREFIX=/var/cache/ssd-pycache python3 /lab/repo/ssd.py --settle 0 ov2")
     assert f"Verifying overlay for network ov2 (netns {facts(1).ns.rsplit('/', 1)[1]})" in text
     assert "remote endpoints on 2 other nodes... OK" in text
 
