@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ssd.base import CheckError
 
 if TYPE_CHECKING:
-    from ssd.model import Datapath, Finding, NetworkResult, NodeState
+    from ssd.model import Datapath, Finding, NetworkResult, NodeState, Reading
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,17 @@ class Layer:
     rank: int  # its place in every report, top first
     against: str  # under each finding: which layer disagrees, against which
     # whether the layer was read for one network; else its status is "error"
-    read: Callable[[NetworkResult], bool] = _always
+    was_read: Callable[[NetworkResult], bool] = _always
+    # what it keeps of one network for the reports, once every phase has read (ssd.run)
+    summarise: Callable[[NetworkResult, NodeState, Reading], None] | None = None
     # a block of its own under each network: (header, summary, shown when clean), or None when
     # the layer was not read there (its findings, if any, follow the networks)
     describe: Callable[[NetworkResult], tuple[str, str, bool] | None] | None = None
+    # its part of each network in --json, given its status there (None: not read there)
+    json: Callable[[NetworkResult, str], dict | None] | None = None
+    # the key of that part, where the JSON contract named it before the layer had one name
+    # (networkdb's is "swarm"); else the layer's name
+    json_key: str | None = None
 
 
 LAYERS: dict[str, Layer] = {}  # every declared layer, by name, in rank order

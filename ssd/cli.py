@@ -14,8 +14,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
-from typing import Any, ClassVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ssd import __version__
 from ssd.base import (

@@ -12,9 +12,8 @@ import signal
 import struct
 import threading
 import time
-from collections.abc import Iterable
-from typing import Any
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from ssd.kernel.iptables import iptables_backends
 from ssd.kernel.namespaces import datapath_from_raw, entered_netns, overlay_from_raw, read_namespace
@@ -289,7 +288,9 @@ class Collector:
             value = self.sample["api"][key] = project(value, API_SHAPES[method])
         return value  # else as received: projecting 20,000 tasks costs more than reading them
 
-    def _lookup(self, key: str, fetch) -> Any:
+    def lookup(self, key: str, fetch: Callable[[], Any], optional: bool = False) -> Any:
+        """What fetch() reads, recorded under key in the sample (a snapshot keeps it and replays
+        it). optional: a snapshot taken before ssd read this gives None, not an error."""
         value = fetch()
         self.sample["lookups"][key] = value
         return value
@@ -328,13 +329,13 @@ class Collector:
 
     def clock(self) -> float | None:
         """When this sample was read (recorded: a replay judges task ages as of then)."""
-        return self._lookup("clock", time.time)
+        return self.lookup("clock", time.time, optional=True)
 
     def container(self, cid: str) -> dict | None:
         return self._api(f"GET /containers/{cid}", "container", cid)
 
     def ns_exists(self, path: str) -> bool:
-        return self._lookup(f"exists {path}", lambda: os.path.exists(path))
+        return self.lookup(f"exists {path}", lambda: os.path.exists(path))
 
     def netns_names(self) -> list[str] | None:
         """What this process sees of dockerd's namespaces directory (None: not there at all)."""
@@ -343,7 +344,7 @@ class Collector:
                 return sorted(os.listdir(self.netns_dir))
             except OSError:
                 return None
-        return self._lookup("netns-dir", listing)
+        return self.lookup("netns-dir", listing)
 
     def find_lb_by_address(self, ip: str) -> str | None:
         """18.06 names LB namespaces by random sandbox ID: find the one holding the LB IP."""
@@ -355,7 +356,7 @@ class Collector:
                         if any(ip == a for addrs in read_addresses().values() for a, _ in addrs):
                             return path
             return None
-        return self._lookup(f"lb-address {ip}", scan)
+        return self.lookup(f"lb-address {ip}", scan)
 
     def datapath(self, path: str, want_ipvs: bool = True) -> Datapath:
         return datapath_from_raw(path, self._namespace(path, want_ipvs))
@@ -388,11 +389,11 @@ class Collector:
 
     def dns(self, path: str, names: list[str]) -> dict | None:
         """What the embedded resolver answers inside the namespace at path. None: not recorded."""
-        return self._lookup(f"dns {path}", lambda: ask_resolver(path, names))
+        return self.lookup(f"dns {path}", lambda: ask_resolver(path, names), optional=True)
 
     def host_prereqs(self) -> dict | None:
         """Forwarding, conntrack and the interfaces of the node's own namespace. None: not recorded."""
-        return self._lookup("host-prereqs", read_host_prereqs)
+        return self.lookup("host-prereqs", read_host_prereqs, optional=True)
 
     probing = False  # --probe: send the probes a run plans (a snapshot replays what it recorded)
 
@@ -404,4 +405,4 @@ class Collector:
         """What came back of each probe, by key. None: not probing (or nothing recorded)."""
         if not self.probing:
             return None
-        return self._lookup("probes", lambda: run_probes(probes))
+        return self.lookup("probes", lambda: run_probes(probes), optional=True)

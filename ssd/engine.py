@@ -13,8 +13,7 @@ import re
 import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ssd.base import CheckError, DEFAULT_HOST, DEFAULT_VXLAN_PORT, _short
 from ssd.catalog import engine_model

@@ -12,8 +12,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ssd.catalog import CHECKS
 
@@ -384,6 +383,7 @@ class NodeState:
     updating: dict[str, str] = field(default_factory=dict)  # managers: service name -> UpdateStatus.State
     host_prereqs: dict | None = None  # read_host_prereqs(): forwarding, conntrack, interfaces
     probe_results: dict[str, dict] | None = None  # --probe: Probe.key -> what came back
+    parts: dict[str, Any] = field(default_factory=dict)  # a layer with no field above: what it read, by name
 
     def datapaths(self) -> list[Datapath]:
         return [lb.datapath for lb in self.lbs] + ([self.host] if self.host is not None else [])
@@ -462,6 +462,7 @@ class NetworkResult:
     swarm: tuple[int, int] | None = None  # (tasks, VIPs) swarm has on it; None: not a manager
     dns: DnsProbe | None = None  # None: its embedded DNS was not asked here
     probe: ProbeSummary | None = None  # None: not probed (no --probe, or nothing to probe from)
+    parts: dict[str, Any] = field(default_factory=dict)  # a layer with no field above: its summary, by name
 
 
 @dataclass
@@ -509,11 +510,16 @@ class RunResult:
 
 @dataclass
 class Reading:
-    """What the phases of one sample report besides the state: parts not checked, notes, and
-    the network names a worker was asked for and does not have."""
+    """What the phases of one sample (ssd.run.PHASES) pass on besides the state: the node, the
+    networks' results, the parts not checked, notes, and the network names a worker was asked
+    for and does not have."""
+    node: NodeInfo | None = None
     not_checked: list[NotChecked] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     absent: list[str] = field(default_factory=list)
+    results: list[NetworkResult] = field(default_factory=list)  # one per network, in the views' order
+    ingress_dp: Datapath | None = None  # the ingress load balancer's namespace, once read
+    host_ports: list[tuple[str, str]] = field(default_factory=list)  # the host ingress ports checked
 
 
 TERMINAL = {"complete", "failed", "rejected", "shutdown", "orphaned", "remove"}

@@ -3,15 +3,12 @@ Monitoring Plugins (Nagios) and Prometheus' textfile. Reads a RunResult; the lay
 come from their declarations (ssd.catalog.LAYERS)."""
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 import re
 import textwrap
 import time
 from collections.abc import Iterable
-from typing import Any
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ssd import __version__
 from ssd.base import SCHEMA_VERSION, count
@@ -38,7 +35,7 @@ def findings_of(result: RunResult, layer: str, net: NetworkResult) -> list[Findi
 def layer_status(result: RunResult, net: NetworkResult, layer: str) -> str:
     if findings_of(result, layer, net):
         return "fail"
-    return "ok" if LAYERS[layer].read(net) else "error"
+    return "ok" if LAYERS[layer].was_read(net) else "error"
 
 
 def service_status(result: RunResult, net: NetworkResult, svc: ServiceView) -> str:
@@ -78,17 +75,8 @@ def to_json(result: RunResult) -> dict:
             "services": [{"name": s.name, "vip": s.vip, "fwmark": s.fwmark,
                           "status": service_status(result, n, s)}
                          for s in sorted(n.view.services.values(), key=lambda s: s.name)],
-            "swarm": None if n.swarm is None else {
-                "status": layer_status(result, n, "networkdb"), "tasks": n.swarm[0], "vips": n.swarm[1]},
-            "dns": None if n.dns is None or n.dns.answers is None else {
-                "container": n.dns.container, "namespace": os.path.basename(n.dns.path),
-                "names": len(n.dns.answers), "status": layer_status(result, n, "dns")},
-            "overlay": None if n.overlay is None else {
-                "namespace": n.overlay.namespace, "checked": n.overlay.checked,
-                "status": layer_status(result, n, "overlay"), "remote_endpoints": n.overlay.remote_endpoints,
-                "remote_nodes": n.overlay.remote_nodes},
-            "probe": None if n.probe is None else {
-                **dataclasses.asdict(n.probe), "status": layer_status(result, n, "probe")},
+            **{layer.json_key or layer.name: layer.json(n, layer_status(result, n, layer.name))
+               for layer in LAYERS.values() if layer.json},
         } for n in result.networks],
         "host_ingress": {"checked": result.host_checked, "ports": [label for label, _ in result.host_ports]},
         "findings": [f.to_json() for f in result.findings],

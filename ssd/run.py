@@ -6,19 +6,20 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ssd.base import CheckError, _ip_order, count
-from ssd.catalog import known_issues, run_checks
+from ssd.catalog import LAYERS, known_issues, run_checks
 from ssd.collect import Collector, start_read_ahead
 from ssd.converging import mark_converging, motion_of, moved
 from ssd.engine import engine_of, read_node
-from ssd.layers.dns import read_dns
+from ssd.layers.dns import read_dns_layer
 from ssd.layers.host import read_host_layer
 from ssd.layers.ingress import read_ingress
-from ssd.layers.lb import adopt_marks, read_health, read_load_balancers
-from ssd.layers.networkdb import gossip_leavers, swarm_counts, swarm_knowledge, zombie_notes
-from ssd.layers.overlay import local_vteps, overlay_summary, read_overlay_layer
+from ssd.layers.lb import read_health, read_load_balancers
+from ssd.layers.networkdb import attachments_known, gossip_leavers, note_zombies, swarm_knowledge
+from ssd.layers.overlay import local_vteps, read_overlay_layer
 from ssd.layers.probe import read_probes
 from ssd.model import NetworkResult, NodeState, NotChecked, Reading, RunResult
 from ssd.snapshot import SnapshotCollector, load_snapshot, replaying, snapshot_document
@@ -33,7 +34,7 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
     is the phases' own: the load balancers before the DNS (asked from a container of a network
     whose load balancer was read) and before the ingress (its sandbox is the ingress load
     balancer); the overlay before the host, whose rules are read when an overlay is encrypted."""
-    reading = Reading()
+    reading = Reading(node)
     state = read_views(collector, node, wanted, reading)
     blind = why_blind(collector, node, state.views)
     if blind:  # nothing of the datapath can be read: the views are still checked against swarm
@@ -41,16 +42,9 @@ def run_once(collector: Collector, node: NodeInfo, wanted: list[str]) -> RunResu
         results = [NetworkResult(view, None, False, "not checked: " + blind[0]) for view in state.views]
         return RunResult(node, results, run_checks(state), reading.not_checked, reading.notes, [], False,
                          reading.absent, leavers=gossip_leavers(state))
-    results, ingress_dp = read_load_balancers(collector, state, reading)
-    adopt_marks(state)
-    reading.notes += zombie_notes([v for v in state.views if v.instantiated], state)
-    read_health(collector, node, state, reading)
-    read_overlay_layer(collector, state, reading)
-    state.dns = read_dns(collector, state.views, state, reading.not_checked, reading.notes)
-    read_host_layer(collector, state, reading)
-    read_probes(collector, state, results, reading)
-    summarise_networks(results, state, reading)
-    host_ports = read_ingress(collector, state, ingress_dp, reading)
+    for phase in PHASES:
+        phase(collector, state, reading)
+    results, host_ports = reading.results, reading.host_ports
     host_checked = state.ingress is not None and state.host is not None and state.host.rules is not None
     vteps = {ip for view in state.views if view.instantiated for ip in local_vteps(view, state)}
     findings = mark_converging(run_checks(state), state)
@@ -148,31 +142,26 @@ def departed_notes(view: NetworkView) -> list[str]:
             for old in view.departed]
 
 
-def summarise_networks(results: list[NetworkResult], state: NodeState, reading: Reading) -> None:
-    """What each network's report block counts: its DNS probe, its overlay, swarm's tasks and
-    VIPs on it (a manager's, when its tasks say where they are attached)."""
+def summarise_networks(collector: Collector, state: NodeState, reading: Reading) -> None:
+    """A read phase, once the datapath is read: what each network's report block counts, as each
+    layer summarises it (its DNS probe, its overlay, swarm's tasks and VIPs on it...)."""
     if state.swarm_tasks is not None and not attachments_known(state):
         reading.notes.append("this snapshot's tasks carry no network attachments: swarm's tasks were not "
                              "compared with NetworkDB")
-    for result in results:
-        result.dns = (state.dns or {}).get(result.view.id)
-        result.overlay = overlay_summary(result.view, state)
-        if result.overlay and result.overlay.unverifiable:
-            ips = result.overlay.unverifiable
-            reading.notes.append(
-                f"network {result.view.name}: {count(len(ips), 'endpoint')} on other nodes "
-                f"{'is' if len(ips) == 1 else 'are'} programmed in the overlay but not listed by NetworkDB "
-                f"({', '.join(ips[:3])}{', ...' if len(ips) > 3 else ''}): tasks starting or waiting for "
-                "their health check, or stale entries; only a manager (/tasks) can tell which")
-        if attachments_known(state) and result.view.instantiated:
-            result.swarm = swarm_counts(state, result.view)
+    summaries = [layer.summarise for layer in LAYERS.values() if layer.summarise]
+    for result in reading.results:
+        for summarise in summaries:
+            summarise(result, state, reading)
 
 
-def attachments_known(state: NodeState) -> bool:
-    """Whether swarm's tasks say where they are attached (older snapshots kept no attachments:
-    then swarm's tasks were not compared with NetworkDB, and the report must not claim so)."""
-    tasks = state.swarm_tasks
-    return tasks is not None and (not tasks or any(t.addresses for t in tasks.values()))
+# The read phases of one sample, in the order their data depend on: the load balancers first
+# (they make each network's result), before the DNS (asked from a container of a network whose
+# load balancer was read) and before the ingress (its sandbox is the ingress load balancer); the
+# overlay before the host, whose rules are read when an overlay is encrypted; the probes once
+# every layer says where to send them. A layer that reads something adds its phase here.
+PHASES: tuple[Callable[[Collector, NodeState, Reading], None], ...] = (
+    read_load_balancers, note_zombies, read_health, read_overlay_layer, read_dns_layer, read_host_layer,
+    read_probes, summarise_networks, read_ingress)
 
 
 def why_blind(collector: Collector, node: NodeInfo, views: list[NetworkView]

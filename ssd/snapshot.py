@@ -8,9 +8,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from ssd import __version__
 from ssd.base import CheckError, FLEET_MEMBER, MODES, SnapshotError, _short, count
@@ -59,12 +58,12 @@ class SnapshotCollector(Collector):
             raise self._missing(key)
         return self.sample["api"][key]
 
-    def _lookup(self, key: str, fetch) -> Any:
+    def lookup(self, key: str, fetch: Callable[[], Any], optional: bool = False) -> Any:
         if key not in self.sample["lookups"]:
             if key == "netns-dir":  # snapshots before 0.2 did not record it: they saw it
                 return ["(not recorded)"]
-            if key in ("clock", "host-prereqs", "probes") or key.startswith("dns "):
-                return None  # nor these before the checks that read them (probes: without --probe)
+            if optional:
+                return None  # a snapshot before the check that reads it (probes: without --probe)
             raise self._missing(key)
         return self.sample["lookups"][key]
 
@@ -78,7 +77,7 @@ class SnapshotCollector(Collector):
         return self.probing or "probes" in self.sample["lookups"]
 
     def probe(self, probes: list[Probe]) -> dict[str, dict] | None:
-        return self._lookup("probes", dict)  # replayed when the snapshot was taken with --probe
+        return self.lookup("probes", dict, optional=True)  # replayed when the snapshot was taken with --probe
 
     def _namespace(self, path: str, want_ipvs: bool) -> dict:
         raw = self.sample["namespaces"].get(path or "host")

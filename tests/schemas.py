@@ -40,7 +40,11 @@ def kind_of(doc: dict) -> str:
 def validate(doc: dict, kind: str | None = None) -> None:
     """Raise jsonschema.ValidationError unless doc is a valid document of its kind."""
     name = kind or kind_of(doc)
-    schema = REGISTRY.contents(BASE + f"{name}.schema.json")
+    validate_with(doc, REGISTRY.contents(BASE + f"{name}.schema.json"))
+
+
+def validate_with(doc: dict, schema: dict) -> None:
+    """Validate doc against this schema, its references resolved in schemas/."""
     validator = jsonschema.Draft202012Validator(schema, registry=REGISTRY)
     error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
     if error is not None:

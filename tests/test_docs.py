@@ -50,5 +50,10 @@ def test_the_check_table_is_made_from_the_declarations():
     import make_docs
     current = (REPO / "docs" / "checks.md").read_text()
     assert make_docs.page(current) == current, "docs/checks.md is stale: run make docs"
-    assert make_docs.page(current.replace("| `sysctl` |", "| `sysctl-old` |")) == current
+    stale = current.replace("| `sysctl` |", "| `sysctl-old` |")
+    assert stale != current and make_docs.page(stale) == current
     assert len(make_docs.checks_table().splitlines()) == 2 + len(make_docs.CHECKS) >= 50
+    schema = (REPO / "schemas" / "node-report.schema.json").read_text()
+    assert make_docs.node_schema(schema) == schema, "the schema's layers are stale: run make docs"
+    stale = schema.replace('            "dns",\n', '            "dns",\n            "gone",\n')
+    assert stale != schema and make_docs.node_schema(stale) == schema

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import pytest
+import schemas
 
 import ssd.catalog
+import ssd.collect
 import ssd.model
 import ssd.report
 import ssd.run
@@ -70,35 +73,90 @@ def test_an_overlay_finding_read_in_the_host_namespace_counts_under_its_network(
     assert ssd.swarmwide.report.fleet_cell(node, None) == "FAIL 1"
 
 
-def test_a_new_layer_is_one_declaration(monkeypatch, catalog_restored):
-    """A brand-new layer (no existing one patched): its declaration, its check id and its check;
-    its findings get a block of their own, its status, its 'layer:' line, a place among the
-    layers by rank, and leave the load balancer alone."""
-    result = healthy()  # before the layer exists
+def canary_layer(monkeypatch) -> None:
+    """A brand-new layer, added as docs/development.md says: its module's parts (a read phase
+    through the collector, a check, a summary, a block, a JSON part, the declaration), then its
+    phase in ssd.run.PHASES. The air on each network is what it reads."""
+    def read_canary(collector, state, reading):
+        state.parts["canary"] = collector.lookup("canary", dict, optional=True)
+
+    def summarise_canary(result, state, reading):
+        if state.parts.get("canary") is not None:
+            result.parts["canary"] = state.parts["canary"].get(result.view.name, "singing")
+
     ssd.catalog.declare_layer(ssd.catalog.Layer(
-        "canary", 35, "the canary, against the air", read=lambda net: net.view.name == "ov2",
-        describe=lambda net: (f"Listening to the canary of {net.view.name}", "one canary", True)))
+        "canary", 35, "the canary, against the air", was_read=lambda net: "canary" in net.parts,
+        summarise=summarise_canary,
+        describe=lambda net: (f"Listening to the canary of {net.view.name}", "one canary", True)
+        if "canary" in net.parts else None,
+        json=lambda net, status: {"song": net.parts["canary"], "status": status} if "canary" in net.parts else None))
 
     @ssd.catalog.register_check(ssd.catalog.CheckInfo("canary-dead", "The canary is dead.", "Open a window.",
                                                       layer="canary"), scope="network")
     def check_canary(view, state):
-        return [ssd.model.Finding("canary-dead", "no song", network=view.name, service="s1", subject="canary")
-                ] if view.name == "ov2" else []
+        song = (state.parts.get("canary") or {}).get(view.name)
+        return [ssd.model.Finding("canary-dead", "no song", network=view.name, subject="canary",
+                                  expected="singing", actual=song)] if song == "silent" else []
 
-    result.findings += ssd.catalog.run_checks(ssd.model.NodeState(ssd.catalog.engine_model("28.5.2"),
-                                                                  "/nonexistent", [n.view for n in result.networks]))
+    phases = list(ssd.run.PHASES)
+    phases.insert(phases.index(ssd.run.summarise_networks), read_canary)
+    monkeypatch.setattr(ssd.run, "PHASES", tuple(phases))
+
+
+def with_air(air: dict | None) -> dict:
+    """The healthy recording, as a canary-aware ssd would have recorded it (None: before)."""
+    doc = ssd.snapshot.load_snapshot(EXAMPLE)
+    for sample in doc["samples"]:
+        if air is not None:
+            sample["lookups"]["canary"] = air
+    return doc
+
+
+def replayed(doc: dict) -> ssd.model.RunResult:
+    return ssd.run.settled_check(ssd.snapshot.SnapshotCollector(doc, EXAMPLE), [], 0, live=False)[1]
+
+
+def test_a_new_layer_is_read_checked_reported_and_snapshotted(monkeypatch, catalog_restored, tmp_path):
+    """A brand-new layer (no existing one patched) is read, snapshotted, checked, reported in
+    every format, validated by the schema made from the declarations, and leaves the load
+    balancer alone."""
+    canary_layer(monkeypatch)
     assert list(ssd.catalog.LAYERS).index("canary") == list(ssd.catalog.LAYERS).index("dns") + 1
+    # read, through the collector: recorded in the sample, so a snapshot keeps and replays it
+    live = ssd.collect.Collector(None, "/nonexistent")
+    assert live.lookup("canary", lambda: {"ov2": "silent"}, optional=True) == {"ov2": "silent"}
+    assert live.sample["lookups"]["canary"] == {"ov2": "silent"}
+    result = replayed(with_air({"ov2": "silent"}))
+    assert [(f.check, f.layer, f.network) for f in result.findings] == [("canary-dead", "canary", "ov2")]
+    # text: its block, its line under the finding; the services stay OK
     lines = text(result)
     block = lines.index("Listening to the canary of ov2")
     assert lines[block + 1] == "one canary... FAIL"
     assert lines[block + 2].startswith("  canary-dead: no song")
-    assert "    layer: the canary, against the air" in lines
-    assert "service s1... OK" in lines
-    ov2 = next(n for n in result.networks if n.view.name == "ov2")
-    assert ssd.report.layer_status(result, ov2, "canary") == "fail"
-    ingress = next(n for n in result.networks if n.view.name == "ingress")
-    assert ssd.report.layer_status(result, ingress, "canary") == "error"  # not read there
-    assert json.loads(json.dumps(ssd.report.to_json(result)))["findings"][0]["layer"] == "canary"
+    assert "    layer: the canary, against the air" in lines and "service s1... OK" in lines
+    # JSON: its part of each network, its status, the finding's layer; valid by the made schema
+    doc = ssd.report.to_json(result)
+    ov2 = next(n for n in doc["networks"] if n["name"] == "ov2")
+    assert ov2["canary"] == {"song": "silent", "status": "fail"}
+    assert {s["name"]: s["status"] for s in ov2["services"]}["s1"] == "ok"
+    assert doc["findings"][0]["layer"] == "canary" and doc["status"] == "inconsistent"
+    sys.path.insert(0, str(REPO / "tools"))
+    import make_docs
+    schema = json.loads(make_docs.node_schema((REPO / "schemas" / "node-report.schema.json").read_text()))
+    assert "canary" in schema["$defs"]["finding"]["properties"]["layer"]["enum"]
+    schemas.validate_with(doc, schema)
+    with pytest.raises(Exception, match="canary"):
+        schemas.validate(doc)  # the committed schema does not know it: made, not copied
+    # Nagios and Prometheus
+    assert ssd.report.render_nagios(result, 1.0).startswith("SSD CRITICAL - 1 inconsistency on node node1: canary-dead")
+    ssd.report.write_prometheus(str(tmp_path / "ssd.prom"), result, 1.0)
+    metrics = (tmp_path / "ssd.prom").read_text()
+    assert 'ssd_findings{check="canary-dead",network="ov2"} 1.0' in metrics.splitlines(), metrics
+    # a snapshot from before the layer: the layer is not read there, said, not passed
+    before = replayed(with_air(None))
+    assert before.findings == []
+    net = next(n for n in before.networks if n.view.name == "ov2")
+    assert ssd.report.layer_status(before, net, "canary") == "error"
 
 
 def test_a_layer_is_declared_once():

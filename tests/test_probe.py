@@ -585,9 +585,9 @@ class TwoNodes:
         state, reading = self.state(), ssd.model.Reading()
         collector = ssd.collect.Collector(None, str(self.tmp))
         collector.probing = True
-        results = [ssd.model.NetworkResult(view, None, True) for view in state.views]
+        reading.results = [ssd.model.NetworkResult(view, None, True) for view in state.views]
         with ssd.kernel.namespaces.entered_netns(self.ns(node)):
-            ssd.layers.probe.read_probes(collector, state, results, reading)
+            ssd.layers.probe.read_probes(collector, state, reading)
         # only the probe layer: this layout has no IPVS or rules for the kernel layer to compare
         return state, reading, [f for f in ssd.catalog.run_checks(state) if f.layer == "probe"]
 

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""make docs: docs/checks.md's table of check ids, made from the checks' own declarations
-(CheckInfo in each register_check of ssd/layers/), between its two markers. With --check, exit 1
-when the committed page is not what this makes (tests/test_docs.py does the same)."""
+"""make docs: what is made from the declarations of ssd/layers/: docs/checks.md's table of check
+ids (CheckInfo in each register_check), between its two markers, and the enum of layers in
+schemas/node-report.schema.json (each declare_layer). With --check, exit 1 when a committed file
+is not what this makes (tests/test_docs.py does the same)."""
 from __future__ import annotations
 
+import json
+import re
 import sys
 from pathlib import Path
 
@@ -14,6 +17,8 @@ from ssd import layers  # noqa: E402,F401 (every layer module declares its check
 from ssd.catalog import CHECKS, LAYERS  # noqa: E402
 
 PAGE = REPO / "docs" / "checks.md"
+SCHEMA = REPO / "schemas" / "node-report.schema.json"
+LAYER_ENUM = re.compile(r'("layer": \{\n(\s*)"enum": \[\n)(.*?)(\n\s*\])', re.S)
 BEGIN = "<!-- the check ids: made by `make docs` from the checks' declarations; do not edit -->"
 END = "<!-- end of the check ids -->"
 
@@ -33,14 +38,27 @@ def page(text: str) -> str:
     return f"{head}{BEGIN}\n{checks_table()}\n{END}{tail}"
 
 
+def node_schema(text: str) -> str:
+    """The node report's schema with a finding's "layer" enum as the layers are declared."""
+    def declared(match: re.Match) -> str:
+        indent = match.group(2) + "  "
+        return match.group(1) + ",\n".join(indent + json.dumps(name) for name in LAYERS) + match.group(4)
+    made, found = LAYER_ENUM.subn(declared, text)
+    if found != 1:
+        raise SystemExit(f"{SCHEMA}: no single layer enum to make")
+    return made
+
+
 def main() -> int:
-    current = PAGE.read_text()
-    made = page(current)
-    if sys.argv[1:] == ["--check"]:
-        return 0 if made == current else 1
-    if made != current:
-        PAGE.write_text(made)
-    return 0
+    stale = []
+    for path, make in ((PAGE, page), (SCHEMA, node_schema)):
+        current = path.read_text()
+        made = make(current)
+        if made != current:
+            stale.append(path)
+            if sys.argv[1:] != ["--check"]:
+                path.write_text(made)
+    return 1 if stale and sys.argv[1:] == ["--check"] else 0
 
 
 if __name__ == "__main__":

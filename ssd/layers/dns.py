@@ -5,8 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass
-from typing import Any
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ssd.base import _shorten, count
 from ssd.catalog import CheckInfo, Layer, declare_layer, register_check
@@ -16,7 +15,7 @@ from ssd.model import DnsProbe, Finding, NotChecked, _network
 
 if TYPE_CHECKING:
     from ssd.collect import Collector
-    from ssd.model import Datapath, NetworkResult, NetworkView, NodeState, ServiceView
+    from ssd.model import Datapath, NetworkResult, NetworkView, NodeState, Reading, ServiceView
 
 
 # --- the embedded DNS: its answers against NetworkDB ----------------------------------
@@ -286,6 +285,23 @@ def check_split_brain(dp: Datapath, state: NodeState) -> list[Finding]:
 DNS_CANDIDATES = 5  # local containers looked at to find one on no other network
 
 
+def read_dns_layer(collector: Collector, state: NodeState, reading: Reading) -> None:
+    """A read phase: each network's embedded DNS (after the load balancers: it is asked from a
+    container of a network whose load balancer was read)."""
+    state.dns = read_dns(collector, state.views, state, reading.not_checked, reading.notes)
+
+
+def summarise_dns(result: NetworkResult, state: NodeState, reading: Reading) -> None:
+    result.dns = (state.dns or {}).get(result.view.id)
+
+
+def dns_json(net: NetworkResult, status: str) -> dict | None:
+    if net.dns is None or net.dns.answers is None:
+        return None
+    return {"container": net.dns.container, "namespace": os.path.basename(net.dns.path),
+            "names": len(net.dns.answers), "status": status}
+
+
 def read_dns(collector: Collector, views: list[NetworkView], state: NodeState, not_checked: list[NotChecked],
              notes: list[str]) -> dict[str, DnsProbe] | None:
     """Each network's embedded DNS, asked from one local container (by network ID)."""
@@ -358,5 +374,5 @@ def describe_dns(net: NetworkResult) -> tuple[str, str, bool] | None:
 
 
 LAYER = declare_layer(Layer("dns", 30, "embedded DNS, against NetworkDB on this node",
-                            read=lambda net: net.dns is not None and net.dns.answers is not None,
-                            describe=describe_dns))
+                            was_read=lambda net: net.dns is not None and net.dns.answers is not None,
+                            summarise=summarise_dns, describe=describe_dns, json=dns_json))

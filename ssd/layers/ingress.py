@@ -158,11 +158,9 @@ def check_task_redirects(ingress: NetworkView, state: NodeState) -> list[Finding
     return findings
 
 
-def read_ingress(collector: Collector, state: NodeState, ingress_dp: Datapath | None,
-                 reading: Reading) -> list[tuple[str, str]]:
-    """The host's rules (the routing mesh's, the encrypted overlays'), and the sandboxes of the
-    local ingress tasks; returns the published ports the host block lists."""
-    host_ports: list[tuple[str, str]] = []
+def read_ingress(collector: Collector, state: NodeState, reading: Reading) -> None:
+    """The last read phase: the host's rules (the routing mesh's, the encrypted overlays'), and
+    the sandboxes of the local ingress tasks; the published ports the host block lists."""
     ingress = next((v for v in state.views if v.ingress and v.instantiated), None)
     publishing = ingress is not None and bool(published_ports(ingress))
     encrypted = [v for v in state.views if v.encrypted and (state.overlays or {}).get(v.id) is not None]
@@ -171,12 +169,11 @@ def read_ingress(collector: Collector, state: NodeState, ingress_dp: Datapath | 
     if ingress is not None and publishing and state.host is not None:
         state.ingress = ingress
         if state.host.rules is not None:
-            state.gw_ip = gateway_ip(collector, ingress_dp, ingress)
-            host_ports = [(users[0][1].label(), ", ".join(s.name for s, _ in users))
+            state.gw_ip = gateway_ip(collector, reading.ingress_dp, ingress)
+            reading.host_ports = [(users[0][1].label(), ", ".join(s.name for s, _ in users))
                           for _, users in sorted(published_ports(ingress).items(),
                                                  key=lambda kv: (kv[0][1], kv[0][0] or ""))]
         state.task_datapaths = read_task_datapaths(collector, ingress, reading.not_checked)
-    return host_ports
 
 
 def read_host(collector: Collector, not_checked: list[NotChecked], notes: list[str]) -> Datapath | None:

@@ -527,12 +527,11 @@ def _check_port_marks(net: NetworkView, dp: Datapath, services: list[ServiceView
     return findings
 
 
-def read_load_balancers(collector: Collector, state: NodeState, reading: Reading
-                        ) -> tuple[list[NetworkResult], Datapath | None]:
-    """Each instantiated network's load-balancer namespace(s), where this engine puts them; the
-    ingress one is returned too (its sandbox is where the ingress checks start)."""
-    results: list[NetworkResult] = []
-    ingress_dp: Datapath | None = None
+def read_load_balancers(collector: Collector, state: NodeState, reading: Reading) -> None:
+    """The first read phase: each instantiated network's load-balancer namespace(s), where this
+    engine puts them, and each network's result; the ingress one is kept too (its sandbox is
+    where the ingress checks start). Then the marks inspect could not show are adopted."""
+    results = reading.results
     for view in state.views:
         if not view.instantiated:
             results.append(NetworkResult(view, None, False, "not instantiated on this node "
@@ -554,15 +553,15 @@ def read_load_balancers(collector: Collector, state: NodeState, reading: Reading
             result.partial |= dp.partial
             state.lbs.append(LoadBalancer(view, dp, lb_ip, expect_aliases=not state.model.per_container))
             if view.ingress:
-                ingress_dp = dp
+                reading.ingress_dp = dp
         results.append(result)
-    return results, ingress_dp
+    adopt_marks(state)
 
 
-def read_health(collector: Collector, node: NodeInfo, state: NodeState, reading: Reading) -> None:
-    """What a manager can tell of tasks at weight 0 (health checks): notes, and the local
-    containers' health."""
-    read_local_health(collector, state, node)
+def read_health(collector: Collector, state: NodeState, reading: Reading) -> None:
+    """A read phase: what a manager can tell of tasks at weight 0 (health checks): notes, and the
+    local containers' health."""
+    read_local_health(collector, state, reading.node)
     reading.notes += health_notes(state)
 
 

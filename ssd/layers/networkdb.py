@@ -4,8 +4,7 @@ node, NetworkDB against itself (duplicate IPs, peers, zombies). Its checks and i
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ssd.base import count
 from ssd.catalog import CheckInfo, Layer, declare_layer, register_check
@@ -16,7 +15,8 @@ from ssd.views import (
 )
 
 if TYPE_CHECKING:
-    from ssd.model import NetworkResult, NetworkView, NodeState, SwarmNode, SwarmTask
+    from ssd.collect import Collector
+    from ssd.model import NetworkResult, NetworkView, NodeState, Reading, SwarmNode, SwarmTask
 
 
 def _settled(task: SwarmTask, state: NodeState) -> bool:
@@ -305,5 +305,27 @@ def describe_networkdb(net: NetworkResult) -> tuple[str, str, bool]:
             f"{net.swarm[0]} running tasks, {net.swarm[1]} VIPs", True)
 
 
+def note_zombies(collector: Collector, state: NodeState, reading: Reading) -> None:
+    """A read phase: the tasks NetworkDB lists that swarm does not know, as notes."""
+    reading.notes += zombie_notes([v for v in state.views if v.instantiated], state)
+
+
+def attachments_known(state: NodeState) -> bool:
+    """Whether swarm's tasks say where they are attached (older snapshots kept no attachments:
+    then swarm's tasks were not compared with NetworkDB, and the report must not claim so)."""
+    tasks = state.swarm_tasks
+    return tasks is not None and (not tasks or any(t.addresses for t in tasks.values()))
+
+
+def summarise_networkdb(result: NetworkResult, state: NodeState, reading: Reading) -> None:
+    if attachments_known(state) and result.view.instantiated:
+        result.swarm = swarm_counts(state, result.view)
+
+
+def networkdb_json(net: NetworkResult, status: str) -> dict | None:
+    return None if net.swarm is None else {"status": status, "tasks": net.swarm[0], "vips": net.swarm[1]}
+
+
 LAYER = declare_layer(Layer("networkdb", 20, "NetworkDB on this node, against swarm (or itself)",
-                            describe=describe_networkdb))
+                            summarise=summarise_networkdb, describe=describe_networkdb, json=networkdb_json,
+                            json_key="swarm"))

@@ -4,8 +4,7 @@ its summary and its block."""
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ssd.base import _ip_order, count
 from ssd.catalog import CheckInfo, Layer, declare_layer, register_check
@@ -446,6 +445,24 @@ def overlay_summary(view: NetworkView, state: NodeState) -> OverlaySummary | Non
                           remote_nodes=len({t.host_ip for t in remote.values()}), unverifiable=unverifiable)
 
 
+def summarise_overlay(result: NetworkResult, state: NodeState, reading: Reading) -> None:
+    result.overlay = overlay_summary(result.view, state)
+    if result.overlay and result.overlay.unverifiable:
+        ips = result.overlay.unverifiable
+        reading.notes.append(
+            f"network {result.view.name}: {count(len(ips), 'endpoint')} on other nodes "
+            f"{'is' if len(ips) == 1 else 'are'} programmed in the overlay but not listed by NetworkDB "
+            f"({', '.join(ips[:3])}{', ...' if len(ips) > 3 else ''}): tasks starting or waiting for "
+            "their health check, or stale entries; only a manager (/tasks) can tell which")
+
+
+def overlay_json(net: NetworkResult, status: str) -> dict | None:
+    ov = net.overlay
+    return None if ov is None else {
+        "namespace": ov.namespace, "checked": ov.checked, "status": status,
+        "remote_endpoints": ov.remote_endpoints, "remote_nodes": ov.remote_nodes}
+
+
 def describe_overlay(net: NetworkResult) -> tuple[str, str, bool] | None:
     ov = net.overlay
     if ov is None:
@@ -456,5 +473,5 @@ def describe_overlay(net: NetworkResult) -> tuple[str, str, bool] | None:
 
 
 LAYER = declare_layer(Layer("overlay", 40, "overlay (VXLAN), against NetworkDB on this node",
-                            read=lambda net: bool(net.overlay and net.overlay.checked),
-                            describe=describe_overlay))
+                            was_read=lambda net: bool(net.overlay and net.overlay.checked),
+                            summarise=summarise_overlay, describe=describe_overlay, json=overlay_json))

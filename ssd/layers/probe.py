@@ -3,6 +3,7 @@ replays it), what was sent, and the checks of what came back: echo paths to ever
 connections to backends and to every node's published ports. Its reader, checks and block."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -257,8 +258,7 @@ def probe_notes(state: NodeState) -> list[str]:
     return notes
 
 
-def read_probes(collector: Collector, state: NodeState, results: list[NetworkResult],
-                reading: Reading) -> None:
+def read_probes(collector: Collector, state: NodeState, reading: Reading) -> None:
     """--probe: send what plan_probes() plans (the layers are read: it knows where from and to
     whom), and count per network what came back."""
     if not collector.will_probe():  # planning alone is 7% of a run at 5000 x 4
@@ -268,6 +268,7 @@ def read_probes(collector: Collector, state: NodeState, results: list[NetworkRes
     if state.probe_results is None:
         return
     reading.notes += probe_notes(state)
+    results = reading.results
     by_network = {r.view.name: r for r in results}
     for lb in state.lbs:
         if lb.network.name in by_network and not state.model.per_container:
@@ -299,6 +300,10 @@ def read_probes(collector: Collector, state: NodeState, results: list[NetworkRes
             result.probe.full = sum(s["small"] and s["full"] for s in seen)
 
 
+def probe_json(net: NetworkResult, status: str) -> dict | None:
+    return None if net.probe is None else {**dataclasses.asdict(net.probe), "status": status}
+
+
 def describe_probe(net: NetworkResult) -> tuple[str, str, bool] | None:
     pr = net.probe
     if pr is None:
@@ -313,4 +318,5 @@ def describe_probe(net: NetworkResult) -> tuple[str, str, bool] | None:
 
 
 LAYER = declare_layer(Layer("probe", 60, "traffic (--probe), against the paths every layer above says exist",
-                            read=lambda net: net.probe is not None, describe=describe_probe))
+                            was_read=lambda net: net.probe is not None, describe=describe_probe,
+                            json=probe_json))

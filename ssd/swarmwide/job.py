@@ -8,8 +8,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ssd.base import _short
 from ssd.catalog import EngineModel
