@@ -242,7 +242,7 @@ SCOPES: dict[str, Callable[[NodeState], list[tuple[Any, Datapath | None]]]] = {
     "network": lambda st: [(v, None) for v in st.views if v.instantiated],
     "lb": lambda st: [(lb, lb.datapath) for lb in st.lbs],  # each load-balancer namespace
     "datapath": lambda st: [(dp, dp) for dp in st.datapaths()],  # every LB namespace read, host too
-    "host": lambda st: [(st.host, st.host)] if st.host is not None and st.ingress is not None else [],
+    "host-rules": lambda st: [(st.host, st.host)] if st.host is not None and st.ingress is not None else [],
     "ingress-tasks": lambda st: [(st.ingress, None)] if st.ingress is not None else [],
     # each network whose embedded DNS was asked, with what it answered
     "dns": lambda st: [((v, p), p) for v in st.views for p in [(st.dns or {}).get(v.id)] if p is not None],

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ssd.base import count
-from ssd.model import CONVERGENCE_WINDOW
+from ssd.model import MIN_STATE_AGE
 
 if TYPE_CHECKING:
     from ssd.model import Finding, NodeState
@@ -69,7 +69,7 @@ def _node_moving(subject: str, by_ip: dict, state: NodeState) -> str | None:
         node = next((n for n in (state.swarm_nodes or {}).values() if n.addr == subject), None)
     if node is None:
         return None
-    recent = node.since is not None and state.now is not None and state.now - node.since < CONVERGENCE_WINDOW
+    recent = node.since is not None and state.now is not None and state.now - node.since < MIN_STATE_AGE
     if node.state != "ready" and (recent or node.since is None):
         return f"node {node.hostname} is {node.state}"
     if recent:

@@ -443,12 +443,9 @@ def parse_timestamp(value: str | None) -> float | None:
     return stamp.timestamp() + float("0." + (m.group(2) or "0"))
 
 
-# --- swarm against NetworkDB: its tasks and VIPs in this node's view ------------------
-# On a manager, /tasks and /services say what swarm runs; network inspect -v what NetworkDB on
-# this node holds. Swarm and NetworkDB converge asynchronously: a task is judged only once its
-# state is older than the window (its Status.Timestamp against the sample's clock).
-
-CONVERGENCE_WINDOW = 60.0  # seconds
+# Swarm (/tasks, /services, /nodes) and NetworkDB converge asynchronously: a task or node is
+# judged only once its state is older than this (its timestamp against the sample's clock).
+MIN_STATE_AGE = 60.0  # seconds: a task or node whose state is younger is not judged yet
 
 
 @dataclass

@@ -88,7 +88,7 @@ def to_json(result: RunResult) -> dict:
 # Monitoring Plugins (Nagios, Icinga, Sensu...): one line "SSD STATE - summary | perfdata" and
 # their exit codes. An inconsistency is CRITICAL; a check that looked at some things but could
 # not look at others is WARNING (what it saw is fine, the rest is unknown); a check that could not
-# look at all is UNKNOWN. Differences seen in one sample only (convergence) are OK.
+# look at all is UNKNOWN. Differences seen in one sample only (noise, not kept) are OK.
 NAGIOS_CODES = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
 
 

@@ -71,7 +71,7 @@ class SnapshotCollector(Collector):
         return self._api("GET /tasks", "tasks")
 
     def nodes(self) -> list[dict] | None:
-        return self.sample["api"].get("GET /nodes")  # not recorded before the orchestrator checks
+        return self.sample["api"].get("GET /nodes")  # not recorded before the networkdb checks
 
     def will_probe(self) -> bool:
         return self.probing or "probes" in self.sample["lookups"]

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from fake_resolver import FakeResolver, libnetwork_records
 from recorded import ONE_NODE, network_json, save_format, text
+from helpers import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
 LB_NAMESPACES = ("lb_oc6rqvyvp", "ingress_sbox")
 TASK_NAMESPACES = ("096d4a69176a", "a75afa981e5f", "fa51c6f34b00", "8a5be7db5257", "72c299b351d1")
 OVERLAY_NAMESPACES = ("1-oc6rqvyvpk", "1-vilwkwmrxy")  # the overlay driver's: ov2, ingress
@@ -154,7 +154,7 @@ class KernelNode:
     def ssd(self, engine_url: str, *args: str, env: dict | None = None,
             wrap: list[str] | None = None) -> subprocess.CompletedProcess:
         """Run ssd as a user does, as a process, with this node's root namespace as its own."""
-        cmd = [*(wrap or []), "nsenter", f"--net={self.host}", sys.executable, str(ROOT / "ssd.py"),
+        cmd = [*(wrap or []), "nsenter", f"--net={self.host}", sys.executable, str(REPO / "ssd.py"),
                "-H", engine_url, "--exec-root", str(self.exec_root), *args]
         full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
         full_env.pop("DOCKER_HOST", None)

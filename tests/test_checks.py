@@ -1,6 +1,7 @@
 """Tier 1: every check on the real 20.10.24 recording, healthy and with one fault each."""
 from __future__ import annotations
 
+import ast
 import copy
 from pathlib import Path
 
@@ -164,14 +165,53 @@ def test_every_finding_says_which_layer_disagrees():
     assert {i.layer for i in ssd.catalog.CHECKS.values()} == {"kernel", "networkdb", "overlay", "dns", "host", "probe"}
 
 
+def asserted_ids(source: str) -> set[str]:
+    """The strings a module's tests assert are there: constants inside an assert statement, not
+    on the far side of `not in` or `!=` (a mention in a comment, a docstring, a fixture or a
+    negative assertion is no fault test); and the keys of its FAULTS table when a test of its
+    runs every entry (parametrized over FAULTS) and asserts what fired."""
+    found = set()
+    tree = ast.parse(source)
+    if "sorted(FAULTS)" in source and "assert checks(" in source:
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "FAULTS" for t in node.targets) \
+                    and isinstance(node.value, ast.Dict):
+                found |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Assert):
+            continue
+        negated = set()
+        for cmp in ast.walk(node.test):
+            if isinstance(cmp, ast.Compare) and any(isinstance(op, (ast.NotIn, ast.NotEq)) for op in cmp.ops):
+                negated |= {id(n) for part in [cmp.left, *cmp.comparators] for n in ast.walk(part)}
+        found |= {n.value for n in ast.walk(node.test)
+                  if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in negated}
+    return found
+
+
 def test_every_check_id_has_a_fault_test():
-    """The ids FAULTS does not break here are broken by name in another module: the overlay in
-    test_overlay.py, swarm against NetworkDB in test_orchestrator.py, the embedded DNS in
-    test_dns.py, real deployments in test_deployments.py, lb-namespace-missing in tier 2."""
+    """The ids FAULTS does not break here are broken by name in another module, which asserts
+    them: the overlay in test_overlay.py, swarm against NetworkDB in test_orchestrator.py, the
+    embedded DNS in test_dns.py, real deployments in test_deployments.py, the probes in
+    test_probe.py, lb-namespace-missing and the ingress rules in tier 2."""
     here = Path(__file__).resolve()
-    others = "\n".join(p.read_text() for p in here.parent.glob("test_*.py") if p != here)
-    untested = [c for c in ssd.catalog.CHECKS if c not in FAULTS and f'"{c}"' not in others]
+    asserted = set().union(*(asserted_ids(p.read_text()) for p in here.parent.glob("test_*.py") if p != here))
+    untested = [c for c in ssd.catalog.CHECKS if c not in FAULTS and c not in asserted]
     assert untested == []
+
+
+def test_a_mention_is_no_fault_test():
+    source = '''
+"""mark-stale is tested elsewhere"""
+FAULTS = {"vip-alias-stale": None}
+def test_one():
+    assert "sysctl" not in found and checks(x) != ["snat-missing"]
+    assert checks(y) == ["mark-missing"]
+'''
+    assert asserted_ids(source) == {"mark-missing"}
+    table = source.replace("def test_one", "@pytest.mark.parametrize('c', sorted(FAULTS))\ndef test_two(c):\n"
+                                           "    assert checks(run(c)) == [c]\ndef test_one")
+    assert asserted_ids(table) == {"mark-missing", "vip-alias-stale"}
 
 
 # --- what each finding says, and the near misses that must stay silent -------------------

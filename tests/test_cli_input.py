@@ -13,24 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import REPO, SSD, one_line, run_ssd
 
-REPO = Path(__file__).resolve().parents[1]
-SSD = str(REPO / "ssd.py")
 EXAMPLE = str(REPO / "examples" / "healthy-node1.json")
 PYENV = Path("/root/.pyenv/versions")
 
 
-def run(*args: str, python: str = sys.executable, code: str | None = None) -> subprocess.CompletedProcess:
-    cmd = [python, "-c", code, *args] if code else [python, SSD, *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False, cwd=REPO)
-
-
-def one_line(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
+run = run_ssd
 
 
 @pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e400", "-1", "abc", "3601"])

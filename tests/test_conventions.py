@@ -23,27 +23,16 @@ import ssd.engine
 import ssd.report
 import ssd.run
 import ssd.snapshot
+from helpers import REPO, SSD, one_line, run_ssd
 
-REPO = Path(__file__).resolve().parents[1]
-SSD = str(REPO / "ssd.py")
 EXAMPLE = str(REPO / "examples" / "healthy-node1.json")
 STALE = str(REPO / "examples" / "stale-backend-node2.json")
 CLEAN_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "NO_COLOR": "1"}
 
 
-def run(*args: str, env: dict[str, str] | None = None, stdout=subprocess.PIPE, cwd=REPO,
-        timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, SSD, *args], stdout=stdout, stderr=subprocess.PIPE,
-                          text=True, timeout=timeout, check=False, cwd=cwd,
-                          env={**CLEAN_ENV, **(env or {})})
-
-
-def one_line(proc: subprocess.CompletedProcess, status: int = 2) -> str:
-    assert proc.returncode == status, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
+def run(*args: str, env: dict[str, str] | None = None, **how) -> subprocess.CompletedProcess:
+    """ssd in a clean environment, with env added to it."""
+    return run_ssd(*args, env={**CLEAN_ENV, **(env or {})}, **how)
 
 
 # --- addresses: one line that names the address, where it came from, and what works ---------

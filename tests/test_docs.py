@@ -6,8 +6,8 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def without_date(page: str) -> str:
@@ -57,3 +57,12 @@ def test_the_check_table_is_made_from_the_declarations():
     assert make_docs.node_schema(schema) == schema, "the schema's layers are stale: run make docs"
     stale = schema.replace('            "dns",\n', '            "dns",\n            "gone",\n')
     assert stale != schema and make_docs.node_schema(stale) == schema
+
+
+def test_the_json_contract_names_every_layer():
+    """docs/monitoring.md's sketch of the report lists the layers a finding can be of."""
+    import ssd.layers  # noqa: F401 (they declare themselves)
+    from ssd.catalog import LAYERS
+    line = next(line for line in (REPO / "docs" / "monitoring.md").read_text().splitlines()
+                if '"layer": ' in line and '"findings"' in line)
+    assert re.findall(r'"(\w+)"(?= \||,)', line.split('"layer": ')[1]) == list(LAYERS), line

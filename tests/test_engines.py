@@ -15,17 +15,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "tests" / "fixtures"
-NEWEST = [ROOT / "examples" / f"healthy-node{n}.json" for n in (1, 2)]
+FIXTURES = REPO / "tests" / "fixtures"
+NEWEST = [REPO / "examples" / f"healthy-node{n}.json" for n in (1, 2)]
 SNAPSHOTS = sorted(FIXTURES.glob("snapshot-*-node[12].json")) + NEWEST
 
 
 def check(doc: dict, tmp_path: Path) -> tuple[int, dict]:
     path = tmp_path / "snap.json"
     path.write_text(json.dumps(doc))
-    proc = subprocess.run([sys.executable, str(ROOT / "ssd.py"), "--from", str(path), "--json"],
+    proc = subprocess.run([sys.executable, str(REPO / "ssd.py"), "--from", str(path), "--json"],
                           capture_output=True, text=True, timeout=60, check=False)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc.returncode, json.loads(proc.stdout)

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -28,9 +27,9 @@ import ssd.swarmwide.gossip
 from fake_engine import FakeEngine
 from fake_swarm import NODES, FakeSwarm
 from schemas import validate
+from helpers import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAPSHOT = ROOT / "tests" / "fixtures" / "snapshot-26.1-node1.json"
+SNAPSHOT = REPO / "tests" / "fixtures" / "snapshot-26.1-node1.json"
 RECORDED = json.loads(SNAPSHOT.read_text())
 API = RECORDED["samples"][-1]["api"]
 NETS = {n["Name"]: n["Id"] for n in API["GET /networks"] if n.get("Scope") == "swarm"}
@@ -67,7 +66,7 @@ def fake(tmp_path):
 
 
 def fleet(engine: FakeEngine, *args: str, popen: bool = False):
-    cmd = [sys.executable, str(ROOT / "ssd.py"), "-H", engine.url, "--all-nodes", "--image",
+    cmd = [sys.executable, str(REPO / "ssd.py"), "-H", engine.url, "--all-nodes", "--image",
            "ssd:test", *args]
     env = {**os.environ, "NO_COLOR": "1"}
     env.pop("DOCKER_HOST", None)
@@ -82,7 +81,7 @@ def row(text: str, host: str) -> list[str]:
     return [cell for cell in line.split("  ") if cell.strip()]
 
 
-def healthy(node, sample):
+def every_node_healthy(node, sample):
     return "complete", HEALTHY, ""
 
 
@@ -91,7 +90,7 @@ def fault_on_node3(node, sample):
 
 
 def test_healthy_swarm_is_one_matrix_and_the_service_is_removed(fake):
-    swarm = FakeSwarm(fake, healthy)
+    swarm = FakeSwarm(fake, every_node_healthy)
     proc = fleet(fake)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Swarm check: 3 of 3 nodes answered" in proc.stdout
@@ -116,7 +115,7 @@ def test_healthy_swarm_is_one_matrix_and_the_service_is_removed(fake):
 
 
 def test_named_networks_go_to_every_node_by_id(fake):
-    swarm = FakeSwarm(fake, healthy)
+    swarm = FakeSwarm(fake, every_node_healthy)
     proc = fleet(fake, "ov2", "--settle", "0")
     assert proc.returncode == 0, proc.stderr
     assert swarm.created[0]["TaskTemplate"]["ContainerSpec"]["Args"][:4] == [
@@ -162,7 +161,7 @@ def test_silent_node_and_down_node_are_named(fake):
 
 
 def test_drained_node_is_a_note_not_a_failure(fake):
-    FakeSwarm(fake, healthy)
+    FakeSwarm(fake, every_node_healthy)
     fake.routes["/nodes"].append({"ID": "n4dddd", "Description": {"Hostname": "node4"},
                                   "Status": {"State": "ready"}, "Spec": {"Availability": "drain"}})
     proc = fleet(fake)
@@ -182,7 +181,7 @@ def test_member_error_is_the_reason(fake):
 
 
 def test_gossip_rides_along_without_a_second_service(fake):
-    swarm = FakeSwarm(fake, healthy)
+    swarm = FakeSwarm(fake, every_node_healthy)
     proc = fleet(fake, "--gossip")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "network ov2: OK: 3 nodes agree" in proc.stdout
@@ -266,12 +265,12 @@ def test_snapshot_dir_holds_every_node_and_replays(fake, tmp_path):
     assert "--snapshot" in swarm.created[0]["TaskTemplate"]["ContainerSpec"]["Args"]
     assert sorted(p.name for p in target.iterdir()) == ["node1.json", "node2.json", "node3.json"]
     for host, code in (("node1", 0), ("node3", 1)):
-        replay = subprocess.run([sys.executable, str(ROOT / "ssd.py"), "--from", str(target / f"{host}.json")],
+        replay = subprocess.run([sys.executable, str(REPO / "ssd.py"), "--from", str(target / f"{host}.json")],
                                 capture_output=True, text=True, timeout=60, check=False)
         assert replay.returncode == code, replay.stdout + replay.stderr
 
 
-@pytest.mark.parametrize("answer, state, code", [(healthy, "OK", 0), (fault_on_node3, "CRITICAL", 2)])
+@pytest.mark.parametrize("answer, state, code", [(every_node_healthy, "OK", 0), (fault_on_node3, "CRITICAL", 2)])
 def test_nagios(fake, answer, state, code):
     FakeSwarm(fake, answer)
     proc = fleet(fake, "--nagios")
@@ -306,7 +305,7 @@ def test_interrupted_fleet_removes_its_service(fake):
 ])
 def test_misuse_is_one_line(tmp_path, args, message):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    proc = subprocess.run([sys.executable, str(ROOT / "ssd.py"), "-H", "unix:///nonexistent.sock", *args],
+    proc = subprocess.run([sys.executable, str(REPO / "ssd.py"), "-H", "unix:///nonexistent.sock", *args],
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2
     assert proc.stderr.startswith("ssd: error: " + message) and proc.stderr.count("\n") == 1
@@ -315,14 +314,14 @@ def test_misuse_is_one_line(tmp_path, args, message):
 
 def test_engine_older_than_api_1_41_is_refused(fake):
     fake.routes["/version"]["ApiVersion"] = "1.40"
-    swarm = FakeSwarm(fake, healthy)
+    swarm = FakeSwarm(fake, every_node_healthy)
     proc = fleet(fake)
     assert proc.returncode == 2 and "needs Engine API 1.41" in proc.stderr
     assert proc.stderr.count("\n") == 1 and not swarm.created
 
 
 def test_worker_is_refused(fake):
-    FakeSwarm(fake, healthy)
+    FakeSwarm(fake, every_node_healthy)
     fake.routes["/info"]["Swarm"]["ControlAvailable"] = False
     proc = fleet(fake)
     assert proc.returncode == 2
@@ -366,7 +365,7 @@ def test_member_probes_when_fleet_mode_asks(node, engine):
 def recorded_fleet_node(name: str, edit=None) -> ssd.swarmwide.answers.FleetNode:
     """A fleet node as fleet_node() makes it from the answer of a node whose check ran on a
     28.5.2 recording (edit: applied to the NetworkDB view the node sends back)."""
-    doc = json.loads((ROOT / "tests" / "fixtures" / f"snapshot-28.5-{name}.json").read_text())
+    doc = json.loads((REPO / "tests" / "fixtures" / f"snapshot-28.5-{name}.json").read_text())
     collector = ssd.snapshot.SnapshotCollector(doc, name)
     node, result = ssd.run.settled_check(collector, [], 0, live=False)
     answer = json.loads(json.dumps(ssd.swarmwide.answers.fleet_answer(collector, node, result, None)))
@@ -376,7 +375,7 @@ def recorded_fleet_node(name: str, edit=None) -> ssd.swarmwide.answers.FleetNode
 
 
 def manager_collector() -> ssd.snapshot.SnapshotCollector:
-    path = ROOT / "tests" / "fixtures" / "snapshot-28.5-node1.json"
+    path = REPO / "tests" / "fixtures" / "snapshot-28.5-node1.json"
     return ssd.snapshot.SnapshotCollector(json.loads(path.read_text()), str(path))
 
 
@@ -416,7 +415,7 @@ def test_a_task_a_workers_networkdb_lost_is_found_from_the_manager():
 def test_a_drained_manager_running_the_fleet_checks_itself(fake, tmp_path):
     """swarm runs no task on a drained node, so the job skips it; the manager ssd runs on is
     checked in-process instead (here its namespaces directory is empty: it says so)."""
-    FakeSwarm(fake, healthy)
+    FakeSwarm(fake, every_node_healthy)
     me = fake.routes["/info"]["Swarm"]["NodeID"]
     fake.routes["/nodes"].append({"ID": me, "Description": {"Hostname": "manager0"},
                                   "Status": {"State": "ready"}, "Spec": {"Availability": "drain"}})
@@ -432,7 +431,7 @@ def test_a_drained_manager_running_the_fleet_checks_itself(fake, tmp_path):
 
 def test_a_workers_own_finding_about_a_service_swarm_updates_is_converging_in_fleet_mode():
     """A worker cannot know that swarm is updating a service; the manager can, for it."""
-    doc = json.loads((ROOT / "tests" / "fixtures" / "snapshot-28.5-node2.json").read_text())
+    doc = json.loads((REPO / "tests" / "fixtures" / "snapshot-28.5-node2.json").read_text())
     lb = next(raw for path, raw in doc["samples"][-1]["namespaces"].items() if "/lb_" in path)
     lb["ipvs"][0]["dests"].pop(0)  # a backend lost from the worker's load balancer
     collector = ssd.snapshot.SnapshotCollector(doc, "node2")
@@ -441,7 +440,7 @@ def test_a_workers_own_finding_about_a_service_swarm_updates_is_converging_in_fl
     worker = ssd.swarmwide.answers.FleetNode(node.id, node.hostname, answer["report"], gossip=answer["gossip"])
     [finding] = worker.report["findings"]
     assert worker.report["status"] == "inconsistent" and not finding["converging"]
-    path = ROOT / "tests" / "fixtures" / "snapshot-28.5-node1.json"
+    path = REPO / "tests" / "fixtures" / "snapshot-28.5-node1.json"
     recorded = json.loads(path.read_text())
     for sample in recorded["samples"]:
         svc = next(s for s in sample["api"]["GET /services"] if s["Spec"]["Name"] == finding["service"])

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -25,8 +24,8 @@ from fake_engine import FakeEngine
 from fake_swarm import NODES, FakeSwarm
 from recorded import network_json
 from schemas import validate
+from helpers import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
 OV2 = network_json("ov2")
 
 
@@ -115,7 +114,7 @@ def answer_from(raw: dict | None, node: str) -> str:
                       separators=(",", ":")) + "\n"
 
 
-def healthy(node, sample):
+def every_node_agrees(node, sample):
     return "complete", answer_from(OV2, node), ""
 
 
@@ -126,7 +125,7 @@ def fake(tmp_path):
 
 
 def coordinator(engine: FakeEngine, *args: str, popen: bool = False):
-    cmd = [sys.executable, str(ROOT / "ssd.py"), "-H", engine.url, "ov2", "gossip-consistency",
+    cmd = [sys.executable, str(REPO / "ssd.py"), "-H", engine.url, "ov2", "gossip-consistency",
            "--image", "ssd:test", *args]
     env = {**os.environ, "NO_COLOR": "1"}
     env.pop("DOCKER_HOST", None)
@@ -136,7 +135,7 @@ def coordinator(engine: FakeEngine, *args: str, popen: bool = False):
 
 
 def test_agreement(fake):
-    swarm = FakeSwarm(fake, healthy)
+    swarm = FakeSwarm(fake, every_node_agrees)
     proc = coordinator(fake)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
@@ -256,7 +255,7 @@ def test_interrupted_run_removes_its_service(fake, sig):
 
 
 def test_leftover_of_a_killed_run_is_reported_and_removed(fake):
-    swarm = FakeSwarm(fake, healthy)
+    swarm = FakeSwarm(fake, every_node_agrees)
     old = {"Name": "ssd-gossip-dead0001", "Labels": {ssd.swarmwide.job.GOSSIP_LABEL: str(int(time.time()) - 3600)}}
     live = {"Name": "ssd-gossip-busy0002", "Labels": {ssd.swarmwide.job.GOSSIP_LABEL: str(int(time.time()) + 3600)}}
     swarm.create("POST", {}, old)
@@ -271,7 +270,7 @@ def test_leftover_of_a_killed_run_is_reported_and_removed(fake):
 
 def test_a_leftover_is_named_by_the_mode_that_left_it(fake):
     """A killed --all-nodes run leaves ssd-fleet-*: not 'an earlier gossip-consistency run'."""
-    swarm = FakeSwarm(fake, healthy)
+    swarm = FakeSwarm(fake, every_node_agrees)
     old = {"Name": "ssd-fleet-dead0003", "Labels": {ssd.swarmwide.job.GOSSIP_LABEL: str(int(time.time()) - 3600)}}
     swarm.create("POST", {}, old)
     swarm.created.clear()
@@ -300,7 +299,7 @@ def test_removal_failures_belong_to_the_job_not_the_class():
 
 def test_old_engine_gets_a_global_service_that_does_not_restart(fake):
     fake.routes["/version"]["ApiVersion"] = "1.40"
-    swarm = FakeSwarm(fake, healthy)
+    swarm = FakeSwarm(fake, every_node_agrees)
     assert coordinator(fake).returncode == 0
     spec = swarm.created[0]
     assert [m.lower() for m in spec["Mode"]] == ["global"]  # Go decodes JSON keys case-insensitively
@@ -308,21 +307,21 @@ def test_old_engine_gets_a_global_service_that_does_not_restart(fake):
 
 
 def test_needs_an_image_outside_a_container(fake):
-    FakeSwarm(fake, healthy)
-    cmd = [sys.executable, str(ROOT / "ssd.py"), "-H", fake.url, "ov2", "gossip-consistency"]
+    FakeSwarm(fake, every_node_agrees)
+    cmd = [sys.executable, str(REPO / "ssd.py"), "-H", fake.url, "ov2", "gossip-consistency"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--image" in proc.stderr
 
 
 def test_needs_a_manager(fake):
-    FakeSwarm(fake, healthy)
+    FakeSwarm(fake, every_node_agrees)
     fake.routes["/info"]["Swarm"]["ControlAvailable"] = False
     proc = coordinator(fake)
     assert proc.returncode == 2 and "run it on a manager" in proc.stderr
 
 
 def test_gossip_hash_is_one_json_line(fake):
-    cmd = [sys.executable, str(ROOT / "ssd.py"), "-H", fake.url, OV2["Id"], "gossip-hash", "--json"]
+    cmd = [sys.executable, str(REPO / "ssd.py"), "-H", fake.url, OV2["Id"], "gossip-hash", "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0 and proc.stdout.count("\n") == 1
     answer = json.loads(proc.stdout)
@@ -360,7 +359,7 @@ def test_service_interrupted_while_being_created_is_removed_by_name():
 
 
 def test_a_removal_that_fails_is_reported_not_claimed(fake):
-    swarm = FakeSwarm(fake, healthy)
+    swarm = FakeSwarm(fake, every_node_agrees)
     original = swarm.service
 
     def refuse(sid, method):

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SOURCES = ["pyproject.toml", "requirements.txt", "README.md", "LICENSE"]
 
 

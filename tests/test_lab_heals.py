@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SWARMLAB = REPO / "lab" / "swarmlab"
 
 # Mounts /proc in its target as debootstrap's second stage does, then dies as if killed.

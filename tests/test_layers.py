@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import schemas
@@ -19,12 +18,12 @@ import ssd.run
 import ssd.snapshot
 import ssd.swarmwide.answers
 import ssd.swarmwide.report
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = str(REPO / "examples" / "healthy-node1.json")
 
 
-def healthy() -> ssd.model.RunResult:
+def healthy_result() -> ssd.model.RunResult:
     doc = ssd.snapshot.load_snapshot(EXAMPLE)
     _, result = ssd.run.settled_check(ssd.snapshot.SnapshotCollector(doc, EXAMPLE), [], 0, live=False)
     assert result.findings == []
@@ -43,7 +42,7 @@ def test_every_check_id_names_a_declared_layer():
 def test_fwmark_duplicate_is_shown_with_networkdb_not_the_load_balancer():
     """Two services with one LocalLBIndex is NetworkDB contradicting itself (its layer), not a
     fault of the load balancer of the service it names."""
-    result = healthy()
+    result = healthy_result()
     result.findings.append(ssd.model.Finding("fwmark-duplicate", "services s1 and s2 share fwmark 0x100",
                                        network="ov2", service="s1", subject="0x100"))
     lines = text(result)
@@ -61,7 +60,7 @@ def test_fwmark_duplicate_is_shown_with_networkdb_not_the_load_balancer():
 def test_an_overlay_finding_read_in_the_host_namespace_counts_under_its_network():
     """overlay-esp-missing is read from the host's IPsec state (namespace host): the fleet
     matrix's cell of its network fails, not the host's published ports."""
-    report = ssd.report.to_json(healthy())
+    report = ssd.report.to_json(healthy_result())
     net = next(n for n in report["networks"] if n["name"] == "ov2")
     report["findings"].append(ssd.model.Finding("overlay-esp-missing", "no ESP state towards 10.99.0.2",
                                           network="ov2", namespace="host").to_json())

@@ -24,6 +24,7 @@ import ssd.kernel.resolver
 from fake_engine import FakeEngine
 from kernel_node import TASK_NAMESPACES, KernelNode, sh
 from schemas import validate
+from helpers import one_line
 
 LB = "lb_oc6rqvyvp"
 OV2_OVERLAY = "1-oc6rqvyvpk"  # the overlay driver's namespace of ov2
@@ -37,14 +38,6 @@ def run_json(node: KernelNode, engine: FakeEngine, *args: str) -> tuple[int, dic
     doc = json.loads(proc.stdout)
     validate(doc)  # every live run's document, findings and errors included
     return proc.returncode, doc, proc.stderr
-
-
-def one_line_error(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
 
 
 # --- the clean node --------------------------------------------------------------------
@@ -262,7 +255,7 @@ def test_worker_without_the_named_network_says_so(node, engine):
 # --- every expected failure: one line on stderr, exit 2 ---------------------------------
 
 def test_no_docker_socket(node, tmp_path):
-    line = one_line_error(node.ssd(f"unix://{tmp_path}/nothing.sock", "ov2"))
+    line = one_line(node.ssd(f"unix://{tmp_path}/nothing.sock", "ov2"))
     assert f"no Docker socket at {tmp_path}/nothing.sock: is dockerd running" in line, line
 
 
@@ -270,25 +263,25 @@ def test_socket_permission_denied(node, engine):
     """A user without rights on the socket: root without CAP_DAC_OVERRIDE, socket mode 000."""
     os.chmod(engine.socket_path, 0)
     wrap = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
-    line = one_line_error(node.ssd(engine.url, "ov2", wrap=wrap))
+    line = one_line(node.ssd(engine.url, "ov2", wrap=wrap))
     assert f"permission denied on {engine.socket_path}: run ssd as root" in line, line
 
 
 def test_not_in_swarm_mode(node, engine):
     engine.routes["/info"]["Swarm"] = {"LocalNodeState": "inactive"}
-    assert "not in swarm mode" in one_line_error(node.ssd(engine.url, "ov2"))
+    assert "not in swarm mode" in one_line(node.ssd(engine.url, "ov2"))
 
 
 @pytest.mark.parametrize("name,words", [("nope", "not found"), ("bridge", "not a swarm-scoped")])
 def test_bad_network(node, engine, name, words):
-    assert words in one_line_error(node.ssd(engine.url, name))
+    assert words in one_line(node.ssd(engine.url, name))
     code, doc, _ = run_json(node, engine, name)  # --json still prints a verdict that agrees
     assert code == 2 and doc["status"] == "incomplete" and words in doc["errors"][0]["message"]
 
 
 def test_engine_too_old(node, engine):
     engine.routes["/version"]["Version"] = "1.13.1"
-    assert "too old" in one_line_error(node.ssd(engine.url, "ov2"))
+    assert "too old" in one_line(node.ssd(engine.url, "ov2"))
 
 
 def test_engine_newer_than_known_is_checked_and_flagged(node, engine):
@@ -377,7 +370,7 @@ def test_namespaces_not_visible_is_not_checked_not_a_fault(node, engine, tmp_pat
         (root / "netns").mkdir(parents=True)
     for args in ((), ("--json",)):
         proc = node.ssd(engine.url, "--exec-root", str(root), "--settle", "0", *args, "ov2")
-        line = one_line_error(proc)
+        line = one_line(proc)
         assert "/var/run/docker/netns:ro,rslave" in line and "--exec-root" in line
         assert f"netns {'does not exist' if state == 'missing' else 'is empty'}" in line
     doc = json.loads(proc.stdout)
@@ -388,7 +381,7 @@ def test_nftables_firewall_backend_is_not_checked_not_a_cascade(node, engine):
     engine.routes["/info"]["FirewallBackend"] = {"Driver": "nftables"}
     FAULTS["mark-missing"](node)  # what it cannot vouch for, it does not report either
     proc = node.ssd(engine.url, "--settle", "0", "--json", "ov2")
-    assert "nftables firewall backend" in one_line_error(proc)
+    assert "nftables firewall backend" in one_line(proc)
     assert json.loads(proc.stdout)["findings"] == []
 
 

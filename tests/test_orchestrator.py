@@ -65,7 +65,7 @@ def test_recorded_manager_is_silent_and_has_what_the_checks_read():
     assert result.findings == [] and result.not_checked == []
     state = ssd.views.build_swarm_tasks(api(doc)["GET /tasks"])
     running = [t for t in state.values() if t.state == "running" and OV2_ID in t.addresses]
-    assert len(running) == 12 and all(t.since and clock(doc) - t.since > ssd.model.CONVERGENCE_WINDOW for t in running)
+    assert len(running) == 12 and all(t.since and clock(doc) - t.since > ssd.model.MIN_STATE_AGE for t in running)
 
 
 def test_task_swarm_runs_but_networkdb_lacks_is_found():
@@ -155,6 +155,7 @@ def test_duplicate_ip_between_two_tasks():
     a, b = listed(doc, "s1", on="10.99.0.3"), listed(doc, "s2", on="10.99.0.3")
     b["EndpointIP"] = a["EndpointIP"]
     result = run(doc)
+    assert "duplicate-ip" in {f.check for f in result.findings}
     dup = [f for f in result.findings if f.check == "duplicate-ip"]
     assert len(dup) == 1 and dup[0].subject == a["EndpointIP"]
     assert a["Name"] in dup[0].message and b["Name"] in dup[0].message

@@ -58,7 +58,7 @@ def probed(answer, doc: dict | None = None) -> tuple[ssd.model.RunResult, Probin
     return result, collector
 
 
-def healthy(probe: ssd.kernel.prober.Probe) -> str:
+def every_probe_answered(probe: ssd.kernel.prober.Probe) -> str:
     return "ok"
 
 
@@ -69,7 +69,7 @@ def checks(result: ssd.model.RunResult) -> list[str]:
 # --- the plan ------------------------------------------------------------------------------
 
 def test_the_plan_asks_every_other_node_from_each_load_balancer_at_two_sizes():
-    result, collector = probed(healthy)
+    result, collector = probed(every_probe_answered)
     echoes = [p for p in collector.sent if p.kind == "echo"]
     by_source: dict[str, set[str]] = {}
     for p in echoes:
@@ -85,7 +85,7 @@ def test_the_plan_asks_every_other_node_from_each_load_balancer_at_two_sizes():
 
 
 def test_the_plan_connects_to_backends_and_to_every_nodes_published_ports():
-    _, collector = probed(healthy)
+    _, collector = probed(every_probe_answered)
     tcp = sorted((Path(p.source).name if p.source else "host", p.target, p.port)
                  for p in collector.sent if p.kind == "tcp")
     # web publishes 8080 -> 80: from ingress_sbox to each task at the published port (the task
@@ -100,7 +100,7 @@ def test_a_backend_being_drained_is_not_probed():
     sbox = doc["samples"][0]["namespaces"]["/var/run/docker/netns/ingress_sbox"]
     dest = next(d for s in sbox["ipvs"] for d in s["dests"] if d["address"] == "10.0.0.21")
     dest["weight"] = 0  # stopping: swarm's executor took it out of the load balancer
-    _, collector = probed(healthy, doc)
+    _, collector = probed(every_probe_answered, doc)
     backends = {p.target for p in collector.sent if p.kind == "tcp" and p.source}
     assert backends == {"10.0.0.20", "10.0.0.22"}
 
@@ -112,13 +112,13 @@ def test_echo_targets_prefer_endpoints_not_being_drained():
         for dest in svc["dests"]:
             if dest["address"] == "10.0.1.32":  # node3's first endpoint by address
                 dest["weight"] = 0
-    _, collector = probed(healthy, doc)
+    _, collector = probed(every_probe_answered, doc)
     asked = {p.target for p in collector.sent if p.kind == "echo" and "lb_" in p.source}
     assert "10.0.1.32" not in asked and {"10.0.1.34", "10.0.1.54"} <= asked
 
 
 def test_a_healthy_swarm_is_consistent_and_the_report_says_what_was_probed():
-    result, _ = probed(healthy)
+    result, _ = probed(every_probe_answered)
     assert result.findings == [] and ssd.report.overall_status(result) == "consistent"
     text = ssd.report.render_text(result, ssd.report.Painter(False), False, False)
     assert "Probing network ov2 from lb_pgt602lci" in text
@@ -228,7 +228,7 @@ def test_a_node_answering_only_one_of_its_endpoints_is_reachable():
 
 def test_recorded_probes_replay_from_a_snapshot():
     doc = fixture("28.5-node1")
-    _, collector = probed(healthy)
+    _, collector = probed(every_probe_answered)
     doc["samples"][0]["lookups"]["probes"] = {
         p.key: {"result": "timeout" if p.target == NODE2 and p.kind == "tcp" else "ok", "ms": None,
                 "detail": None} for p in collector.sent}
@@ -305,7 +305,7 @@ def test_a_stray_vxlan_device_is_not_measured_against_the_underlay():
     assert checks(result) == ["overlay-vxlan-config"]
     assert "4999" in result.findings[0].message
     # and --probe's full size on ov2 is still the network's (1450), not the stray's
-    _, collector = probed(healthy, doc)
+    _, collector = probed(every_probe_answered, doc)
     sizes = {p.size for p in collector.sent if p.kind == "echo" and "lb_pgt602lci" in p.source}
     assert sizes == {ssd.kernel.prober.ECHO_SMALL, 1450}
 
@@ -438,7 +438,7 @@ def test_the_prober_leaves_nothing_behind(pair):
 def member_report(hostname: str, addr: str, answer) -> dict:
     """What a member sends back with --probe: node1's recorded report, as the node at addr, whose
     probes to each other node (and to each node's published port) answer(source, target) plays."""
-    result, _ = probed(healthy)
+    result, _ = probed(every_probe_answered)
     doc = ssd.report.to_json(result)
     doc["node"].update(hostname=hostname, addr=addr)
     for net in doc["networks"]:

@@ -7,15 +7,13 @@ import copy
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import jsonschema
 import pytest
 
 from schemas import SCHEMAS, validate
+from helpers import REPO, SSD
 
-REPO = Path(__file__).resolve().parents[1]
-SSD = str(REPO / "ssd.py")
 EXAMPLES = sorted((REPO / "examples").glob("*-node*.json"))
 ENV = {"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "DOCKER_HOST": "unix:///nonexistent.sock"}
 

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from test_node_kernel import FAULTS, one_line_error
+from test_node_kernel import FAULTS
 from schemas import validate
+from helpers import REPO, one_line
 
-ROOT = Path(__file__).resolve().parents[1]
 SECRET = "hunter2-do-not-leak"
 
 
 def ssd_from(*args: str) -> subprocess.CompletedProcess:
     """ssd on a snapshot: a plain process, no root, no namespace, no daemon."""
-    return subprocess.run([sys.executable, str(ROOT / "ssd.py"), *args], capture_output=True,
+    return subprocess.run([sys.executable, str(REPO / "ssd.py"), *args], capture_output=True,
                           text=True, timeout=60, check=False,
                           env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1",
                                "DOCKER_HOST": "unix:///nonexistent.sock"})  # no daemon to ask
@@ -101,7 +101,7 @@ def test_settled_run_keeps_both_samples(node, engine, tmp_path):
 
 @pytest.fixture(scope="module")
 def good_snapshot() -> dict:
-    return json.loads((ROOT / "examples" / "healthy-node2.json").read_text())
+    return json.loads((REPO / "examples" / "healthy-node2.json").read_text())
 
 
 def _first_ns(doc: dict) -> dict:
@@ -131,11 +131,11 @@ DAMAGE = {
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
-def test_damaged_snapshot_isone_line_error(good_snapshot, tmp_path, damage):
+def test_a_damaged_snapshot_is_one_line(good_snapshot, tmp_path, damage):
     bad = DAMAGE[damage](copy.deepcopy(good_snapshot))
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(bad))
-    line = one_line_error(ssd_from("--from", str(path)))
+    line = one_line(ssd_from("--from", str(path)))
     assert line.startswith("ssd: error: ") and str(path) in line
 
 
@@ -143,28 +143,28 @@ def test_truncated_snapshot(good_snapshot, tmp_path):
     text = json.dumps(good_snapshot)
     path = tmp_path / "cut.json"
     path.write_text(text[: len(text) // 2])
-    assert "invalid JSON" in one_line_error(ssd_from("--from", str(path)))
+    assert "invalid JSON" in one_line(ssd_from("--from", str(path)))
 
 
 def test_snapshot_from_a_newer_ssd(good_snapshot, tmp_path):
     path = tmp_path / "new.json"
     path.write_text(json.dumps({**good_snapshot, "version": 3, "ssd_version": "9.0"}))
-    line = one_line_error(ssd_from("--from", str(path), "--json"))
+    line = one_line(ssd_from("--from", str(path), "--json"))
     assert "format 3" in line and "newer ssd" in line
 
 
 def test_missing_snapshot_file(tmp_path):
-    assert "cannot read snapshot" in one_line_error(ssd_from("--from", str(tmp_path / "none.json")))
+    assert "cannot read snapshot" in one_line(ssd_from("--from", str(tmp_path / "none.json")))
 
 
 # --- examples/: real snapshots from the lab, each with the verdict of its injected fault --
 
-EXPECTED = json.loads((ROOT / "examples" / "expected.json").read_text())
+EXPECTED = json.loads((REPO / "examples" / "expected.json").read_text())
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED["check"]))
 def test_example_gives_its_verdict(name):
-    proc = ssd_from("--from", str(ROOT / "examples" / name), "--json")
+    proc = ssd_from("--from", str(REPO / "examples" / name), "--json")
     assert "Traceback" not in proc.stderr
     doc = json.loads(proc.stdout)
     want = EXPECTED["check"][name]
@@ -176,7 +176,7 @@ def test_example_gives_its_verdict(name):
 
 @pytest.mark.parametrize("case", EXPECTED["gossip-consistency"], ids=lambda c: c["files"][0].split("-")[0])
 def test_example_nodes_compared(case):
-    froms = [arg for name in case["files"] for arg in ("--from", str(ROOT / "examples" / name))]
+    froms = [arg for name in case["files"] for arg in ("--from", str(REPO / "examples" / name))]
     proc = ssd_from(case["network"], "gossip-consistency", *froms, "--json")
     assert "Traceback" not in proc.stderr
     doc = json.loads(proc.stdout)
@@ -190,7 +190,7 @@ def test_example_nodes_compared(case):
 
 
 def test_every_example_is_checked():
-    files = {p.name for p in (ROOT / "examples").glob("*.json")} - {"expected.json"}
+    files = {p.name for p in (REPO / "examples").glob("*.json")} - {"expected.json"}
     assert files == set(EXPECTED["check"])
     assert {f for case in EXPECTED["gossip-consistency"] for f in case["files"]} <= files
 
@@ -202,7 +202,7 @@ def test_damaged_snapshot_in_a_gossip_comparison(good_snapshot, tmp_path, damage
         path.write_text(json.dumps(good_snapshot)[:500])
     else:
         path.write_text(json.dumps(DAMAGE[damage](copy.deepcopy(good_snapshot))))
-    proc = ssd_from("ov2", "gossip-consistency", "--from", str(ROOT / "examples" / "healthy-node1.json"),
+    proc = ssd_from("ov2", "gossip-consistency", "--from", str(REPO / "examples" / "healthy-node1.json"),
                     "--from", str(path))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert str(path) in proc.stderr
@@ -213,7 +213,7 @@ def test_port_change_example_says_what_happened():
     published=8081,target=80 web`: ipvsadm showed 1 of web's 3 tasks in ingress_sbox, for minutes.
     The manager knows the ports changed and says so; the worker cannot, and still finds it."""
     for node, says in ((1, True), (2, False)):
-        doc = json.loads(ssd_from("--from", str(ROOT / "examples" / f"port-change-node{node}.json"),
+        doc = json.loads(ssd_from("--from", str(REPO / "examples" / f"port-change-node{node}.json"),
                                   "--json").stdout)
         missing = [f for f in doc["findings"] if f["check"] == "ipvs-backend-missing"]
         assert {f["namespace"] for f in missing} == {"ingress_sbox"} and len(missing) == 2

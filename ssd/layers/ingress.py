@@ -48,7 +48,7 @@ def published_ports(ingress: NetworkView) -> PortUsers:
         "ingress-jump-missing",
         "A jump into DOCKER-INGRESS (nat PREROUTING/OUTPUT, filter FORWARD or DOCKER-FORWARD) is absent.",
         "Published ports are dead on this node; a firewall reload may have removed it; restart dockerd."),
-    scope="host", needs=("rules",))
+    scope="host-rules", needs=("rules",))
 def check_host_ingress(host: Datapath, state: NodeState) -> list[Finding]:
     """The host's DOCKER-INGRESS DNAT/filter rules and the jumps into them."""
     ingress, gw_ip, model = state.ingress, state.gw_ip, state.model
@@ -165,7 +165,7 @@ def read_ingress(collector: Collector, state: NodeState, reading: Reading) -> No
     publishing = ingress is not None and bool(published_ports(ingress))
     encrypted = [v for v in state.views if v.encrypted and (state.overlays or {}).get(v.id) is not None]
     if publishing or encrypted:
-        state.host = read_host(collector, reading.not_checked, reading.notes)
+        state.host = read_host_rules(collector, reading.not_checked, reading.notes)
     if ingress is not None and publishing and state.host is not None:
         state.ingress = ingress
         if state.host.rules is not None:
@@ -176,7 +176,7 @@ def read_ingress(collector: Collector, state: NodeState, reading: Reading) -> No
         state.task_datapaths = read_task_datapaths(collector, ingress, reading.not_checked)
 
 
-def read_host(collector: Collector, not_checked: list[NotChecked], notes: list[str]) -> Datapath | None:
+def read_host_rules(collector: Collector, not_checked: list[NotChecked], notes: list[str]) -> Datapath | None:
     """The node's own rules: the routing mesh's and the encrypted overlays'."""
     try:
         host = collector.datapath("", want_ipvs=False)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ssd.base import count
 from ssd.catalog import CheckInfo, Layer, declare_layer, register_check
-from ssd.model import CONVERGENCE_WINDOW, Finding, TERMINAL
+from ssd.model import MIN_STATE_AGE, Finding, TERMINAL
 from ssd.views import (
     build_health_checked, build_service_aliases, build_service_vips, build_swarm_nodes, build_swarm_tasks,
     build_updating,
@@ -21,15 +21,15 @@ if TYPE_CHECKING:
 
 def _settled(task: SwarmTask, state: NodeState) -> bool:
     since = task.since
-    return since is not None and state.now is not None and state.now - since >= CONVERGENCE_WINDOW
+    return since is not None and state.now is not None and state.now - since >= MIN_STATE_AGE
 
 
-def _node_label(state: NodeState, node_id: str) -> str:
+def swarm_node_label(state: NodeState, node_id: str) -> str:
     node = (state.swarm_nodes or {}).get(node_id)
     return f"{node.hostname} ({node.state})" if node else node_id[:12] or "no node"
 
 
-def _orchestrator_finding(check: str, message: str, view: NetworkView, service: str | None,
+def _networkdb_finding(check: str, message: str, view: NetworkView, service: str | None,
                           subject: str, expected: Any, actual: Any) -> Finding:
     return Finding(check, message, network=view.name, service=service, subject=subject, expected=expected,
                    actual=actual, hint=f"docker service ps {service or '<service>'} --no-trunc; "
@@ -102,10 +102,11 @@ def check_swarm_tasks(view: NetworkView, state: NodeState) -> list[Finding]:
             continue
         service = (state.service_names or {}).get(task.service)
         if entry is None:
-            finding = _orchestrator_finding(
+            finding = _networkdb_finding(
                 "swarm-task-missing", f"network {view.name}: swarm runs task {task.id[:12]} "
-                f"{'of ' + service + ' ' if service else ''}on {_node_label(state, task.node_id)} at {ip}, "
-                "but NetworkDB on this node does not list it", view, service, ip, "listed", "absent")
+                f"{'of ' + service + ' ' if service else ''}on {swarm_node_label(state, task.node_id)} "
+                f"at {ip}, but NetworkDB on this node does not list it",
+                view, service, ip, "listed", "absent")
             gone = left_gossip(view, state).get(task.node_id)
             if gone is not None:
                 finding.message += (f"; nor does it list {gone.hostname} ({gone.addr}) among the network's "
@@ -116,7 +117,7 @@ def check_swarm_tasks(view: NetworkView, state: NodeState) -> list[Finding]:
                                 f"ssd {view.name} gossip-consistency")
             judged.append((task.id, finding))
         else:  # listed at another address
-            judged.append((task.id, _orchestrator_finding(
+            judged.append((task.id, _networkdb_finding(
                 "task-ip-mismatch", f"network {view.name}: task {entry[1].name} is at {ip} for swarm but "
                 f"at {entry[1].ip} in NetworkDB", view, entry[0], entry[1].ip, ip, entry[1].ip)))
     return [finding for _, finding in sorted(judged, key=lambda pair: pair[0])]
@@ -145,13 +146,13 @@ def check_zombies(view: NetworkView, state: NodeState) -> list[Finding]:
             if task.state in TERMINAL:
                 why = f"swarm says it is {task.state} (desired {task.desired_state})"
             elif node is not None and node.state == "down" and node.since is not None and \
-                    state.now - node.since >= CONVERGENCE_WINDOW:
+                    state.now - node.since >= MIN_STATE_AGE:
                 why = f"its node {node.hostname} is down"
             else:
                 continue
             if not _settled(task, state):
                 continue
-            findings.append(_orchestrator_finding(
+            findings.append(_networkdb_finding(
                 "networkdb-task-zombie", f"network {view.name}: NetworkDB on this node lists task "
                 f"{entry.name} ({entry.ip}), but {why}", view, svc.name, entry.ip, "not listed",
                 f"{entry.name} {entry.ip}"))
@@ -263,7 +264,7 @@ def check_vips(view: NetworkView, state: NodeState) -> list[Finding]:
         if not swarm or not svc.vip or svc.ipv6:
             continue
         if len(swarm) > 1 or svc.vip not in swarm:
-            findings.append(_orchestrator_finding(
+            findings.append(_networkdb_finding(
                 "vip-mismatch", f"network {view.name}: service {svc.name} has VIP {svc.vip} in NetworkDB, "
                 f"swarm allocated it {', '.join(swarm)}", view, svc.name, svc.vip, swarm, svc.vip))
     return findings

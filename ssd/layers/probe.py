@@ -113,7 +113,7 @@ def _plan_published(state: NodeState) -> list[PlannedProbe]:
             for port, service in seen.items()]
 
 
-def node_label(ip: str, state: NodeState) -> str:
+def label_by_address(ip: str, state: NodeState) -> str:
     """A node by its address: its hostname where this node knows it (a manager), else the address.
     A data-path address (--data-path-addr) is not the node's address in /nodes: it is known
     through the tasks swarm placed on the node whose endpoints NetworkDB lists at that address."""
@@ -170,7 +170,7 @@ def check_probe_paths(_: NodeState, state: NodeState) -> list[Finding]:
         small = [p for p in probes if p.size == "small"]
         full = [p for p in probes if p.size == "full"]
         got = {p.probe.key: probe_result(p, state) for p in probes}
-        label = node_label(node_ip, state)
+        label = label_by_address(node_ip, state)
         where, src = probes[0].namespace, probes[0].probe.source
         asked = sorted({p.probe.target for p in small}, key=_ip_order)
         actual = {f"{p.probe.target} {p.probe.size} bytes": got[p.probe.key] for p in probes}
@@ -215,7 +215,7 @@ def check_probe_connections(_: NodeState, state: NodeState) -> list[Finding]:
         result = probe_result(planned, state)
         if planned.what not in ("backend", "published") or result not in BROKEN:
             continue
-        probe, label = planned.probe, node_label(planned.node_ip, state)
+        probe, label = planned.probe, label_by_address(planned.node_ip, state)
         if planned.what == "backend":
             findings.append(Finding(
                 "probe-backend-timeout", f"on network {planned.network}, a TCP connection from "
@@ -247,7 +247,7 @@ def probe_notes(state: NodeState) -> list[str]:
         elif result == "refused":
             probe = planned.probe
             what = (f"task {planned.task} ({probe.target}:{probe.port})" if planned.what == "backend"
-                    else f"{node_label(planned.node_ip, state)} port {probe.port}")
+                    else f"{label_by_address(planned.node_ip, state)} port {probe.port}")
             refused.setdefault(planned.service or "", []).append(what)
     notes = [f"--probe: service {service}: {', '.join(whats)} refused the connection: the path works and "
              "nothing listens there (the application, or a task still starting)"
