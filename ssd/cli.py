@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import itertools
 import json
 import os
 import re
@@ -13,18 +14,19 @@ import signal
 import sys
 import textwrap
 import time
+import traceback
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ssd import __version__
 from ssd.base import (
     CheckError, DEFAULT_EXEC_ROOT, DEFAULT_FLEET_TIMEOUT, DEFAULT_HOST, DEFAULT_SETTLE, FLEET_MEMBER,
-    MODES, SCHEMA_VERSION, _short, count, seconds,
+    MODES, SCHEMA_VERSION, _short, count, printable, printable_report, seconds,
 )
 from ssd.collect import Collector
 from ssd.engine import engine_of, require
 from ssd.kernel.prober import PROBE_LIMIT, PROBE_TRIES
-from ssd.output import OutputError, check_writable, emit, print_not_checked
+from ssd.output import OutputError, check_target, emit, print_not_checked
 from ssd.report import (
     EXIT_CODES, NAGIOS_CODES, Painter, nagios_line, nagios_state, overall_status, render_nagios,
     render_text, run_nagios_state, to_json, write_prometheus,
@@ -33,6 +35,7 @@ from ssd.run import node_check, settled_check
 from ssd.snapshot import mode_of, replaying, snapshot_document, write_snapshot
 from ssd.swarmwide.answers import fleet_answer, gossip_hash
 from ssd.swarmwide.fleet import fleet_live
+from ssd.swarmwide.job import STOP_SIGNALS
 from ssd.swarmwide.gossip import gossip_from_snapshots, gossip_live
 from ssd.swarmwide.report import (
     fleet_status, fleet_to_json, gossip_status, gossip_to_json, render_fleet, render_fleet_nagios,
@@ -153,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --all-nodes: save every node's snapshot in DIR, one file per node")
     fleet.add_argument("--image", help="--all-nodes and gossip-consistency: the ssd image to run on "
                                        "every node (default: the image ssd runs in, if in a container)")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an internal error (a bug of ssd's), print its traceback")
     parser.add_argument("--version", action="version", version=f"ssd {__version__}")
     return parser
 
@@ -200,8 +205,9 @@ def error_document(message: str, mode: str = "node") -> dict:
             "findings": [], "errors": [{"scope": "ssd", "message": message}], "notes": []}
 
 
-def fail(args: argparse.Namespace, message: str) -> int:
-    print(f"ssd: error: {message}", file=sys.stderr)
+def fail(args: argparse.Namespace, message: str, kind: str = "error") -> int:
+    message = printable(message)
+    print(f"ssd: {kind}: {message}", file=sys.stderr)
     if getattr(args, "prometheus", None):
         try:  # a monitor must see "could not check", not last run's stale verdict
             write_prometheus(args.prometheus, None, 0.0)
@@ -218,6 +224,9 @@ def fail(args: argparse.Namespace, message: str) -> int:
 
 def interrupted(args: argparse.Namespace, line: str) -> int:
     print(line, file=sys.stderr)
+    if getattr(args, "prometheus", None):  # the last verdict is not current any more
+        with contextlib.suppress(CheckError, OSError):
+            write_prometheus(args.prometheus, None, 0.0)
     if args.nagios:
         emit(nagios_line("UNKNOWN", "interrupted", {}))
         return NAGIOS_CODES["UNKNOWN"]
@@ -297,7 +306,7 @@ def main_gossip(args: argparse.Namespace, mode: str) -> int:
     if args.json:
         emit(json.dumps(gossip_to_json(result), indent=2) + "\n")
     else:
-        emit(render_gossip(result, Painter(use_colour(args)), args.verbose))
+        emit(printable_report(render_gossip(result, Painter(use_colour(args)), args.verbose)))
     return EXIT_CODES[gossip_status(result)]
 
 
@@ -333,22 +342,34 @@ def fleet_misuse(args: argparse.Namespace) -> str | None:
 
 
 def save_fleet_snapshots(result: FleetResult, target: str) -> None:
+    """One file per node, named after it; two nodes never write the same file (names that clash
+    once made safe for a file name get the node's ID, then a number)."""
     used: set[str] = set()
     for node in result.nodes:
         if node.snapshot is None:
             continue
-        name = node.label if node.label not in used else f"{node.label}-{node.id[:12]}"
+        for name in snapshot_names(node.label, node.id):
+            if name not in used:
+                break
         used.add(name)
-        write_snapshot(node.snapshot, os.path.join(target, re.sub(r"[^\w.-]", "_", name) + ".json"))
+        write_snapshot(node.snapshot, os.path.join(target, name))
     result.notes.append(f"snapshots of {count(len(used), 'node')} saved in {target}")
+
+
+def snapshot_names(label: str, node_id: str) -> Iterator[str]:
+    """File names for a node's snapshot, best first: its label, then with its ID, then numbered."""
+    safe = re.sub(r"[^\w.-]", "_", label).lstrip(".") or "node"
+    yield f"{safe[:100]}.json"
+    yield f"{safe[:100]}-{re.sub(r'[^0-9a-z]', '_', node_id[:12])}.json"
+    yield from (f"{safe[:100]}-{n}.json" for n in itertools.count(2))
 
 
 def main_fleet(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.snapshot_dir:
-            os.makedirs(args.snapshot_dir, exist_ok=True)
-            check_writable(os.path.join(args.snapshot_dir, ".ssd-write-test"))
+            os.makedirs(args.snapshot_dir, mode=0o700, exist_ok=True)
+            check_target(os.path.join(args.snapshot_dir, ".ssd-write-test"), "snapshot")
         result = fleet_live(args)
         if args.snapshot_dir:
             save_fleet_snapshots(result, args.snapshot_dir)
@@ -365,12 +386,14 @@ def main_fleet(args: argparse.Namespace) -> int:
     if args.json:
         emit(json.dumps(fleet_to_json(result), indent=2) + "\n")
     else:
-        emit(render_fleet(result, Painter(use_colour(args)), args.quiet, args.verbose))
+        emit(printable_report(render_fleet(result, Painter(use_colour(args)), args.quiet, args.verbose)))
     return EXIT_CODES[fleet_status(result)]
 
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, KeyboardInterrupt
+    for signum in STOP_SIGNALS - {signal.SIGINT}:  # stop as Ctrl-C does (the service removed)
+        signal.signal(signum, _interrupt)
     parser = build_parser()
     parser.argv = sys.argv[1:] if argv is None else list(argv)
     if mode_help(parser.argv):
@@ -382,6 +405,26 @@ def main(argv: list[str] | None = None) -> int:
         return dispatch(args)
     except OutputError as exc:  # the report could not be written: the verdict is lost, say so
         return fail(args, str(exc))
+    except Exception as exc:  # noqa: BLE001 - a bug: "could not check", never "inconsistent"
+        return internal_error(args, exc)
+
+
+def internal_error(args: argparse.Namespace | None, exc: BaseException) -> int:
+    """An exception nobody foresaw is a bug of ssd's: one line (the traceback with --debug),
+    exit 2 (Nagios UNKNOWN), `incomplete` in the metrics file; never exit 1, which means
+    findings."""
+    if args is not None and getattr(args, "debug", False):
+        traceback.print_exception(exc)
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
+    message = (f"{type(exc).__name__}: {_short(exc)}{where}; please report it with the output of "
+               "--debug")
+    if args is None:
+        print(f"ssd: internal error: {message}", file=sys.stderr)
+        return 2
+    with contextlib.suppress(Exception):
+        return fail(args, message, "internal error")
+    return 2
 
 
 def from_misuse(args: argparse.Namespace) -> str | None:
@@ -424,7 +467,7 @@ def node_report(args: argparse.Namespace, result: RunResult, seconds: float) -> 
         return render_nagios(result, seconds)
     if args.json:
         return json.dumps(to_json(result), indent=2) + "\n"
-    return render_text(result, Painter(use_colour(args)), args.quiet, args.verbose)
+    return printable_report(render_text(result, Painter(use_colour(args)), args.quiet, args.verbose))
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -448,11 +491,11 @@ def dispatch(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         if args.snapshot:
-            check_writable(args.snapshot)
+            check_target(args.snapshot, "snapshot")
         if args.prometheus:  # before the check, not after it
             try:
                 require("prometheus_client")
-                check_writable(args.prometheus, "metrics")
+                check_target(args.prometheus, "metrics")
             except CheckError:
                 args.prometheus = None  # no point trying again in fail()
                 raise
@@ -490,6 +533,8 @@ def cli() -> None:
     except KeyboardInterrupt:  # before main's own handlers are in place (e.g. while importing)
         print("ssd: interrupted", file=sys.stderr)
         status = 2
+    except Exception as exc:  # noqa: BLE001 - a bug before the options were read: still one line
+        status = internal_error(None, exc)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the verdict is out: a late Ctrl-C changes nothing
     if PROFILERS & sys.modules.keys():  # they write what they measured once the program returns
         sys.exit(status)

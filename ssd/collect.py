@@ -33,8 +33,6 @@ if TYPE_CHECKING:
 # container environments, labels, mounts or secrets. True keeps a value whole; a dict
 # keeps those keys; [shape] applies to every element (or map value, with "*").
 _TASK_ENTRY = {"Name": True, "EndpointID": True, "EndpointIP": True, "Info": True}
-
-
 API_SHAPES: dict[str, Any] = {
     "info": {"Name": True, "ServerVersion": True, "FirewallBackend": {"Driver": True},
              "Swarm": {"LocalNodeState": True, "NodeID": True, "ControlAvailable": True,

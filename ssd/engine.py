@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ssd.base import CheckError, DEFAULT_HOST, DEFAULT_VXLAN_PORT, _short
+from ssd.base import CheckError, DEFAULT_HOST, DEFAULT_VXLAN_PORT, _short, printable
 from ssd.catalog import engine_model
 from ssd.model import NodeInfo
 
@@ -204,10 +204,14 @@ class Engine:
         except self.errors.NotFound:
             return None
 
+    def image(self, ref: str) -> dict | None:
+        try:
+            return self.call(f"GET /images/{ref}/json", self.api.inspect_image, ref)
+        except self.errors.NotFound:
+            return None
+
 
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
-
-
 _AFTER_NUMBER = re.compile(r"[ \t\n\r,\]]")
 
 
@@ -281,7 +285,7 @@ def read_node(engine: Engine | Collector) -> NodeInfo:
     version = engine.version().get("Version") or info.get("ServerVersion") or ""
     manager = bool(swarm.get("ControlAvailable"))
     cluster = swarm.get("Cluster") or {}
-    return NodeInfo(id=swarm.get("NodeID", ""), hostname=info.get("Name", ""),
+    return NodeInfo(id=swarm.get("NodeID", ""), hostname=printable(str(info.get("Name", ""))),
                     manager=manager, engine=engine_model(version),
                     firewall=str((info.get("FirewallBackend") or {}).get("Driver") or ""),
                     # 0 or absent (API < 1.40): swarm's default port.

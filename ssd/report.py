@@ -11,11 +11,11 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ssd import __version__
-from ssd.base import SCHEMA_VERSION, count
+from ssd.base import SCHEMA_VERSION, count, printable
 from ssd import layers  # noqa: F401 (imported, every layer declares itself in LAYERS)
 from ssd.catalog import CHECKS, LAYERS
 from ssd.engine import require
-from ssd.output import emit
+from ssd.output import emit, write_file
 
 if TYPE_CHECKING:
     from ssd.model import Finding, NetworkResult, RunResult, ServiceView
@@ -104,7 +104,7 @@ def nagios_state(status: str, looked: bool) -> str:
 
 def nagios_line(state: str, summary: str, perfdata: dict[str, int | float | str]) -> str:
     perf = " ".join(f"{label}={value}" for label, value in perfdata.items())
-    summary = summary.replace("|", "/")  # '|' starts the perfdata
+    summary = printable(summary).replace("|", "/")  # one line; '|' starts the perfdata
     return f"SSD {state} - {summary}" + (f" | {perf}" if perf else "") + "\n"
 
 
@@ -232,8 +232,8 @@ def _probe_metrics(prom: Any, registry: Any, result: RunResult) -> None:
 def _write_metrics(prom: Any, target: str, registry: Any) -> None:
     if target == "-":
         emit(prom.generate_latest(registry).decode())
-    else:
-        prom.write_to_textfile(target, registry)
+    else:  # node_exporter runs as its own user: 0644
+        write_file(target, prom.generate_latest(registry), 0o644, "metrics")
 
 
 def previous_success(target: str) -> float | None:

@@ -4,17 +4,19 @@ writing one (--snapshot) and telling which mode recorded it."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ssd import __version__
-from ssd.base import CheckError, FLEET_MEMBER, MODES, SnapshotError, _short, count
+from ssd.base import FLEET_MEMBER, MODES, SnapshotError, _short, count
 from ssd.collect import Collector
-from ssd.output import emit
+from ssd.output import emit, write_file
 
 if TYPE_CHECKING:
     from ssd.kernel.prober import Probe
@@ -24,8 +26,6 @@ if TYPE_CHECKING:
 # --- what a run reads, live or from a snapshot ----------------------------------------
 
 SNAPSHOT_FORMAT = "ssd-snapshot"
-
-
 SNAPSHOT_VERSION = 2  # 2 (0.2): overlay namespaces. Format 1 is still read (no overlay checks).
 
 
@@ -108,18 +108,22 @@ def _expect(cond: bool, source: str, what: str) -> None:
 
 
 def load_snapshot(path: str) -> dict:
-    """Read and validate a snapshot file enough that replaying it cannot crash."""
+    """Read and validate a snapshot file enough that replaying it cannot crash. A snapshot is
+    untrusted (it may come from anyone's support case): a device or FIFO is not read, the size is
+    bounded, and JSON that Python's decoder would choke on (nesting, huge numbers, NaN) is
+    refused here in one line."""
     try:
-        with open(path, encoding="utf-8") if path != "-" else contextlib.nullcontext(sys.stdin) as fh:
-            text = fh.read()
+        text = _read_bounded(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise SnapshotError(f"cannot read snapshot {path}: {getattr(exc, 'strerror', None) or _short(exc)}"
                             ) from exc
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise SnapshotError(f"{path} is not a usable ssd snapshot: invalid JSON at line {exc.lineno} "
                             f"column {exc.colno} ({exc.msg}; truncated?)") from exc
+    except (ValueError, RecursionError) as exc:  # an integer of 4,300+ digits, nesting, NaN
+        raise SnapshotError(f"{path} is not a usable ssd snapshot: {_short(exc)}") from exc
     _expect(isinstance(doc, dict) and doc.get("format") == SNAPSHOT_FORMAT, path,
             f'no "format": "{SNAPSHOT_FORMAT}" field')
     version = doc.get("version")
@@ -142,6 +146,28 @@ def load_snapshot(path: str) -> dict:
     return doc
 
 
+MAX_SNAPSHOT_BYTES = 1 << 30  # a 5,000-service node's snapshot is about 100 MB
+
+
+def _read_bounded(path: str) -> str:
+    if path == "-":
+        if sys.stdin is None:
+            raise OSError(errno.EBADF, "standard input is closed")
+        text = sys.stdin.read(MAX_SNAPSHOT_BYTES + 1)
+    else:
+        with open(path, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
+            text = fh.read(MAX_SNAPSHOT_BYTES + 1).decode("utf-8")
+    if len(text) > MAX_SNAPSHOT_BYTES:
+        raise OSError(errno.EFBIG, f"larger than {MAX_SNAPSHOT_BYTES >> 20} MiB")
+    return text
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 SNAPSHOT_DAMAGE = (KeyError, TypeError, AttributeError, ValueError, IndexError)
 
 
@@ -157,15 +183,12 @@ def replaying(source: str) -> Iterator[None]:
 
 
 def write_snapshot(doc: dict, target: str) -> None:
+    """A snapshot holds the node's whole rules and topology: readable by its owner only (0600)."""
     text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
     if target == "-":
         emit(text)
         return
-    try:
-        with open(target, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    except OSError as exc:
-        raise CheckError(f"cannot write snapshot {target}: {exc.strerror or _short(exc)}") from exc
+    write_file(target, text.encode(), 0o600, "snapshot")
 
 
 def mode_of(argv: list[str]) -> str:

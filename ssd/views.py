@@ -8,7 +8,7 @@ import re
 import sys
 from collections.abc import Iterable
 
-from ssd.base import CheckError
+from ssd.base import CheckError, printable
 from ssd.model import (
     LocalEndpoint, NetworkView, PublishedPort, ServiceView, SwarmNode, SwarmTask, TaskView,
     parse_timestamp,
@@ -114,8 +114,6 @@ def port_changes(services: list[dict] | None) -> dict[str, str]:
 
 
 VXLAN_ID_OPTION = "com.docker.network.driver.overlay.vxlanid_list"  # one VNI per subnet
-
-
 MTU_OPTION = "com.docker.network.driver.mtu"
 
 
@@ -128,18 +126,19 @@ def build_network_view(raw: dict, protocols: dict[str, dict] | None,
     endpoints = {}
     for key, ep in (raw.get("Containers") or {}).items():
         ip, prefixlen = _split_cidr(ep.get("IPv4Address"))
-        endpoints[key] = LocalEndpoint(key=key, name=ep.get("Name", ""),
+        endpoints[key] = LocalEndpoint(key=key, name=printable(str(ep.get("Name", ""))),
                                        endpoint_id=ep.get("EndpointID", ""), ip=ip, prefixlen=prefixlen)
     services = {}
     others: list[TaskView] = []
-    for name, svc in (raw.get("Services") or {}).items():
-        tasks = [TaskView(name=t.get("Name", ""), endpoint_id=t.get("EndpointID", ""),
+    for raw_name, svc in (raw.get("Services") or {}).items():
+        tasks = [TaskView(name=printable(str(t.get("Name", ""))), endpoint_id=t.get("EndpointID", ""),
                           ip=(t.get("EndpointIP") or "").split("/")[0],
                           host_ip=_interned((t.get("Info") or {}).get("Host IP")))  # one per node
                  for t in svc.get("Tasks") or []]
-        if not name:  # plain containers (and, on 20.10, ingress LB endpoints): not a service
+        if not raw_name:  # plain containers (and, on 20.10, ingress LB endpoints): not a service
             others = tasks
             continue
+        name = printable(raw_name)  # names are printed, and pasted into commands: no control characters
         services[name] = ServiceView(
             name=name, vip=_vip(svc.get("VIP")), fwmark=int(svc.get("LocalLBIndex") or 0),
             ports=parse_ports(svc.get("Ports"), (protocols or {}).get(name) if protocols is not None
@@ -151,11 +150,12 @@ def build_network_view(raw: dict, protocols: dict[str, dict] | None,
     vnis = [int(v) for v in str(options.get(VXLAN_ID_OPTION) or "").split(",") if v.strip().isdigit()]
     mtu = str(options.get(MTU_OPTION) or "")
     return NetworkView(
-        id=raw.get("Id", ""), name=raw.get("Name", ""), ingress=bool(raw.get("Ingress")),
+        id=raw.get("Id", ""), name=printable(str(raw.get("Name", ""))), ingress=bool(raw.get("Ingress")),
         dsr="dsr" in options, subnets=subnets, services=services,
         endpoints=endpoints, instantiated=bool(raw.get("Containers")) or bool(raw.get("Services")),
         vnis=vnis, mtu=int(mtu) if mtu.isdigit() else None, encrypted="encrypted" in options,
-        peers=[(p.get("Name", ""), p.get("IP", "")) for p in raw.get("Peers") or [] if p.get("IP")],
+        peers=[(printable(str(p.get("Name", ""))), p.get("IP", ""))
+               for p in raw.get("Peers") or [] if p.get("IP")],
         others=others)
 
 
@@ -194,7 +194,8 @@ def _ipv4_first(addresses: list | None) -> str:
 def build_swarm_nodes(raw: list[dict] | None) -> dict[str, SwarmNode] | None:
     if raw is None:
         return None
-    return {n["ID"]: SwarmNode(id=n["ID"], hostname=(n.get("Description") or {}).get("Hostname", ""),
+    return {n["ID"]: SwarmNode(id=n["ID"],
+                               hostname=printable(str((n.get("Description") or {}).get("Hostname", ""))),
                                state=(n.get("Status") or {}).get("State", ""),
                                addr=(n.get("Status") or {}).get("Addr", ""),
                                since=parse_timestamp(n.get("UpdatedAt")),

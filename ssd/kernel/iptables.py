@@ -18,7 +18,11 @@ if TYPE_CHECKING:
     from ssd.model import Ruleset
 
 
-_SYSBIN = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+# Where the iptables binaries ssd runs as root are looked for: $PATH's absolute directories, then
+# the system's. An empty or relative entry of $PATH (PATH=:/usr/bin, PATH=bin) would find a file
+# of the current directory first: such entries are skipped.
+_SYSBIN = os.pathsep.join([*(d for d in os.environ.get("PATH", "").split(os.pathsep) if os.path.isabs(d)),
+                           "/usr/sbin", "/sbin"])
 
 
 def iptables_backends() -> dict[str, str]:

@@ -18,62 +18,30 @@ from ssd.model import IpvsDest, IpvsService
 # (bench/), and importing it 6 s of a 15 s run in the lab's VMs.
 
 NETLINK_ROUTE, NETLINK_GENERIC = 0, 16
-
-
 RTM_GETLINK, RTM_GETADDR = 18, 22
-
-
 IFLA_IFNAME, IFA_ADDRESS, IFA_LOCAL = 3, 1, 2
-
-
 _IFINFOMSG, _IFADDRMSG = struct.Struct("=BxHiII"), struct.Struct("=BBBBI")
-
-
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-
-
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 
 
 # Set by the kernel on a dump's messages when the table changed while it was dumped (a swarm
 # churning): what was read may miss or repeat rows, so it is read again, DUMP_TRIES times at most.
 NLM_F_DUMP_INTR, DUMP_TRIES = 0x10, 3
-
-
 GENL_ID_CTRL, CTRL_CMD_GETFAMILY, CTRL_ATTR_FAMILY_ID, CTRL_ATTR_FAMILY_NAME = 0x10, 3, 1, 2
-
-
 NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
 
 
 # linux/ip_vs.h
 IPVS_GENL_VERSION = 1
-
-
 IPVS_CMD_GET_SERVICE, IPVS_CMD_GET_DEST = 4, 8
-
-
 IPVS_CMD_ATTR_SERVICE, IPVS_CMD_ATTR_DEST = 1, 2
-
-
 SVC_AF, SVC_PROTOCOL, SVC_ADDR, SVC_PORT, SVC_FWMARK, SVC_SCHED_NAME, SVC_FLAGS, SVC_TIMEOUT = range(1, 9)
-
-
 DEST_ADDR, DEST_PORT, DEST_FWD_METHOD, DEST_WEIGHT, DEST_ADDR_FAMILY = 1, 2, 3, 4, 11
-
-
 IP_VS_CONN_F_FWD_MASK = 0x7
-
-
 _NLMSGHDR = struct.Struct("=IHHII")
-
-
 _MSG_TRUNC = int(socket.MSG_TRUNC)  # a plain int: the enum's & runs Python code, once per datagram
-
-
 _GENLHDR_LEN = 4
-
-
 _NLA_HEADER = struct.Struct("=HH").unpack_from  # (length, type): bound once, called per attribute
 
 
@@ -123,11 +91,7 @@ def decode_ipvs_service(genl: bytes) -> IpvsService:
 # headers say they are there, and walks the rest only for ADDR_FAMILY, building nothing; any
 # other layout takes the general path.
 _DEST_HEAD = struct.Struct("=HH16sHH2s2xHHIHHI")  # ADDR, PORT (+pad), FWD_METHOD, WEIGHT
-
-
 _DEST_HEAD_TYPES = (20, DEST_ADDR, 6, DEST_PORT, 8, DEST_FWD_METHOD, 8, DEST_WEIGHT)
-
-
 _U16 = struct.Struct("=H").unpack_from
 
 
@@ -308,32 +272,14 @@ def read_addresses() -> dict[str, list[tuple[str, int]]]:
 # permanent `self` FDB entry (MAC -> the VTEP address of the endpoint's node) on the VXLAN device.
 
 RTM_GETNEIGH = 30
-
-
 IFLA_ADDRESS, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO = 1, 4, 10, 18
-
-
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
-
-
 VXLAN_FLAG_ATTRS = {"learning": 7, "proxy": 11, "l2miss": 13, "l3miss": 14}  # IFLA_VXLAN_*, u8
-
-
 IFLA_VXLAN_ID, IFLA_VXLAN_PORT = 1, 15
-
-
 NDA_DST, NDA_LLADDR = 1, 2
-
-
 AF_BRIDGE = 7
-
-
 NUD_PERMANENT, NTF_SELF = 0x80, 0x02
-
-
 IFF_UP = 0x1
-
-
 _NDMSG = struct.Struct("=B3xiHBB")  # family, ifindex, state, flags, type
 
 

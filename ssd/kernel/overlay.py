@@ -17,8 +17,6 @@ from ssd.kernel.netlink import (
 # vxlan_fdb_info: NDA_LLADDR then NDA_DST): read at fixed offsets when the headers say so, else
 # attribute by attribute. Half the cost of a row, at 20,000 rows per overlay on a large swarm.
 _NEIGH_FIXED = struct.Struct("=B3xiHBBHH4sHH6s")  # ndmsg, NDA_DST (8: IPv4), NDA_LLADDR (10)
-
-
 _FDB_FIXED = struct.Struct("=B3xiHBBHH6s2xHH4s")  # ndmsg, NDA_LLADDR (10, padded), NDA_DST (8)
 
 
@@ -60,25 +58,15 @@ def read_overlay() -> dict:
 # node, ESP security associations (out: primary key; in: one per key) and one outbound policy
 # for UDP to the VXLAN port, marked 0xD0C4E3 by the network's mangle rule.
 NETLINK_XFRM = 6
-
-
 XFRM_MSG_GETSA, XFRM_MSG_GETPOLICY = 0x12, 0x15
-
-
 XFRMA_MARK = 21
-
-
 IPPROTO_ESP, XFRM_POLICY_OUT = 50, 1
-
-
 OVERLAY_ESP_MARK = 0xD0C4E3
 
 
 # xfrm_usersa_info: id.daddr, id.spi, id.proto, saddr, family; xfrm_userpolicy_info: sel.daddr,
 # sel.saddr, sel.dport, sel.family, sel.proto, dir.
 _XFRM_SA = struct.Struct("=56x16s4sB3x16s116xH")
-
-
 _XFRM_POLICY = struct.Struct("=16s16s2s6xH2xB115xB")
 
 

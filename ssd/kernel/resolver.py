@@ -16,14 +16,8 @@ from ssd.kernel.namespaces import entered_netns
 # --- the embedded DNS: asked inside a container's namespace ---------------------------
 
 DNS_RESOLVER = "127.0.0.11"  # libnetwork's resolver, DNAT-ed to dockerd in every container namespace
-
-
 DNS_TIMEOUT = 1.0  # seconds per try: the resolver answers its own names at once
-
-
 DNS_TRIES = 2
-
-
 DNS_WINDOW = 64  # questions in flight at once: a burst of thousands would overflow a socket buffer
 
 

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ssd.base import _shorten, count
+from ssd.base import _shorten, count, shq
 from ssd.catalog import CheckInfo, Layer, declare_layer, register_check
 from ssd.kernel.resolver import DNS_RESOLVER, DNS_TIMEOUT, DNS_TRIES
 from ssd.layers.lb import _hint_rules, departed_lb, health_drain
@@ -118,8 +118,8 @@ def _dns_finding(check: str, message: str, view: NetworkView, probe: DnsProbe, s
     return Finding(check, message, network=view.name, namespace=os.path.basename(probe.path),
                    service=service, subject=f"{name} {address}" if address else name,
                    expected=expected, actual=actual,
-                   hint=f"nsenter --net={probe.path} dig +short @{DNS_RESOLVER} {name}; "
-                        f"docker network inspect -v {view.name}")
+                   hint=f"nsenter --net={shq(probe.path)} dig +short @{DNS_RESOLVER} {shq(name)}; "
+                        f"docker network inspect -v {shq(view.name)}")
 
 
 @register_check(

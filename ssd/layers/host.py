@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ssd.base import shq
 from ssd.catalog import CheckInfo, Layer, declare_layer, register_check
 from ssd.layers.overlay import local_vteps
 from ssd.model import Finding, NotChecked
@@ -16,11 +17,7 @@ if TYPE_CHECKING:
 # --- this node's prerequisites: forwarding, conntrack, the underlay's MTU -------------
 
 CONNTRACK_FULL = 0.9  # of nf_conntrack_max: past it a burst of connections finds no room
-
-
 VXLAN_OVERHEAD = 50  # outer Ethernet is not counted: IP 20, UDP 8, VXLAN 8, inner Ethernet 14
-
-
 ESP_OVERHEAD = 26  # what drivers/overlay budgets for ESP on an encrypted network
 
 
@@ -72,7 +69,7 @@ def check_conntrack(_: NodeState, state: NodeState) -> list[Finding]:
         if not table or not table.get("max") or table["count"] < CONNTRACK_FULL * table["max"]:
             continue
         where = "this node's own namespace" if path == "" else f"load-balancer namespace {name}"
-        prefix = f"nsenter --net={path} " if path else ""
+        prefix = f"nsenter --net={shq(path)} " if path else ""
         findings.append(Finding(
             "conntrack-full", f"the conntrack table of {where} holds {table['count']} of at most "
             f"{table['max']} connections ({100 * table['count'] // table['max']}%): new connections are "
@@ -110,8 +107,8 @@ def check_underlay_mtu(_: NodeState, state: NodeState) -> list[Finding]:
             f"between nodes are {need} bytes, but {link['name']}, which carries this node's data path, "
             f"has MTU {link['mtu']}: full-size packets are fragmented or lost",
             network=view.name, namespace="host", subject=link["name"], expected=f">= {need}",
-            actual=link["mtu"], hint=f"ip link show {link['name']}; docker network inspect {view.name} "
-            "--format '{{json .Options}}'"))
+            actual=link["mtu"], hint=f"ip link show {shq(link['name'])}; "
+            f"docker network inspect {shq(view.name)} --format '{{{{json .Options}}}}'"))
     return findings
 
 

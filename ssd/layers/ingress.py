@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ssd.base import SnapshotError
+from ssd.base import SnapshotError, shq
 from ssd.catalog import CheckInfo, register_check
 from ssd.layers.lb import _datapath_not_checked, _hint_rules, gateway_ip, read_task_datapaths
 from ssd.model import Finding, PublishedPort, ServiceView
@@ -121,7 +121,7 @@ def _check_ingress_jumps(rules: Ruleset, model: EngineModel, where: dict) -> lis
                 f"{model.version})", subject=f"{table}/{chain}",
                 expected=f"-A {chain} {'-m addrtype --dst-type LOCAL ' if table == 'nat' else ''}"
                          "-j DOCKER-INGRESS", actual=None,
-                hint=f"iptables-save -t {table} | grep -- '-A {chain}'", **where))
+                hint=f"iptables-save -t {table} | grep -- {shq('-A ' + chain)}", **where))
     return findings
 
 

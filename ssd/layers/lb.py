@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from ssd.base import AF_INET, FIRST_FWMARK, IP_VS_SVC_F_PERSISTENT
+from ssd.base import AF_INET, FIRST_FWMARK, IP_VS_SVC_F_PERSISTENT, shq
 from ssd.catalog import CheckInfo, Layer, declare_layer, register_check
 from ssd.model import Finding, LoadBalancer, NetworkResult, NotChecked, _network
 
@@ -25,12 +25,12 @@ if TYPE_CHECKING:
 # --- the load balancers: IPVS, marks, SNAT, aliases, sysctls, the ingress -------------
 
 def _hint_ipvs(ns_path: str, service: str | None) -> str:
-    cmd = f"nsenter --net={ns_path} ipvsadm -Ln"
-    return f"{cmd}; docker service update --force {service}" if service else cmd
+    cmd = f"nsenter --net={shq(ns_path)} ipvsadm -Ln"
+    return f"{cmd}; docker service update --force {shq(service)}" if service else cmd
 
 
 def _hint_rules(ns_path: str | None, table: str) -> str:
-    prefix = f"nsenter --net={ns_path} " if ns_path else ""
+    prefix = f"nsenter --net={shq(ns_path)} " if ns_path else ""
     return f"{prefix}iptables-save -t {table}"
 
 
@@ -57,7 +57,7 @@ def check_fwmark_duplicates(_: NodeState, state: NodeState) -> list[Finding]:
                 network=users[0][0], service=users[0][1], subject=str(mark),
                 expected="one service per fwmark", actual=[f"{s}@{n}" for n, s in users],
                 hint="docker network inspect -v <network> on this node; "
-                     f"docker service update --force {users[-1][1]}"))
+                     f"docker service update --force {shq(users[-1][1])}"))
     return findings
 
 
@@ -82,7 +82,7 @@ def check_lb_namespace_present(view: NetworkView, state: NodeState) -> list[Find
     return [Finding("lb-namespace-missing", f"network {view.name} has VIP services but no "
                     f"load-balancer namespace {path} on this node", network=view.name,
                     namespace=name, subject=name, expected=path, actual=None,
-                    hint=f"ls {netns_dir}; docker network inspect -v {view.name}")]
+                    hint=f"ls {shq(netns_dir)}; docker network inspect -v {shq(view.name)}")]
 
 
 def departed_lb(lb: LoadBalancer, state: NodeState) -> tuple[dict[int, ServiceView], set[str]]:
@@ -180,7 +180,7 @@ def check_ipvs(lb: LoadBalancer, state: NodeState) -> list[Finding]:
                 "ipvs-service-missing", f"service {svc.name} has no local load-balancer binding "
                 f"({why})", service=svc.name, subject=str(svc.fwmark),
                 expected=f">= {FIRST_FWMARK}", actual=svc.fwmark,
-                hint=f"docker service update --force {svc.name}", **where))
+                hint=f"docker service update --force {shq(svc.name)}", **where))
             continue
         ipvs = by_mark.get(svc.fwmark)
         if ipvs is None:
@@ -299,7 +299,7 @@ def check_aliases(lb: LoadBalancer, state: NodeState) -> list[Finding]:
         iface = "eth0" if "eth0" in addresses else None
     have = {ip for ip, plen in addresses.get(iface, []) if plen == 32} if iface else set()
     findings = []
-    hint = f"nsenter --net={dp.path} ip -4 addr show"
+    hint = f"nsenter --net={shq(dp.path)} ip -4 addr show"
     for svc in services:
         if svc.vip not in have:
             findings.append(Finding(
@@ -332,7 +332,7 @@ def check_sysctls(lb: LoadBalancer, state: NodeState) -> list[Finding]:
             findings.append(Finding(
                 "sysctl", f"net.ipv4.vs.{name} is {have} in {dp.name}, engine "
                 f"{model.version} sets {want}", network=net.name, namespace=dp.name, subject=name,
-                expected=want, actual=have, hint=f"nsenter --net={dp.path} sysctl net.ipv4.vs"))
+                expected=want, actual=have, hint=f"nsenter --net={shq(dp.path)} sysctl net.ipv4.vs"))
     return findings
 
 
@@ -397,7 +397,7 @@ def _check_weight(svc: ServiceView, task: TaskView, dest: IpvsDest, state: NodeS
     expected = 0 if stopping else 1
     return [Finding("ipvs-backend-weight", f"task {task.name} ({task.ip}) in FWM {svc.fwmark}: "
                     f"{wrong}", service=svc.name, subject=task.ip, expected=expected,
-                    actual=dest.weight, hint=f"docker service ps {svc.name}; "
+                    actual=dest.weight, hint=f"docker service ps {shq(svc.name)}; "
                     + _hint_ipvs(dp.path, svc.name), **where)]
 
 

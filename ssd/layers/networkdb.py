@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ssd.base import count
+from ssd.base import count, shq
 from ssd.catalog import CheckInfo, Layer, declare_layer, register_check
 from ssd.model import MIN_STATE_AGE, Finding, TERMINAL
 from ssd.views import (
@@ -31,9 +31,10 @@ def swarm_node_label(state: NodeState, node_id: str) -> str:
 
 def _networkdb_finding(check: str, message: str, view: NetworkView, service: str | None,
                           subject: str, expected: Any, actual: Any) -> Finding:
+    who = shq(service) if service else "<service>"
     return Finding(check, message, network=view.name, service=service, subject=subject, expected=expected,
-                   actual=actual, hint=f"docker service ps {service or '<service>'} --no-trunc; "
-                                       f"docker network inspect -v {view.name}")
+                   actual=actual, hint=f"docker service ps {who} --no-trunc; "
+                                       f"docker network inspect -v {shq(view.name)}")
 
 
 def left_gossip(view: NetworkView, state: NodeState) -> dict[str, SwarmNode]:
@@ -213,7 +214,7 @@ def check_duplicate_ips(view: NetworkView, state: NodeState) -> list[Finding]:
             findings.append(Finding(
                 "duplicate-ip", f"network {view.name}: {ip} is held by {' and '.join(labels)}",
                 network=view.name, subject=ip, expected="one endpoint", actual=labels,
-                hint=f"docker network inspect -v {view.name}"))
+                hint=f"docker network inspect -v {shq(view.name)}"))
     return findings
 
 
@@ -242,7 +243,8 @@ def check_peer_records(view: NetworkView, state: NodeState) -> list[Finding]:
             "Host IP: no overlay peer record leads to it, so no node programs a neighbour or FDB entry "
             "towards it while load balancers send it traffic (moby#35671)", network=view.name,
             service=service, subject=task.ip, expected="a Host IP (its node's peer record)", actual=None,
-            hint=f"docker network inspect -v {view.name}; docker service ps {service or '<service>'}"))
+            hint=f"docker network inspect -v {shq(view.name)}; "
+                 f"docker service ps {shq(service) if service else '<service>'}"))
     return findings
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING, Any
 
-from ssd.base import _ip_order, count
+from ssd.base import _ip_order, count, shq
 from ssd.catalog import CheckInfo, Layer, declare_layer, register_check
 from ssd.kernel.netlink import VXLAN_FLAG_ATTRS
 from ssd.kernel.overlay import IPPROTO_ESP, OVERLAY_ESP_MARK, XFRM_POLICY_OUT
@@ -61,7 +61,7 @@ def remote_endpoints(view: NetworkView, state: NodeState) -> dict[str, TaskView]
 def _overlay_finding(check: str, message: str, view: NetworkView, ov: OverlayDatapath,
                      subject: str | None, expected: Any, actual: Any, service: str | None = None,
                      what: str = "ip neigh show; bridge fdb show") -> Finding:
-    hint = "; ".join(f"nsenter --net={ov.path} {cmd.strip()}" for cmd in what.split(";"))
+    hint = "; ".join(f"nsenter --net={shq(ov.path)} {cmd.strip()}" for cmd in what.split(";"))
     return Finding(check, message, network=view.name, namespace=ov.name, service=service,
                    subject=subject, expected=expected, actual=actual, hint=hint)
 
@@ -81,7 +81,7 @@ def check_overlay_namespace(view: NetworkView, state: NodeState) -> list[Finding
                     f"overlay namespace *-{view.id[:10]} in {state.netns_dir}",
                     network=view.name, namespace=f"*-{view.id[:10]}", subject=view.id[:12],
                     expected="the overlay driver's namespace", actual="absent",
-                    hint=f"ls {state.netns_dir}; docker network inspect -v {view.name}")]
+                    hint=f"ls {shq(state.netns_dir)}; docker network inspect -v {shq(view.name)}")]
 
 
 @register_check(

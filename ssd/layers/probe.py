@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ssd.base import _ip_order, count
+from ssd.base import _ip_order, count, shq
 from ssd.catalog import CheckInfo, Layer, declare_layer, register_check
 from ssd.kernel.prober import ECHO_SMALL, PROBE_LIMIT, PROBE_TRIES, Probe
 from ssd.layers.overlay import remote_endpoints, vxlan_mtu
@@ -180,7 +180,7 @@ def check_probe_paths(_: NodeState, state: NodeState) -> list[Finding]:
                 f"answered by {label}: {count(len(asked), 'endpoint')} asked ({', '.join(asked)}), "
                 f"{PROBE_TRIES} requests each; traffic on this network to and from that node is lost",
                 network=network, namespace=where, subject=label, expected="an echo reply",
-                actual=actual, hint=f"nsenter --net={src} ping -c 3 {asked[0]}; "
+                actual=actual, hint=f"nsenter --net={shq(src)} ping -c 3 {shq(asked[0])}; "
                 "tcpdump -ni any udp port 4789 (on both nodes)"))
         elif any(got[p.probe.key] == "ok" for p in small) and all(got[p.probe.key] in BROKEN for p in full):
             size = full[0].probe.size
@@ -189,7 +189,7 @@ def check_probe_paths(_: NodeState, state: NodeState) -> list[Finding]:
                 f"requests from {where} but none of {size} bytes (the network's MTU, DF set): the path "
                 "between the nodes does not carry full-size packets", network=network, namespace=where,
                 subject=label, expected=f"echo replies at {ECHO_SMALL} and {size} bytes", actual=actual,
-                hint=f"nsenter --net={src} ping -c 3 -M do -s {size - 28} {asked[0]}; "
+                hint=f"nsenter --net={shq(src)} ping -c 3 -M do -s {size - 28} {shq(asked[0])}; "
                 "ip link (the MTU of each hop's interface)"))
     return findings
 
@@ -224,7 +224,7 @@ def check_probe_connections(_: NodeState, state: NodeState) -> list[Finding]:
                 "balancer sends it requests it cannot deliver", network=planned.network,
                 namespace=planned.namespace, service=planned.service, subject=planned.task,
                 expected="a connection or a refusal", actual=result,
-                hint=f"nsenter --net={probe.source} nc -zv -w 2 {probe.target} {probe.port}"))
+                hint=f"nsenter --net={shq(probe.source)} nc -zv -w 2 {shq(probe.target)} {probe.port}"))
         else:
             findings.append(Finding(
                 "probe-published-timeout", f"a TCP connection from this node to {label} at published "
@@ -232,7 +232,7 @@ def check_probe_connections(_: NodeState, state: NodeState) -> list[Finding]:
                 "that port on that node time out", network=planned.network, namespace="host",
                 service=planned.service, subject=f"{probe.port}/tcp on {label}",
                 expected="a connection or a refusal", actual=result,
-                hint=f"nc -zv -w 2 {probe.target} {probe.port}; iptables -S DOCKER-USER (on that node)"))
+                hint=f"nc -zv -w 2 {shq(probe.target)} {probe.port}; iptables -S DOCKER-USER (on that node)"))
     return findings
 
 

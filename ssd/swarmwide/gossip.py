@@ -100,8 +100,6 @@ def _diff_tasks(service: str, tasks_by_node: dict[str, list[dict]]) -> list[dict
 # --- gossip-consistency: collect every node's view, compare, re-sample ----------------
 
 GOSSIP_TRIES = 3  # swarm converges asynchronously: a difference must last this many samples
-
-
 GOSSIP_PAUSE = 3.0  # seconds between samples
 
 
@@ -151,16 +149,21 @@ class JobPlan:
 def plan_job(args: argparse.Namespace, engine: Engine, mode: str, reads_datapath: bool) -> JobPlan:
     """The image every node runs, the API it needs, the leftovers of killed runs cleared, and
     the nodes that can run the job (the others, and why, in the notes)."""
-    image = args.image or own_image(engine)
+    notes: list[str] = []
+    image = args.image
     if not image:
-        raise CheckError(f"{mode} runs ssd on every node as a swarm service: pass --image IMAGE, "
-                         "an ssd image every node has or can pull")
+        own = own_image(engine)
+        if own is None:
+            raise CheckError(f"{mode} runs ssd on every node as a swarm service: pass --image IMAGE, "
+                             "an ssd image every node has or can pull (inferred only when ssd runs "
+                             "in a container itself)")
+        image = own[0]
+        notes.append(f"every node ran image {image} (this container's, started as {own[1]})")
     api = str(engine.api.api_version)
     if reads_datapath and not EngineModel.runs_jobs(api):
         raise CheckError(f"{mode} needs Engine API 1.41 (Docker 20.10) or newer, to give its "
                          f"service the capabilities a datapath read needs; this one speaks {api}: "
                          "run ssd on each node instead")
-    notes: list[str] = []
     leftover_jobs(engine, notes)
     eligible, skipped = eligible_nodes(engine)
     return JobPlan(image, eligible, skipped, notes)

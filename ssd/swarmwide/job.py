@@ -6,11 +6,12 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import signal
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ssd.base import _short
+from ssd.base import _short, printable, printable_strings
 from ssd.catalog import EngineModel
 from ssd.model import NotChecked, TERMINAL
 
@@ -21,29 +22,43 @@ if TYPE_CHECKING:
 # --- the job: ssd on every node, one short-lived service, always removed --------------
 
 GOSSIP_LABEL = "org.ssd.gossip"  # on every service ssd starts; its value is the run's deadline
-
-
 GOSSIP_PREFIX = "ssd-gossip-"
-
-
 FLEET_PREFIX = "ssd-fleet-"
-
-
 DATAPATH_CAPABILITIES = ("CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_NET_RAW")
 
 
+# What stops a run as Ctrl-C does (the caller turns them into KeyboardInterrupt).
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
 TASK_ID_RE = re.compile(r"com\.docker\.swarm\.task\.id=([0-9a-z]+)")
 
 
-def own_image(engine: Engine) -> str | None:
-    """The image of the container ssd runs in, if it runs in one of this engine's containers."""
-    with contextlib.suppress(OSError):
-        with open("/proc/self/mountinfo") as fh:
-            found = re.search(r"/containers/([0-9a-f]{64})/", fh.read())
-        if found:
-            info = engine.container(found.group(1)) or {}
-            return (info.get("Config") or {}).get("Image") or info.get("Image")
+def own_container(mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """The ID of the container ssd runs in: the engine binds each container's own hostname file
+    from its directory onto /etc/hostname. Any other /containers/<id>/ in the mount table (a
+    host sees every container's shm mount) is someone else's. None: not in a container."""
+    with contextlib.suppress(OSError), open(mountinfo) as fh:
+        for line in fh:
+            fields = line.split(" ")
+            if len(fields) > 4 and fields[4] == "/etc/hostname":
+                found = re.search(r"/containers/([0-9a-f]{64})/hostname$", fields[3])
+                return found.group(1) if found else None
     return None
+
+
+def own_image(engine: Engine, mountinfo: str = "/proc/self/mountinfo") -> tuple[str, str] | None:
+    """The image every node is to run when none is named: the one of the container ssd runs in,
+    pinned (its registry digest, else its image ID) so that every node runs the same bytes
+    whatever its tag points to there; with the name it was started as. None: not in one."""
+    cid = own_container(mountinfo)
+    info = (engine.container(cid) if cid else None) or {}
+    image_id = info.get("Image")
+    if not isinstance(image_id, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", image_id):
+        return None
+    tag = str((info.get("Config") or {}).get("Image") or image_id)
+    digests = (engine.image(image_id) or {}).get("RepoDigests") or []
+    pinned = next((d for d in digests
+                   if isinstance(d, str) and re.fullmatch(r"[^@\s]+@sha256:[0-9a-f]{64}", d)), image_id)
+    return pinned, tag
 
 
 @dataclass
@@ -125,13 +140,18 @@ class NodeJob:
             self.remove()
 
     def remove(self) -> None:
+        """Remove the service; a second Ctrl-C, SIGTERM or SIGHUP while it is removed waits until
+        it is gone (blocked here, delivered after)."""
         if not self.requested:
             return
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:  # by name if interrupted before the ID came back
             self.api.remove_service(self.service_id or self.name)
         except Exception as exc:  # noqa: BLE001 - any failure: say it, never claim it was removed
             self.not_removed.append(f"{self.name}: {_short(exc)}")
-        self.service_id, self.requested = None, False
+        finally:
+            self.service_id, self.requested = None, False
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
     def latest_tasks(self) -> dict[str, dict]:
@@ -184,20 +204,32 @@ class NodeJob:
         return answers
 
     def _answer(self, node: str, host: str, task: dict, text: str) -> JobAnswer | None:
+        """A node's answer is a witness's, not a judge's: its size is bounded, JSON that Python's
+        decoder chokes on is unreadable, and every string in it is made printable before any of
+        it is shown."""
         status = task.get("Status") or {}
+        if len(text) > MAX_ANSWER_CHARS:
+            return JobAnswer(node, host, None, f"answer larger than {MAX_ANSWER_CHARS >> 20} MiB: not read")
         if text:
             try:
-                doc = json.loads(text)
-            except json.JSONDecodeError:
+                doc = json.loads(text, parse_constant=_no_constant)
+            except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
                 doc = None
             if isinstance(doc, dict):
-                return JobAnswer(node, host, doc)
-            return JobAnswer(node, host, None, f"unreadable answer: {text[:80]!r}")
+                return JobAnswer(node, host, printable_strings(doc))
+            return JobAnswer(node, host, None, f"unreadable answer: {printable(text[:80])!r}")
         if status.get("State") == "complete":
             return None  # finished, but its log has not reached the manager yet: read again
         why = status.get("Err") or status.get("Message") or status.get("State")
         stderr = self.output("stderr").get(task["ID"], "").strip()
         return JobAnswer(node, host, None, f"task {status.get('State')}: {stderr or why}")
+
+
+MAX_ANSWER_CHARS = 256 << 20  # a node's report with its snapshot: a few MB, 100 MB at 5,000 services
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 class JobInterrupted(KeyboardInterrupt):
