@@ -12,9 +12,10 @@ import signal
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ssd.base import CheckError, SnapshotError
 from ssd.kernel.iptables import iptables_backends
 from ssd.kernel.namespaces import datapath_from_raw, entered_netns, overlay_from_raw, read_namespace
 from ssd.kernel.netlink import read_addresses
@@ -73,6 +74,41 @@ def project(value: Any, shape: Any) -> Any:
     if "*" in shape:
         return {k: project(v, shape["*"]) for k, v in value.items()}
     return {k: project(value[k], sub) for k, sub in shape.items() if k in value}
+
+
+# The Engine API's answers are checked where they enter (live, or replayed from a snapshot): an
+# answer of the wrong shape (an object for a list, a list of nulls...) is "not checked" in one
+# line, never a crash deeper in, never a list read as empty and so "consistent".
+def entered(what: str, value: Any, shape: type, none: bool = False, snapshot: str | None = None) -> Any:
+    """value, if it has the shape the checks read; else one line: about the Engine API, or about
+    the snapshot that recorded it."""
+    if value is None and none:
+        return None
+    if not isinstance(value, shape) or (shape is list and not all(isinstance(v, dict) for v in value)):
+        _refuse(what, f"{_shape_of(value)} where {'an object' if shape is dict else 'a list of objects'} "
+                "was expected", snapshot)
+    return value
+
+
+def _each_entered(what: str, items: Iterable[Any]) -> Iterator[dict]:
+    for item in items:
+        if not isinstance(item, dict):
+            _refuse(what, f"{_shape_of(item)} among its objects", None)
+        yield item
+
+
+def _refuse(what: str, shape: str, snapshot: str | None) -> None:
+    if snapshot is not None:
+        raise SnapshotError(f"{snapshot} is not a usable ssd snapshot: its {what} is {shape}")
+    raise CheckError(f"Engine API {what} answered {shape}: not checked")
+
+
+def _shape_of(value: Any) -> str:
+    if isinstance(value, list):
+        odd = [v for v in value if not isinstance(v, dict)]
+        return f"a list holding {_shape_of(odd[0])}" if odd else "a list"
+    return {dict: "an object", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number" if isinstance(value, int | float) else type(value).__name__)
 
 
 class ReadAhead:
@@ -299,31 +335,36 @@ class Collector:
         self.sample["namespaces"][path or "host"] = raw
         return raw
 
+    def entered(self, what: str, value: Any, shape: type, none: bool = False) -> Any:
+        return entered(what, value, shape, none, self.replayed_from)
+
     def info(self) -> dict:
-        return self._api("GET /info", "info")
+        return self.entered("GET /info", self._api("GET /info", "info"), dict)
 
     def version(self) -> dict:
-        return self._api("GET /version", "version")
+        return self.entered("GET /version", self._api("GET /version", "version"), dict)
 
     def networks(self) -> list[dict]:
-        return self._api("GET /networks", "networks")
+        return self.entered("GET /networks", self._api("GET /networks", "networks"), list)
 
     def network(self, net_id: str) -> dict | None:
-        return self._api(f"GET /networks/{net_id}", "network", net_id)
+        key = f"GET /networks/{net_id}"
+        return self.entered(key, self._api(key, "network", net_id), dict, none=True)
 
     def services(self) -> list[dict]:
-        return self._api("GET /services", "services")
+        return self.entered("GET /services", self._api("GET /services", "services"), list)
 
     def tasks(self) -> Iterable[dict]:
         """Swarm's tasks, to be consumed once (build_swarm_tasks): as the Engine streams them,
         or, for a snapshot, as a list that it keeps."""
         if not self.record_api:
-            return self.engine.tasks()
-        tasks = self.sample["api"]["GET /tasks"] = project(list(self.engine.tasks()), API_SHAPES["tasks"])
+            return _each_entered("GET /tasks", self.engine.tasks())
+        tasks = self.sample["api"]["GET /tasks"] = project(
+            list(_each_entered("GET /tasks", self.engine.tasks())), API_SHAPES["tasks"])
         return tasks
 
     def nodes(self) -> list[dict] | None:
-        return self._api("GET /nodes", "nodes")
+        return self.entered("GET /nodes", self._api("GET /nodes", "nodes"), list, none=True)
 
     def clock(self) -> float | None:
         """When this sample was read (recorded: a replay judges task ages as of then)."""
@@ -393,6 +434,7 @@ class Collector:
         """Forwarding, conntrack and the interfaces of the node's own namespace. None: not recorded."""
         return self.lookup("host-prereqs", read_host_prereqs, optional=True)
 
+    replayed_from: str | None = None  # the snapshot a replay reads (SnapshotCollector); None: live
     probing = False  # --probe: send the probes a run plans (a snapshot replays what it recorded)
 
     def will_probe(self) -> bool:

@@ -38,7 +38,7 @@ class SnapshotCollector(Collector):
         self.netns_dir = os.path.join(self.exec_root, "netns")
         self.backends = {}
         self.recorded = snapshot["samples"]
-        self.source = source
+        self.source = self.replayed_from = source
         self.has_overlays = snapshot.get("version", 1) >= 2
         self.has_dns = any(k.startswith("dns ") for k in (self.recorded[0].get("lookups") or {}))
         self.samples = []
@@ -68,10 +68,10 @@ class SnapshotCollector(Collector):
         return self.sample["lookups"][key]
 
     def tasks(self) -> Iterable[dict]:
-        return self._api("GET /tasks", "tasks")
+        return self.entered("GET /tasks", self._api("GET /tasks", "tasks"), list)
 
-    def nodes(self) -> list[dict] | None:
-        return self.sample["api"].get("GET /nodes")  # not recorded before the networkdb checks
+    def nodes(self) -> list[dict] | None:  # (not recorded before the networkdb checks)
+        return self.entered("GET /nodes", self.sample["api"].get("GET /nodes"), list, none=True)
 
     def will_probe(self) -> bool:
         return self.probing or "probes" in self.sample["lookups"]

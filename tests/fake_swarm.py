@@ -29,6 +29,7 @@ class FakeSwarm:
     def __init__(self, engine: FakeEngine, answer) -> None:
         self.engine, self.answer = engine, answer
         self.services: dict[str, dict] = {}
+        self.next_id = 0
         self.created: list[dict] = []
         self.removed: list[str] = []
         self.polls: dict[str, int] = {}
@@ -47,7 +48,8 @@ class FakeSwarm:
                 if wanted is None or wanted.split("=")[0] in (s["Spec"].get("Labels") or {})]
 
     def create(self, method, query, spec):
-        sid = f"svc{len(self.created)}"
+        sid = f"svc{self.next_id}"  # never reused: a test may clear created, removal pops services
+        self.next_id += 1
         self.services[sid] = {"ID": sid, "Spec": spec}
         self.polls[sid] = 0
         # By ID and by name, as the real API: an interrupt between the create request and its

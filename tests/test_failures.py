@@ -105,3 +105,70 @@ def test_a_relative_path_entry_does_not_find_iptables_in_the_current_directory(t
     assert proc.returncode == 0 and not proc.stdout.startswith(str(tmp_path)), proc
     assert proc.stdout.strip() in ("none", "/usr/sbin/iptables-nft-save", "/sbin/iptables-nft-save",
                                    "/usr/bin/iptables-nft-save", "/bin/iptables-nft-save")
+
+
+def mutated(tmp_path, key: str, value) -> str:
+    """healthy-node1 (a manager) with one Engine API answer replaced in every sample."""
+    doc = json.loads((EXAMPLES / "healthy-node1.json").read_text())
+    if key == "GET /networks/<ov2>":
+        key = next(k for k in doc["samples"][0]["api"] if k.startswith("GET /networks/")
+                   and doc["samples"][0]["api"][k].get("Name") == "ov2")
+    for sample in doc["samples"]:
+        if key in sample["api"] or key == "GET /nodes":  # (not recorded by this snapshot's ssd)
+            sample["api"][key] = value
+    path = tmp_path / "mutated.json"
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("GET /info", [], "is a list where an object was expected"),
+    ("GET /networks", [None], "is a list holding null where a list of objects"),
+    ("GET /networks", {}, "is an object where a list of objects"),
+    ("GET /services", [None], "is a list holding null"),
+    ("GET /services", {}, "is an object where a list of objects"),
+    ("GET /nodes", "node1", "is a string"),
+    ("GET /networks/<ov2>", [], "is a list where an object was expected"),
+])
+def test_an_engine_answer_of_the_wrong_shape_is_not_checked_never_consistent(tmp_path, key, value, says):
+    """What the Engine API answers is checked where it enters: /services answering {} gave 19
+    false inconsistencies, /networks {} "0 networks" and exit 0; a list of nulls a traceback."""
+    for output in ((), ("--json",), ("--nagios",)):
+        proc = run_ssd("--from", mutated(tmp_path, key, value), *output)
+        if output == ("--nagios",):
+            assert proc.returncode == 3 and proc.stdout.startswith("SSD UNKNOWN"), proc
+            continue
+        line = one_line(proc)
+        assert "mutated.json is not a usable ssd snapshot: its GET /" in line and says in line, line
+        if output:
+            assert json.loads(proc.stdout)["status"] == "incomplete"
+
+
+def edited(tmp_path, edit) -> str:
+    doc = json.loads((EXAMPLES / "healthy-node1.json").read_text())
+    for sample in doc["samples"]:
+        edit(sample["namespaces"])
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+LB = "/var/run/docker/netns/lb_zintqg6wr"
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda ns: ns.pop("host"), "host: this snapshot holds no host rules: the published ports' ingress"),
+    (lambda ns: ns.update(host={"error": "gone"}), "host: gone; its ingress and encryption rules not checked"),
+    (lambda ns: ns[LB].update(ipvs=None), "network ov2 (lb_zintqg6wr): its ipvs were not read"),
+    (lambda ns: ns[LB].update(iptables={}), "network ov2 (lb_zintqg6wr): its rules were not read"),
+    (lambda ns: ns[LB].update(addresses=None), "network ov2 (lb_zintqg6wr): its addresses were not read"),
+], ids=["host-absent", "host-error", "ipvs-null", "rules-empty", "addresses-null"])
+def test_a_missing_part_is_not_checked_never_passed_over(tmp_path, edit, says):
+    """A part of the datapath that is absent, or carries an error, or is null with no reason,
+    is named on stderr and the run exits 2 (Nagios WARNING: partly checked), where it said
+    "consistent" (or INCOMPLETE with nothing on stderr), exit 0, Nagios OK."""
+    path = edited(tmp_path, edit)
+    proc = run_ssd("--from", path, "-q")
+    assert proc.returncode == 2 and f"ssd: not checked: {says}" in proc.stderr, proc
+    nagios = run_ssd("--from", path, "--nagios")
+    assert nagios.stdout.startswith("SSD WARNING") and nagios.returncode == 1, nagios

@@ -268,6 +268,18 @@ def test_leftover_of_a_killed_run_is_reported_and_removed(fake):
     assert "svc0" in swarm.removed and "svc1" not in swarm.removed
 
 
+def test_a_service_with_the_label_but_not_ssds_name_is_left_alone(fake):
+    """The label is anyone's to set: someone's service labelled org.ssd.gossip, its deadline long
+    past, is neither removed nor reported."""
+    swarm = FakeSwarm(fake, every_node_agrees)
+    theirs = {"Name": "payments", "Labels": {ssd.swarmwide.job.GOSSIP_LABEL: str(int(time.time()) - 3600)}}
+    swarm.create("POST", {}, theirs)
+    swarm.created.clear()
+    proc = coordinator(fake)
+    assert proc.returncode == 0 and "payments" not in proc.stdout
+    assert swarm.removed == ["svc1"] and swarm.services["svc0"]["Spec"]["Name"] == "payments"
+
+
 def test_a_leftover_is_named_by_the_mode_that_left_it(fake):
     """A killed --all-nodes run leaves ssd-fleet-*: not 'an earlier gossip-consistency run'."""
     swarm = FakeSwarm(fake, every_node_agrees)
@@ -368,3 +380,52 @@ def test_a_removal_that_fails_is_reported_not_claimed(fake):
     proc = coordinator(fake)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "could not remove ssd-gossip-" in proc.stderr and "docker service rm ssd-gossip-" in proc.stderr
+
+
+# --- other nodes are witnesses, not judges -------------------------------------------------
+
+def test_a_node_claiming_another_identity_is_not_believed(fake):
+    """node3 answers as node1 would, with a view that differs: the report does not say the nodes
+    agree; node3 is named, by the identity swarm gives its task, as not believed."""
+    behind = view()
+    behind["Services"]["s1"]["Tasks"].pop(0)
+
+    def answer(node, sample):
+        if node.startswith("n3"):
+            return "complete", answer_from(behind, next(iter(NODES))), ""  # as node1
+        return "complete", answer_from(OV2, node), ""
+    FakeSwarm(fake, answer)
+    proc = coordinator(fake, "--json")
+    doc = json.loads(proc.stdout)
+    validate(doc)
+    assert proc.returncode == 2 and doc["status"] != "consistent", proc.stdout
+    liar = next(n for n in doc["nodes"] if n["hostname"] == "node3")
+    assert liar["status"] == "no-answer" and "claims to come from node" in liar["reason"], liar
+
+
+def test_a_digest_that_does_not_match_the_state_is_not_believed(fake):
+    def answer(node, sample):
+        text = answer_from(OV2, node)
+        if node.startswith("n2"):
+            forged = json.loads(text)
+            forged["digest"] = "0" * 64
+            text = json.dumps(forged) + "\n"
+        return "complete", text, ""
+    FakeSwarm(fake, answer)
+    doc = json.loads(coordinator(fake, "--json").stdout)
+    forger = next(n for n in doc["nodes"] if n["hostname"] == "node2")
+    assert forger["status"] == "no-answer" and "digest does not match" in forger["reason"]
+    assert doc["status"] != "consistent"
+
+
+@pytest.mark.parametrize("path, body, says", [
+    ("/networks", {}, "GET /networks answered an object where a list of objects was expected"),
+    ("/networks", [None], "GET /networks answered a list holding null where a list of objects was expected"),
+    ("/info", [], "GET /info answered a list where an object was expected"),
+])
+def test_a_live_answer_of_the_wrong_shape_is_one_line(fake, path, body, says):
+    """The Engine API's answers are checked where they enter, live as from a snapshot."""
+    FakeSwarm(fake, every_node_agrees)
+    fake.routes[path] = body
+    proc = coordinator(fake)
+    assert proc.returncode == 2 and proc.stderr == f"ssd: error: Engine API {says}: not checked\n", proc.stderr

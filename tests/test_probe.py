@@ -695,3 +695,33 @@ def test_the_fleet_matrix_names_nodes_by_their_data_path_address_too():
                                          for ip, seen in net["probe"]["paths"].items()}
     validate(ssd.swarmwide.report.fleet_to_json(result), "fleet-report")
     assert {p.target for p in ssd.swarmwide.report.probe_pairs(result)} == {"node1", "node2", "node3"}
+
+
+# --- where --probe may send: the networks' subnets and the swarm's nodes -------------------
+
+def test_a_target_outside_the_network_or_the_swarm_is_not_probed():
+    """NetworkDB is fed by other nodes: a lying one lists a task at an address outside the
+    network's subnets, and a peer that is no node of the swarm. Neither is sent a packet, and the
+    report says so."""
+    doc = fixture("28.5-node1")
+    for sample in doc["samples"]:
+        api = sample["api"]
+        ov2 = next(v for k, v in api.items() if k.startswith("GET /networks/") and isinstance(v, dict)
+                   and v.get("Name") == "ov2")
+        task = next(t for s in ov2["Services"].values() for t in s.get("Tasks") or []
+                    if (t.get("Info") or {}).get("Host IP") == NODE2)
+        task["EndpointIP"] = "192.0.2.7"  # TEST-NET-1: no overlay's
+        ingress = next(v for k, v in api.items() if k.startswith("GET /networks/") and isinstance(v, dict)
+                       and v.get("Ingress"))
+        ingress["Peers"] = [*ingress["Peers"], {"Name": "stranger", "IP": "198.51.100.9"}]
+    result, collector = probed(every_probe_answered, doc)
+    targets = {p.target for p in collector.sent}
+    assert "192.0.2.7" not in targets and "198.51.100.9" not in targets and NODE2 in targets
+    assert any("outside the networks' subnets or the swarm's nodes" in n for n in result.notes), result.notes
+
+
+def test_the_number_of_probes_is_capped(monkeypatch):
+    monkeypatch.setattr(ssd.layers.probe, "MAX_PROBES", 5)
+    result, collector = probed(every_probe_answered)
+    assert len(collector.sent) == 5
+    assert any("than the 5 a sample sends: not sent" in n for n in result.notes), result.notes

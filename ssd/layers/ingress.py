@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 from ssd.base import SnapshotError, shq
 from ssd.catalog import CheckInfo, register_check
 from ssd.layers.lb import _datapath_not_checked, _hint_rules, gateway_ip, read_task_datapaths
-from ssd.model import Finding, PublishedPort, ServiceView
+from ssd.model import Finding, NotChecked, PublishedPort, ServiceView
 
 if TYPE_CHECKING:
     from ssd.catalog import EngineModel
     from ssd.collect import Collector
-    from ssd.model import Datapath, NetworkView, NodeState, NotChecked, Reading, Rule, Ruleset
+    from ssd.model import Datapath, NetworkView, NodeState, Reading, Rule, Ruleset
 
 
 PortUsers = dict[tuple[str | None, int], list[tuple[ServiceView, PublishedPort]]]
@@ -165,7 +165,7 @@ def read_ingress(collector: Collector, state: NodeState, reading: Reading) -> No
     publishing = ingress is not None and bool(published_ports(ingress))
     encrypted = [v for v in state.views if v.encrypted and (state.overlays or {}).get(v.id) is not None]
     if publishing or encrypted:
-        state.host = read_host_rules(collector, reading.not_checked, reading.notes)
+        state.host = read_host_rules(collector, reading.not_checked, reading.notes, publishing)
     if ingress is not None and publishing and state.host is not None:
         state.ingress = ingress
         if state.host.rules is not None:
@@ -176,13 +176,22 @@ def read_ingress(collector: Collector, state: NodeState, reading: Reading) -> No
         state.task_datapaths = read_task_datapaths(collector, ingress, reading.not_checked)
 
 
-def read_host_rules(collector: Collector, not_checked: list[NotChecked], notes: list[str]) -> Datapath | None:
-    """The node's own rules: the routing mesh's and the encrypted overlays'."""
+def read_host_rules(collector: Collector, not_checked: list[NotChecked], notes: list[str],
+                    publishing: bool) -> Datapath | None:
+    """The node's own rules: the routing mesh's and the encrypted overlays'. Missing or broken
+    where ports are published, they are "not checked", never passed over."""
     try:
         host = collector.datapath("", want_ipvs=False)
-    except SnapshotError:  # a snapshot of a node that published no port: it did not keep them
-        notes.append("this snapshot holds no host rules: the encrypted overlays' firewall rules were not "
-                     "checked")
+    except SnapshotError:
+        if publishing:
+            not_checked.append(NotChecked("host", "this snapshot holds no host rules: the published "
+                                          "ports' ingress rules were not checked"))
+        else:  # a node that published no port: its snapshot did not keep them
+            notes.append("this snapshot holds no host rules: the encrypted overlays' firewall rules "
+                         "were not checked")
         return None
-    _datapath_not_checked(host, "host", not_checked)
+    if host.error:
+        not_checked.append(NotChecked("host", f"{host.error}; its ingress and encryption rules not checked"))
+        return None
+    _datapath_not_checked(host, "host", not_checked, parts=("rules",))
     return host

@@ -576,8 +576,16 @@ def read_local_health(collector: Collector, state: NodeState, node: NodeInfo) ->
             str(((info.get("State") or {}).get("Health") or {}).get("Status") or "")
 
 
-def _datapath_not_checked(dp: Datapath, scope: str, not_checked: list[NotChecked]) -> None:
+def _datapath_not_checked(dp: Datapath, scope: str, not_checked: list[NotChecked],
+                          parts: tuple[str, ...] = ("ipvs", "rules", "addresses")) -> None:
+    """Say what of a namespace could not be read, and so which checks were skipped: with the
+    reason read, or (a part simply absent, say from a damaged snapshot) that none was."""
     where = f"{scope} ({dp.name})" if dp.name != scope else scope
+    reasons = {"ipvs": dp.ipvs_error, "rules": dp.iptables_error, "addresses": None}
+    for part in parts:
+        if getattr(dp, part) is None and reasons[part] is None:
+            not_checked.append(NotChecked(where, f"its {part} were not read, and no reason was recorded; "
+                                                 "the checks that need them skipped"))
     if dp.ipvs_error and dp.ipvs_missing:
         # A fact about the kernel, not the namespace: say it once for the whole run.
         kernel = next((p for p in not_checked if p.scope == "kernel"), None)

@@ -4,6 +4,7 @@ connections to backends and to every node's published ports. Its reader, checks 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -46,7 +47,13 @@ def probe_mtu(view: NetworkView, state: NodeState) -> int:
     return own[0].mtu if own else vxlan_mtu(view)
 
 
+MAX_PROBES = 4096  # per sample: more are not sent (the report says how many)
+
+
 def plan_probes(state: NodeState) -> list[PlannedProbe]:
+    """What --probe sends. Its targets come from NetworkDB, which other nodes feed: an endpoint
+    outside its network's subnets, or a published-port target that is no node of the swarm, is
+    not probed (a lying node cannot aim ssd's traffic elsewhere), and at most MAX_PROBES are."""
     if "probes" in state.memo:
         return state.memo["probes"]
     plan: list[PlannedProbe] = []
@@ -55,8 +62,35 @@ def plan_probes(state: NodeState) -> list[PlannedProbe]:
             continue  # before 18.06 every container is a load balancer: no one source per network
         plan += _plan_paths(lb, state) + _plan_backends(lb)
     plan += _plan_published(state)
-    state.memo["probes"] = plan
-    return plan
+    allowed = [p for p in plan if _may_probe(p, state)]
+    state.memo["probes-refused"] = (len(plan) - len(allowed), max(0, len(allowed) - MAX_PROBES))
+    state.memo["probes"] = allowed[:MAX_PROBES]
+    return state.memo["probes"]
+
+
+def _may_probe(planned: PlannedProbe, state: NodeState) -> bool:
+    target = planned.probe.target
+    try:
+        address = ipaddress.IPv4Address(target)
+    except ValueError:
+        return False
+    if address.is_loopback or address.is_multicast or address.is_unspecified or address.is_link_local:
+        return False
+    if planned.what == "published":  # a node's address: one swarm knows, where a manager can tell
+        nodes = state.swarm_nodes
+        return nodes is None or target in {n.addr for n in nodes.values()} | _node_vteps(state)
+    view = next((v for v in state.views if v.name == planned.network), None)
+    if view is None or not view.subnets:  # (IPAM's subnets come from swarm, not from gossip)
+        return view is not None
+    try:
+        return any(address in ipaddress.IPv4Network(s, strict=False) for s in view.subnets)
+    except ValueError:  # a subnet that is none: nothing can be said to lie in it
+        return False
+
+
+def _node_vteps(state: NodeState) -> set[str]:
+    """The VXLAN addresses NetworkDB gives the endpoints of swarm's tasks: nodes' --data-path-addr."""
+    return {t.host_ip for v in state.views for t in v.all_endpoints() if t.host_ip}
 
 
 def _plan_paths(lb: LoadBalancer, state: NodeState) -> list[PlannedProbe]:
@@ -255,6 +289,12 @@ def probe_notes(state: NodeState) -> list[str]:
     if not_probed:
         notes.append(f"--probe: {count(not_probed, 'probe')} could not be sent or did not finish "
                      f"within {PROBE_LIMIT:g} s: not judged")
+    outside, over = state.memo.get("probes-refused", (0, 0))
+    if outside:
+        notes.append(f"--probe: {count(outside, 'target')} outside the networks' subnets or the swarm's "
+                     "nodes (from NetworkDB's entries): not probed")
+    if over:
+        notes.append(f"--probe: {count(over, 'more probe')} than the {MAX_PROBES} a sample sends: not sent")
     return notes
 
 

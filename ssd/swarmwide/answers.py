@@ -98,10 +98,16 @@ def gossip_answer(node: NodeInfo, raw: dict | None, network: str) -> dict:
 
 
 def answer_to_node(answer: dict, fallback_id: str = "", fallback_host: str = "") -> GossipNode:
+    """One node's gossip answer (a snapshot's, or a node's through gossip_node). Its digest is
+    recomputed from the state it sent: a digest that does not match is not believed."""
     node = answer.get("node") if isinstance(answer.get("node"), dict) else {}
     ident, host = node.get("id") or fallback_id, node.get("hostname") or fallback_host
     if answer.get("instantiated") and answer.get("digest") and isinstance(answer.get("state"), dict):
-        return GossipNode(ident, host, "answered", answer["digest"], answer["state"])
+        digest = gossip_digest(answer["state"])
+        if digest != answer["digest"]:
+            return GossipNode(ident, host, "no-answer", reason="its digest does not match the state it "
+                              "sent: not believed")
+        return GossipNode(ident, host, "answered", digest, answer["state"])
     if answer.get("instantiated") is False:
         return GossipNode(ident, host, "not-instantiated")
     errors = answer.get("errors") if isinstance(answer.get("errors"), list) else []
@@ -110,11 +116,19 @@ def answer_to_node(answer: dict, fallback_id: str = "", fallback_host: str = "")
 
 
 def gossip_node(answer: JobAnswer) -> GossipNode:
+    """A node's answer, as a witness's: who it is comes from swarm (the node of the task that
+    wrote it), not from what it says of itself; an answer that claims another node's identity is
+    not believed, and says so."""
     if answer.doc is None:
         return GossipNode(answer.node, answer.hostname, "no-answer", reason=answer.reason,
                           seconds=answer.seconds)
+    claimed = answer.doc.get("node") if isinstance(answer.doc.get("node"), dict) else {}
+    if claimed.get("id") not in (None, "", answer.node):
+        return GossipNode(answer.node, answer.hostname, "no-answer", seconds=answer.seconds,
+                          reason=f"its answer claims to come from node {str(claimed.get('id'))[:25]} "
+                                 f"({str(claimed.get('hostname'))[:64]}): not believed")
     node = answer_to_node(answer.doc, answer.node, answer.hostname)
-    node.seconds = answer.seconds
+    node.id, node.hostname, node.seconds = answer.node, answer.hostname, answer.seconds
     return node
 
 

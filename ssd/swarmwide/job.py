@@ -205,8 +205,8 @@ class NodeJob:
 
     def _answer(self, node: str, host: str, task: dict, text: str) -> JobAnswer | None:
         """A node's answer is a witness's, not a judge's: its size is bounded, JSON that Python's
-        decoder chokes on is unreadable, and every string in it is made printable before any of
-        it is shown."""
+        decoder chokes on is unreadable, and every string of what is shown (its report, its
+        gossip view) is made printable before any of it is."""
         status = task.get("Status") or {}
         if len(text) > MAX_ANSWER_CHARS:
             return JobAnswer(node, host, None, f"answer larger than {MAX_ANSWER_CHARS >> 20} MiB: not read")
@@ -215,8 +215,10 @@ class NodeJob:
                 doc = json.loads(text, parse_constant=_no_constant)
             except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
                 doc = None
-            if isinstance(doc, dict):
-                return JobAnswer(node, host, printable_strings(doc))
+            if isinstance(doc, dict):  # (a snapshot is kept as read: rules are multi-line text,
+                # and a replay makes its names printable where its views are built)
+                return JobAnswer(node, host, {key: value if key == "snapshot" else printable_strings(value)
+                                              for key, value in doc.items()})
             return JobAnswer(node, host, None, f"unreadable answer: {printable(text[:80])!r}")
         if status.get("State") == "complete":
             return None  # finished, but its log has not reached the manager yet: read again
@@ -280,12 +282,15 @@ def eligible_nodes(engine: Engine) -> tuple[dict[str, str], list[SkippedNode]]:
 
 
 def leftover_jobs(engine: Engine, notes: list[str]) -> None:
-    """Report (and remove, once their deadline is long past) services of killed runs."""
+    """Report (and remove, once their deadline is long past) services of killed runs: ssd's own
+    only, by its label and its names (a label alone is anyone's to set on their service)."""
     services = engine.call("GET /services", engine.api.services, filters={"label": GOSSIP_LABEL})
-    for svc in services:
-        spec = svc.get("Spec") or {}
-        name = spec.get("Name", svc.get("ID", ""))
-        deadline = (spec.get("Labels") or {}).get(GOSSIP_LABEL, "")
+    for svc in services if isinstance(services, list) else []:
+        spec = (svc.get("Spec") if isinstance(svc, dict) else None) or {}
+        name = str(spec.get("Name") or "")
+        if not name.startswith((GOSSIP_PREFIX, FLEET_PREFIX)):
+            continue
+        deadline = str((spec.get("Labels") or {}).get(GOSSIP_LABEL, ""))
         if deadline.isdigit() and time.time() > int(deadline) + 60:
             with contextlib.suppress(Exception):
                 engine.api.remove_service(svc["ID"])
