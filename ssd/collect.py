@@ -34,6 +34,12 @@ if TYPE_CHECKING:
 # container environments, labels, mounts or secrets. True keeps a value whole; a dict
 # keeps those keys; [shape] applies to every element (or map value, with "*").
 _TASK_ENTRY = {"Name": True, "EndpointID": True, "EndpointIP": True, "Info": True}
+def _kind_only(test: Any) -> Any:
+    """A health check's kind ("CMD", "CMD-SHELL", "NONE"), not its command: all the checks use, and
+    a command may carry credentials that a snapshot, sent with a support case, must not."""
+    return test[:1] if isinstance(test, list) else None
+
+
 API_SHAPES: dict[str, Any] = {
     "info": {"Name": True, "ServerVersion": True, "FirewallBackend": {"Driver": True},
              "Swarm": {"LocalNodeState": True, "NodeID": True, "ControlAvailable": True,
@@ -48,7 +54,7 @@ API_SHAPES: dict[str, Any] = {
                                    "Tasks": [_TASK_ENTRY]}}},
     "services": [{"ID": True, "Spec": {"Name": True, "EndpointSpec": {"Ports": True},
                                        "TaskTemplate": {"Networks": [{"Target": True, "Aliases": True}],
-                                                        "ContainerSpec": {"Healthcheck": True,
+                                                        "ContainerSpec": {"Healthcheck": {"Test": _kind_only},
                                                                           "StopGracePeriod": True}},
                                        "Networks": [{"Target": True, "Aliases": True}]},
                   "PreviousSpec": {"EndpointSpec": {"Ports": True}}, "UpdateStatus": {"State": True},
@@ -64,9 +70,11 @@ API_SHAPES: dict[str, Any] = {
 
 
 def project(value: Any, shape: Any) -> Any:
-    """Keep only the parts of an API response that shape names."""
+    """Keep only the parts of an API response that shape names (a function: what it keeps)."""
     if shape is True or value is None:
         return value
+    if callable(shape):
+        return shape(value)
     if isinstance(shape, list):
         return [project(v, shape[0]) for v in value] if isinstance(value, list) else value
     if not isinstance(value, dict):

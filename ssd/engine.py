@@ -58,6 +58,11 @@ def resolve_endpoint(host: str | None, context: str | None,
         where = environ.get("DOCKER_CERT_PATH") or "~/.docker"
         raise CheckError(f"DOCKER_TLS_VERIFY/DOCKER_CERT_PATH ask for TLS: {where} must hold ca.pem, "
                          "cert.pem and key.pem") from exc
+    if tls_env is not None and not tls_env.verify:
+        # The SDK, as docker does, then speaks TLS without checking whose certificate it gets: ssd
+        # runs as root and believes what the daemon says, so it does not, silently or at all.
+        raise CheckError("DOCKER_CERT_PATH is set without DOCKER_TLS_VERIFY: TLS that would not check the "
+                         "daemon's certificate; set DOCKER_TLS_VERIFY=1 (its ca.pem is then checked)")
     if host:
         return Endpoint(host, tls_env, "-H")
     name = context or (None if environ.get("DOCKER_HOST") else environ.get("DOCKER_CONTEXT"))

@@ -341,3 +341,12 @@ def test_cert_path_without_certificates_is_one_line(tmp_path):
                         env={"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(tmp_path)}))
     assert f"{tmp_path} must hold ca.pem, cert.pem and key.pem" in line
 
+
+
+def test_tls_without_verification_is_refused(tmp_path):
+    """DOCKER_CERT_PATH without DOCKER_TLS_VERIFY: the SDK would speak TLS and check no
+    certificate; a root tool that believes the daemon refuses, in one line."""
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        (tmp_path / name).write_text("")
+    line = one_line(run("ov2", env={"DOCKER_HOST": "tcp://127.0.0.1:9", "DOCKER_CERT_PATH": str(tmp_path)}))
+    assert "without DOCKER_TLS_VERIFY" in line and "DOCKER_TLS_VERIFY=1" in line, line

@@ -316,3 +316,44 @@ def test_without_dnspython_the_dns_is_not_asked_and_the_rest_is_checked(monkeypa
     collector.datapath = lambda path, want_ipvs=True: ssd.kernel.namespaces.datapath_from_raw(path, {"iptables": {}})
     assert ssd.layers.dns.dns_probe(collector, view, set(), ["s1"], problems) is None
     assert len(problems) == 1 and "dnspython" in problems[0].message
+
+
+def test_a_flood_on_the_socket_does_not_hold_the_check(monkeypatch):
+    """A container can send anything to ssd's DNS socket in its namespace: an endless stream of
+    datagrams that are no answers ends the DNS read within its bounds, not never."""
+    import threading
+
+    class Flooded:
+        def __init__(self, *args):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def setblocking(self, flag):
+            pass
+
+        def sendto(self, data, where):
+            return len(data)
+
+        def recvfrom(self, size):
+            return b"\x00" * 40, ("127.0.0.11", 53)  # never an answer, never EAGAIN
+
+        def fileno(self):
+            return 0
+
+    monkeypatch.setattr(ssd.kernel.resolver.socket, "socket", Flooded)
+    monkeypatch.setattr(ssd.kernel.resolver.select, "select", lambda r, w, x, t: (r, [], []))
+    monkeypatch.setattr(ssd.kernel.resolver, "DNS_TIMEOUT", 0.2)
+    dns = {m: __import__(f"dns.{m}", fromlist=["x"]) for m in
+           ("message", "query", "rcode", "exception", "rdatatype", "flags")}
+    done: list[dict] = []
+    worker = threading.Thread(target=lambda: done.append(ssd.kernel.resolver._ask_all(["s1", "tasks.s1"], dns)),
+                              daemon=True)
+    worker.start()
+    worker.join(20)
+    assert done, "the DNS read never ended under a flood"
+    assert all("error" in answer for answer in done[0].values())

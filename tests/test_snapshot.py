@@ -220,3 +220,17 @@ def test_port_change_example_says_what_happened():
         assert all(("8080/tcp -> 8080/tcp, 8081/tcp" in f["message"]) is says for f in missing)
         services = {s["name"] for n in doc["networks"] for s in n["services"]}
         assert {"dns", "job1", "gjob"} <= services  # ports on two protocols and jobs: consistent
+
+
+def test_a_snapshot_keeps_a_health_checks_kind_not_its_command():
+    """Only whether a service has a health check is used; its command may carry credentials
+    (curl -u), and a snapshot goes with a support case."""
+    import ssd.collect
+    import ssd.views
+    service = {"ID": "s", "Spec": {"Name": "web", "TaskTemplate": {"ContainerSpec": {
+        "Healthcheck": {"Test": ["CMD-SHELL", "curl -fu admin:hunter2 localhost"], "Interval": 1},
+        "StopGracePeriod": 2000000000, "Env": ["PASSWORD=x"]}}}}
+    kept = ssd.collect.project([service], ssd.collect.API_SHAPES["services"])
+    assert "hunter2" not in json.dumps(kept) and "PASSWORD" not in json.dumps(kept)
+    assert kept[0]["Spec"]["TaskTemplate"]["ContainerSpec"]["Healthcheck"] == {"Test": ["CMD-SHELL"]}
+    assert ssd.views.build_health_checked(kept) == ssd.views.build_health_checked([service]) == {"web": 2.0}

@@ -19,6 +19,11 @@ DNS_RESOLVER = "127.0.0.11"  # libnetwork's resolver, DNAT-ed to dockerd in ever
 DNS_TIMEOUT = 1.0  # seconds per try: the resolver answers its own names at once
 DNS_TRIES = 2
 DNS_WINDOW = 64  # questions in flight at once: a burst of thousands would overflow a socket buffer
+# The whole DNS read of one namespace, however many names and whatever arrives on the socket (a
+# container flooding it with datagrams kept the receive loop busy for ever): past it, the names
+# not answered yet are "not asked".
+DNS_LIMIT = 30.0
+DNS_READS = 256  # datagrams read before the deadline is looked at again
 
 
 def ask_resolver(path: str, names: list[str]) -> dict:
@@ -55,9 +60,15 @@ def _ask_all(names: list[str], dns: dict[str, Any]) -> dict[str, dict]:
         except dns["exception"].DNSException as exc:  # a label over 63 characters, say
             answers[name] = {"error": f"not asked: not a name DNS can carry ({_short(exc)})"}
     inflight: dict[int, tuple[str, Any, int, float]] = {}  # query id -> (name, question, tries, deadline)
+    limit = time.monotonic() + DNS_LIMIT
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # made here: it lives in the namespace
         sock.setblocking(False)
         while queue or inflight:
+            if time.monotonic() > limit:
+                late = f"not asked: the DNS check's limit of {DNS_LIMIT:g} s was reached"
+                for name, *_ in [*queue, *inflight.values()]:
+                    answers[name] = {"error": late}
+                break
             while queue and len(inflight) < DNS_WINDOW:
                 name, question, tries = queue.pop()
                 while question.id in inflight:  # ids are random: keep them apart
@@ -89,7 +100,7 @@ def _ask_all(names: list[str], dns: dict[str, Any]) -> dict[str, dict]:
 
 
 def _read_answers(sock: socket.socket, inflight: dict, answers: dict[str, dict], dns: dict[str, Any]) -> None:
-    while True:
+    for _ in range(DNS_READS):
         try:
             wire, peer = sock.recvfrom(65535)
         except (BlockingIOError, InterruptedError):
