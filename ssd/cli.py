@@ -285,7 +285,7 @@ def main_gossip(args: argparse.Namespace, mode: str) -> int:
             return fail(args, str(exc))
         node = answer["node"]
         if args.json:  # one line: the coordinator reads it back from the service's log
-            emit(json.dumps(answer, sort_keys=True, separators=(",", ":")) + "\n")
+            emit(json.dumps(answer, sort_keys=True, separators=(",", ":"), allow_nan=False) + "\n")
         elif answer["instantiated"]:
             emit(f"Node id: {node['id']} ({node['hostname']}) gossip hash {answer['digest']}\n")
         else:
@@ -304,7 +304,7 @@ def main_gossip(args: argparse.Namespace, mode: str) -> int:
         answered = sum(n.status == "answered" for n in result.nodes)
         return NAGIOS_CODES[nagios_state(gossip_status(result), answered >= 2)]
     if args.json:
-        emit(json.dumps(gossip_to_json(result), indent=2) + "\n")
+        emit(json.dumps(gossip_to_json(result), indent=2, allow_nan=False) + "\n")
     else:
         emit(printable_report(render_gossip(result, Painter(use_colour(args)), args.verbose)))
     return EXIT_CODES[gossip_status(result)]
@@ -321,7 +321,7 @@ def main_member(args: argparse.Namespace) -> int:
         answer = fleet_answer(collector, node, result, doc)
     except CheckError as exc:
         return fail(args, str(exc))
-    emit(json.dumps(answer, sort_keys=True, separators=(",", ":")) + "\n")
+    emit(json.dumps(answer, sort_keys=True, separators=(",", ":"), allow_nan=False) + "\n")
     return 0
 
 
@@ -384,7 +384,7 @@ def main_fleet(args: argparse.Namespace) -> int:
         emit(render_fleet_nagios(result))
         return NAGIOS_CODES[nagios_state(fleet_status(result), any(n.report for n in result.nodes))]
     if args.json:
-        emit(json.dumps(fleet_to_json(result), indent=2) + "\n")
+        emit(json.dumps(fleet_to_json(result), indent=2, allow_nan=False) + "\n")
     else:
         emit(printable_report(render_fleet(result, Painter(use_colour(args)), args.quiet, args.verbose)))
     return EXIT_CODES[fleet_status(result)]
@@ -466,7 +466,8 @@ def node_report(args: argparse.Namespace, result: RunResult, seconds: float) -> 
     if args.nagios:
         return render_nagios(result, seconds)
     if args.json:
-        return json.dumps(to_json(result), indent=2) + "\n"
+        # JSON holds no NaN or Infinity (which JSON has not): a bug that made one is exit 2
+        return json.dumps(to_json(result), indent=2, allow_nan=False) + "\n"
     return printable_report(render_text(result, Painter(use_colour(args)), args.quiet, args.verbose))
 
 

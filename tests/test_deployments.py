@@ -217,8 +217,10 @@ def test_health_checks_are_read_from_the_service_spec():
 
 def test_the_snapshot_keeps_what_the_health_rule_reads():
     shapes = ssd.collect.API_SHAPES
-    assert shapes["services"][0]["Spec"]["TaskTemplate"]["ContainerSpec"] == {
-        "Healthcheck": True, "StopGracePeriod": True}
+    spec = shapes["services"][0]["Spec"]["TaskTemplate"]["ContainerSpec"]
+    assert set(spec) == {"Healthcheck", "StopGracePeriod"} and spec["StopGracePeriod"] is True
+    assert ssd.collect.project({"Healthcheck": {"Test": ["CMD", "probe", "--token", "t0k"], "Retries": 3}},
+                               {"Healthcheck": spec["Healthcheck"]}) == {"Healthcheck": {"Test": ["CMD"]}}
     assert shapes["tasks"][0]["Status"]["ContainerStatus"] == {"ContainerID": True}
     assert shapes["container"]["State"] == {"Health": {"Status": True}}
     kept = ssd.collect.project({"State": {"Health": {"Status": "unhealthy", "Log": ["secret output"]}, "Pid": 1}},

@@ -172,3 +172,14 @@ def test_a_missing_part_is_not_checked_never_passed_over(tmp_path, edit, says):
     assert proc.returncode == 2 and f"ssd: not checked: {says}" in proc.stderr, proc
     nagios = run_ssd("--from", path, "--nagios")
     assert nagios.stdout.startswith("SSD WARNING") and nagios.returncode == 1, nagios
+
+
+def test_json_never_holds_nan(monkeypatch, capsys):
+    """A NaN that reached a report (JSON has none) is a bug: exit 2 in one line, no invalid JSON."""
+    import ssd.cli
+    real = ssd.cli.to_json
+    monkeypatch.setattr(ssd.cli, "to_json", lambda result: {**real(result), "ratio": float("nan")})
+    status = ssd.cli.main(["--from", EXAMPLE, "--json"])
+    out, err = capsys.readouterr()
+    assert status == 2 and "NaN" not in out and json.loads(out)["status"] == "incomplete", (out, err)
+    assert err.count("\n") == 1 and "ValueError" in err and "not JSON compliant" in err, err
