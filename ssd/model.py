@@ -416,7 +416,7 @@ class NodeInfo:
 
 
 def _network(value: str | None) -> str | None:
-    if not value:
+    if not value or not isinstance(value, str):  # ipaddress takes an integer as an address
         return None
     if value.endswith("/32"):  # what iptables-save prints for a VIP: already canonical when it reads back
         with contextlib.suppress(OSError):

@@ -48,7 +48,7 @@ def resolve_networks(listing: list[dict], wanted: list[str], absent: list[str] |
 
 
 def _split_cidr(value: str | None) -> tuple[str | None, int | None]:
-    if not value:
+    if not value or not isinstance(value, str):  # ipaddress takes an integer (or true) as an address
         return None, None
     try:
         iface = ipaddress.ip_interface(value)
@@ -59,7 +59,7 @@ def _split_cidr(value: str | None) -> tuple[str | None, int | None]:
 
 def _vip(value: str | None) -> str | None:
     # Engines <= 28 print "<nil>" for dnsrr services, 29+ print "".
-    if not value or value == "<nil>":
+    if not value or not isinstance(value, str) or value == "<nil>":
         return None
     return value.split("/")[0]
 

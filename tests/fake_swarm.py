@@ -1,8 +1,9 @@
 """A fake swarm for the coordinators (gossip-consistency, --all-nodes): plays the job service.
 
 It runs on a FakeEngine: creates tasks for every service ssd starts, moves them to a final
-state, and serves each node's answer through the service-logs stream as dockerd does (split
-in pieces, the pieces of different tasks interleaved).
+state, and serves each node's answer through the task's log (and the service's, where the
+pieces of different tasks interleave) as dockerd does: split in pieces. It plays any number of
+nodes (task IDs unique at any number) and counts the log bytes it served.
 """
 from __future__ import annotations
 
@@ -19,24 +20,39 @@ def frame(stream: int, data: bytes) -> bytes:
     return struct.pack(">BxxxL", stream, len(data)) + data
 
 
+def many_nodes(count: int) -> dict[str, str]:
+    """count node IDs (25 characters, as swarm's) -> hostnames node1..nodeN."""
+    return {f"n{i:024d}": f"node{i}" for i in range(1, count + 1)}
+
+
+def together(index: int, poll: int) -> bool:
+    """Every task finishes at the second poll of /tasks (the default)."""
+    return poll >= 2
+
+
 class FakeSwarm:
     """Plays swarm for one coordinator: tasks per job, their states, their logs.
 
     answer(node_id, sample) -> (state, stdout, stderr) decides what each node's task does
-    in the n-th job; state None: the task never finishes.
+    in the n-th job; state None: the task never finishes. finishes(index, poll) says whether the
+    index-th node's task is done at the poll-th /tasks of its service.
     """
 
-    def __init__(self, engine: FakeEngine, answer) -> None:
-        self.engine, self.answer = engine, answer
+    def __init__(self, engine: FakeEngine, answer, nodes: dict[str, str] | None = None,
+                 finishes=together) -> None:
+        self.engine, self.answer, self.finishes = engine, answer, finishes
+        self.nodes = NODES if nodes is None else nodes
+        self.log_bytes = 0  # every log byte served: the service's and the tasks' logs
         self.services: dict[str, dict] = {}
         self.next_id = 0
         self.created: list[dict] = []
         self.removed: list[str] = []
+        self.ids: list[str] = []  # every service created, in order
         self.polls: dict[str, int] = {}
         routes = engine.routes
         routes["/nodes"] = [{"ID": n, "Description": {"Hostname": h, "Platform": {"OS": "linux"}},
                              "Status": {"State": "ready"}, "Spec": {"Availability": "active"}}
-                            for n, h in NODES.items()]
+                            for n, h in self.nodes.items()]
         routes["/services"] = self.list_services
         routes["/services/create"] = self.create
         routes["/tasks"] = self.tasks
@@ -51,12 +67,16 @@ class FakeSwarm:
         sid = f"svc{self.next_id}"  # never reused: a test may clear created, removal pops services
         self.next_id += 1
         self.services[sid] = {"ID": sid, "Spec": spec}
+        self.ids.append(sid)
         self.polls[sid] = 0
         # By ID and by name, as the real API: an interrupt between the create request and its
         # reply leaves ssd only the name to remove it by (the SIGTERM test met that, under load).
         for key in (sid, spec.get("Name") or sid):
             self.engine.routes[f"/services/{key}"] = lambda m, q, b, sid=sid: self.service(sid, m)
         self.engine.routes[f"/services/{sid}/logs"] = lambda m, q, b, sid=sid: self.logs(sid, q)
+        for index, node in enumerate(self.nodes):
+            self.engine.routes[f"/tasks/{self.task_id(sid, index)}/logs"] = \
+                lambda m, q, b, sid=sid, node=node, index=index: self.logs(sid, q, only=(index, node))
         self.created.append(spec)  # last: a test that waits for it may act at once
         return {"ID": sid}
 
@@ -67,6 +87,10 @@ class FakeSwarm:
             return {}
         return self.services.get(sid, 404)
 
+    @staticmethod
+    def task_id(sid: str, index: int) -> str:
+        return f"{sid}t{index}"
+
     def sample(self, sid: str) -> int:
         return int(sid.removeprefix("svc"))
 
@@ -76,21 +100,24 @@ class FakeSwarm:
         sid = json.loads(query["filters"][0])["service"][0]
         self.polls[sid] += 1
         out = []
-        for node in NODES:
+        for index, node in enumerate(self.nodes):
             state, _, _ = self.answer(node, self.sample(sid))
-            done = self.polls[sid] >= 2 and state is not None
-            out.append({"ID": f"{sid}t{node[:2]}", "NodeID": node, "CreatedAt": "2026-11-29T00:00:00Z",
+            done = self.finishes(index, self.polls[sid]) and state is not None
+            out.append({"ID": self.task_id(sid, index), "NodeID": node, "CreatedAt": "2026-11-29T00:00:00Z",
                         "Status": {"State": state if done else "running"}})
         return out
 
-    def logs(self, sid, query):
+    def logs(self, sid, query, only: tuple[int, str] | None = None):
+        """The service's log (every task's), or only one task's."""
         want = 1 if query.get("stdout", ["0"])[0].lower() in ("1", "true") else 2
         per_node: dict[str, list[bytes]] = {}
-        for node in NODES:
+        for index, node in enumerate(self.nodes):
+            if only is not None and only != (index, node):
+                continue
             _, out, err = self.answer(node, self.sample(sid))
             text = out if want == 1 else err
             details = (f"com.docker.swarm.node.id={node},com.docker.swarm.service.id={sid},"
-                       f"com.docker.swarm.task.id={sid}t{node[:2]}")
+                       f"com.docker.swarm.task.id={self.task_id(sid, index)}")
             # The log driver splits long lines: every answer comes in three pieces...
             size = len(text) // 3 + 1
             per_node[node] = [f"{details} {text[i:i + size].rstrip(chr(10))}\n".encode()
@@ -100,4 +127,6 @@ class FakeSwarm:
             for pieces in per_node.values():
                 if pieces:
                     ordered.append(pieces.pop(0))
-        return b"".join(frame(want, line) for line in ordered)
+        body = b"".join(frame(want, line) for line in ordered)
+        self.log_bytes += len(body)
+        return body

@@ -21,7 +21,7 @@ import ssd.swarmwide.answers
 import ssd.swarmwide.gossip
 import ssd.swarmwide.job
 from fake_engine import FakeEngine
-from fake_swarm import NODES, FakeSwarm
+from fake_swarm import NODES, FakeSwarm, many_nodes
 from recorded import network_json
 from schemas import validate
 from helpers import REPO
@@ -106,9 +106,9 @@ def test_no_diff_when_states_agree():
 
 # --- the coordinator against a fake swarm -----------------------------------------------
 
-def answer_from(raw: dict | None, node: str) -> str:
+def answer_from(raw: dict | None, node: str, hostname: str | None = None) -> str:
     state = ssd.swarmwide.answers.gossip_state(raw) if raw else None
-    return json.dumps({"ssd_version": "t", "node": {"id": node, "hostname": NODES[node]},
+    return json.dumps({"ssd_version": "t", "node": {"id": node, "hostname": hostname or NODES[node]},
                        "network": "ov2", "instantiated": raw is not None,
                        "digest": ssd.swarmwide.answers.gossip_digest(state) if state else None, "state": state},
                       separators=(",", ":")) + "\n"
@@ -416,6 +416,50 @@ def test_a_digest_that_does_not_match_the_state_is_not_believed(fake):
     forger = next(n for n in doc["nodes"] if n["hostname"] == "node2")
     assert forger["status"] == "no-answer" and "digest does not match" in forger["reason"]
     assert doc["status"] != "consistent"
+
+
+def test_a_node_flooding_its_log_is_not_read_past_the_bound(fake):
+    """node3 writes 100 MB (one JSON string): the manager reads no more than the bound of
+    that node's log, says so in one line, and still judges the two others."""
+    flood = '{"node": "' + "A" * (100 << 20) + '"}\n'
+
+    def answer(node, sample):
+        return "complete", flood if node.startswith("n3") else answer_from(OV2, node), ""
+    FakeSwarm(fake, answer)
+    measure = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:]); "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+               "sys.exit(p.returncode)")
+    cmd = [sys.executable, "-c", measure, sys.executable, str(REPO / "ssd.py"), "-H", fake.url, "ov2",
+           "gossip-consistency", "--image", "ssd:test", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    peak_kib = proc.stderr.splitlines()[-1]
+    doc = json.loads(proc.stdout)
+    flooder = next(n for n in doc["nodes"] if n["hostname"] == "node3")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert flooder["status"] == "no-answer" and flooder["reason"] == "answer larger than 32 MiB: not read"
+    assert [n["status"] for n in doc["nodes"] if n["hostname"] != "node3"] == ["answered", "answered"], doc["nodes"]
+    assert int(peak_kib) < 200 << 10, f"the manager peaked at {int(peak_kib) >> 10} MiB"
+
+
+def test_each_answer_is_read_once_at_200_nodes(fake):
+    """200 nodes finishing in ten waves, as real nodes do (not all at once): the log bytes the
+    manager reads are each node's answer once. (Reading the service's log again at every wave
+    read ten times that here, where the fake serves every answer from the start; on a real
+    swarm, N(N+1)/2 answers when nodes finish one by one.)"""
+    nodes = many_nodes(200)
+    texts: dict[str, str] = {}
+
+    def answer(node, sample):
+        if node not in texts:
+            texts[node] = answer_from(OV2, node, nodes[node])
+        return "complete", texts[node], ""
+    swarm = FakeSwarm(fake, answer, nodes=nodes, finishes=lambda index, poll: poll >= 2 + index // 20)
+    proc = coordinator(fake, "--json")
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 0 and len(doc["nodes"]) == 200, proc.stderr[-500:]
+    served, sid = swarm.log_bytes, swarm.ids[0]
+    once = sum(len(swarm.logs(sid, {"stdout": ["1"]}, only=(index, node))) for index, node in enumerate(nodes))
+    assert len(swarm.created) == 1 and served <= 1.05 * once, (served, once)
 
 
 @pytest.mark.parametrize("path, body, says", [

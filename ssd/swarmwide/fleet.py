@@ -16,10 +16,10 @@ from ssd.engine import read_node
 from ssd.layers.networkdb import swarm_counts, swarm_knowledge
 from ssd.model import Finding, NetworkView, NodeState, NotChecked, ServiceView, TaskView
 from ssd.run import separate_all_departed, settled_check
-from ssd.snapshot import snapshot_document
+from ssd.snapshot import MAX_SNAPSHOT_BYTES, snapshot_document
 from ssd.swarmwide.answers import FleetNode, FleetResult, GossipNode, answer_to_node, fleet_answer, fleet_node
 from ssd.swarmwide.gossip import gossip_sampled, on_a_manager, plan_job
-from ssd.swarmwide.job import FLEET_PREFIX, NodeJob, not_removed_problems
+from ssd.swarmwide.job import FLEET_PREFIX, MAX_ANSWER_BYTES, NodeJob, not_removed_problems
 from ssd.views import resolve_networks
 
 if TYPE_CHECKING:
@@ -124,7 +124,8 @@ def fleet_live(args: argparse.Namespace) -> FleetResult:
     if args.snapshot_dir:
         member += ["--snapshot", "-"]
     job = NodeJob(engine, member, image, args.wait, FLEET_PREFIX,
-                  datapath_dir=os.path.join(args.exec_root, "netns"))
+                  datapath_dir=os.path.join(args.exec_root, "netns"),
+                  max_answer=MAX_ANSWER_BYTES + (MAX_SNAPSHOT_BYTES if args.snapshot_dir else 0))
     answers = job.run(eligible)
     not_checked += not_removed_problems(job.not_removed)
     nodes = [fleet_node(answer) for answer in answers.values()]

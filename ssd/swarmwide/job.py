@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ssd.base import _short, printable, printable_strings
+from ssd.base import CheckError, _short, printable, printable_strings
 from ssd.catalog import EngineModel
 from ssd.model import NotChecked, TERMINAL
 
@@ -25,6 +25,11 @@ GOSSIP_LABEL = "org.ssd.gossip"  # on every service ssd starts; its value is the
 GOSSIP_PREFIX = "ssd-gossip-"
 FLEET_PREFIX = "ssd-fleet-"
 DATAPATH_CAPABILITIES = ("CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_NET_RAW")
+# A node's report (or gossip view) is tens of KB, a few MB with thousands of findings. Past
+# this, no more of that node's log is read; with its snapshot (--snapshot-dir: about 100 MB
+# at 5,000 services) the snapshot's own bound is added.
+MAX_ANSWER_BYTES = 32 << 20
+POLL_FIRST, POLL_MOST = 0.5, 2.0  # seconds between polls of /tasks: while answers come, while none
 
 
 # What stops a run as Ctrl-C does (the caller turns them into KeyboardInterrupt).
@@ -86,10 +91,12 @@ class NodeJob:
     """
 
     def __init__(self, engine: Engine, args: list[str], image: str, timeout: float,
-                 prefix: str = GOSSIP_PREFIX, datapath_dir: str | None = None) -> None:
+                 prefix: str = GOSSIP_PREFIX, datapath_dir: str | None = None,
+                 max_answer: int = MAX_ANSWER_BYTES) -> None:
         self.engine, self.api = engine, engine.api
         self.args, self.image, self.timeout = args, image, timeout
         self.datapath_dir = datapath_dir  # the netns directory, when the task reads the datapath
+        self.max_answer = max_answer  # bytes of one node's log read at most
         import secrets  # the coordinator's only: a node check does not pay for it
         self.name = prefix + secrets.token_hex(4)
         self.service_id: str | None = None
@@ -163,39 +170,65 @@ class NodeJob:
                 latest[node] = task
         return latest
 
-    def output(self, stream: str) -> dict[str, str]:
-        """task ID -> what the task wrote on stream, reassembled (the log driver may split lines)."""
-        frames = self.engine.call(f"GET /services/{self.name}/logs", self.api.service_logs,
-                                  self.service_id, details=True, is_tty=False,
-                                  **{"stdout": stream == "stdout", "stderr": stream == "stderr"})
-        out: dict[str, list[str]] = {}
+    def output(self, task_id: str, stream: str) -> str | None:
+        """What one task wrote on stream, reassembled (the log driver splits long lines); None:
+        more than max_answer bytes, of which no more is read. One task's log, read when that
+        task has finished: each answer crosses the wire once, however many nodes finish after
+        it (the service's log, read whole each time a node finished, was N(N+1)/2 answers)."""
+        api = self.api
+        params = {"details": 1, "follow": 0, "stdout": int(stream == "stdout"),
+                  "stderr": int(stream == "stderr"), "tail": "all"}
+
+        def read() -> list[bytes] | None:
+            # The SDK has no call for GET /tasks/{id}/logs (API >= 1.29, json-file or journald
+            # logs, the driver start() asks for): its own request and stream helpers, as its
+            # service_logs uses them, so that -H, TLS and contexts behave the same.
+            res = api._get(api._url("/tasks/{0}/logs", task_id), params=params, stream=True)
+            try:
+                api._raise_for_status(res)
+                frames, size = [], 0
+                for piece in api._multiplexed_response_stream_helper(res):
+                    size += len(piece)
+                    if size > self.max_answer:
+                        return None
+                    frames.append(piece)
+                return frames
+            finally:
+                res.close()
+
+        frames = self.engine.call(f"GET /tasks/{task_id}/logs", read)
+        if frames is None:
+            return None
+        out: list[str] = []
         for line in b"".join(frames).decode(errors="replace").splitlines():
             details, _, message = line.partition(" ")
             found = TASK_ID_RE.search(details)
-            if found:
-                out.setdefault(found.group(1), []).append(message)
-        return {task: "".join(parts) for task, parts in out.items()}
+            if found and found.group(1) == task_id:  # only this task's lines, as labelled by swarm
+                out.append(message)
+        return "".join(out)
 
     def collect(self, eligible: dict[str, str], clock=time.monotonic, sleep=time.sleep
                 ) -> dict[str, JobAnswer]:
-        """Wait until every eligible node's task finished and its answer was read, or timeout."""
+        """Wait until every eligible node's task finished and its answer was read, or timeout.
+        /tasks is polled every 0.5 s while answers come, less often (up to 2 s) while none does."""
         deadline = clock() + self.timeout
         answers: dict[str, JobAnswer] = {}
         latest: dict[str, dict] = {}
+        pause = POLL_FIRST
         while len(answers) < len(eligible) and clock() < deadline:
             latest = self.latest_tasks()
             finished = [n for n in eligible if n not in answers and
                         ((latest.get(n) or {}).get("Status") or {}).get("State") in TERMINAL]
-            if finished:
-                stdout = self.output("stdout")
-                for node in finished:
-                    task = latest[node]
-                    answer = self._answer(node, eligible[node], task, stdout.get(task["ID"], ""))
-                    if answer is not None:
-                        answer.seconds = round(clock() - self.created, 1)
-                        answers[node] = answer
+            read = 0
+            for node in finished:
+                answer = self._answer(node, eligible[node], latest[node])
+                if answer is not None:
+                    answer.seconds = round(clock() - self.created, 1)
+                    answers[node] = answer
+                    read += 1
             if len(answers) < len(eligible):
-                sleep(0.5)
+                pause = POLL_FIRST if read else min(pause * 1.5, POLL_MOST)
+                sleep(min(pause, max(0.0, deadline - clock())))
         for node, host in eligible.items():
             if node not in answers:
                 state = ((latest.get(node) or {}).get("Status") or {}).get("State") or "no task yet"
@@ -203,13 +236,18 @@ class NodeJob:
                                           f"no answer within {self.timeout:g} s (task {state})")
         return answers
 
-    def _answer(self, node: str, host: str, task: dict, text: str) -> JobAnswer | None:
+    def _answer(self, node: str, host: str, task: dict) -> JobAnswer | None:
         """A node's answer is a witness's, not a judge's: its size is bounded, JSON that Python's
         decoder chokes on is unreadable, and every string of what is shown (its report, its
         gossip view) is made printable before any of it is."""
         status = task.get("Status") or {}
-        if len(text) > MAX_ANSWER_CHARS:
-            return JobAnswer(node, host, None, f"answer larger than {MAX_ANSWER_CHARS >> 20} MiB: not read")
+        task_id = str(task.get("ID") or "")
+        try:
+            text = self.output(task_id, "stdout") if task_id else ""
+        except (CheckError, self.engine.errors.NotFound) as exc:  # this node's, not the run's
+            return JobAnswer(node, host, None, f"its task's log could not be read: {_short(exc)}")
+        if text is None:
+            return JobAnswer(node, host, None, f"answer larger than {self.max_answer >> 20} MiB: not read")
         if text:
             try:
                 doc = json.loads(text, parse_constant=_no_constant)
@@ -223,11 +261,12 @@ class NodeJob:
         if status.get("State") == "complete":
             return None  # finished, but its log has not reached the manager yet: read again
         why = status.get("Err") or status.get("Message") or status.get("State")
-        stderr = self.output("stderr").get(task["ID"], "").strip()
-        return JobAnswer(node, host, None, f"task {status.get('State')}: {stderr or why}")
+        stderr = ""
+        with contextlib.suppress(CheckError, self.engine.errors.NotFound):
+            stderr = (self.output(task_id, "stderr") or "").strip() if task_id else ""
+        return JobAnswer(node, host, None, f"task {status.get('State')}: {printable(stderr[-400:]) or why}")
 
 
-MAX_ANSWER_CHARS = 256 << 20  # a node's report with its snapshot: a few MB, 100 MB at 5,000 services
 
 
 def _no_constant(name: str) -> None:
