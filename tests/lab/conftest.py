@@ -23,7 +23,10 @@ DATA_PATH = bool(os.environ.get("SWARMLAB_DATA_PATH"))
 # fits CI's budget; `make lab` runs all of it on the newest engine, `make lab-all` on every engine.
 # A prefix ending in "::" takes a whole module.
 CI = ("test_lab.py::test_healthy_swarm_is_consistent_on_every_node",
-      "test_lab.py::test_ssd_is_read_only",
+      "test_lab_readonly.py::test_the_state_compared_is_whole_and_steady",
+      "test_lab_readonly.py::test_ssd_changes_nothing_on_any_node",
+      "test_lab_readonly.py::test_the_confined_periodic_run",
+      "test_lab_readonly.py::test_state_script_is_valid_shell",
       "test_lab.py::test_real_fault_found_on_its_node_only[ipvs-backend-missing]",
       "test_lab.py::test_real_fault_found_on_its_node_only[ingress-dnat-missing]",
       "test_lab_probe.py::",
