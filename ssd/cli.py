@@ -21,15 +21,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ssd import __version__
 from ssd.base import (
     CheckError, DEFAULT_EXEC_ROOT, DEFAULT_FLEET_TIMEOUT, DEFAULT_HOST, DEFAULT_SETTLE, FLEET_MEMBER,
-    MODES, SCHEMA_VERSION, _short, count, printable, printable_report, seconds,
+    MODES, _short, count, printable, printable_report, seconds,
 )
 from ssd.collect import Collector
 from ssd.engine import engine_of, require
 from ssd.kernel.prober import PROBE_LIMIT, PROBE_TRIES
 from ssd.output import OutputError, check_target, emit, print_not_checked
 from ssd.report import (
-    EXIT_CODES, NAGIOS_CODES, Painter, nagios_line, nagios_state, overall_status, render_nagios,
-    render_text, run_nagios_state, to_json, write_prometheus,
+    EXIT_CODES, NAGIOS_CODES, Painter, error_document, nagios_line, nagios_state, overall_status,
+    render_nagios, render_text, run_nagios_state, to_json, write_prometheus,
 )
 from ssd.run import node_check, settled_check
 from ssd.snapshot import mode_of, replaying, snapshot_document, write_snapshot
@@ -37,6 +37,7 @@ from ssd.swarmwide.answers import fleet_answer, gossip_hash
 from ssd.swarmwide.fleet import fleet_live
 from ssd.swarmwide.job import STOP_SIGNALS
 from ssd.swarmwide.gossip import gossip_from_snapshots, gossip_live
+from ssd.watch import Recorder, Run, duration, size, watch
 from ssd.swarmwide.report import (
     fleet_status, fleet_to_json, gossip_status, gossip_to_json, render_fleet, render_fleet_nagios,
     render_gossip, render_gossip_nagios,
@@ -156,6 +157,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --all-nodes: save every node's snapshot in DIR, one file per node")
     fleet.add_argument("--image", help="--all-nodes and gossip-consistency: the ssd image to run on "
                                        "every node (default: the image ssd runs in, if in a container)")
+    watching = parser.add_argument_group("watch: check again and again (one node)")
+    watching.add_argument("--watch", action="store_true",
+                          help="keep checking, every --interval and at once when swarm reports a change; "
+                               "a line per run, what appeared and cleared; on stop (Ctrl-C or --for), "
+                               "each finding's episodes. Exit 1 if any finding was seen")
+    watching.add_argument("--interval", type=seconds(86400, allow_zero=False), default=30.0,
+                          metavar="SECONDS", help="with --watch: seconds between runs (default: 30)")
+    watching.add_argument("--for", dest="for_", type=duration, metavar="DURATION",
+                          help="with --watch: stop after DURATION (seconds, or 90s, 15m, 2h); "
+                               "default: until Ctrl-C")
+    watching.add_argument("--record", metavar="DIR",
+                          help="with --watch: write DIR/timeline.jsonl (a line per run: its time and "
+                               "report) and the snapshots of every run that changed the verdict or the "
+                               "findings, and of the run before it (each checkable with --from)")
+    watching.add_argument("--keep", type=int, default=100, metavar="N",
+                          help="with --record: keep at most N snapshots, the oldest dropped (default: 100)")
+    watching.add_argument("--max-size", type=size, default=size("500M"), metavar="SIZE",
+                          help="with --record: at most SIZE of ssd's files in DIR (default: 500M)")
     parser.add_argument("--debug", action="store_true",
                         help="on an internal error (a bug of ssd's), print its traceback")
     parser.add_argument("--version", action="version", version=f"ssd {__version__}")
@@ -197,12 +216,6 @@ def use_colour(args: argparse.Namespace) -> bool:
     # no-color.org: NO_COLOR disables colour when it is set and not empty.
     return (not args.no_color and not os.environ.get("NO_COLOR")
             and os.environ.get("TERM") != "dumb" and sys.stdout is not None and sys.stdout.isatty())
-
-
-def error_document(message: str, mode: str = "node") -> dict:
-    return {"schema_version": SCHEMA_VERSION, "mode": mode, "ssd_version": __version__,
-            "status": "incomplete", "node": None, "networks": [],
-            "findings": [], "errors": [{"scope": "ssd", "message": message}], "notes": []}
 
 
 def fail(args: argparse.Namespace, message: str, kind: str = "error") -> int:
@@ -471,8 +484,65 @@ def node_report(args: argparse.Namespace, result: RunResult, seconds: float) -> 
     return printable_report(render_text(result, Painter(use_colour(args)), args.quiet, args.verbose))
 
 
+def watch_misuse(args: argparse.Namespace) -> str | None:
+    """--watch is a node check repeated: what is one-shot by nature is refused, not ignored."""
+    if not args.watch:
+        given = [flag for flag, value in (("--for", args.for_), ("--record", args.record)) if value]
+        return f"{given[0]} is for --watch" if given else None
+    for flag, value in (("--nagios", args.nagios), ("--from", args.from_), ("--snapshot", args.snapshot),
+                        ("--all-nodes", args.all_nodes)):
+        if value:
+            why = {"--nagios": "a Monitoring Plugin is one run: run ssd --nagios from the monitoring "
+                               "system's schedule, or --watch --prometheus FILE",
+                   "--from": "a snapshot does not change: check it once",
+                   "--snapshot": "--record DIR keeps the snapshots of the runs that changed something",
+                   "--all-nodes": "--all-nodes --watch is not built yet: run --watch on each node "
+                                  "(--record DIR), or --all-nodes from a timer"}[flag]
+            return f"--watch with {flag}: {why}"
+    if args.networks and args.networks[-1] in MODES:
+        return f"--watch is for the node check, not {args.networks[-1]}"
+    if args.prometheus == "-":
+        return "--watch rewrites the metrics file after every run: give --prometheus a FILE"
+    if args.keep < 1:
+        return "--keep: give at least 1"
+    return None
+
+
+def main_watch(args: argparse.Namespace) -> int:
+    """--watch: the node check again and again with one Engine connection (ssd.watch)."""
+    gc.enable()  # one run per process frees what it built by exiting; a watch must collect
+    try:  # what it writes is refused before any work, as for one run
+        recorder = Recorder(args.record, args.keep, args.max_size) if args.record else None
+        if args.prometheus:
+            require("prometheus_client")
+            check_target(args.prometheus, "metrics")
+        engine = engine_of(args)
+    except CheckError as exc:
+        return fail(args, str(exc))
+
+    def check() -> Run:
+        started = time.monotonic()
+        try:
+            with time_limit(args.timeout):
+                result, doc = node_check(args, engine, want_snapshot=recorder is not None)
+        except CheckError as exc:
+            return Run(None, None, time.monotonic() - started, str(exc))
+        except TimedOut:
+            return Run(None, None, time.monotonic() - started,
+                       f"the check did not finish within {args.timeout:g} s")
+        return Run(result, doc, time.monotonic() - started)
+
+    def metrics(run: Run, episodes: dict[str, int]) -> None:
+        write_prometheus(args.prometheus, run.result, run.seconds, episodes)
+
+    try:
+        return watch(args, check, engine.api, metrics if args.prometheus else None, recorder)
+    except CheckError as exc:
+        return fail(args, str(exc))
+
+
 def dispatch(args: argparse.Namespace) -> int:
-    misuse = fleet_misuse(args) or from_misuse(args) or output_misuse(args)
+    misuse = fleet_misuse(args) or from_misuse(args) or output_misuse(args) or watch_misuse(args)
     if misuse:
         args.prometheus = None  # a usage error: leave the metrics file alone
         return fail(args, misuse)
@@ -487,6 +557,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return main_gossip(args, args.networks.pop())
     if args.all_nodes:
         return main_fleet(args)
+    if args.watch:
+        return main_watch(args)
     if args.from_ and args.snapshot:
         return fail(args, "--from checks a snapshot, --snapshot takes one: use one of them")
     started = time.monotonic()

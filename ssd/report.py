@@ -16,6 +16,7 @@ from ssd import layers  # noqa: F401 (imported, every layer declares itself in L
 from ssd.catalog import CHECKS, LAYERS
 from ssd.engine import require
 from ssd.output import emit, write_file
+from ssd.plan import Step, make_plan, plan_lines
 
 if TYPE_CHECKING:
     from ssd.model import Finding, NetworkResult, RunResult, ServiceView
@@ -50,6 +51,13 @@ def service_status(result: RunResult, net: NetworkResult, svc: ServiceView) -> s
     return "ok"
 
 
+def error_document(message: str, mode: str = "node") -> dict:
+    """The document of a run that could not check: what every mode's --json prints then."""
+    return {"schema_version": SCHEMA_VERSION, "mode": mode, "ssd_version": __version__,
+            "status": "incomplete", "node": None, "networks": [],
+            "findings": [], "errors": [{"scope": "ssd", "message": message}], "notes": []}
+
+
 def overall_status(result: RunResult) -> str:
     if result.findings:
         return "converging" if all(f.converging for f in result.findings) else "inconsistent"
@@ -82,6 +90,7 @@ def to_json(result: RunResult) -> dict:
         "findings": [f.to_json() for f in result.findings],
         "errors": [{"scope": p.scope, "message": p.message} for p in result.not_checked],
         "notes": result.notes,
+        "plan": [step.to_json() for step in node_plan(result)],
     }
 
 
@@ -158,8 +167,10 @@ def render_nagios(result: RunResult, seconds: float) -> str:
 # node_exporter's textfile collector: the standard way to export a periodic root-only check.
 # Every check id gets a series per network (0 when clean), so alerts need no absent() tricks.
 
-def write_prometheus(target: str, result: RunResult | None, seconds: float) -> None:
-    """Write the run's metrics to target atomically (a temporary file beside it, then rename)."""
+def write_prometheus(target: str, result: RunResult | None, seconds: float,
+                     episodes: dict[str, int] | None = None) -> None:
+    """Write the run's metrics to target atomically (a temporary file beside it, then rename).
+    episodes (--watch): per check id, how many times a finding of it appeared so far."""
     prom = require("prometheus_client")
     registry = prom.CollectorRegistry()
     status = prom.Enum("ssd_status", "Verdict of the last ssd run on this node", registry=registry,
@@ -181,6 +192,7 @@ def write_prometheus(target: str, result: RunResult | None, seconds: float) -> N
     if result is None:
         parts.set(1)
         info.info({"version": __version__})  # the reason is on stderr: no free text in labels
+        _episode_metrics(prom, registry, episodes)  # a counter must not vanish for one run
         _write_metrics(prom, target, registry)
         return
     parts.set(len(result.not_checked))
@@ -204,7 +216,19 @@ def write_prometheus(target: str, result: RunResult | None, seconds: float) -> N
         for svc in net.view.services.values():
             services.labels(net.view.name, service_status(result, net, svc)).inc()
     _probe_metrics(prom, registry, result)
+    _episode_metrics(prom, registry, episodes)
     _write_metrics(prom, target, registry)
+
+
+def _episode_metrics(prom: Any, registry: Any, episodes: dict[str, int] | None) -> None:
+    """--watch: a counter per check id of the findings that appeared (each episode once)."""
+    if episodes is None:
+        return
+    counter = prom.Counter("ssd_finding_episodes", "--watch: findings that appeared since the watch "
+                           "started, by check id (one per episode: it appeared, maybe cleared)",
+                           ["check"], registry=registry)
+    for check in CHECKS:
+        counter.labels(check).inc(episodes.get(check, 0))
 
 
 def _probe_metrics(prom: Any, registry: Any, result: RunResult) -> None:
@@ -256,6 +280,10 @@ class Painter:
         return f"\033[{codes[colour]}m{text}\033[0m" if self.enabled else text
 
 
+def node_plan(result: RunResult) -> list[Step]:
+    return make_plan({result.node.hostname or result.node.id[:12]: result.findings})
+
+
 def render_text(result: RunResult, paint: Painter, quiet: bool, verbose: bool) -> str:
     lines: list[str] = []
     node = result.node
@@ -284,6 +312,7 @@ def render_text(result: RunResult, paint: Painter, quiet: bool, verbose: bool) -
             lines += block
     leftovers = [f for f in result.findings if id(f) not in used]
     lines += _render_findings(leftovers, verbose)
+    lines += plan_lines(node_plan(result))
     if not quiet:
         for note in result.notes:
             lines += textwrap.wrap(f"note: {note}", width=80, subsequent_indent="      ")

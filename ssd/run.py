@@ -26,6 +26,7 @@ from ssd.snapshot import SnapshotCollector, load_snapshot, replaying, snapshot_d
 from ssd.views import build_network_view, port_changes, resolve_networks, separate_departed, service_protocols
 
 if TYPE_CHECKING:
+    from ssd.engine import Engine
     from ssd.model import NetworkView, NodeInfo
 
 
@@ -244,8 +245,11 @@ def leaver_notes(before: list[str], after: list[str], wait: float) -> list[str]:
             "it down, or the gossip came back: `docker node ls`)"]
 
 
-def node_check(args: argparse.Namespace) -> tuple[RunResult, dict | None]:
-    """The CLI's node check: this node (live, its snapshot document if asked for) or a snapshot."""
+def node_check(args: argparse.Namespace, engine: Engine | None = None,
+               want_snapshot: bool | None = None) -> tuple[RunResult, dict | None]:
+    """The CLI's node check: this node (live, its snapshot document if asked for) or a snapshot.
+    engine: one already connected (--watch keeps its connection from run to run)."""
+    want_snapshot = bool(args.snapshot) if want_snapshot is None else want_snapshot
     if args.from_:
         if len(args.from_) > 1:
             raise CheckError("a node check reads one snapshot: give one --from FILE "
@@ -261,13 +265,13 @@ def node_check(args: argparse.Namespace) -> tuple[RunResult, dict | None]:
     # Python imports the Docker SDK (seconds under emulation) and the API answers.
     early = None if args.networks else start_read_ahead(os.path.join(args.exec_root, "netns"), None)
     try:
-        collector = Collector(engine_of(args), args.exec_root, record_api=bool(args.snapshot))
+        collector = Collector(engine or engine_of(args), args.exec_root, record_api=want_snapshot)
         collector.ahead, collector.probing = early, args.probe
         node, result = settled_check(collector, args.networks, args.settle, live=True)
     finally:
         if early is not None:
             early.close()
-    doc = snapshot_document(collector, node, args.networks, args.settle) if args.snapshot else None
+    doc = snapshot_document(collector, node, args.networks, args.settle) if want_snapshot else None
     return nothing_named_compared(result, args.networks), doc
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ssd import __version__
+from ssd.plan import Step, make_plan, plan_lines
 from ssd.base import SCHEMA_VERSION, _ip_order, count
 from ssd.model import Finding
 from ssd.report import _counted, _render_findings, nagios_line, nagios_state, threshold_perf
@@ -151,7 +152,12 @@ def fleet_to_json(result: FleetResult) -> dict:
             "probes": [dataclasses.asdict(pair) for pair in probe_pairs(result)],
             "seconds": round(result.seconds, 1),
             "errors": [{"scope": p.scope, "message": p.message} for p in result.not_checked],
-            "notes": result.notes}
+            "notes": result.notes, "plan": [step.to_json() for step in fleet_plan(result)]}
+
+
+def fleet_plan(result: FleetResult) -> list[Step]:
+    """The fixes of every node's findings, a service's update once for all nodes."""
+    return make_plan({n.label: _report_findings(n.report or {}) for n in result.nodes})
 
 
 def render_fleet(result: FleetResult, paint: Painter, quiet: bool, verbose: bool) -> str:
@@ -195,6 +201,7 @@ def render_fleet(result: FleetResult, paint: Painter, quiet: bool, verbose: bool
     if not quiet:
         for note in result.notes:
             lines += textwrap.wrap(f"note: {note}", width=80, subsequent_indent="      ")
+    lines += plan_lines(fleet_plan(result))
     total = sum(len(_report_findings(n.report or {})) for n in result.nodes)
     where = sorted({n.label for n in result.nodes if _report_findings(n.report or {})})
     summary = (f"{count(len(result.nodes), 'node')}, {count(len(result.networks), 'network')}, {total} "
