@@ -1,4 +1,5 @@
-# make install:   everything the tool and its tests need (Debian packages, a venv with the Python deps).
+# make install:   everything the tool and its tests need (Debian packages, a venv with the Python deps;
+#                 chromium: tests/test_html.py renders the --html page in a real, headless browser).
 # make test:      the lint gate and tiers 1 and 2, then the lab's CI selection (tier 3, marker ci, on
 #                 the newest engine: the healthy swarm, read-only, two real faults, the real stack,
 #                 --probe with its faults).
@@ -17,7 +18,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEB_PACKAGES := iptables iproute2 util-linux openssl python3-venv qemu-system-x86 qemu-utils debootstrap e2fsprogs
+DEB_PACKAGES := iptables iproute2 util-linux openssl python3-venv qemu-system-x86 qemu-utils debootstrap e2fsprogs \
+	chromium
 
 .PHONY: install test test-fast lab lab-all lab-image lab-data-path soak bench man dist docs
 install:

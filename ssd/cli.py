@@ -26,7 +26,7 @@ from ssd.base import (
 from ssd.collect import Collector
 from ssd.engine import engine_of, require
 from ssd.kernel.prober import PROBE_LIMIT, PROBE_TRIES
-from ssd.output import OutputError, check_target, emit, print_not_checked
+from ssd.output import OutputError, check_target, emit, print_not_checked, write_file
 from ssd.report import (
     EXIT_CODES, NAGIOS_CODES, Painter, error_document, nagios_line, nagios_state, overall_status,
     render_nagios, render_text, run_nagios_state, to_json, write_prometheus,
@@ -37,7 +37,8 @@ from ssd.swarmwide.answers import fleet_answer, gossip_hash
 from ssd.swarmwide.fleet import fleet_live
 from ssd.swarmwide.job import STOP_SIGNALS
 from ssd.swarmwide.gossip import gossip_from_snapshots, gossip_live
-from ssd.watch import Recorder, Run, duration, size, watch
+from ssd.html import fleet_html, timeline_html
+from ssd.watch import Recorder, Run, Timeline, duration, read_timeline, size, watch
 from ssd.swarmwide.report import (
     fleet_status, fleet_to_json, gossip_status, gossip_to_json, render_fleet, render_fleet_nagios,
     render_gossip, render_gossip_nagios,
@@ -175,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with --record: keep at most N snapshots, the oldest dropped (default: 100)")
     watching.add_argument("--max-size", type=size, default=size("500M"), metavar="SIZE",
                           help="with --record: at most SIZE of ssd's files in DIR (default: 500M)")
+    parser.add_argument("--html", metavar="FILE",
+                        help="also write one self-contained HTML page to FILE (to attach to a ticket): "
+                             "with --all-nodes the node x network matrix linked to the findings; with "
+                             "--watch (or --from DIR/timeline.jsonl) the timeline, episodes as bars")
     parser.add_argument("--debug", action="store_true",
                         help="on an internal error (a bug of ssd's), print its traceback")
     parser.add_argument("--version", action="version", version=f"ssd {__version__}")
@@ -383,9 +388,13 @@ def main_fleet(args: argparse.Namespace) -> int:
         if args.snapshot_dir:
             os.makedirs(args.snapshot_dir, mode=0o700, exist_ok=True)
             check_target(os.path.join(args.snapshot_dir, ".ssd-write-test"), "snapshot")
+        if args.html:
+            check_target(args.html, "page")
         result = fleet_live(args)
         if args.snapshot_dir:
             save_fleet_snapshots(result, args.snapshot_dir)
+        if args.html:
+            write_file(args.html, fleet_html(result, fleet_status(result)).encode(), 0o600, "page")
     except OSError as exc:
         return fail(args, f"cannot use {args.snapshot_dir}: {exc.strerror or _short(exc)}")
     except CheckError as exc:
@@ -484,6 +493,35 @@ def node_report(args: argparse.Namespace, result: RunResult, seconds: float) -> 
     return printable_report(render_text(result, Painter(use_colour(args)), args.quiet, args.verbose))
 
 
+def html_misuse(args: argparse.Namespace) -> str | None:
+    if args.html and not (args.all_nodes or args.watch or timeline_source(args)):
+        return ("--html draws --all-nodes' matrix or a watch's timeline: add --all-nodes or --watch, "
+                "or give --from DIR/timeline.jsonl")
+    if args.html == "-":
+        return "--html writes a file: give it a FILE"
+    return None
+
+
+def timeline_source(args: argparse.Namespace) -> str | None:
+    """--from DIR/timeline.jsonl (a watch's record) with --html: the timeline drawn again."""
+    if args.from_ and len(args.from_) == 1 and args.from_[0].endswith(".jsonl") and not args.networks:
+        return args.from_[0]
+    return None
+
+
+def main_timeline(args: argparse.Namespace, source: str) -> int:
+    try:
+        check_target(args.html, "page")
+        timeline, node = read_timeline(source)
+        write_file(args.html, timeline_html(timeline, node, timeline.last or time.time()).encode(),
+                   0o600, "page")
+    except CheckError as exc:
+        return fail(args, str(exc))
+    for line in timeline.summary(timeline.last or time.time()):
+        emit(line + "\n")
+    return timeline.exit_status_code()
+
+
 def watch_misuse(args: argparse.Namespace) -> str | None:
     """--watch is a node check repeated: what is one-shot by nature is refused, not ignored."""
     if not args.watch:
@@ -513,6 +551,8 @@ def main_watch(args: argparse.Namespace) -> int:
     gc.enable()  # one run per process frees what it built by exiting; a watch must collect
     try:  # what it writes is refused before any work, as for one run
         recorder = Recorder(args.record, args.keep, args.max_size) if args.record else None
+        if args.html:
+            check_target(args.html, "page")
         if args.prometheus:
             require("prometheus_client")
             check_target(args.prometheus, "metrics")
@@ -535,14 +575,20 @@ def main_watch(args: argparse.Namespace) -> int:
     def metrics(run: Run, episodes: dict[str, int]) -> None:
         write_prometheus(args.prometheus, run.result, run.seconds, episodes)
 
+    def page(timeline: Timeline, run: Run) -> None:
+        node = run.result.node.hostname if run.result is not None else "this node"
+        write_file(args.html, timeline_html(timeline, node, time.time()).encode(), 0o600, "page")
+
     try:
-        return watch(args, check, engine.api, metrics if args.prometheus else None, recorder)
+        return watch(args, check, engine.api, metrics if args.prometheus else None, recorder,
+                     page if args.html else None)
     except CheckError as exc:
         return fail(args, str(exc))
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    misuse = fleet_misuse(args) or from_misuse(args) or output_misuse(args) or watch_misuse(args)
+    misuse = (fleet_misuse(args) or from_misuse(args) or output_misuse(args) or watch_misuse(args)
+              or html_misuse(args))
     if misuse:
         args.prometheus = None  # a usage error: leave the metrics file alone
         return fail(args, misuse)
@@ -559,6 +605,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return main_fleet(args)
     if args.watch:
         return main_watch(args)
+    if args.html:
+        return main_timeline(args, str(timeline_source(args)))
     if args.from_ and args.snapshot:
         return fail(args, "--from checks a snapshot, --snapshot takes one: use one of them")
     started = time.monotonic()

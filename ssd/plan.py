@@ -7,6 +7,7 @@ dockerd restart where the action's first remedy is one, else the action itself t
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -33,13 +34,19 @@ class Step:
     networks: list[str] = field(default_factory=list)
     nodes: list[str] = field(default_factory=list)  # where its findings are
 
-    def line(self, number: int) -> str:
+    def lines(self, number: int) -> list[str]:
+        """The step as the text report prints it (80 columns): the command on its own line,
+        whole, so that it pastes; what it fixes wrapped below it."""
         what = (f"{self.findings} finding{'s' if self.findings != 1 else ''}"
                 + (f" on {', '.join(self.networks)}" if self.networks else "")
                 + (f" of {', '.join(self.nodes)}" if self.where == EVERYWHERE else "")
                 + f" ({', '.join(self.checks)})")
-        command = self.command if self.rank == MANUAL else f"`{self.command}`"
-        return printable(f"  {number}. on {self.where}: {command} - {what}")
+        head = f"  {number}. on {self.where}: "
+        if self.rank == MANUAL:
+            return [printable(line) for line in textwrap.wrap(
+                f"{head}{self.command} - {what}", width=80, subsequent_indent="     ")]
+        return [printable(f"{head}{self.command}")] + [printable(line) for line in textwrap.wrap(
+            f"fixes {what}", width=80, initial_indent="     ", subsequent_indent="     ")]
 
     def to_json(self) -> dict:
         manual = self.rank == MANUAL
@@ -84,5 +91,7 @@ def make_plan(findings_by_node: dict[str, list[Finding]]) -> list[Step]:
 def plan_lines(steps: list[Step]) -> list[str]:
     if not steps:
         return []
-    return (["Plan (a dry run: ssd changed nothing; least disruptive first, each fix once):"]
-            + [step.line(i) for i, step in enumerate(steps, 1)])
+    lines = ["Plan (a dry run: ssd changed nothing; least disruptive first, each fix once):"]
+    for number, step in enumerate(steps, 1):
+        lines += step.lines(number)
+    return lines

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ssd.base import CheckError, printable
+from ssd.base import CheckError, count, printable
 from ssd.output import emit, write_file
 from ssd.report import EXIT_CODES, error_document, overall_status, to_json
 
@@ -114,14 +114,16 @@ class Timeline:
         if not self.runs:
             return ["watch: no run finished"]
         counts = ", ".join(f"{n} {status}" for status, n in sorted(self.statuses.items()))
-        lines = [f"watch: {self.runs} run(s) from {stamp(self.started)} to {stamp(self.last)} ({counts})"]
+        runs = count(self.runs, "run")
+        lines = [f"watch: {runs} from {stamp(self.started)} to {stamp(self.last)} ({counts})"]
         if not self.tracks:
             lines.append("watch: no finding appeared")
         for track in sorted(self.tracks.values(), key=lambda t: (t.episodes[0].start, t.check, t.place)):
             spans = [(e.end if e.end is not None else now) - e.start for e in track.episodes]
             last = track.episodes[-1]
             still = " (still there)" if last.end is None else ""
-            lines.append(f"  {track.check} [{track.layer}] {track.place}: {len(track.episodes)} episode(s), "
+            episodes = count(len(track.episodes), "episode")
+            lines.append(f"  {track.check} [{track.layer}] {track.place}: {episodes}, "
                          f"first {stamp(track.episodes[0].start)}, last {stamp(last.start)}{still}; "
                          f"total {span(sum(spans))}, longest {span(max(spans))}")
         return [printable(line) for line in lines]
@@ -160,8 +162,9 @@ def run_line(when: float, status: str, result: RunResult | None, seconds: float,
     if result is None:
         return printable(f"{stamp(when)} incomplete: {error} ({seconds:.2f} s)")
     services = sum(len(net.view.services) for net in result.networks)
-    return (f"{stamp(when)} {status}: {len(result.findings)} finding(s), {len(result.not_checked)} not "
-            f"checked, {len(result.networks)} network(s), {services} service(s) ({seconds:.2f} s)")
+    return (f"{stamp(when)} {status}: {count(len(result.findings), 'finding')}, "
+            f"{len(result.not_checked)} not checked, {count(len(result.networks), 'network')}, "
+            f"{count(services, 'service')} ({seconds:.2f} s)")
 
 
 def change_lines(change: Change) -> list[str]:
@@ -347,7 +350,8 @@ class Run:
     error: str | None = None
 
 
-def watch(args: argparse.Namespace, check: Any, api: Any, metrics: Any, recorder: Recorder | None) -> int:
+def watch(args: argparse.Namespace, check: Any, api: Any, metrics: Any, recorder: Recorder | None,
+          page: Any = None) -> int:
     """Run check() every args.interval seconds, and at once (debounced) when the Engine reports
     a change, until args.for_ has passed or Ctrl-C; one line per run, the changes, the record,
     the metrics; on stop the summary. The exit status: EXIT_CODES of Timeline.exit_status."""
@@ -355,6 +359,7 @@ def watch(args: argparse.Namespace, check: Any, api: Any, metrics: Any, recorder
     events = Events(api)
     stop = time.monotonic() + args.for_ if args.for_ else None
     number = 0
+    last_run: Run | None = None
     unreadable: list[str] = []  # what the run before could not check: said again only when it changes
     try:
         while True:
@@ -374,6 +379,9 @@ def watch(args: argparse.Namespace, check: Any, api: Any, metrics: Any, recorder
                 recorder.add(when, number, doc, run.snapshot, change.any and number > 1)
             if metrics is not None:
                 metrics(run, timeline.episodes_by_check())
+            if page is not None and (change.any or number == 1):
+                page(timeline, run)
+            last_run = run
             left = None if stop is None else stop - time.monotonic()
             if left is not None and left <= 0:
                 break
@@ -386,6 +394,8 @@ def watch(args: argparse.Namespace, check: Any, api: Any, metrics: Any, recorder
         pass
     finally:
         events.close()
+    if page is not None and last_run is not None:
+        page(timeline, last_run)  # the open episodes drawn up to the end
     for line in timeline.summary(time.time()):
         say(line)
     return timeline.exit_status_code()
@@ -412,3 +422,56 @@ def report(args: argparse.Namespace, when: float, number: int, run: Run, status:
         say(run_line(when, status, run.result, run.seconds, run.error))
     for line in change_lines(change):
         say(line)
+
+
+# --- a record read again (ssd --from DIR/timeline.jsonl --html FILE) ------------------
+
+MAX_TIMELINE_LINE = 64 << 20  # a run's report with thousands of findings; past it, not a timeline
+
+
+def read_timeline(path: str) -> tuple[Timeline, str]:
+    """The Timeline of a recorded watch, rebuilt from its lines; the node it watched. A line that
+    is not a run's (shape, JSON Python's decoder chokes on, size) is one line about the file."""
+    from ssd.model import Finding
+    timeline, node = Timeline(), "this node"
+    try:
+        with open(path, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise CheckError(f"{path} is not a regular file")
+            for number, raw in enumerate(iter(lambda: fh.readline(MAX_TIMELINE_LINE + 1), b""), 1):
+                if len(raw) > MAX_TIMELINE_LINE:
+                    raise CheckError(f"{path}: line {number} is larger than {MAX_TIMELINE_LINE >> 20} MiB")
+                line = _line(raw, path, number)
+                report = line["report"]
+                found = report.get("findings")
+                findings = None if report.get("node") is None or not isinstance(found, list) else [
+                    Finding(**{k: _text(f.get(k)) for k in KEY_FIELDS}) for f in found
+                    if isinstance(f, dict) and isinstance(f.get("check"), str)]
+                node = str((report.get("node") or {}).get("hostname") or node)
+                timeline.add(float(line["unix_time"]), str(report.get("status") or "incomplete"), findings)
+    except OSError as exc:
+        raise CheckError(f"cannot read {path}: {exc.strerror}") from exc
+    if not timeline.runs:
+        raise CheckError(f"{path} holds no run of a watch")
+    return timeline, printable(node)
+
+
+KEY_FIELDS = ("check", "message", "network", "namespace", "service", "subject")
+
+
+def _text(value: object) -> str | None:
+    """A recorded finding's field as the timeline keys it: text or nothing (never a list, which
+    a key cannot hold)."""
+    return None if value is None else printable(str(value))
+
+
+def _line(raw: bytes, path: str, number: int) -> dict:
+    from ssd.snapshot import _no_constant
+    try:
+        line = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        line = None
+    if not (isinstance(line, dict) and isinstance(line.get("report"), dict)
+            and type(line.get("unix_time")) in (int, float) and abs(line["unix_time"]) < 1e11):
+        raise CheckError(f"{path}: line {number} is not a run of ssd --watch --record")
+    return line

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import os
 import signal
 import subprocess
@@ -448,3 +449,29 @@ def test_a_workers_own_finding_about_a_service_swarm_updates_is_converging_in_fl
     ssd.swarmwide.fleet.judge_workers(ssd.snapshot.SnapshotCollector(recorded, str(path)), [worker])
     assert "swarm is updating service" in worker.report["findings"][0]["converging"]
     assert worker.report["status"] == "converging"
+
+
+# --- reports that read at a thousand nodes ------------------------------------------------
+
+def test_a_thousand_nodes_read_as_the_few_that_need_a_look():
+    """Text lists the nodes that are not consistent (-v: every node); Nagios names ten and
+    counts the rest; JSON keeps every node."""
+    from ssd.report import Painter
+    from ssd.swarmwide.answers import FleetNode, FleetResult
+    from ssd.swarmwide.report import fleet_to_json, render_fleet, render_fleet_nagios
+    from helpers import run_ssd
+    good = json.loads(run_ssd("--from", str(REPO / "examples" / "healthy-node1.json"), "--json").stdout)
+    bad = json.loads(run_ssd("--from", str(REPO / "examples" / "missing-dnat-node2.json"), "--json").stdout)
+    nodes = [FleetNode(f"id{i:04d}", f"node{i:04d}", bad if i % 100 == 7 else good) for i in range(1000)]
+    result = FleetResult([(n["name"], n["id"]) for n in good["networks"]], nodes, [], 30.0, [], [])
+    text = render_fleet(result, Painter(False), quiet=False, verbose=False)
+    rows = [line for line in text.splitlines() if re.match(r"node\d{4} ", line)]  # the matrix's
+    assert len(rows) == 10 and all("FAIL 1" in row for row in rows), rows
+    assert "... and 990 more nodes, consistent (-v lists every node)" in text
+    assert len(text.splitlines()) < 120, len(text.splitlines())
+    every = render_fleet(result, Painter(False), quiet=False, verbose=True)
+    assert len([line for line in every.splitlines() if re.match(r"node\d{4} ", line)]) == 1000
+    nagios = render_fleet_nagios(result)
+    assert len(nagios.splitlines()) == 1 and "node0007, node0107" in nagios and "and 0 more" not in nagios
+    assert "990 nodes consistent" in nagios and len(nagios) < 600, nagios
+    assert len(fleet_to_json(result)["nodes"]) == 1000

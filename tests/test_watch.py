@@ -38,9 +38,9 @@ def test_a_fault_that_comes_and_goes_is_two_episodes():
     track = next(iter(line.tracks.values()))
     assert [(e.start, e.end) for e in track.episodes] == [(130.0, 190.0), (220.0, None)]
     summary = line.summary(now=400.0)
-    assert "6 run(s)" in summary[0] and "2 consistent, 4 inconsistent" in summary[0]
+    assert "6 runs" in summary[0] and "2 consistent, 4 inconsistent" in summary[0]
     # first episode 60 s, the second open until now: 180 s
-    assert "2 episode(s)" in summary[1] and "(still there)" in summary[1]
+    assert "2 episodes" in summary[1] and "(still there)" in summary[1]
     assert "total 4m00s, longest 3m00s" in summary[1], summary
     assert line.exit_status() == "inconsistent" and line.episodes_by_check() == {"vip-alias-missing": 2}
 
@@ -183,13 +183,15 @@ def test_a_fault_injected_mid_watch_appears_then_clears_and_is_recorded(node, en
     record = tmp_path / "rec"
     metrics = tmp_path / "ssd.prom"
     proc = node.ssd(engine.url, "--settle", "0", "--watch", "--interval", "1", "--for", "14",
-                    "--record", str(record), "--prometheus", str(metrics), "ov2")
+                    "--record", str(record), "--prometheus", str(metrics), "--html", str(tmp_path / "w.html"),
+                    "ov2")
     injector.join()
     out = proc.stdout
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, (out, proc.stderr)
     assert "  + vip-alias-missing [kernel] network ov2, namespace lb_oc6rqvyvp, service s1, 10.0.1.2: " in out, out
     assert "  - vip-alias-missing [kernel] network ov2, namespace lb_oc6rqvyvp, service s1, 10.0.1.2: cleared" in out, out
-    assert "vip-alias-missing [kernel] network ov2, namespace lb_oc6rqvyvp, service s1, 10.0.1.2: 1 episode(s)" in out, out
+    assert "vip-alias-missing [kernel] network ov2, namespace lb_oc6rqvyvp, service s1, 10.0.1.2: 1 episode," in out, out
+    assert (tmp_path / "w.html").read_text().count('class="episode"') == 1  # drawn at the end too
     prom = metrics.read_text()  # rewritten after every run: the last one's verdict, the episodes
     assert 'ssd_finding_episodes_total{check="vip-alias-missing"} 1.0' in prom, prom
     assert 'ssd_finding_episodes_total{check="mark-missing"} 0.0' in prom

@@ -97,6 +97,17 @@ def gossip_verdict_lines(result: GossipResult, paint: Painter) -> list[str]:
 
 # --- fleet mode's reports -------------------------------------------------------------
 
+MATRIX_ALL = 20  # nodes: past this, the matrix lists the nodes that are not consistent (-v: all)
+NAMED = 10  # nodes named in one line before "and N more"
+
+
+def some(names: list[str]) -> str:
+    """Names for one line, however many nodes: the first NAMED, then how many more."""
+    if len(names) <= NAMED:
+        return ", ".join(names)
+    return f"{', '.join(names[:NAMED])} and {len(names) - NAMED} more"
+
+
 def fleet_status(result: FleetResult) -> str:
     statuses = {n.status for n in result.nodes}
     if "inconsistent" in statuses or any(g.differences for g in result.gossip):
@@ -155,6 +166,29 @@ def fleet_to_json(result: FleetResult) -> dict:
             "notes": result.notes, "plan": [step.to_json() for step in fleet_plan(result)]}
 
 
+def node_blocks(result: FleetResult, verbose: bool) -> list[str]:
+    """Each node's findings (and, with -v, what it could not check) under its name; nodes whose
+    blocks read the same are one block (the same fault on 300 nodes is read once)."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for n in result.nodes:
+        findings = _report_findings(n.report or {})
+        errors = (n.report or {}).get("errors") or []
+        if not findings and not (verbose and errors) and n.report is not None:
+            continue
+        node = (n.report or {}).get("node") or {}
+        role = "manager" if node.get("manager") else "worker"
+        head = f"engine {node.get('engine_version')}, {role}" if n.report else str(n.reason)
+        block = (head, *_render_findings(findings, verbose),
+                 *(f"  not checked: {e.get('scope')}: {e.get('message')}" for e in errors if verbose))
+        groups.setdefault(block, []).append(n.label)
+    lines: list[str] = []
+    for block, labels in groups.items():
+        many = f" ({count(len(labels), 'node')})" if len(labels) > 1 else ""
+        lines.append(f"{some(labels)}{many}: {block[0]}")
+        lines += block[1:]
+    return lines
+
+
 def fleet_plan(result: FleetResult) -> list[Step]:
     """The fixes of every node's findings, a service's update once for all nodes."""
     return make_plan({n.label: _report_findings(n.report or {}) for n in result.nodes})
@@ -174,25 +208,19 @@ def render_fleet(result: FleetResult, paint: Painter, quiet: bool, verbose: bool
              f"in {result.seconds:.1f} s"]
     heads = (name.ljust(size) for (name, _), size in zip(columns, sizes, strict=True))
     lines.append(("NODE".ljust(width) + "".join(heads)).rstrip())
+    # A swarm of hundreds: the rows that need a look; every row with -v (JSON keeps every node).
+    short = len(result.nodes) > MATRIX_ALL and not verbose
     for n in result.nodes:
-        if quiet and n.status == "consistent":
+        if (quiet or short) and n.status == "consistent":
             continue
         row = n.label.ljust(width)
         for cell, size in zip(cells[n.id], sizes, strict=True):
             row += paint(cell, colour.get(cell, "fail")) + " " * (size - len(cell))
         lines.append(row.rstrip())
-    for n in result.nodes:
-        findings = _report_findings(n.report or {})
-        errors = (n.report or {}).get("errors") or []
-        if not findings and not (verbose and errors) and n.report is not None:
-            continue
-        node = (n.report or {}).get("node") or {}
-        role = "manager" if node.get("manager") else "worker"
-        head = (f"{n.label}: engine {node.get('engine_version')}, {role}" if n.report
-                else f"{n.label}: {n.reason}")
-        lines.append(head)
-        lines += _render_findings(findings, verbose)
-        lines += [f"  not checked: {e.get('scope')}: {e.get('message')}" for e in errors if verbose]
+    hidden = sum(n.status == "consistent" for n in result.nodes) if short and not quiet else 0
+    if hidden:
+        lines.append(f"... and {count(hidden, 'more node')}, consistent (-v lists every node)")
+    lines += node_blocks(result, verbose)
     for g in result.gossip:
         lines += gossip_verdict_lines(g, paint)
     lines += probe_matrix_lines(result, paint, quiet)
@@ -205,7 +233,7 @@ def render_fleet(result: FleetResult, paint: Painter, quiet: bool, verbose: bool
     total = sum(len(_report_findings(n.report or {})) for n in result.nodes)
     where = sorted({n.label for n in result.nodes if _report_findings(n.report or {})})
     summary = (f"{count(len(result.nodes), 'node')}, {count(len(result.networks), 'network')}, {total} "
-               f"inconsistenc{'y' if total == 1 else 'ies'}" + (f" on {', '.join(where)}" if where else ""))
+               f"inconsistenc{'y' if total == 1 else 'ies'}" + (f" on {some(where)}" if where else ""))
     diverged = [g.network for g in result.gossip if g.differences]
     if diverged:
         summary += f", views diverge on {', '.join(diverged)}"
@@ -365,7 +393,10 @@ def render_fleet_nagios(result: FleetResult) -> str:
     if findings:
         where = sorted({label for label, _ in findings})
         many = "inconsistencies" if len(findings) > 1 else "inconsistency"
-        summary = f"{len(findings)} {many} on {', '.join(where)}: {_counted(f.check for _, f in findings)}"
+        summary = f"{len(findings)} {many} on {some(where)}: {_counted(f.check for _, f in findings)}"
+        clean = sum(n.status == "consistent" for n in answered)
+        if clean:
+            summary += f"; {count(clean, 'node')} consistent"
     else:
         summary = f"{count(len(answered), 'node')} consistent"
     if diverged:

@@ -7,14 +7,20 @@ the metrics, and record snapshots that give, with --from, the verdict of the run
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
 from test_lab import sh
 
+from labkit import SWARMLAB
+
 pytestmark = pytest.mark.lab
 
 NODE = 2
+# The record's timeline, kept on the host: examples/watch/timeline.jsonl is one (tests/test_html.py
+# draws it in a real browser).
+KEPT = os.path.join(os.environ.get("SWARMLAB_STATE", str(SWARMLAB.parent / "state")), "watch-timeline.jsonl")
 WATCH = ("PYTHONPATH=/opt/ssd-pylib PYTHONPYCACHEPREFIX=/var/cache/ssd-pycache python3 /lab/repo/ssd.py "
          "--watch --interval 10 --for 110 --record /tmp/watch-rec --prometheus /tmp/watch.prom ov2")
 FAULT = r"""
@@ -34,10 +40,13 @@ def test_a_backend_removed_for_30_s_is_one_episode_recorded():
                          out, re.M)
     assert appeared, out
     assert re.search(r"^  - ipvs-backend-missing \[kernel\] network ov2, .*: cleared$", out, re.M), out
-    summary = re.search(r"ipvs-backend-missing .*: 1 episode\(s\), .*total (\d+)s, longest", out)
+    summary = re.search(r"ipvs-backend-missing .*: 1 episode, .*total (\d+)s, longest", out)
     assert summary and 15 <= int(summary.group(1)) <= 45, out  # the fault held 30 s; runs every 10 s
     assert 'ssd_finding_episodes_total{check="ipvs-backend-missing"} 1.0' in sh(NODE, "cat /tmp/watch.prom")
-    timeline = [json.loads(line) for line in sh(NODE, "cat /tmp/watch-rec/timeline.jsonl").splitlines()]
+    recorded = sh(NODE, "cat /tmp/watch-rec/timeline.jsonl")
+    with open(KEPT, "w") as fh:
+        fh.write(recorded)
+    timeline = [json.loads(line) for line in recorded.splitlines()]
     by_run = {t["run"]: t["report"]["status"] for t in timeline}
     assert set(by_run.values()) == {"consistent", "inconsistent"}, by_run
     names = sh(NODE, "ls /tmp/watch-rec | grep ^snapshot-").split()
