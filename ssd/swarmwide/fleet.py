@@ -20,6 +20,7 @@ from ssd.snapshot import MAX_SNAPSHOT_BYTES, snapshot_document
 from ssd.swarmwide.answers import FleetNode, FleetResult, GossipNode, answer_to_node, fleet_answer, fleet_node
 from ssd.swarmwide.gossip import gossip_sampled, on_a_manager, plan_job
 from ssd.swarmwide.job import FLEET_PREFIX, MAX_ANSWER_BYTES, NodeJob, not_removed_problems
+from ssd.swarmwide.report import some
 from ssd.views import resolve_networks
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def judge_workers(collector: Collector, nodes: list[FleetNode], age: float = 0.0
     if not judged:
         return []
     return [f"swarm's tasks, services and nodes were compared here with the NetworkDB of "
-            f"{count(len(judged), 'worker')} ({', '.join(judged)}), from the view each sent back: "
+            f"{count(len(judged), 'worker')} ({some(judged)}), from the view each sent back: "
             "a worker cannot read them itself"]
 
 

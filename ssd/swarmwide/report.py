@@ -377,11 +377,11 @@ def layer_lines(result: FleetResult) -> list[str]:
             continue
         if g.differences:
             out.append(f"layers: on {g.network}, NetworkDB differs between nodes (gossip) and the overlay "
-                       f"differs from NetworkDB on {', '.join(nodes)}: the kernel follows its node's "
+                       f"differs from NetworkDB on {some(nodes)}: the kernel follows its node's "
                        "NetworkDB, so fix the gossip difference first")
         else:
             out.append(f"layers: on {g.network}, every node's NetworkDB agrees (gossip); the kernel's "
-                       f"overlay differs from it on {', '.join(nodes)} only")
+                       f"overlay differs from it on {some(nodes)} only")
     return out
 
 
