@@ -48,7 +48,7 @@ for ns in '' /var/run/docker/netns/*; do
 done
 echo "== modules"; cut -d' ' -f1 /proc/modules | sort
 echo "== mounts"; awk '{print $5, $(NF-2)}' /proc/1/mountinfo | sort
-echo "== namespace files"; ls -la /var/run/docker/netns /run/netns 2>&1 | grep -v '^total'
+echo "== netns files"; ls -la /var/run/docker/netns /run/netns 2>&1 | grep -v '^total'
 echo "== containers"; docker ps -a --format '{{.Names}} {{.Image}} {{.State}}' | sort
 """
 SERVICES = "docker service ls --format '{{.Name}} {{.Mode}}' | sort"
