@@ -11,6 +11,7 @@
 #                 dependencies inside): copy it to a node with python3 >= 3.11, run it as root.
 # make docs:      docs/checks.md's table of check ids and docs/ssd.1 from the code.
 # make lab-image: only the lab tests that need the ssd image (container form, gossip-consistency).
+# make bench-scale: the swarm-wide coordinator at 10 to 5,000 nodes, a 1,000-run watch.
 # make soak:      the soak (tests/lab/test_lab_soak.py): ssd during churn on every node, ~20 min.
 # make lab-data-path: the lab booted with --data-path-addr on every node, its own tests and the healthy swarm.
 # make lab-all:   every lab test on every engine the lab knows (20.10, 26.1, 28.5), the soak and the
@@ -21,7 +22,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := iptables iproute2 util-linux openssl python3-venv qemu-system-x86 qemu-utils debootstrap e2fsprogs \
 	chromium
 
-.PHONY: install test test-fast lab lab-all lab-image lab-data-path soak bench man dist docs
+.PHONY: install test test-fast lab lab-all lab-image lab-data-path soak bench bench-scale man dist docs
 install:
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
@@ -62,6 +63,12 @@ lab-all:
 bench:
 	$(PY) -m pip install -q -r bench/requirements.txt
 	$(PY) bench/run
+
+# make bench-scale: the swarm-wide coordinator against a fake swarm of 10 to 5,000 nodes, and a
+# watch of 1,000 runs (docs/benchmark.md); on the host, as root (the watch uses namespaces).
+bench-scale:
+	$(PY) bench/scale.py 10 100 1000 5000
+	$(PY) bench/watch.py 1000
 
 # make docs: docs/checks.md's table of check ids from the checks' declarations, and the man page.
 docs: man
