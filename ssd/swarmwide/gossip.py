@@ -16,7 +16,9 @@ from ssd.engine import engine_of, read_node
 from ssd.model import NotChecked
 from ssd.snapshot import load_snapshot, replaying
 from ssd.swarmwide.answers import GossipNode, GossipResult, gossip_digest, gossip_node, gossip_state
-from ssd.swarmwide.job import NodeJob, eligible_nodes, leftover_jobs, not_removed_problems, own_image
+from ssd.swarmwide.job import (
+    JobAnswer, NodeJob, eligible_nodes, leftover_jobs, not_removed_problems, own_image,
+)
 from ssd.views import resolve_networks
 
 if TYPE_CHECKING:
@@ -193,10 +195,11 @@ def gossip_sampled(engine: Engine, net: dict, image: str, eligible: dict[str, st
         if sample == 1 and first is not None:
             nodes = first
         else:
-            job = NodeJob(engine, [net["Id"], "gossip-hash", "--json"], image, timeout)
+            job = NodeJob(engine, [net["Id"], "gossip-hash", "--json"], image, timeout,
+                          keep=sharing_states())
             answers = job.run(eligible)
             not_removed += job.not_removed
-            nodes = [gossip_node(answer) for answer in answers.values()]
+            nodes = list(answers.values())
         result = gossip_result(net.get("Name") or net["Id"], nodes, sample, started, notes)
         result.not_checked += not_removed_problems(not_removed)
         if not result.differences:
@@ -211,6 +214,19 @@ def gossip_sampled(engine: Engine, net: dict, image: str, eligible: dict[str, st
     elif differed:
         notes.append(f"the views differed in all {count(differed, 'sample')} over {result.seconds:.0f} s")
     return result
+
+
+def sharing_states():
+    """gossip_node for each answer as it is read, nodes that agree sharing one state: the manager
+    keeps one state per distinct view (one when the swarm agrees), not one per node."""
+    seen: dict[str, dict] = {}
+
+    def keep(answer: JobAnswer) -> GossipNode:
+        node = gossip_node(answer)
+        if node.digest and node.state is not None:
+            node.state = seen.setdefault(node.digest, node.state)
+        return node
+    return keep
 
 
 def gossip_from_snapshots(paths: list[str], network: str) -> GossipResult:

@@ -92,11 +92,14 @@ class NodeJob:
 
     def __init__(self, engine: Engine, args: list[str], image: str, timeout: float,
                  prefix: str = GOSSIP_PREFIX, datapath_dir: str | None = None,
-                 max_answer: int = MAX_ANSWER_BYTES) -> None:
+                 max_answer: int = MAX_ANSWER_BYTES, keep: Any = None) -> None:
         self.engine, self.api = engine, engine.api
         self.args, self.image, self.timeout = args, image, timeout
         self.datapath_dir = datapath_dir  # the netns directory, when the task reads the datapath
         self.max_answer = max_answer  # bytes of one node's log read at most
+        # What is kept of each answer, made as soon as it is read (the decoded answer is then
+        # dropped): the manager's memory is what the caller keeps, not the sum of the answers.
+        self.keep = keep or (lambda answer: answer)
         import secrets  # the coordinator's only: a node check does not pay for it
         self.name = prefix + secrets.token_hex(4)
         self.service_id: str | None = None
@@ -134,7 +137,7 @@ class NodeJob:
         self.service_id = created["ID"]
         self.created = time.monotonic()
 
-    def run(self, eligible: dict[str, str]) -> dict[str, JobAnswer]:
+    def run(self, eligible: dict[str, str]) -> dict[str, Any]:
         """Start, collect every node's answer, remove. A removal that failed is in not_removed
         (the caller says so); Ctrl-C or SIGTERM is re-raised as JobInterrupted, carrying it."""
         try:
@@ -208,11 +211,12 @@ class NodeJob:
         return "".join(out)
 
     def collect(self, eligible: dict[str, str], clock=time.monotonic, sleep=time.sleep
-                ) -> dict[str, JobAnswer]:
-        """Wait until every eligible node's task finished and its answer was read, or timeout.
+                ) -> dict[str, Any]:
+        """Wait until every eligible node's task finished and its answer was read, or timeout;
+        each answer as keep() made it.
         /tasks is polled every 0.5 s while answers come, less often (up to 2 s) while none does."""
         deadline = clock() + self.timeout
-        answers: dict[str, JobAnswer] = {}
+        answers: dict[str, Any] = {}
         latest: dict[str, dict] = {}
         pause = POLL_FIRST
         while len(answers) < len(eligible) and clock() < deadline:
@@ -224,7 +228,7 @@ class NodeJob:
                 answer = self._answer(node, eligible[node], latest[node])
                 if answer is not None:
                     answer.seconds = round(clock() - self.created, 1)
-                    answers[node] = answer
+                    answers[node] = self.keep(answer)
                     read += 1
             if len(answers) < len(eligible):
                 pause = POLL_FIRST if read else min(pause * 1.5, POLL_MOST)
@@ -232,8 +236,8 @@ class NodeJob:
         for node, host in eligible.items():
             if node not in answers:
                 state = ((latest.get(node) or {}).get("Status") or {}).get("State") or "no task yet"
-                answers[node] = JobAnswer(node, host, None,
-                                          f"no answer within {self.timeout:g} s (task {state})")
+                answers[node] = self.keep(JobAnswer(node, host, None,
+                                                    f"no answer within {self.timeout:g} s (task {state})"))
         return answers
 
     def _answer(self, node: str, host: str, task: dict) -> JobAnswer | None:
