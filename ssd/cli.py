@@ -6,10 +6,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import itertools
 import json
 import os
-import re
 import signal
 import sys
 import textwrap
@@ -21,12 +19,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ssd import __version__
 from ssd.base import (
     CheckError, DEFAULT_EXEC_ROOT, DEFAULT_FLEET_TIMEOUT, DEFAULT_HOST, DEFAULT_SETTLE, FLEET_MEMBER,
-    MODES, _short, count, printable, printable_report, seconds,
+    MODES, _short, printable, printable_report, seconds,
 )
 from ssd.collect import Collector
 from ssd.engine import engine_of, require
 from ssd.kernel.prober import PROBE_LIMIT, PROBE_TRIES
-from ssd.output import OutputError, check_target, emit, print_not_checked, write_file
+from ssd.output import OutputError, check_target, emit, emit_json, print_not_checked, write_file
 from ssd.report import (
     EXIT_CODES, NAGIOS_CODES, Painter, error_document, nagios_line, nagios_state, overall_status,
     render_nagios, render_text, run_nagios_state, to_json, write_prometheus,
@@ -46,7 +44,6 @@ from ssd.swarmwide.report import (
 
 if TYPE_CHECKING:
     from ssd.model import RunResult
-    from ssd.swarmwide.answers import FleetResult
 
 
 EXAMPLES = """examples:
@@ -322,7 +319,7 @@ def main_gossip(args: argparse.Namespace, mode: str) -> int:
         answered = sum(n.status == "answered" for n in result.nodes)
         return NAGIOS_CODES[nagios_state(gossip_status(result), answered >= 2)]
     if args.json:
-        emit(json.dumps(gossip_to_json(result), indent=2, allow_nan=False) + "\n")
+        emit_json(gossip_to_json(result))
     else:
         emit(printable_report(render_gossip(result, Painter(use_colour(args)), args.verbose)))
     return EXIT_CODES[gossip_status(result)]
@@ -359,29 +356,6 @@ def fleet_misuse(args: argparse.Namespace) -> str | None:
     return None
 
 
-def save_fleet_snapshots(result: FleetResult, target: str) -> None:
-    """One file per node, named after it; two nodes never write the same file (names that clash
-    once made safe for a file name get the node's ID, then a number)."""
-    used: set[str] = set()
-    for node in result.nodes:
-        if node.snapshot is None:
-            continue
-        for name in snapshot_names(node.label, node.id):
-            if name not in used:
-                break
-        used.add(name)
-        write_snapshot(node.snapshot, os.path.join(target, name))
-    result.notes.append(f"snapshots of {count(len(used), 'node')} saved in {target}")
-
-
-def snapshot_names(label: str, node_id: str) -> Iterator[str]:
-    """File names for a node's snapshot, best first: its label, then with its ID, then numbered."""
-    safe = re.sub(r"[^\w.-]", "_", label).lstrip(".") or "node"
-    yield f"{safe[:100]}.json"
-    yield f"{safe[:100]}-{re.sub(r'[^0-9a-z]', '_', node_id[:12])}.json"
-    yield from (f"{safe[:100]}-{n}.json" for n in itertools.count(2))
-
-
 def main_fleet(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -391,8 +365,6 @@ def main_fleet(args: argparse.Namespace) -> int:
         if args.html:
             check_target(args.html, "page")
         result = fleet_live(args)
-        if args.snapshot_dir:
-            save_fleet_snapshots(result, args.snapshot_dir)
         if args.html:
             write_file(args.html, fleet_html(result, fleet_status(result)).encode(), 0o600, "page")
     except OSError as exc:
@@ -406,7 +378,7 @@ def main_fleet(args: argparse.Namespace) -> int:
         emit(render_fleet_nagios(result))
         return NAGIOS_CODES[nagios_state(fleet_status(result), any(n.report for n in result.nodes))]
     if args.json:
-        emit(json.dumps(fleet_to_json(result), indent=2, allow_nan=False) + "\n")
+        emit_json(fleet_to_json(result))
     else:
         emit(printable_report(render_fleet(result, Painter(use_colour(args)), args.quiet, args.verbose)))
     return EXIT_CODES[fleet_status(result)]

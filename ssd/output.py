@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import secrets
 import stat
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ssd.base import CheckError, _short, printable
 
@@ -43,6 +44,21 @@ def emit(text: str) -> None:
         _stdout_to_devnull()
         raise OutputError(f"cannot write the report to standard output: "
                           f"{getattr(exc, 'strerror', None) or _short(exc)}") from exc
+
+
+def emit_json(doc: Any, piece: int = 1 << 20) -> None:
+    """A JSON document as json.dumps(doc, indent=2) gives it, written a MiB at a time: with an
+    indent, json's encoder makes a string for every token and joins them only at the end (5,000
+    nodes' reports: 2 million strings, 120 MiB, for a 15 MB text)."""
+    chunks: list[str] = []
+    size = 0
+    for chunk in json.JSONEncoder(indent=2, allow_nan=False).iterencode(doc):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= piece:
+            emit("".join(chunks))
+            chunks, size = [], 0
+    emit("".join(chunks) + "\n")
 
 
 def _stdout_to_devnull() -> None:

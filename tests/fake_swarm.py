@@ -49,6 +49,8 @@ class FakeSwarm:
         self.removed: list[str] = []
         self.ids: list[str] = []  # every service created, in order
         self.polls: dict[str, int] = {}
+        self.swarm_tasks: list[dict] = []  # what an unfiltered /tasks lists: the swarm's own tasks
+        self.swarm_services: list[dict] = []  # and /services besides ssd's job
         routes = engine.routes
         routes["/nodes"] = [{"ID": n, "Description": {"Hostname": h, "Platform": {"OS": "linux"}},
                              "Status": {"State": "ready"}, "Spec": {"Availability": "active"}}
@@ -60,6 +62,8 @@ class FakeSwarm:
     def list_services(self, method, query, body):
         filters = json.loads(query.get("filters", ["{}"])[0])
         wanted = (filters.get("label") or [None])[0]
+        if wanted is None:
+            return [*self.swarm_services, *self.services.values()]
         return [s for s in self.services.values()
                 if wanted is None or wanted.split("=")[0] in (s["Spec"].get("Labels") or {})]
 
@@ -95,8 +99,8 @@ class FakeSwarm:
         return int(sid.removeprefix("svc"))
 
     def tasks(self, method, query, body):
-        if "filters" not in query:  # a node check on the manager reads every task: none of ours matter
-            return []
+        if "filters" not in query:  # the swarm's tasks (a manager's check, fleet's judging): not ours
+            return self.swarm_tasks
         sid = json.loads(query["filters"][0])["service"][0]
         self.polls[sid] += 1
         out = []

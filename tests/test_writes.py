@@ -15,6 +15,7 @@ import ssd.base
 import ssd.cli
 import ssd.output
 import ssd.snapshot
+import ssd.swarmwide.fleet
 from helpers import EXAMPLES, one_line, run_ssd
 
 EXAMPLE = str(EXAMPLES / "healthy-node1.json")
@@ -107,7 +108,7 @@ def test_two_nodes_never_write_the_same_snapshot_file():
     ids = ["aaaa1111", "bbbb2222", "bbbb2222", "cccc3333"]
     taken: set[str] = set()
     for label, node_id in zip(names, ids, strict=True):
-        name = next(n for n in ssd.cli.snapshot_names(label, node_id) if n not in taken)
+        name = next(n for n in ssd.swarmwide.fleet.snapshot_names(label, node_id) if n not in taken)
         assert "/" not in name and not name.startswith(".")
         taken.add(name)
     assert len(taken) == 4

@@ -53,7 +53,7 @@ def left_gossip(view: NetworkView, state: NodeState) -> dict[str, SwarmNode]:
         outside = {node_id: node for node_id, node in (state.swarm_nodes or {}).items()
                    if node.state == "ready" and node.addr and node.addr not in peers}
         if state.swarm_tasks is not None and state.node_addr in peers and outside:
-            for task in state.swarm_tasks.values():
+            for task in swarm_tasks_on(state, view.id):
                 node = outside.get(task.node_id)
                 if node is not None and view.id in task.addresses and task.state == "running" \
                         and not task.stopping and task.id not in listed and _settled(task, state):
@@ -90,7 +90,7 @@ def check_swarm_tasks(view: NetworkView, state: NodeState) -> list[Finding]:
         return []
     listed = {t.task_id: (svc.name, t) for svc in view.services.values() for t in svc.tasks}
     judged: list[tuple[str, Finding]] = []  # by task ID: in that order, whatever swarm's order
-    for task in state.swarm_tasks.values():
+    for task in swarm_tasks_on(state, view.id):
         ip = task.addresses.get(view.id)
         if not ip:
             continue
@@ -284,16 +284,26 @@ def swarm_knowledge(raw_services: list[dict] | None, raw_tasks: Iterable[dict] |
                 s.get("ID", ""): (s.get("Spec") or {}).get("Name", "") for s in raw_services}}
 
 
+def tasks_by_network(swarm_tasks: dict[str, SwarmTask]) -> dict[str, list[SwarmTask]]:
+    """Swarm's tasks by the network they are attached to, in swarm's order: a network's checks
+    look at its own tasks, not the whole swarm's (in fleet mode, once for every worker)."""
+    index: dict[str, list[SwarmTask]] = {}
+    for task in swarm_tasks.values():
+        for net_id in task.addresses:
+            index.setdefault(net_id, []).append(task)
+    return index
+
+
+def swarm_tasks_on(state: NodeState, net_id: str) -> list[SwarmTask]:
+    """The tasks swarm attached to a network (tasks_by_network, made once per state)."""
+    if "tasks_by_network" not in state.memo:
+        state.memo["tasks_by_network"] = tasks_by_network(state.swarm_tasks or {})
+    return state.memo["tasks_by_network"].get(net_id, [])
+
+
 def swarm_counts(state: NodeState, view: NetworkView) -> tuple[int, int]:
     """What swarm runs on a network, as the swarm block counts it: running tasks, VIPs."""
-    if "running_per_network" not in state.memo:  # one pass over swarm's tasks for every network
-        running: dict[str, int] = {}
-        for t in (state.swarm_tasks or {}).values():
-            if t.state == "running" and not t.stopping:
-                for net_id in t.addresses:
-                    running[net_id] = running.get(net_id, 0) + 1
-        state.memo["running_per_network"] = running
-    return (state.memo["running_per_network"].get(view.id, 0),
+    return (sum(1 for t in swarm_tasks_on(state, view.id) if t.state == "running" and not t.stopping),
             sum(1 for vips in (state.service_vips or {}).values() if view.id in vips))
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import os
+import re
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ssd.base import CheckError, FLEET_MEMBER, count
@@ -13,20 +16,22 @@ from ssd.catalog import engine_model, run_checks
 from ssd.collect import Collector
 from ssd.converging import converging_reason, mark_converging
 from ssd.engine import read_node
-from ssd.layers.networkdb import swarm_counts, swarm_knowledge
+from ssd.layers.networkdb import swarm_counts, swarm_knowledge, tasks_by_network
 from ssd.model import Finding, NetworkView, NodeState, NotChecked, ServiceView, TaskView
 from ssd.run import separate_all_departed, settled_check
-from ssd.snapshot import MAX_SNAPSHOT_BYTES, snapshot_document
-from ssd.swarmwide.answers import FleetNode, FleetResult, GossipNode, answer_to_node, fleet_answer, fleet_node
+from ssd.snapshot import MAX_SNAPSHOT_BYTES, snapshot_document, write_snapshot
+from ssd.swarmwide.answers import (
+    FleetNode, FleetResult, GossipNode, answer_to_node, fleet_answer, fleet_node, gossip_digest)
 from ssd.swarmwide.gossip import gossip_sampled, on_a_manager, plan_job
 from ssd.swarmwide.job import FLEET_PREFIX, MAX_ANSWER_BYTES, NodeJob, not_removed_problems
 from ssd.swarmwide.report import some
 from ssd.views import resolve_networks
 
 if TYPE_CHECKING:
+    from ssd.catalog import EngineModel
     from ssd.engine import Engine
     from ssd.swarmwide.answers import GossipResult
-    from ssd.swarmwide.job import SkippedNode
+    from ssd.swarmwide.job import JobAnswer, SkippedNode
 
 
 def view_from_gossip(state: dict) -> NetworkView:
@@ -54,28 +59,32 @@ def judge_workers(collector: Collector, nodes: list[FleetNode], age: float = 0.0
     nodes read now; what it finds joins that worker's report. Only what the worker could not
     judge itself is added: the same views without swarm's knowledge give the rest. Tasks are
     judged as of `age` seconds ago (when the run started): every worker read its NetworkDB after
-    that, so a task's convergence window is never cut short by the job's own duration."""
+    that, so a task's convergence window is never cut short by the job's own duration.
+
+    Linear in the workers: each network's checks look at that network's tasks only (indexed
+    once for all workers), and workers that sent the same views from the same engine version
+    (NetworkDB is gossiped: most of a swarm's) are judged once."""
     workers = [n for n in nodes if n.report is not None and n.gossip
                and not (n.report.get("node") or {}).get("manager")]
     if not workers:
         return []
     knowledge = swarm_knowledge(collector.services(), collector.tasks(), collector.nodes())
+    index = tasks_by_network(knowledge["swarm_tasks"] or {})
     now, judged = collector.clock() - age, []
+    verdicts: dict[tuple, tuple[list[Finding], NodeState]] = {}
     for n in workers:
         answers = [a["state"] for a in n.gossip.values() if isinstance(a, dict) and a.get("instantiated")
                    and isinstance(a.get("state"), dict)]
         if not answers:
             continue
-        try:
-            model = engine_model(str((n.report.get("node") or {}).get("engine_version") or ""))
-        except CheckError:
-            continue
-        alone = NodeState(model, "", [view_from_gossip(a) for a in answers])
-        own = {f.key for f in run_checks(alone)}
-        state = NodeState(model, "", [view_from_gossip(a) for a in answers], **knowledge, now=now)
-        separate_all_departed(state)
-        found = [f for f in mark_converging(run_checks(state), state)
-                 if f.layer == "networkdb" and f.key not in own]
+        version = str((n.report.get("node") or {}).get("engine_version") or "")
+        key = (version, *sorted(gossip_digest(a) for a in answers))
+        if key not in verdicts:
+            try:
+                verdicts[key] = judge_views(engine_model(version), answers, knowledge, index, now)
+            except CheckError:
+                continue
+        found, state = verdicts[key]
         add_to_report(n.report, found, state)
         judged.append(n.label)
     if not judged:
@@ -83,6 +92,18 @@ def judge_workers(collector: Collector, nodes: list[FleetNode], age: float = 0.0
     return [f"swarm's tasks, services and nodes were compared here with the NetworkDB of "
             f"{count(len(judged), 'worker')} ({some(judged)}), from the view each sent back: "
             "a worker cannot read them itself"]
+
+
+def judge_views(model: EngineModel, answers: list[dict], knowledge: dict, index: dict, now: float
+                ) -> tuple[list[Finding], NodeState]:
+    """What swarm's knowledge adds to the findings of a worker's NetworkDB views."""
+    alone = NodeState(model, "", [view_from_gossip(a) for a in answers])
+    own = {f.key for f in run_checks(alone)}
+    state = NodeState(model, "", [view_from_gossip(a) for a in answers], **knowledge, now=now)
+    state.memo["tasks_by_network"] = index
+    separate_all_departed(state)
+    return [f for f in mark_converging(run_checks(state), state)
+            if f.layer == "networkdb" and f.key not in own], state
 
 
 def add_to_report(report: dict, found: list[Finding], state: NodeState) -> None:
@@ -106,6 +127,52 @@ def add_to_report(report: dict, found: list[Finding], state: NodeState) -> None:
                             "tasks": tasks, "vips": vips}
 
 
+def snapshot_names(label: str, node_id: str) -> Iterator[str]:
+    """File names for a node's snapshot, best first: its label, then with its ID, then numbered."""
+    safe = re.sub(r"[^\w.-]", "_", label).lstrip(".") or "node"
+    yield f"{safe[:100]}.json"
+    yield f"{safe[:100]}-{re.sub(r'[^0-9a-z]', '_', node_id[:12])}.json"
+    yield from (f"{safe[:100]}-{n}.json" for n in itertools.count(2))
+
+
+class FleetKeeper:
+    """What the manager keeps of each answer, made as it is read (NodeJob's keep): the node's
+    report, its gossip views shared with every node that sent the same (NetworkDB is gossiped:
+    at a thousand nodes, one copy, not a thousand), and its snapshot written to --snapshot-dir
+    at once, then dropped: the manager holds reports, not the sum of the answers. Two nodes
+    never write the same file (names that clash once made safe for a file name get the node's
+    ID, then a number)."""
+
+    def __init__(self, snapshot_dir: str | None) -> None:
+        self.snapshot_dir = snapshot_dir
+        self.saved: set[str] = set()
+        self.states: dict[str, dict] = {}  # digest -> the one copy of that gossip state
+
+    def __call__(self, answer: JobAnswer) -> FleetNode:
+        return self.keep(fleet_node(answer))
+
+    def keep(self, node: FleetNode) -> FleetNode:
+        for net_id, gossip in list(node.gossip.items()):
+            if isinstance(gossip, dict) and isinstance(gossip.get("state"), dict) and gossip.get("digest"):
+                # shared by the digest computed here: a node cannot claim another's state
+                mine = gossip_digest(gossip["state"])
+                node.gossip[net_id] = {**gossip, "state": self.states.setdefault(mine, gossip["state"])} \
+                    if mine == gossip["digest"] else gossip
+        if node.snapshot is not None and self.snapshot_dir:
+            for name in snapshot_names(node.label, node.id):
+                if name not in self.saved:
+                    break
+            self.saved.add(name)
+            write_snapshot(node.snapshot, os.path.join(self.snapshot_dir, name))
+            node.snapshot = None
+        return node
+
+    def notes(self) -> list[str]:
+        if not self.snapshot_dir:
+            return []
+        return [f"snapshots of {count(len(self.saved), 'node')} saved in {self.snapshot_dir}"]
+
+
 def fleet_live(args: argparse.Namespace) -> FleetResult:
     started = time.monotonic()
     engine, collector = on_a_manager(args, "--all-nodes")
@@ -126,13 +193,13 @@ def fleet_live(args: argparse.Namespace) -> FleetResult:
         member += ["--snapshot", "-"]
     job = NodeJob(engine, member, image, args.wait, FLEET_PREFIX,
                   datapath_dir=os.path.join(args.exec_root, "netns"),
-                  max_answer=MAX_ANSWER_BYTES + (MAX_SNAPSHOT_BYTES if args.snapshot_dir else 0))
-    answers = job.run(eligible)
+                  max_answer=MAX_ANSWER_BYTES + (MAX_SNAPSHOT_BYTES if args.snapshot_dir else 0),
+                  keep=(keeper := FleetKeeper(args.snapshot_dir)))
+    nodes = list(job.run(eligible).values())
     not_checked += not_removed_problems(job.not_removed)
-    nodes = [fleet_node(answer) for answer in answers.values()]
     here = local_drained(args, engine, collector, skipped)
     if here is not None:
-        nodes.append(here)
+        nodes.append(keeper.keep(here))
         skipped = [gone for gone in skipped if gone.id != here.id]
     notes += judge_workers(collector, nodes, time.monotonic() - started)
     for gone in skipped:
@@ -147,6 +214,7 @@ def fleet_live(args: argparse.Namespace) -> FleetResult:
     gossip = [fleet_gossip(engine, net, image, eligible, args.wait, nodes)
               for net in nets] if args.gossip else []
     not_checked += [p for g in gossip for p in g.not_checked if p.scope == "ssd service"]
+    notes += keeper.notes()
     return FleetResult([(n.get("Name") or n["Id"], n["Id"]) for n in nets], nodes, gossip,
                        time.monotonic() - started, notes, not_checked)
 
