@@ -71,14 +71,8 @@ def read_views(collector: Collector, node: NodeInfo, wanted: list[str], reading:
         chosen += [n for n in listing if n.get("Ingress") and n.get("Scope") == "swarm"]
     # The namespaces are read in a child process while the API answers what follows.
     collector.read_ahead(chosen, model.lb_location == "named")
-    raw_services = None
-    knowledge = swarm_knowledge(None, None, None)
-    if node.manager:
-        # swarm's tasks kept as SwarmTasks at once: the raw list (20,000 tasks on a big swarm, the
-        # largest thing a run reads) is not held while the networks are inspected
-        raw_services = collector.services()
-        knowledge = swarm_knowledge(raw_services, collector.tasks(), collector.nodes())
-    else:
+    raw_services = collector.services() if node.manager else None
+    if not node.manager:
         reading.notes.append("worker node: no /services or /tasks here, so a weight-0 backend cannot be "
                              "told from a draining task (tolerated), published-port protocols are "
                              "unknown (any protocol accepted), swarm's tasks and VIPs are not compared "
@@ -95,6 +89,12 @@ def read_views(collector: Collector, node: NodeInfo, wanted: list[str], reading:
         view = build_network_view(inspected, protocols, changes)
         if view.instantiated or (wanted and not view.ingress):
             views.append(view)  # by default, only the networks this node has
+    knowledge = swarm_knowledge(None, None, None)
+    if node.manager:
+        # After NetworkDB's views: of the tasks that have ended (a real swarm keeps 5 per slot),
+        # only those NetworkDB still lists become SwarmTasks; /tasks is streamed, never held whole.
+        listed = {t.task_id for view in views for t in view.all_endpoints() if t.task_id}
+        knowledge = swarm_knowledge(raw_services, collector.tasks(), collector.nodes(), listed)
     for view in views:
         ipv6 = sorted(s.name for s in view.services.values() if s.ipv6)
         if ipv6:

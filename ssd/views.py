@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from ssd.base import CheckError, printable
 from ssd.model import (
-    LocalEndpoint, NetworkView, PublishedPort, ServiceView, SwarmNode, SwarmTask, TaskView,
+    TERMINAL, LocalEndpoint, NetworkView, PublishedPort, ServiceView, SwarmNode, SwarmTask, TaskView,
     parse_timestamp,
 )
 
@@ -159,7 +159,12 @@ def build_network_view(raw: dict, protocols: dict[str, dict] | None,
         others=others)
 
 
-def build_swarm_tasks(raw: Iterable[dict] | None) -> dict[str, SwarmTask] | None:
+def build_swarm_tasks(raw: Iterable[dict] | None, listed: set[str] | None = None
+                      ) -> dict[str, SwarmTask] | None:
+    """Swarm's tasks by ID. listed: the task IDs NetworkDB lists on the networks judged; a task
+    that has ended (swarm keeps 5 per slot by default: most of a big swarm's /tasks) and that
+    NetworkDB does not list is not kept, as no check looks at it (the checks that go over every
+    task judge the running and the starting ones; the others look a task up from NetworkDB)."""
     if raw is None:
         return None
     tasks = {}
@@ -171,6 +176,8 @@ def build_swarm_tasks(raw: Iterable[dict] | None) -> dict[str, SwarmTask] | None
         if not t.get("ID"):
             continue
         status = t.get("Status") or {}
+        if listed is not None and status.get("State") in TERMINAL and t["ID"] not in listed:
+            continue
         task_id = intern(t["ID"])
         tasks[task_id] = SwarmTask(
             id=task_id, service=intern(t.get("ServiceID") or ""),

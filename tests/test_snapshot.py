@@ -234,3 +234,62 @@ def test_a_snapshot_keeps_a_health_checks_kind_not_its_command():
     assert "hunter2" not in json.dumps(kept) and "PASSWORD" not in json.dumps(kept)
     assert kept[0]["Spec"]["TaskTemplate"]["ContainerSpec"]["Healthcheck"] == {"Test": ["CMD-SHELL"]}
     assert ssd.views.build_health_checked(kept) == ssd.views.build_health_checked([service]) == {"web": 2.0}
+
+
+# --- task history (issue 45): swarm keeps 5 tasks per slot ----------------------------------
+
+def with_history(doc: dict, per_task: int = 4) -> dict:
+    """Every task of the recording with per_task ended ones before it, as swarm keeps them
+    (--task-history-limit 5): same service, slot's network, an older address, ended."""
+    doc = copy.deepcopy(doc)
+    for sample in doc["samples"]:
+        tasks = sample["api"]["GET /tasks"]
+        for task in list(tasks):
+            for n in range(per_task):
+                old = copy.deepcopy(task)
+                old["ID"] = f"old{n}{task['ID'][4:]}"
+                old["DesiredState"] = "shutdown"
+                old["Status"] = {**old.get("Status", {}), "State": ("shutdown", "failed", "complete")[n % 3]}
+                tasks.append(old)
+    return doc
+
+
+def manager_run(doc: dict, captured: list) -> dict:
+    import ssd.run
+    import ssd.snapshot
+    real = ssd.run.swarm_knowledge
+
+    def knowledge(*args, **kwargs):
+        found = real(*args, **kwargs)
+        if found["swarm_tasks"] is not None:
+            captured.append(found["swarm_tasks"])
+        return found
+    ssd.run.swarm_knowledge = knowledge
+    try:
+        collector = ssd.snapshot.SnapshotCollector(doc, "recorded")
+        _, result = ssd.run.settled_check(collector, [], 0, live=False)
+    finally:
+        ssd.run.swarm_knowledge = real
+    return ssd.report.to_json(result)
+
+
+def test_a_manager_with_task_history_gives_the_same_report_keeping_only_what_it_judges():
+    """Four ended tasks for every task in /tasks: the same report, and none of them kept, as
+    no check looks at an ended task NetworkDB does not list; one NetworkDB still lists (a
+    zombie) is kept and found."""
+    import ssd.report  # noqa: F401 - manager_run's
+    recorded = json.loads((REPO / "tests" / "fixtures" / "snapshot-28.5-node1.json").read_text())
+    plain, history = [], []
+    assert manager_run(with_history(recorded), history) == manager_run(recorded, plain)
+    kept = {t for tasks in history for t in tasks}
+    assert not any(t.startswith("old") for t in kept) and len(history[-1]) == len(plain[-1])
+    # a task NetworkDB lists that swarm says has ended: a zombie, history or not
+    zombie = copy.deepcopy(recorded)
+    listed = next(t for t in zombie["samples"][-1]["api"]["GET /tasks"] if t["Status"]["State"] == "running")
+    for sample in zombie["samples"]:
+        for task in sample["api"]["GET /tasks"]:
+            if task["ID"] == listed["ID"]:
+                task["DesiredState"], task["Status"]["State"] = "shutdown", "shutdown"
+    found = manager_run(with_history(zombie), [])["findings"]
+    assert "networkdb-task-zombie" in {f["check"] for f in found}, found
+    assert found == manager_run(zombie, [])["findings"]

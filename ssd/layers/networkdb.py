@@ -273,10 +273,11 @@ def check_vips(view: NetworkView, state: NodeState) -> list[Finding]:
 
 
 def swarm_knowledge(raw_services: list[dict] | None, raw_tasks: Iterable[dict] | None,
-                    raw_nodes: list[dict] | None) -> dict[str, Any]:
+                    raw_nodes: list[dict] | None, listed: set[str] | None = None) -> dict[str, Any]:
     """What a manager knows of swarm (/services, /tasks, /nodes), as NodeState's fields: its
-    own check reads it, and --all-nodes judges the workers' NetworkDB against it."""
-    return {"swarm_tasks": build_swarm_tasks(raw_tasks), "swarm_nodes": build_swarm_nodes(raw_nodes),
+    own check reads it, and --all-nodes judges the workers' NetworkDB against it. listed: the
+    tasks NetworkDB lists, when known (build_swarm_tasks keeps only those of the ended tasks)."""
+    return {"swarm_tasks": build_swarm_tasks(raw_tasks, listed), "swarm_nodes": build_swarm_nodes(raw_nodes),
             "service_vips": build_service_vips(raw_services),
             "service_aliases": build_service_aliases(raw_services),
             "health_checked": build_health_checked(raw_services), "updating": build_updating(raw_services),
