@@ -720,8 +720,34 @@ def test_a_target_outside_the_network_or_the_swarm_is_not_probed():
     assert any("outside the networks' subnets or the swarm's nodes" in n for n in result.notes), result.notes
 
 
-def test_the_number_of_probes_is_capped(monkeypatch):
+def test_the_number_of_probes_is_capped_and_shared_fairly(monkeypatch):
+    """Over the cap, every network path, service and node's ports gets a probe before any gets
+    a second: not the first networks' whole share and nothing of the rest."""
+    full = len(probed(every_probe_answered)[1].sent)
     monkeypatch.setattr(ssd.layers.probe, "MAX_PROBES", 5)
+    chosen: list = []
+    real = ssd.layers.probe.fair_share
+    monkeypatch.setattr(ssd.layers.probe, "fair_share", lambda plan, most: chosen.append(real(plan, most))
+                        or chosen[-1])
     result, collector = probed(every_probe_answered)
-    assert len(collector.sent) == 5
-    assert any("than the 5 a sample sends: not sent" in n for n in result.notes), result.notes
+    assert len(collector.sent) == 5 and [p.probe for p in chosen[-1]] == collector.sent
+    assert any(f"5 of {full} probes tried" in n and f"{full - 5} probes not sent" in n
+               for n in result.notes), result.notes
+    groups = {(p.network, p.what, p.service or p.node_ip) for p in chosen[-1]}
+    assert len(groups) == 5, chosen[-1]  # five probes, five different things tested
+
+
+def planned(network: str, what: str, who: str, n: int) -> list:
+    from ssd.kernel.prober import Probe
+    return [ssd.layers.probe.PlannedProbe(Probe("tcp", "", f"10.0.0.{i}", 80), network, what, "10.99.0.2",
+                                          service=who) for i in range(n)]
+
+
+def test_fair_share_gives_every_service_its_first_probe_before_anyone_a_second():
+    plan = planned("ov1", "backend", "big", 5000) + planned("ov1", "backend", "small", 2) \
+        + planned("ov2", "backend", "other", 3)
+    chosen = ssd.layers.probe.fair_share(plan, 9)
+    assert [p.service for p in chosen[:3]] == ["big", "small", "other"]
+    assert sorted(p.service for p in chosen).count("big") == 4 and len(chosen) == 9
+    assert ssd.layers.probe.fair_share(plan, 9) == chosen  # the same again: a replay plans the same
+    assert len(ssd.layers.probe.fair_share(plan, 10_000)) == len(plan)
