@@ -63,11 +63,12 @@ lab-all:
 bench:
 	$(PY) -m pip install -q -r bench/requirements.txt
 	$(PY) bench/run
+	$(PY) bench/scale.py --out bench/results 10 100 1000 5000
 
 # make bench-scale: the swarm-wide coordinator against a fake swarm of 10 to 5,000 nodes, and a
 # watch of 1,000 runs (docs/benchmark.md); on the host, as root (the watch uses namespaces).
 bench-scale:
-	$(PY) bench/scale.py 10 100 1000 5000
+	$(PY) bench/scale.py --out bench/results 10 100 1000 5000
 	$(PY) bench/watch.py 1000
 
 # make docs: docs/checks.md's table of check ids from the checks' declarations, and the man page.

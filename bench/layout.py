@@ -4,7 +4,11 @@
 
 Runs inside a lab VM (a real kernel with IPVS), as root, with the standard library only:
 
-    layout.py up N M K DIR     N VIP services of M backends each, spread over K networks
+    layout.py up N M K DIR [HISTORY] [ports]
+                               N VIP services of M backends each, spread over K networks;
+                               /tasks also holds HISTORY ended tasks per running one (as swarm
+                               keeps them: --task-history-limit 5); ports: every service says
+                               its target port (80), so that --probe connects to each backend
     layout.py down DIR         remove every namespace it made
 
 For each network it makes the load-balancer namespace libnetwork would (lb_<id[:9]>, under
@@ -72,7 +76,16 @@ def task_record(task_id: str, svc_id: str, slot: int, net_id: str, net_name: str
             "Addresses": [f"{ip}/16"]}]}
 
 
-def build(n: int, m: int, k: int, rng: random.Random) -> tuple[list[dict], dict]:
+def ended(task: dict, n: int, rng: random.Random) -> dict:
+    """An earlier task of the same slot, as swarm keeps it once it has ended."""
+    old = dict(task, ID=ident(rng), DesiredState="shutdown")
+    old["Status"] = dict(task["Status"], State=("shutdown", "failed", "complete")[n % 3],
+                         ContainerStatus=dict(task["Status"]["ContainerStatus"], ContainerID=ident(rng, 64)))
+    return old
+
+
+def build(n: int, m: int, k: int, rng: random.Random, history: int = 0, ports: bool = False
+          ) -> tuple[list[dict], dict]:
     """Per network: what to program; and the Engine API routes of the same swarm."""
     networks, services, tasks = [], [], []
     mark = FIRST_FWMARK
@@ -98,7 +111,9 @@ def build(n: int, m: int, k: int, rng: random.Random) -> tuple[list[dict], dict]
                 task_entries.append({"Name": f"{svc_name}.{j + 1}.{task_id}", "EndpointID": ident(rng, 64),
                                      "EndpointIP": ip, "Info": {"Host IP": host}})
                 tasks.append(task_record(task_id, svc_id, j + 1, net_id, name, ip, rng))
-            inspect_services[svc_name] = {"VIP": vip, "LocalLBIndex": mark, "Ports": [],
+                tasks += [ended(tasks[-1], h, rng) for h in range(history)]
+            inspect_services[svc_name] = {"VIP": vip, "LocalLBIndex": mark,
+                                          "Ports": [f"Target: 80, Publish: {30000 + s}"] if ports else [],
                                           "Tasks": task_entries}
             services.append({"ID": svc_id, "Spec": {"Name": svc_name},
                              "Endpoint": {"VirtualIPs": [{"NetworkID": net_id, "Addr": f"{vip}/16"}]}})
@@ -175,10 +190,10 @@ def program_overlay(plan: dict) -> None:
         sh(*run, "bridge", "-batch", "-", stdin="\n".join(fdb) + "\n")
 
 
-def up(n: int, m: int, k: int, root: Path) -> None:
+def up(n: int, m: int, k: int, root: Path, history: int = 0, ports: bool = False) -> None:
     down(root)
     root.mkdir(parents=True, exist_ok=True)
-    plans, routes = build(n, m, k, random.Random(n * 1000003 + m * 1009 + k))
+    plans, routes = build(n, m, k, random.Random(n * 1000003 + m * 1009 + k), history, ports)
     os.makedirs("/run/netns", exist_ok=True)
     if not (root / "netns").exists():
         (root / "netns").symlink_to("/run/netns")  # ssd reads EXEC_ROOT/netns/<name>
@@ -199,8 +214,9 @@ def down(root: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) == 6 and argv[1] == "up":
-        up(int(argv[2]), int(argv[3]), int(argv[4]), Path(argv[5]))
+    if 6 <= len(argv) <= 8 and argv[1] == "up":
+        up(int(argv[2]), int(argv[3]), int(argv[4]), Path(argv[5]), int(argv[6]) if len(argv) > 6 else 0,
+           argv[7:] == ["ports"])
     elif len(argv) == 3 and argv[1] == "down":
         down(Path(argv[2]))
     else:

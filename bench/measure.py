@@ -2,7 +2,7 @@
 # Copyright 2026 The ssd authors. Licensed under the Apache License, Version 2.0.
 """measure - time ssd and the floor on one laid-out size, inside a lab VM.
 
-    measure.py EXEC_ROOT REPS [profile]
+    measure.py EXEC_ROOT REPS [profile | probe]
 
 Serves EXEC_ROOT/routes.json as the Engine API on EXEC_ROOT/api.sock (a stand-in: the real
 engine cannot host 10,000 tasks in a VM), then runs, REPS times each and alternately: ssd's
@@ -10,7 +10,9 @@ full check as the container runs it (compiled, python -m ssd; it must find the l
 consistent), the floor (floor.py), and the bare `import docker` of ssd's start-up. Prints one
 JSON line: wall times (s) and peak resident memory (KiB, from wait4) per run. With 'profile',
 one more ssd run under cProfile: its top steps by cumulative time go into the JSON as "profile"
-(text).
+(text). With 'probe' (a layout whose services say their ports), only ssd --probe, REPS times:
+wall times, peak memory, exit statuses, and from the last run's report how many probes were
+planned, tried and answered.
 """
 from __future__ import annotations
 
@@ -110,7 +112,32 @@ def profiled(cmd: list[str], env: dict, root: Path) -> str:
     return text.getvalue()
 
 
-def main(root: Path, reps: int, profile: bool = False) -> int:
+def probe_counts(report: dict) -> dict:
+    """What the report says --probe did: per-network blocks summed, and its notes."""
+    blocks = [n["probe"] for n in report.get("networks") or [] if n.get("probe")]
+    keys = ("nodes", "reached", "backends", "backends_answered", "published", "published_answered")
+    return {**{k: sum(b.get(k) or 0 for b in blocks) for k in keys},
+            "notes": [n for n in report.get("notes") or [] if n.startswith("--probe")],
+            "findings": len(report.get("findings") or [])}
+
+
+def main_probe(root: Path, reps: int, commands: dict, env: dict) -> dict:
+    out: dict = {"probe_s": [], "probe_rss_kib": [], "probe_exit": []}
+    cmd = [*commands["ssd"][:-1], "--probe", "--json"]  # (not -q: the report is the measure)
+    report = root / "probe-report.json"
+    for _ in range(reps):
+        fd = os.open(report, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(fd, 1)
+        os.close(fd)
+        wall, rss, code = timed(cmd, env)
+        out["probe_s"].append(round(wall, 3))
+        out["probe_rss_kib"].append(rss)
+        out["probe_exit"].append(code)
+    out["probe"] = probe_counts(json.loads(report.read_text()))
+    return out
+
+
+def main(root: Path, reps: int, profile: bool = False, probe: bool = False) -> int:
     sock = str(root / "api.sock")
     server = serve_apart(root / "routes.json", sock)
     # ssd as the container runs it (Dockerfile: compiled at build, `python -m ssd`): run as a
@@ -132,7 +159,9 @@ def main(root: Path, reps: int, profile: bool = False) -> int:
     out: dict[str, list] = {f"{name}_{what}": [] for name in commands for what in ("s", "rss_kib", "exit")}
     os.dup2(devnull, 1)  # the children's stdout; this process prints only at the end
     try:
-        for _ in range(reps):
+        if probe:
+            out = main_probe(root, reps, commands, env)
+        for _ in range(0 if probe else reps):
             for name, cmd in commands.items():
                 wall, rss, code = timed(cmd, env)
                 out[f"{name}_s"].append(round(wall, 3))
@@ -151,4 +180,5 @@ def main(root: Path, reps: int, profile: bool = False) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:] == ["profile"]))
+    sys.exit(main(Path(sys.argv[1]), int(sys.argv[2]), profile=sys.argv[3:] == ["profile"],
+                  probe=sys.argv[3:] == ["probe"]))

@@ -12,7 +12,10 @@ manager judges every worker's NetworkDB against it. The coordinator is the unmod
 process; its CPU seconds (user + system: it sleeps while it waits) and peak RSS come from
 getrusage of that child, the bytes it read from what the fake engine served.
 
-    bench/scale.py [--mode gossip|fleet|both] [--json FILE] [N ...]   (default both, 10 100 1000)
+    bench/scale.py [--mode gossip|fleet|both] [--out DIR] [N ...]   (default both, 10 100 1000)
+
+With --out, writes DIR/scale.json, DIR/scale.md (the table) and DIR/scale.png (a plot, if
+matplotlib is installed: CPU per node and peak memory against the number of nodes).
 """
 from __future__ import annotations
 
@@ -165,12 +168,12 @@ def measure_fleet(nodes: int, waves: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=("gossip", "fleet", "both"), default="both")
-    parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--out", type=Path, help="write scale.json, scale.md and scale.png here")
     parser.add_argument("sizes", nargs="*", type=int, default=[10, 100, 1000])
     args = parser.parse_args()
-    print("| mode | nodes | finishing | answer | swarm tasks | manager CPU | per node | peak RSS | "
-          "log bytes read | wall |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    lines = ["| mode | nodes | finishing | answer | swarm tasks | manager CPU | per node | peak RSS | "
+             "log bytes read | wall |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    print("\n".join(lines))
     rows = []
     for mode in ("gossip", "fleet") if args.mode == "both" else (args.mode,):
         for nodes in args.sizes:
@@ -179,12 +182,42 @@ def main() -> None:
                 assert r["status"] == "consistent" and r["answers"] == nodes, r
                 rows.append(r)
                 how = "together" if waves == 1 else f"in {waves} waves"
-                print(f"| {mode} | {nodes} | {how} | {r['answer_kb']} KB | {r['swarm_tasks']} | "
-                      f"{r['cpu_s']} s | "
-                      f"{r['cpu_ms_per_node']} ms | {r['peak_mib']} MiB | {r['read_mb']} MB | "
-                      f"{r['wall_s']} s |", flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+                lines.append(f"| {mode} | {nodes} | {how} | {r['answer_kb']} KB | {r['swarm_tasks']} | "
+                             f"{r['cpu_s']} s | {r['cpu_ms_per_node']} ms | {r['peak_mib']} MiB | "
+                             f"{r['read_mb']} MB | {r['wall_s']} s |")
+                print(lines[-1], flush=True)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "scale.json").write_text(json.dumps(rows, indent=1) + "\n")
+        (args.out / "scale.md").write_text("\n".join(lines) + "\n")
+        plot(rows, args.out / "scale.png")
+
+
+def plot(rows: list[dict], path: Path) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (cpu, memory) = plt.subplots(1, 2, figsize=(11, 4))
+    for mode in ("gossip", "fleet"):
+        for waves, style in ((1, "o-"), (WAVES, "s--")):
+            mine = [r for r in rows if r["mode"] == mode and r["waves"] == waves]
+            if not mine:
+                continue
+            label = f"{mode}, {'together' if waves == 1 else f'in {waves} waves'}"
+            cpu.plot([r["nodes"] for r in mine], [r["cpu_ms_per_node"] for r in mine], style, label=label)
+            memory.plot([r["nodes"] for r in mine], [r["peak_mib"] for r in mine], style, label=label)
+    for axis, what in ((cpu, "manager CPU per node, ms"), (memory, "manager peak RSS, MiB")):
+        axis.set_xscale("log")
+        axis.set_xlabel("nodes")
+        axis.set_ylabel(what)
+        axis.legend()
+    fig.suptitle("The swarm-wide coordinator against a simulated swarm (this machine)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return True
 
 
 if __name__ == "__main__":
