@@ -47,10 +47,18 @@ def _moving_tasks(service: str, state: NodeState) -> str | None:
     # The service of that name, and its earlier incarnations (docker stack rm, then deploy):
     # swarm is still stopping their tasks, each node in its own time (lab, 2026-12-06: one of
     # three at weight 1 in the earlier load balancer on both samples, 25 s after the rm).
-    ids = {sid for sid, name in (state.service_names or {}).items() if name == service}
+    if "tasks-by-service" not in state.memo:  # once per state, not per finding: a node with 500
+        by_service: dict[str, list] = {}     # findings and 20,000 tasks went over 10 million
+        for t in (state.swarm_tasks or {}).values():
+            by_service.setdefault(t.service, []).append(t)
+        ids_by_name: dict[str, set[str]] = {}
+        for sid, name in (state.service_names or {}).items():
+            ids_by_name.setdefault(name, set()).add(sid)
+        state.memo["tasks-by-service"], state.memo["ids-by-name"] = by_service, ids_by_name
+    ids = set(state.memo["ids-by-name"].get(service, ()))
     ids |= {svc.service_id for view in state.views for svc in view.departed
             if svc.name == service and svc.service_id}
-    tasks = [t for t in (state.swarm_tasks or {}).values() if t.service in ids]
+    tasks = [t for sid in sorted(ids) for t in state.memo["tasks-by-service"].get(sid, [])]
     starting = sum(1 for t in tasks if not t.stopping and t.state in STARTING_STATES)
     stopping = sum(1 for t in tasks if t.stopping and t.state in STARTING_STATES | {"running"})
     words = [f"{what} {count(n, 'task')}"
