@@ -35,6 +35,9 @@ from ssd.swarmwide.answers import fleet_answer, gossip_hash
 from ssd.swarmwide.fleet import fleet_live
 from ssd.swarmwide.job import STOP_SIGNALS
 from ssd.swarmwide.gossip import gossip_from_snapshots, gossip_live
+from ssd.swarmwide.fleetwatch import (
+    MemberWatch, fleet_watch, fleet_watch_status, fleet_watch_to_json, merged_timeline, render_fleet_watch,
+)
 from ssd.html import fleet_html, timeline_html
 from ssd.watch import Recorder, Run, Timeline, duration, read_timeline, size, watch
 from ssd.swarmwide.report import (
@@ -43,6 +46,7 @@ from ssd.swarmwide.report import (
 )
 
 if TYPE_CHECKING:
+    from ssd.engine import Engine
     from ssd.model import RunResult
 
 
@@ -164,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
                           metavar="SECONDS", help="with --watch: seconds between runs (default: 30)")
     watching.add_argument("--for", dest="for_", type=duration, metavar="DURATION",
                           help="with --watch: stop after DURATION (seconds, or 90s, 15m, 2h); "
-                               "default: until Ctrl-C")
+                               "default: until Ctrl-C (with --all-nodes, required: every node watches "
+                               "for DURATION and the manager merges their timelines)")
     watching.add_argument("--record", metavar="DIR",
                           help="with --watch: write DIR/timeline.jsonl (a line per run: its time and "
                                "report) and the snapshots of every run that changed the verdict or the "
@@ -499,16 +504,21 @@ def watch_misuse(args: argparse.Namespace) -> str | None:
     if not args.watch:
         given = [flag for flag, value in (("--for", args.for_), ("--record", args.record)) if value]
         return f"{given[0]} is for --watch" if given else None
-    for flag, value in (("--nagios", args.nagios), ("--from", args.from_), ("--snapshot", args.snapshot),
-                        ("--all-nodes", args.all_nodes)):
+    for flag, value in (("--nagios", args.nagios), ("--from", args.from_), ("--snapshot", args.snapshot)):
         if value:
             why = {"--nagios": "a Monitoring Plugin is one run: run ssd --nagios from the monitoring "
                                "system's schedule, or --watch --prometheus FILE",
                    "--from": "a snapshot does not change: check it once",
-                   "--snapshot": "--record DIR keeps the snapshots of the runs that changed something",
-                   "--all-nodes": "--all-nodes --watch is not built yet: run --watch on each node "
-                                  "(--record DIR), or --all-nodes from a timer"}[flag]
+                   "--snapshot": "--record DIR keeps the snapshots of the runs that changed something"}[flag]
             return f"--watch with {flag}: {why}"
+    if args.all_nodes:
+        if not args.for_:
+            return ("--all-nodes --watch needs --for DURATION: every node's watch runs as a job of "
+                    "swarm's, which must end")
+        for flag, value in (("--record", args.record), ("--gossip", args.gossip),
+                            ("--snapshot-dir", args.snapshot_dir)):
+            if value:
+                return f"--all-nodes --watch with {flag}: not built; run --watch {flag} on a node"
     if args.networks and args.networks[-1] in MODES:
         return f"--watch is for the node check, not {args.networks[-1]}"
     if args.prometheus == "-":
@@ -516,6 +526,60 @@ def watch_misuse(args: argparse.Namespace) -> str | None:
     if args.keep < 1:
         return "--keep: give at least 1"
     return None
+
+
+def watch_check(args: argparse.Namespace, engine: Engine, snapshots: bool):
+    """One run of a watch: the node check with the watch's Engine connection, never longer
+    than --timeout; what could not be checked is the run's, not the watch's end."""
+    def check() -> Run:
+        started = time.monotonic()
+        try:
+            with time_limit(args.timeout):
+                result, doc = node_check(args, engine, want_snapshot=snapshots)
+        except CheckError as exc:
+            return Run(None, None, time.monotonic() - started, str(exc))
+        except TimedOut:
+            return Run(None, None, time.monotonic() - started,
+                       f"the check did not finish within {args.timeout:g} s")
+        return Run(result, doc, time.monotonic() - started)
+    return check
+
+
+def main_watch_member(args: argparse.Namespace) -> int:
+    """A node's part of --all-nodes --watch: its watch for --for, silent, then one JSON line of
+    what changed at each run (ssd.swarmwide.fleetwatch). The verdict is in the answer: exit 0."""
+    gc.enable()
+    try:
+        engine = engine_of(args)
+    except CheckError as exc:
+        return fail(args, str(exc))
+    member = MemberWatch()
+    watch(args, watch_check(args, engine, False), engine.api, None, None, None, member)
+    emit(json.dumps(member.answer(), sort_keys=True, separators=(",", ":"), allow_nan=False) + "\n")
+    return 0
+
+
+def main_fleet_watch(args: argparse.Namespace) -> int:
+    """--all-nodes --watch: every node's watch as one job; one timeline for the swarm."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        if args.html:
+            check_target(args.html, "page")
+        result = fleet_watch(args)
+        status = fleet_watch_status(result)
+        if args.html:
+            write_file(args.html, timeline_html(merged_timeline(result), f"every node ({len(result.nodes)})",
+                                                time.time(), "Swarm").encode(), 0o600, "page")
+    except CheckError as exc:
+        return fail(args, str(exc))
+    except KeyboardInterrupt as exc:
+        return job_interrupted(args, "service", getattr(exc, "not_removed", []))
+    print_not_checked(result.not_checked)
+    if args.json:
+        emit_json(fleet_watch_to_json(result))
+    else:
+        emit(render_fleet_watch(result, args.quiet))
+    return EXIT_CODES[status]
 
 
 def main_watch(args: argparse.Namespace) -> int:
@@ -531,18 +595,7 @@ def main_watch(args: argparse.Namespace) -> int:
         engine = engine_of(args)
     except CheckError as exc:
         return fail(args, str(exc))
-
-    def check() -> Run:
-        started = time.monotonic()
-        try:
-            with time_limit(args.timeout):
-                result, doc = node_check(args, engine, want_snapshot=recorder is not None)
-        except CheckError as exc:
-            return Run(None, None, time.monotonic() - started, str(exc))
-        except TimedOut:
-            return Run(None, None, time.monotonic() - started,
-                       f"the check did not finish within {args.timeout:g} s")
-        return Run(result, doc, time.monotonic() - started)
+    check = watch_check(args, engine, recorder is not None)
 
     def metrics(run: Run, episodes: dict[str, int]) -> None:
         write_prometheus(args.prometheus, run.result, run.seconds, episodes)
@@ -567,14 +620,14 @@ def dispatch(args: argparse.Namespace) -> int:
     resolve_defaults(args)
     if args.networks and args.networks[-1] == FLEET_MEMBER:
         args.networks.pop()
-        return main_member(args)
+        return main_watch_member(args) if args.watch else main_member(args)
     if args.networks and args.networks[-1] in MODES:
         if args.all_nodes:
             return fail(args, f"--all-nodes is a mode of its own: use --all-nodes --gossip, not "
                               f"{args.networks[-1]}")
         return main_gossip(args, args.networks.pop())
     if args.all_nodes:
-        return main_fleet(args)
+        return main_fleet_watch(args) if args.watch else main_fleet(args)
     if args.watch:
         return main_watch(args)
     if args.html:

@@ -88,7 +88,7 @@ def _finding_block(finding: dict) -> str:
 LANE, LABEL, WIDTH = 22, 420, 760  # px: a lane's height, the labels' width, the time axis's
 
 
-def timeline_html(timeline: Timeline, node: str, now: float) -> str:
+def timeline_html(timeline: Timeline, node: str, now: float, what: str = "Node") -> str:
     start, end = timeline.started or now, max(timeline.last or now, now)
     length = max(end - start, 1.0)
     tracks = sorted(timeline.tracks.values(), key=lambda t: (t.episodes[0].start, t.check, t.place))
@@ -114,7 +114,7 @@ def timeline_html(timeline: Timeline, node: str, now: float) -> str:
                        f"height=\"{LANE - 8}\" fill=\"#d93025\"><title>{esc(tip)}</title></rect>")
     svg.append("</svg>")
     runs = ", ".join(f"{n} {status}" for status, n in sorted(timeline.statuses.items()))
-    body = [f"<p>Node <b>{esc(node)}</b>: {count(timeline.runs, 'run')} from {_stamp(start)} "
+    body = [f"<p>{esc(what)} <b>{esc(node)}</b>: {count(timeline.runs, 'run')} from {_stamp(start)} "
             f"to {_stamp(end)} "
             f"({esc(runs)}); {count(len(tracks), 'finding')} seen, "
             f"{count(sum(len(t.episodes) for t in tracks), 'episode')}. Hover a bar for the finding.</p>"]

@@ -194,5 +194,5 @@ def write_snapshot(doc: dict, target: str) -> None:
 def mode_of(argv: list[str]) -> str:
     """Which mode a command line asks for: every JSON document, an error's too, says it."""
     if "--all-nodes" in argv:
-        return "all-nodes"
+        return "all-nodes-watch" if "--watch" in argv else "all-nodes"
     return next((m for m in (*MODES, FLEET_MEMBER) if m in argv), "node")

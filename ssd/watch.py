@@ -12,6 +12,7 @@ import json
 import os
 import re
 import stat
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ class Track:
     place: str
     message: str
     episodes: list[Episode] = field(default_factory=list)
+    key: tuple = ()  # Finding.key: (check, network, namespace, service, subject)
 
 
 @dataclass
@@ -89,7 +91,7 @@ class Timeline:
         for key in sorted(now.keys() - self.open, key=_sortable):
             finding = now[key]
             track = self.tracks.setdefault(key, Track(finding.check, finding.layer, place_of(finding),
-                                                      finding.message))
+                                                      finding.message, key=key))
             track.message = finding.message
             track.episodes.append(Episode(when))
             appeared.append(track)
@@ -351,10 +353,12 @@ class Run:
 
 
 def watch(args: argparse.Namespace, check: Any, api: Any, metrics: Any, recorder: Recorder | None,
-          page: Any = None) -> int:
+          page: Any = None, on_run: Any = None) -> int:
     """Run check() every args.interval seconds, and at once (debounced) when the Engine reports
     a change, until args.for_ has passed or Ctrl-C; one line per run, the changes, the record,
-    the metrics; on stop the summary. The exit status: EXIT_CODES of Timeline.exit_status."""
+    the metrics; on stop the summary. The exit status: EXIT_CODES of Timeline.exit_status.
+    on_run(when, number, run, status, change): instead of the lines and the summary (a node's
+    part of --all-nodes --watch, which answers once, at the end)."""
     timeline = Timeline()
     events = Events(api)
     stop = time.monotonic() + args.for_ if args.for_ else None
@@ -368,9 +372,12 @@ def watch(args: argparse.Namespace, check: Any, api: Any, metrics: Any, recorder
             run = check()
             status = overall_status(run.result) if run.result is not None else "incomplete"
             change = timeline.add(when, status, run.result.findings if run.result is not None else None)
-            report(args, when, number, run, status, change)
+            if on_run is not None:
+                on_run(when, number, run, status, change)
+            else:
+                report(args, when, number, run, status, change)
             now_unreadable = problems_of(run)
-            if now_unreadable != unreadable and not args.json:
+            if now_unreadable != unreadable and not args.json and on_run is None:
                 for line in now_unreadable:
                     say(printable(f"  not checked: {line}"))
             unreadable = now_unreadable
@@ -396,8 +403,12 @@ def watch(args: argparse.Namespace, check: Any, api: Any, metrics: Any, recorder
         events.close()
     if page is not None and last_run is not None:
         page(timeline, last_run)  # the open episodes drawn up to the end
-    for line in timeline.summary(time.time()):
-        say(line)
+    if on_run is None:
+        for line in timeline.summary(time.time()):
+            if args.json:  # stdout is one JSON line per run: the summary is for the person
+                print(line, file=sys.stderr)
+            else:
+                say(line)
     return timeline.exit_status_code()
 
 

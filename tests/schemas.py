@@ -13,7 +13,8 @@ from referencing import Registry, Resource
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 BASE = "https://ssd.invalid/schemas/"
-BY_MODE = {"node": "node-report", "gossip-consistency": "gossip-report", "all-nodes": "fleet-report"}
+BY_MODE = {"node": "node-report", "gossip-consistency": "gossip-report", "all-nodes": "fleet-report",
+           "all-nodes-watch": "fleet-watch"}
 
 
 def _registry() -> Registry:

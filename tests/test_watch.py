@@ -157,7 +157,7 @@ def test_a_timeline_planted_as_a_link_is_not_written_through(tmp_path):
 @pytest.mark.parametrize("args, says", [
     (["--watch", "--nagios"], "--watch with --nagios: a Monitoring Plugin is one run"),
     (["--watch", "--from", "x.json"], "--watch with --from: a snapshot does not change"),
-    (["--watch", "--all-nodes"], "--all-nodes --watch is not built yet"),
+    (["--watch", "--all-nodes"], "--all-nodes --watch needs --for DURATION"),
     (["--watch", "--prometheus", "-"], "give --prometheus a FILE"),
     (["--record", "/tmp/x"], "--record is for --watch"),
     (["--for", "10"], "--for is for --watch"),
