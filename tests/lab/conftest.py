@@ -31,7 +31,8 @@ CI = ("test_lab.py::test_healthy_swarm_is_consistent_on_every_node",
       "test_lab.py::test_real_fault_found_on_its_node_only[ingress-dnat-missing]",
       "test_lab_probe.py::",
       "test_lab_stack.py::",
-      "test_lab_watch.py::")
+      "test_lab_watch.py::",
+      "test_lab_fleet_watch.py::")
 
 
 def pytest_collection_modifyitems(items):
