@@ -113,6 +113,42 @@ def test_a_leader_change_during_a_fleet_run_ends_in_a_verdict_and_cleans_up(ssd_
           f"exit {code}: {statuses(doc)}")
 
 
+def test_a_leader_change_during_a_swarm_wide_watch_ends_in_a_verdict(ssd_image, three_managers):
+    """The same during --all-nodes --watch: the leader's node stops answering, the others'
+    timelines are still merged, the job's service is removed."""
+    old = leader(1)
+    asking = 3 if old != 3 else 1
+    done: dict = {}
+
+    def watch() -> None:
+        code, out, err = container(asking, f"--all-nodes --watch --for 60 --interval 10 --json "
+                                           f"--timeout {scaled(120)}")
+        done["result"] = (code, json.loads(out) if out.strip() else None, err)
+    run = threading.Thread(target=watch, daemon=True)
+    run.start()
+    try:
+        wait(asking, f'[ -n "$({LEFTOVERS})" ]', scaled(120))
+        time.sleep(20)  # every node's watch has run
+        sh(old, STOP_DOCKERD)
+        run.join(60 + scaled(120) + scaled(180))
+        assert not run.is_alive(), "--all-nodes --watch did not end after the leader's dockerd stopped"
+        code, doc, err = done["result"]
+        wait(asking, f'[ -z "$({LEFTOVERS})" ]', 60)
+    finally:
+        start_dockerd(old)
+        wait(asking, REACHABLE.format(3), scaled(300))
+    assert doc is not None, err
+    validate(doc)
+    nodes = {n["hostname"]: n for n in doc["nodes"]}
+    # 2, or 1 if another node saw a finding while node{old}'s entries left the gossip (a verdict
+    # like fleet mode's: a finding outranks a node that could not answer)
+    assert code in (1, 2) and nodes[f"node{old}"]["status"] == "incomplete", (nodes, doc["errors"], err)
+    assert any(e["scope"] == f"node node{old}" for e in doc["errors"]), doc["errors"]
+    assert all(n["runs"] >= 2 for name, n in nodes.items() if name != f"node{old}"), nodes
+    print(f"leader change during a watch: node{old} stopped; exit {code}; "
+          f"{ {name: (n['status'], n['runs'], n['reason']) for name, n in nodes.items()} }")
+
+
 def test_a_swarm_without_quorum_is_exit_2_naming_the_missing_leader(ssd_image, three_managers):
     """Two of three managers down: swarm has no leader and refuses its API, while every datapath
     still forwards. The node check and the swarm-wide mode say so in one line, exit 2."""
