@@ -36,7 +36,8 @@ from ssd.swarmwide.fleet import fleet_live
 from ssd.swarmwide.job import STOP_SIGNALS
 from ssd.swarmwide.gossip import gossip_from_snapshots, gossip_live
 from ssd.swarmwide.fleetwatch import (
-    MemberWatch, fleet_watch, fleet_watch_status, fleet_watch_to_json, merged_timeline, render_fleet_watch,
+    LiveFeed, MemberWatch, fleet_watch, fleet_watch_status, fleet_watch_to_json, merged_timeline,
+    render_fleet_watch,
 )
 from ssd.html import fleet_html, timeline_html
 from ssd.watch import Recorder, Run, Timeline, duration, read_timeline, size, watch
@@ -553,7 +554,7 @@ def main_watch_member(args: argparse.Namespace) -> int:
         engine = engine_of(args)
     except CheckError as exc:
         return fail(args, str(exc))
-    member = MemberWatch()
+    member = MemberWatch(live=sys.stderr)  # each change also as it happens, for the manager to show
     watch(args, watch_check(args, engine, False), engine.api, None, None, None, member)
     emit(json.dumps(member.answer(), sort_keys=True, separators=(",", ":"), allow_nan=False) + "\n")
     return 0
@@ -565,7 +566,8 @@ def main_fleet_watch(args: argparse.Namespace) -> int:
     try:
         if args.html:
             check_target(args.html, "page")
-        result = fleet_watch(args)
+        # the changes as they happen, where a person reads them (text, not --json or --quiet)
+        result = fleet_watch(args, None if args.json or args.quiet else LiveFeed(emit))
         status = fleet_watch_status(result)
         if args.html:
             write_file(args.html, timeline_html(merged_timeline(result), f"every node ({len(result.nodes)})",

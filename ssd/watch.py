@@ -358,7 +358,7 @@ def watch(args: argparse.Namespace, check: Any, api: Any, metrics: Any, recorder
     a change, until args.for_ has passed or Ctrl-C; one line per run, the changes, the record,
     the metrics; on stop the summary. The exit status: EXIT_CODES of Timeline.exit_status.
     on_run(when, number, run, status, change): instead of the lines and the summary (a node's
-    part of --all-nodes --watch, which answers once, at the end)."""
+    part of --all-nodes --watch, which writes each change as it happens and answers at the end)."""
     timeline = Timeline()
     events = Events(api)
     stop = time.monotonic() + args.for_ if args.for_ else None

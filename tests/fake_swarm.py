@@ -122,10 +122,12 @@ class FakeSwarm:
             text = out if want == 1 else err
             details = (f"com.docker.swarm.node.id={node},com.docker.swarm.service.id={sid},"
                        f"com.docker.swarm.task.id={self.task_id(sid, index)}")
-            # The log driver splits long lines: every answer comes in three pieces...
-            size = len(text) // 3 + 1
-            per_node[node] = [f"{details} {text[i:i + size].rstrip(chr(10))}\n".encode()
-                              for i in range(0, len(text), size)]
+            # A message per line, and the log driver splits long lines: every line in three
+            # pieces...
+            per_node[node] = []
+            for one in text.splitlines():
+                size = len(one) // 3 + 1
+                per_node[node] += [f"{details} {one[i:i + size]}\n".encode() for i in range(0, len(one), size)]
         ordered = []  # ...and the pieces of different tasks interleave.
         while any(per_node.values()):
             for pieces in per_node.values():

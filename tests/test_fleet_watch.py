@@ -7,8 +7,13 @@ watching the recorded node laid out in real namespaces.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
+import queue
+import threading
+import time
 
 import pytest
 
@@ -20,7 +25,7 @@ from fake_swarm import FakeSwarm
 from schemas import validate
 from fake_engine import FakeEngine
 from test_fleet import API, NETS, RECORDED, SNAPSHOT, drop_backend, fleet
-from ssd.swarmwide.fleetwatch import MAX_CHANGES, MemberWatch
+from ssd.swarmwide.fleetwatch import LIVE_MARK, MAX_CHANGES, MemberWatch
 
 T0 = 1_780_000_000.0  # the watch's first run (2026-05-28)
 
@@ -48,7 +53,14 @@ def fake(tmp_path):
 
 def watch_answer(node: str, faulty_runs: set[int], runs: int = 12, interval: float = 15.0) -> str:
     """What a node's watch answers: runs every interval, the fault present at faulty_runs."""
-    member, timeline = MemberWatch(), ssd.watch.Timeline()
+    return watch_streams(node, faulty_runs, runs, interval)[0]
+
+
+def watch_streams(node: str, faulty_runs: set[int], runs: int = 12, interval: float = 15.0
+                  ) -> tuple[str, str]:
+    """What a node's watch writes: its answer (stdout) and its live lines (stderr)."""
+    live = io.StringIO()
+    member, timeline = MemberWatch(live), ssd.watch.Timeline()
     for number in range(1, runs + 1):
         result = FAULTY if number in faulty_runs else HEALTHY
         when = T0 + (number - 1) * interval
@@ -57,7 +69,7 @@ def watch_answer(node: str, faulty_runs: set[int], runs: int = 12, interval: flo
         member(when, number, ssd.watch.Run(result, None, 0.1), status, change)
     answer = member.answer()
     answer["node"]["id"] = node  # (the recording's node answers for each of the fake's)
-    return json.dumps(answer, separators=(",", ":")) + "\n"
+    return json.dumps(answer, separators=(",", ":")) + "\n", live.getvalue()
 
 
 def backends_vanish_on_node2_and_node3(node, sample):
@@ -163,6 +175,93 @@ def test_the_html_page_has_a_lane_per_node_and_finding(fake, tmp_path):
     assert html.count('class="episode"') == 2 and "node2: network" in html and "node3: network" in html
 
 
+FAULTS = {"n1": set(), "n2": {3, 4, 5, 6, 7}, "n3": {3, 4, 5, 6}}
+
+
+def lines_of(proc, into: queue.Queue) -> None:
+    for line in proc.stdout:
+        into.put((time.monotonic(), line))
+    into.put((time.monotonic(), None))
+
+
+def test_changes_are_printed_as_they_happen_and_once(fake):
+    """The nodes' tasks do not finish until the test has read their changes on ssd's output:
+    on code that prints only at the end, they are never read (and the tasks finish at 30 s)."""
+    released = threading.Event()
+
+    def answers(node, sample):
+        out, err = watch_streams(node, FAULTS[node[:2]])
+        return "complete", out, err
+
+    swarm = FakeSwarm(fake, answers, finishes=lambda index, poll: released.is_set())
+    proc = fleet(fake, "--watch", "--for", "3m", "--interval", "15", popen=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lines_of, args=(proc, lines), daemon=True).start()
+    before: list[str] = []
+    deadline = time.monotonic() + 30
+    while sum(" - ipvs-backend-missing" in line for line in before) < 2 and time.monotonic() < deadline:
+        with contextlib.suppress(queue.Empty):
+            _, line = lines.get(timeout=0.5)
+            if line is None:
+                break
+            before.append(line)
+    released.set()
+    after = _rest(lines)
+    assert proc.wait(timeout=60) == 1, proc.stderr.read()
+    live = "".join(before)
+    assert "3 nodes watching for 3m00s, a run every 15 s; changes as they happen" in live, live
+    # (in the order the log brings them: each node's in its own order)
+    assert sorted(line.split()[1] for line in before if " + ipvs-backend-missing" in line) == ["node2", "node3"]
+    assert sorted(line.split()[1] for line in before if " - ipvs-backend-missing" in line) == ["node2", "node3"]
+    rest = "".join(after)
+    assert "ipvs-backend-missing [" not in rest.split("findings across the swarm:")[0], rest  # not twice
+    assert "(runs: node1 12, node2 12, node3 12)" in rest and "never on node1" in rest, rest
+    assert swarm.removed == ["svc0"]
+
+
+def _rest(lines: queue.Queue) -> list[str]:
+    out = []
+    while True:
+        _, line = lines.get(timeout=60)
+        if line is None:
+            return out
+        out.append(line)
+
+
+@pytest.mark.parametrize("stderr", [
+    LIVE_MARK + "{not json}\n",
+    LIVE_MARK + json.dumps({"unix_time": "soon", "status": "inconsistent", "appeared": [], "cleared": []}) + "\n",
+    "Traceback (most recent call last): a line of its own\n",
+    LIVE_MARK + "[" * 100_000 + "}\n",
+])
+def test_a_live_line_that_is_not_a_change_is_not_shown(fake, stderr):
+    def answers(node, sample):
+        out, err = watch_streams(node, FAULTS[node[:2]])
+        return "complete", out, stderr if node.startswith("n3") else err
+
+    FakeSwarm(fake, answers)
+    proc = fleet(fake, "--watch", "--for", "3m", "--interval", "15")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    # node3's changes come from its answer, at the end; nothing of its stderr is printed
+    lines = proc.stdout.splitlines()
+    assert [line.split()[1] for line in lines if " + ipvs-backend-missing" in line] == ["node2", "node3"]
+    assert "not json" not in proc.stdout and "soon" not in proc.stdout and "Traceback" not in proc.stdout
+
+
+def test_a_failed_members_error_is_its_own_line_not_its_live_lines(fake):
+    def answers(node, sample):
+        out, err = watch_streams(node, FAULTS[node[:2]])
+        if node.startswith("n3"):
+            return "failed", "", err + "ssd: the engine went away\n"
+        return "complete", out, err
+
+    FakeSwarm(fake, answers)
+    proc = fleet(fake, "--watch", "--for", "3m", "--interval", "15", "--json")
+    doc = json.loads(proc.stdout)
+    node3 = next(n for n in doc["nodes"] if n["hostname"] == "node3")
+    assert node3["reason"] == "task failed: ssd: the engine went away", node3
+
+
 # --- tier 2: the member on real namespaces ---------------------------------------------------
 
 def test_the_member_watches_then_answers_one_line(node, engine):
@@ -171,6 +270,8 @@ def test_the_member_watches_then_answers_one_line(node, engine):
     assert member.returncode == 0, member.stderr
     assert member.stdout.count("\n") == 1, member.stdout
     answer = json.loads(member.stdout)
+    live = [line for line in member.stderr.splitlines() if line.startswith(LIVE_MARK)]
+    assert [json.loads(line[len(LIVE_MARK):]) for line in live] == answer["changes"], member.stderr
     assert answer["format"] == "ssd-watch-answer" and answer["runs"] >= 2, answer
     assert answer["changes"][0]["run"] == 1 and answer["node"]["hostname"]
     assert answer["status"] == json.loads(node.ssd(engine.url, "--settle", "0", "--json", "ov2").stdout)["status"]

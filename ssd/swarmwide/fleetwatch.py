@@ -3,13 +3,21 @@ node for --for; each node answers once, at the end, with what changed at each of
 findings that appeared and cleared, its verdicts); the manager merges them into one timeline
 (node, time, what changed) and says, for each finding, which nodes had it and when.
 
+While the nodes watch, each also writes every change on its standard error as it happens (a
+line marked LIVE_MARK); the manager follows the job's log and prints them as they come, so
+an engineer on a call sees node2 lose its backends when it does, not ten minutes later. What
+the live lines showed is not shown twice; what they missed (a log that could not be
+followed) is printed from the answers at the end, which alone make the verdict.
+
 A node's answer is a witness's: its size is the job's bound, its shape is checked before any of
 it is believed, its identity is swarm's (the node of the task), and the changes it may send are
 counted (MAX_CHANGES)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,18 +27,22 @@ from ssd.base import FLEET_MEMBER, SCHEMA_VERSION, count, printable
 from ssd.model import Finding, NotChecked
 from ssd.report import EXIT_CODES
 from ssd.swarmwide.gossip import on_a_manager, plan_job
-from ssd.swarmwide.job import FLEET_PREFIX, NodeJob, not_removed_problems
+from ssd.swarmwide.job import FLEET_PREFIX, MarkedLines, NodeJob, not_removed_problems
 from ssd.swarmwide.report import some
 from ssd.views import resolve_networks
 from ssd.watch import Change, Timeline, span, stamp
 
 if TYPE_CHECKING:
+    from typing import TextIO
+
     from ssd.swarmwide.job import JobAnswer
 
 WATCH_ANSWER = "ssd-watch-answer"
 MAX_CHANGES = 2000  # runs that changed something, per node: past it, the rest is counted, not sent
 KEY_FIELDS = ("check", "message", "network", "namespace", "service", "subject")
 KEY_ORDER = ("check", "network", "namespace", "service", "subject")  # Finding.key's
+LIVE_MARK = "ssd-watch-change "  # a live line on the member's stderr: the mark, then the change
+MAX_LIVE_LINE = 1 << 20  # bytes of one live line, reassembled from the log driver's pieces
 
 
 # --- on each node: the watch, answered once -------------------------------------------
@@ -39,7 +51,8 @@ class MemberWatch:
     """What a node's watch sends back: each run that changed its verdict or findings (the
     first run too), as the findings that appeared and cleared."""
 
-    def __init__(self) -> None:
+    def __init__(self, live: TextIO | None = None) -> None:
+        self.live = live  # where each change is also written as it happens (the member's stderr)
         self.node: dict[str, str] = {}
         self.changes: list[dict] = []
         self.dropped = 0
@@ -64,6 +77,10 @@ class MemberWatch:
             "appeared": [{**dict(zip(KEY_ORDER, t.key, strict=True)), "layer": t.layer, "message": t.message}
                          for t in change.appeared],
             "cleared": [dict(zip(KEY_ORDER, t.key, strict=True)) for t in change.cleared]})
+        if self.live is not None:
+            self.live.write(LIVE_MARK + json.dumps(self.changes[-1], separators=(",", ":"), allow_nan=False)
+                            + "\n")
+            self.live.flush()
 
     def answer(self) -> dict:
         return {"format": WATCH_ANSWER, "schema_version": SCHEMA_VERSION, "mode": FLEET_MEMBER,
@@ -110,6 +127,7 @@ class FleetWatchResult:
     seconds: float
     notes: list[str] = field(default_factory=list)
     not_checked: list[NotChecked] = field(default_factory=list)
+    shown: set[tuple] = field(default_factory=set)  # events printed as they happened (event_key)
 
 
 def _number(value: object) -> bool:
@@ -120,6 +138,39 @@ def _finding(raw: object) -> Finding | None:
     if not isinstance(raw, dict) or not isinstance(raw.get("check"), str):
         return None
     return Finding(**{k: None if raw.get(k) is None else printable(str(raw[k])[:2000]) for k in KEY_FIELDS})
+
+
+class Replay:
+    """One node's changes, as its answer or its live lines send them, made into its Timeline
+    and the events they are (the same events either way: what was shown live is known)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.timeline = Timeline()
+        self.open: dict[tuple, Finding] = {}
+
+    def apply(self, raw: object) -> list[Event] | None:
+        """The events of one change; None: not a change's shape (nothing of it believed)."""
+        if not (isinstance(raw, dict) and _number(raw.get("unix_time")) and raw.get("status") in EXIT_CODES
+                and isinstance(raw.get("appeared"), list) and isinstance(raw.get("cleared"), list)):
+            return None
+        when, timeline, label = float(raw["unix_time"]), self.timeline, self.label
+        if raw.get("error") is not None and not raw["appeared"] and not raw["cleared"]:
+            timeline.add(when, raw["status"], None)
+            return [Event(when, label, "error", message=printable(str(raw["error"])[:400]))]
+        for f in filter(None, map(_finding, raw["cleared"])):
+            self.open.pop(f.key, None)
+        for f in filter(None, map(_finding, raw["appeared"])):
+            self.open[f.key] = f
+        previous = timeline.status
+        change = timeline.add(when, raw["status"], list(self.open.values()))
+        made = []
+        if previous is not None and change.status != previous:
+            made.append(Event(when, label, "verdict", message=f"{previous} -> {change.status}"))
+        made += [Event(when, label, "appeared", t.check, t.layer, t.place, t.message)
+                 for t in change.appeared]
+        made += [Event(when, label, "cleared", t.check, t.layer, t.place) for t in change.cleared]
+        return made
 
 
 def watched_node(answer: JobAnswer, events: list[Event]) -> WatchedNode:
@@ -138,28 +189,14 @@ def watched_node(answer: JobAnswer, events: list[Event]) -> WatchedNode:
     if claimed.get("id") not in (None, "", answer.node):
         node.reason = f"its answer claims to come from node {str(claimed.get('id'))[:25]}: not believed"
         return node
-    timeline, mine, open_ = Timeline(), [], {}
+    replay, mine = Replay(node.label), []
     for raw in doc["changes"][:MAX_CHANGES]:
-        if not (isinstance(raw, dict) and _number(raw.get("unix_time")) and raw.get("status") in EXIT_CODES
-                and isinstance(raw.get("appeared"), list) and isinstance(raw.get("cleared"), list)):
+        made = replay.apply(raw)
+        if made is None:
             node.reason = "its answer is not a watch's timeline: not believed"
             return node
-        when = float(raw["unix_time"])
-        if raw.get("error") is not None and not raw["appeared"] and not raw["cleared"]:
-            timeline.add(when, raw["status"], None)
-            mine.append(Event(when, node.label, "error", message=printable(str(raw["error"])[:400])))
-            continue
-        for f in filter(None, map(_finding, raw["cleared"])):
-            open_.pop(f.key, None)
-        for f in filter(None, map(_finding, raw["appeared"])):
-            open_[f.key] = f
-        previous = timeline.status
-        change = timeline.add(when, raw["status"], list(open_.values()))
-        if previous is not None and change.status != previous:
-            mine.append(Event(when, node.label, "verdict", message=f"{previous} -> {change.status}"))
-        mine += [Event(when, node.label, "appeared", t.check, t.layer, t.place, t.message)
-                 for t in change.appeared]
-        mine += [Event(when, node.label, "cleared", t.check, t.layer, t.place) for t in change.cleared]
+        mine += made
+    timeline = replay.timeline
     runs = doc.get("runs")
     timeline.runs = runs if type(runs) is int and runs >= timeline.runs else timeline.runs
     if _number(doc.get("last")) and timeline.last is not None:
@@ -172,7 +209,57 @@ def watched_node(answer: JobAnswer, events: list[Event]) -> WatchedNode:
     return node
 
 
-def fleet_watch(args: argparse.Namespace) -> FleetWatchResult:
+def event_key(e: Event) -> tuple:
+    return (e.node, round(e.when, 3), e.kind, e.check, e.place)
+
+
+def event_line(e: Event) -> str:
+    at = time.strftime("%H:%M:%S", time.gmtime(e.when))
+    if e.kind == "appeared":
+        return f"{at} {e.node} + {e.check} [{e.layer}] {e.place}: {e.message}"
+    if e.kind == "cleared":
+        return f"{at} {e.node} - {e.check} [{e.layer}] {e.place}: cleared"
+    if e.kind == "verdict":
+        return f"{at} {e.node} verdict {e.message}"
+    return f"{at} {e.node} could not check: {e.message}"
+
+
+class LiveFeed:
+    """The nodes' live lines (pieces of their stderr, as the job's log follower passes them),
+    printed as they come: each line reassembled from the log driver's pieces, its shape
+    checked and made into events as the answer's changes are (Replay), under the node swarm
+    ran the task on. Called from the follower's thread; closed before the report is printed."""
+
+    def __init__(self, write) -> None:
+        self.write = write  # one printed line at a time (flushed: stdout may be a pipe)
+        self.lock = threading.Lock()
+        self.closed = False
+        self.lines: dict[str, MarkedLines] = {}  # per node
+        self.replays: dict[str, Replay] = {}
+        self.shown: set[tuple] = set()
+
+    def __call__(self, node: str, hostname: str, piece: str) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            lines = self.lines.setdefault(node, MarkedLines(LIVE_MARK, MAX_LIVE_LINE))
+            raw = lines.feed(piece)[0]  # (what is not a live line is not shown: the answer says)
+            if raw is None:
+                return
+            replay = self.replays.setdefault(node, Replay(hostname or node[:12]))
+            if replay.timeline.runs >= MAX_CHANGES:
+                return
+            for event in replay.apply(raw) or []:
+                self.shown.add(event_key(event))
+                self.write(printable(event_line(event)) + "\n")
+
+    def close(self) -> set[tuple]:
+        with self.lock:
+            self.closed = True
+            return set(self.shown)
+
+
+def fleet_watch(args: argparse.Namespace, live: LiveFeed | None = None) -> FleetWatchResult:
     started = time.monotonic()
     engine, collector = on_a_manager(args, "--all-nodes --watch")
     nets = resolve_networks(collector.networks(), args.networks)
@@ -186,8 +273,14 @@ def fleet_watch(args: argparse.Namespace) -> FleetWatchResult:
     # every node watches for --for; then each has --timeout to answer
     job = NodeJob(engine, member, plan.image, args.for_ + args.wait, FLEET_PREFIX,
                   datapath_dir=os.path.join(args.exec_root, "netns"),
-                  keep=lambda answer: watched_node(answer, events))
-    nodes = list(job.run(plan.eligible).values())
+                  keep=lambda answer: watched_node(answer, events), live=live, live_mark=LIVE_MARK)
+    if live is not None:
+        live.write(f"ssd --all-nodes --watch: {count(len(plan.eligible), 'node')} watching for "
+                   f"{span(args.for_)}, a run every {args.interval:g} s; changes as they happen:\n")
+    try:
+        nodes = list(job.run(plan.eligible).values())
+    finally:
+        shown = live.close() if live is not None else set()
     not_checked = not_removed_problems(job.not_removed)
     for gone in plan.skipped:
         nodes.append(WatchedNode(gone.id, gone.hostname, None, f"{gone.reason}: not asked", asked=False))
@@ -203,7 +296,8 @@ def fleet_watch(args: argparse.Namespace) -> FleetWatchResult:
                                           f"something: the last {n.dropped} were not sent"))
     events.sort(key=lambda e: (e.when, e.node, e.kind != "verdict", e.check, e.place))
     return FleetWatchResult([(n.get("Name") or n["Id"], n["Id"]) for n in nets], nodes, events,
-                            args.interval, args.for_, time.monotonic() - started, plan.notes, not_checked)
+                            args.interval, args.for_, time.monotonic() - started, plan.notes, not_checked,
+                            shown)
 
 
 # --- the merged timeline: its verdict, text, JSON and picture -------------------------
@@ -238,17 +332,8 @@ def render_fleet_watch(result: FleetWatchResult, quiet: bool = False) -> str:
     runs = ", ".join(f"{n.label} {n.runs}" for n in watched)
     lines = [f"ssd --all-nodes --watch: {count(len(watched), 'node')} watched from {stamp(first)} to "
              f"{stamp(last)}, every {result.interval:g} s (runs: {runs or 'none'})"]
-    if not quiet:
-        for e in result.events:
-            at = time.strftime("%H:%M:%S", time.gmtime(e.when))
-            if e.kind == "appeared":
-                lines.append(f"{at} {e.node} + {e.check} [{e.layer}] {e.place}: {e.message}")
-            elif e.kind == "cleared":
-                lines.append(f"{at} {e.node} - {e.check} [{e.layer}] {e.place}: cleared")
-            elif e.kind == "verdict":
-                lines.append(f"{at} {e.node} verdict {e.message}")
-            else:
-                lines.append(f"{at} {e.node} could not check: {e.message}")
+    if not quiet:  # (what was printed as it happened is not printed again)
+        lines += [event_line(e) for e in result.events if event_key(e) not in result.shown]
     everyone = [n.label for n in watched]
     seen = across_nodes(result)
     lines.append("findings across the swarm:" if seen else "no finding appeared on any node")

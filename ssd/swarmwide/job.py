@@ -7,6 +7,7 @@ import contextlib
 import json
 import re
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,38 @@ def own_image(engine: Engine, mountinfo: str = "/proc/self/mountinfo") -> tuple[
     return pinned, tag
 
 
+class MarkedLines:
+    """A task's lines that begin with mark (then compact JSON, which holds no newline),
+    reassembled from the log driver's pieces (it splits lines past 16 KB); every other piece
+    passes through. A marked line that does not end as JSON within most bytes is dropped."""
+
+    def __init__(self, mark: str, most: int) -> None:
+        self.mark, self.most = mark, most
+        self.held: list[str] | None = None
+        self.size = 0
+
+    def feed(self, piece: str) -> tuple[Any, str | None]:
+        """(a marked line's JSON, decoded, or None; the piece if it is not of a marked line)."""
+        piece = piece.rstrip("\n")  # (the driver's, at the end of every piece it sends)
+        if piece.startswith(self.mark):
+            self.held, self.size, piece = [], 0, piece[len(self.mark):]
+        elif self.held is None:
+            return None, piece
+        self.held.append(piece)
+        self.size += len(piece)
+        if self.size > self.most:
+            self.held = None
+            return None, None
+        if not piece.endswith("}"):
+            return None, None
+        try:
+            doc = json.loads("".join(self.held), parse_constant=_no_constant)
+        except (ValueError, RecursionError):
+            return None, None  # a piece of a longer line (or not JSON: waits for the next mark)
+        self.held = None
+        return doc, None
+
+
 @dataclass
 class JobAnswer:
     """What one node's task of a NodeJob returned: its JSON answer, or why there is none."""
@@ -92,7 +125,8 @@ class NodeJob:
 
     def __init__(self, engine: Engine, args: list[str], image: str, timeout: float,
                  prefix: str = GOSSIP_PREFIX, datapath_dir: str | None = None,
-                 max_answer: int = MAX_ANSWER_BYTES, keep: Any = None) -> None:
+                 max_answer: int = MAX_ANSWER_BYTES, keep: Any = None, live: Any = None,
+                 live_mark: str | None = None) -> None:
         self.engine, self.api = engine, engine.api
         self.args, self.image, self.timeout = args, image, timeout
         self.datapath_dir = datapath_dir  # the netns directory, when the task reads the datapath
@@ -100,6 +134,12 @@ class NodeJob:
         # What is kept of each answer, made as soon as it is read (the decoded answer is then
         # dropped): the manager's memory is what the caller keeps, not the sum of the answers.
         self.keep = keep or (lambda answer: answer)
+        # live(node, hostname, piece): each piece of the tasks' standard error as it is written
+        # (the service's log followed in a thread while the job runs); lines that begin with
+        # live_mark are the live lines, not part of a task's error when it fails
+        self.live, self.live_mark = live, live_mark
+        self.task_nodes: dict[str, str] = {}  # task ID -> node ID, as swarm says (from /tasks)
+        self.following: Any = None  # the followed log's response, closed when the job ends
         import secrets  # the coordinator's only: a node check does not pay for it
         self.name = prefix + secrets.token_hex(4)
         self.service_id: str | None = None
@@ -142,12 +182,63 @@ class NodeJob:
         (the caller says so); Ctrl-C or SIGTERM is re-raised as JobInterrupted, carrying it."""
         try:
             self.start()
+            if self.live is not None:
+                threading.Thread(target=self.follow, args=(eligible,), daemon=True,
+                                 name="ssd-follow").start()
             return self.collect(eligible)
         except KeyboardInterrupt as exc:
             self.remove()
             raise JobInterrupted(self.not_removed) from exc
         finally:
+            self.unfollow()
             self.remove()
+
+    def follow(self, eligible: dict[str, str]) -> None:
+        """(In a thread, while the job runs.) The service's standard error, followed: each piece
+        to live() with the node swarm ran its task on (a task not yet known: /tasks asked again,
+        at most every 2 s, its pieces kept meanwhile); a node's pieces past max_answer bytes are
+        not passed.
+        It ends with the job (unfollow) or the log; what it missed, the answers still hold."""
+        api = self.api
+        params = {"details": 1, "follow": 1, "stdout": 0, "stderr": 1, "tail": "all"}
+        waiting: dict[str, list[str]] = {}
+        sizes: dict[str, int] = {}
+        asked = 0.0
+        try:  # no read timeout: a quiet watch writes nothing for minutes
+            res = api._get(api._url("/services/{0}/logs", self.service_id), params=params, stream=True,
+                           timeout=None)
+            self.following = res
+            api._raise_for_status(res)
+            for frame in api._multiplexed_response_stream_helper(res):
+                if self.following is None:
+                    return
+                for line in frame.decode(errors="replace").splitlines(keepends=True):
+                    details, _, message = line.partition(" ")
+                    found = TASK_ID_RE.search(details)
+                    pieces = waiting.setdefault(found.group(1), []) if found else []
+                    if found and len(pieces) < 64:
+                        pieces.append(message)
+                if any(t not in self.task_nodes for t in waiting) and time.monotonic() > asked + 2:
+                    asked = time.monotonic()  # a task swarm had not listed when /tasks was polled
+                    with contextlib.suppress(Exception):
+                        self.latest_tasks()
+                for known in [t for t in waiting if t in self.task_nodes]:
+                    node = self.task_nodes[known]
+                    for piece in waiting.pop(known):
+                        sizes[node] = sizes.get(node, 0) + len(piece)
+                        if node in eligible and sizes[node] <= self.max_answer:
+                            self.live(node, eligible[node], piece)
+        except Exception:  # noqa: BLE001 - live lines are a courtesy: the answers make the verdict
+            return
+
+    def unfollow(self) -> None:
+        res, self.following = self.following, None
+        if res is not None:
+            with contextlib.suppress(Exception):
+                sock = self.api._get_raw_response_socket(res)
+                sock.shutdown(2)  # (a close alone does not wake a read blocked in the thread)
+            with contextlib.suppress(Exception):
+                res.close()
 
     def remove(self) -> None:
         """Remove the service; a second Ctrl-C, SIGTERM or SIGHUP while it is removed waits until
@@ -171,10 +262,13 @@ class NodeJob:
             node = task.get("NodeID")
             if node and (node not in latest or task.get("CreatedAt", "") > latest[node].get("CreatedAt", "")):
                 latest[node] = task
+            if node and isinstance(task.get("ID"), str):
+                self.task_nodes[task["ID"]] = node
         return latest
 
-    def output(self, task_id: str, stream: str) -> str | None:
-        """What one task wrote on stream, reassembled (the log driver splits long lines); None:
+    def output(self, task_id: str, stream: str, drop: str | None = None) -> str | None:
+        """What one task wrote on stream, reassembled (the log driver splits long lines), without
+        the lines marked drop (MarkedLines); None:
         more than max_answer bytes, of which no more is read. One task's log, read when that
         task has finished: each answer crosses the wire once, however many nodes finish after
         it (the service's log, read whole each time a node finished, was N(N+1)/2 answers)."""
@@ -203,11 +297,14 @@ class NodeJob:
         if frames is None:
             return None
         out: list[str] = []
+        marked = MarkedLines(drop, self.max_answer) if drop else None
         for line in b"".join(frames).decode(errors="replace").splitlines():
             details, _, message = line.partition(" ")
             found = TASK_ID_RE.search(details)
             if found and found.group(1) == task_id:  # only this task's lines, as labelled by swarm
-                out.append(message)
+                kept = marked.feed(message)[1] if marked else message
+                if kept is not None:
+                    out.append(kept)
         return "".join(out)
 
     def collect(self, eligible: dict[str, str], clock=time.monotonic, sleep=time.sleep
@@ -267,7 +364,7 @@ class NodeJob:
         why = status.get("Err") or status.get("Message") or status.get("State")
         stderr = ""
         with contextlib.suppress(CheckError, self.engine.errors.NotFound):
-            stderr = (self.output(task_id, "stderr") or "").strip() if task_id else ""
+            stderr = (self.output(task_id, "stderr", self.live_mark) or "").strip() if task_id else ""
         return JobAnswer(node, host, None, f"task {status.get('State')}: {printable(stderr[-400:]) or why}")
 
 
