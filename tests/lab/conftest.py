@@ -32,7 +32,8 @@ CI = ("test_lab.py::test_healthy_swarm_is_consistent_on_every_node",
       "test_lab_probe.py::",
       "test_lab_stack.py::",
       "test_lab_watch.py::",
-      "test_lab_fleet_watch.py::")
+      "test_lab_fleet_watch.py::test_faults_on_a_schedule",
+      "test_lab_fleet_watch.py::test_changes_reach_the_manager")
 
 
 def pytest_collection_modifyitems(items):
