@@ -56,6 +56,11 @@ class Truncated(bytes):
     """A body sent with a Content-Length 500 bytes beyond it: a daemon that hangs up half-way."""
 
 
+class Held(bytes):
+    """A log followed (follow=1): sent, then the connection held open, as dockerd does while the
+    service runs, until the client hangs up (or shuts its socket down)."""
+
+
 class FakeEngine:
     """Serve routes on a unix socket in a thread of the test process."""
 
@@ -75,7 +80,9 @@ class FakeEngine:
                     length = int(self.headers.get("Content-Length") or 0)
                     sent = json.loads(self.rfile.read(length) or b"null")
                     body = body(self.command, urllib.parse.parse_qs(query), sent)
-                if isinstance(body, Truncated):
+                if isinstance(body, Held):
+                    self._hold(body)
+                elif isinstance(body, Truncated):
                     self._send(200, body, declared=len(body) + 500)
                 elif isinstance(body, bytes):  # a raw stream (logs)
                     self._send(200, body, "application/vnd.docker.raw-stream")
@@ -101,6 +108,17 @@ class FakeEngine:
                 self.end_headers()
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(data)  # a client may hang up early
+
+            def _hold(self, data: bytes) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/vnd.docker.raw-stream")
+                self.send_header("Connection", "close")  # (no length: the body ends when it closes)
+                self.end_headers()
+                with contextlib.suppress(OSError):
+                    self.wfile.write(data)
+                    self.wfile.flush()
+                    while self.connection.recv(1024):  # until the client hangs up
+                        pass
 
             def log_message(self, *args) -> None:
                 pass

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import struct
 
-from fake_engine import FakeEngine
+from fake_engine import FakeEngine, Held
 
 NODES = {"n1aaaaaaaaaaaaaaaaaaaaaaa": "node1", "n2bbbbbbbbbbbbbbbbbbbbbbb": "node2",
          "n3ccccccccccccccccccccccc": "node3"}
@@ -135,4 +135,4 @@ class FakeSwarm:
                     ordered.append(pieces.pop(0))
         body = b"".join(frame(want, line) for line in ordered)
         self.log_bytes += len(body)
-        return body
+        return Held(body) if query.get("follow", ["0"])[0] in ("1", "true", "True") else body

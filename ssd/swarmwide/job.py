@@ -7,6 +7,7 @@ import contextlib
 import json
 import re
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -139,7 +140,8 @@ class NodeJob:
         # live_mark are the live lines, not part of a task's error when it fails
         self.live, self.live_mark = live, live_mark
         self.task_nodes: dict[str, str] = {}  # task ID -> node ID, as swarm says (from /tasks)
-        self.following: Any = None  # the followed log's response, closed when the job ends
+        self.following: Any = None  # the followed log's socket, shut down when the job ends
+        self.unfollowed = False
         import secrets  # the coordinator's only: a node check does not pay for it
         self.name = prefix + secrets.token_hex(4)
         self.service_id: str | None = None
@@ -204,11 +206,15 @@ class NodeJob:
         waiting: dict[str, list[str]] = {}
         sizes: dict[str, int] = {}
         asked = 0.0
+        res = None
         try:  # no read timeout: a quiet watch writes nothing for minutes
             res = api._get(api._url("/services/{0}/logs", self.service_id), params=params, stream=True,
                            timeout=None)
-            self.following = res
             api._raise_for_status(res)
+            raw = api._get_raw_response_socket(res)
+            self.following = getattr(raw, "_sock", raw)  # (a unix socket's is a SocketIO around it)
+            if self.unfollowed:  # the job ended while the log was being asked for
+                return
             for frame in api._multiplexed_response_stream_helper(res):
                 if self.following is None:
                     return
@@ -230,15 +236,21 @@ class NodeJob:
                             self.live(node, eligible[node], piece)
         except Exception:  # noqa: BLE001 - live lines are a courtesy: the answers make the verdict
             return
+        finally:
+            if res is not None:  # (here, in the thread that reads it: see unfollow)
+                with contextlib.suppress(Exception):
+                    res.close()
 
     def unfollow(self) -> None:
-        res, self.following = self.following, None
-        if res is not None:
+        """End the follower's read by shutting its socket down, never by closing the response
+        from this thread: its buffered reader's lock is held by the read blocked in the
+        follower, and a close waits on it for as long as the log is quiet (forever, after the
+        tasks ended: a hang seen in the lab)."""
+        self.unfollowed = True
+        sock, self.following = self.following, None
+        if sock is not None:
             with contextlib.suppress(Exception):
-                sock = self.api._get_raw_response_socket(res)
-                sock.shutdown(2)  # (a close alone does not wake a read blocked in the thread)
-            with contextlib.suppress(Exception):
-                res.close()
+                sock.shutdown(socket.SHUT_RDWR)
 
     def remove(self) -> None:
         """Remove the service; a second Ctrl-C, SIGTERM or SIGHUP while it is removed waits until
